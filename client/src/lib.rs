@@ -1,0 +1,1 @@
+//! Nexus client library.

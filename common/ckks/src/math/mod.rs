@@ -1,0 +1,10 @@
+//! Word-size modular arithmetic, prime generation, NTT and RNS conversions.
+
+pub mod modulus;
+pub mod ntt;
+pub mod primes;
+pub mod rns;
+
+pub use modulus::Modulus;
+pub use ntt::NttTable;
+pub use rns::BasisConverter;

@@ -1,0 +1,114 @@
+//! Named parameter presets, named by content: ring degree, log2(QP) and
+//! secret (`TERN` dense ternary, `H<w>` sparse with Hamming weight w).
+//! Presets whose name starts with `INSECURE` are for tests only.
+//!
+//! | name | N | chain (bits) | special | dnum | scale | depth | secure |
+//! |---|---|---|---|---|---|---|---|
+//! | `INSECURE_N11_QP230_TEST` | 2^11 | 50 + 4 x 30 | 2 x 30 (< 2^30) | 5 | 2^30 | 4 | no |
+//! | `INSECURE_N12_QP640_TEST` | 2^12 | 55 + 9 x 40 | 5 x 45 (< 2^45) | 3 | 2^40 | 9 | no |
+//! | `N15_QP860_TERN` | 2^15 | 60 + 14 x 40 | 4 x 60 | 3 | 2^40 | 14 | 128-bit |
+//! | `N16_QP1500_TERN` (alias `bench-n16-l27`) | 2^16 | 60 + 26 x 40 | 8 x 50 (< 2^50) | 3 | 2^40 | 26 | 128-bit |
+//! | `N16_QP1420_H192` | 2^16 | 60 + 24 x 40 | 8 x 50 (< 2^50) | 3 | 2^40 | 24 | 128-bit (h = 192) |
+//!
+//! Special primes below 2^50 keep the key-switching NTTs on the IFMA path;
+//! 40-bit chain primes generated around 2^40 keep the scale within a few
+//! parts per million of 2^40 through rescaling.
+
+use crate::error::CkksError;
+use crate::params::{ParametersLiteral, Primes, SecretDistribution, SecurityLevel};
+
+/// Names of every preset.
+pub const NAMES: &[&str] =
+    &["INSECURE_N11_QP230_TEST", "INSECURE_N12_QP640_TEST", "N15_QP860_TERN", "N16_QP1500_TERN", "N16_QP1420_H192"];
+
+fn lit(
+    log_n: u32,
+    q: Vec<u32>,
+    p: Vec<u32>,
+    dnum: usize,
+    log_scale: u32,
+    secret: SecretDistribution,
+    security: SecurityLevel,
+) -> ParametersLiteral {
+    ParametersLiteral {
+        log_n,
+        q: Primes::Bits(q),
+        p: Primes::Bits(p),
+        dnum,
+        log_default_scale: log_scale,
+        secret,
+        error_std: 3.2,
+        security,
+    }
+}
+
+fn chain(first: u32, rest: u32, count: usize) -> Vec<u32> {
+    std::iter::once(first).chain(std::iter::repeat_n(rest, count)).collect()
+}
+
+/// The literal of a named preset.
+pub fn literal(name: &str) -> Result<ParametersLiteral, CkksError> {
+    use SecretDistribution::*;
+    use SecurityLevel::*;
+    Ok(match name {
+        "INSECURE_N11_QP230_TEST" => lit(11, chain(50, 30, 4), vec![30; 2], 5, 30, Ternary, InsecureTestOnly),
+        "INSECURE_N12_QP640_TEST" => lit(12, chain(55, 40, 9), vec![45; 5], 3, 40, Ternary, InsecureTestOnly),
+        "N15_QP860_TERN" => lit(15, chain(60, 40, 14), vec![60; 4], 3, 40, Ternary, Bits128),
+        "N16_QP1500_TERN" | "bench-n16-l27" => lit(16, chain(60, 40, 26), vec![50; 8], 3, 40, Ternary, Bits128),
+        "N16_QP1420_H192" => {
+            lit(16, chain(60, 40, 24), vec![50; 8], 3, 40, SparseTernary { hamming_weight: 192 }, Bits128)
+        }
+        other => {
+            return Err(CkksError::InvalidParameters(format!(
+                "unknown preset {other:?}; known presets: {}",
+                NAMES.join(", ")
+            )))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Parameters;
+
+    #[test]
+    fn names_match_contents_and_security() {
+        for name in NAMES {
+            let params = Parameters::preset(name).unwrap();
+            let qp: f64 = name.split('_').find_map(|t| t.strip_prefix("QP")).unwrap().parse().unwrap();
+            assert!((params.log_qp() - qp).abs() < 1.0, "{name}: log QP {}", params.log_qp());
+            let n: u32 = name.split('_').find_map(|t| t.strip_prefix('N')).unwrap().parse().unwrap();
+            assert_eq!(params.log_n(), n);
+            assert_eq!(params.is_secure(), !name.starts_with("INSECURE"), "{name}");
+        }
+    }
+
+    #[test]
+    fn insecure_sizes_are_refused_when_security_is_required() {
+        let mut l = literal("INSECURE_N12_QP640_TEST").unwrap();
+        l.security = SecurityLevel::Bits128;
+        let err = Parameters::new(l).unwrap_err();
+        assert!(err.to_string().contains("exceeds the 128-bit bound"), "{err}");
+        let mut l = literal("N16_QP1420_H192").unwrap();
+        l.secret = SecretDistribution::SparseTernary { hamming_weight: 64 };
+        assert!(Parameters::new(l).is_err());
+        let mut l = literal("N16_QP1500_TERN").unwrap();
+        l.q = Primes::Bits(chain(60, 40, 26).into_iter().chain([40; 8]).collect());
+        assert!(Parameters::new(l).is_err());
+    }
+
+    #[test]
+    fn malformed_literals_are_rejected_with_reasons() {
+        let mut l = literal("INSECURE_N11_QP230_TEST").unwrap();
+        l.dnum = 9;
+        assert!(Parameters::new(l).unwrap_err().to_string().contains("dnum"));
+        let mut l = literal("INSECURE_N11_QP230_TEST").unwrap();
+        l.q = Primes::Values(vec![97, 193]);
+        assert!(Parameters::new(l).unwrap_err().to_string().contains("not a prime congruent"));
+        let mut l = literal("INSECURE_N11_QP230_TEST").unwrap();
+        l.p = Primes::Bits(vec![20]);
+        assert!(Parameters::new(l).unwrap_err().to_string().contains("special primes"));
+        assert!(Parameters::preset("nope").unwrap_err().to_string().contains("known presets"));
+    }
+}

@@ -1,0 +1,203 @@
+//! RNS polynomials whose representation (coefficients or NTT evaluations)
+//! is part of the type, so mixing domains does not compile.
+
+use super::{Basis, RingContext};
+use std::marker::PhantomData;
+
+/// A polynomial representation.
+pub trait Domain: Copy + Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Name used in errors and wire headers.
+    const NAME: &'static str;
+}
+
+/// Coefficient representation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coeff;
+/// NTT (evaluation) representation, bit-reversed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ntt;
+
+impl Domain for Coeff {
+    const NAME: &'static str = "coefficient";
+}
+impl Domain for Ntt {
+    const NAME: &'static str = "ntt";
+}
+
+/// An RNS polynomial: `basis.limbs()` limbs of `n` reduced words each.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Poly<D: Domain> {
+    basis: Basis,
+    n: usize,
+    data: Vec<u64>,
+    _domain: PhantomData<D>,
+}
+
+impl<D: Domain> std::fmt::Debug for Poly<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poly").field("domain", &D::NAME).field("basis", &self.basis).field("n", &self.n).finish()
+    }
+}
+
+impl<D: Domain> Poly<D> {
+    /// The zero polynomial.
+    pub fn zero(ctx: &RingContext, basis: Basis) -> Self {
+        Self { basis, n: ctx.n(), data: vec![0; basis.limbs() * ctx.n()], _domain: PhantomData }
+    }
+
+    /// Wraps limb data; the caller guarantees that every word is reduced
+    /// modulo its limb's prime (decoders check it with [`Self::is_reduced`]).
+    pub(crate) fn from_raw(basis: Basis, n: usize, data: Vec<u64>) -> Self {
+        debug_assert_eq!(data.len(), basis.limbs() * n);
+        Self { basis, n, data, _domain: PhantomData }
+    }
+
+    /// Whether every word is reduced modulo its limb's prime.
+    pub fn is_reduced(&self, ctx: &RingContext) -> bool {
+        self.data.chunks(self.n).enumerate().all(|(j, limb)| {
+            let q = ctx.modulus_of(self.basis, j).value();
+            limb.iter().all(|&x| x < q)
+        })
+    }
+
+    /// The basis of the limbs.
+    pub fn basis(&self) -> Basis {
+        self.basis
+    }
+
+    /// Ring degree.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// All limbs, limb after limb.
+    pub fn data(&self) -> &[u64] {
+        &self.data
+    }
+
+    /// All limbs, mutable.
+    pub fn data_mut(&mut self) -> &mut [u64] {
+        &mut self.data
+    }
+
+    /// One limb.
+    pub fn limb(&self, j: usize) -> &[u64] {
+        &self.data[j * self.n..(j + 1) * self.n]
+    }
+
+    /// One limb, mutable.
+    pub fn limb_mut(&mut self, j: usize) -> &mut [u64] {
+        &mut self.data[j * self.n..(j + 1) * self.n]
+    }
+
+    pub(crate) fn into_data(self) -> Vec<u64> {
+        self.data
+    }
+
+    /// `self += other` (same basis).
+    pub fn add_assign(&mut self, ctx: &RingContext, other: &Self) {
+        debug_assert_eq!(self.basis, other.basis);
+        ctx.backend().add(ctx, self.basis, &mut self.data, &other.data);
+    }
+
+    /// `self -= other` (same basis).
+    pub fn sub_assign(&mut self, ctx: &RingContext, other: &Self) {
+        debug_assert_eq!(self.basis, other.basis);
+        ctx.backend().sub(ctx, self.basis, &mut self.data, &other.data);
+    }
+
+    /// `self = -self`.
+    pub fn neg_assign(&mut self, ctx: &RingContext) {
+        ctx.backend().neg(ctx, self.basis, &mut self.data);
+    }
+
+    /// Multiplies limb `j` by `scalars[j]`.
+    pub fn mul_scalar_assign(&mut self, ctx: &RingContext, scalars: &[u64]) {
+        ctx.backend().mul_scalar(ctx, self.basis, &mut self.data, scalars);
+    }
+
+    /// Keeps the first `q` chain limbs (and no special limbs): drops levels.
+    pub fn truncate_q(&mut self, q: usize) {
+        debug_assert!(q <= self.basis.q);
+        self.data.truncate(q * self.n);
+        self.basis = Basis { q, p: 0 };
+    }
+
+    /// A copy restricted to the first `q` chain limbs and first `p` special
+    /// limbs of this polynomial's basis.
+    pub fn restricted(&self, basis: Basis) -> Self {
+        debug_assert!(basis.q <= self.basis.q && basis.p <= self.basis.p);
+        let mut data = Vec::with_capacity(basis.limbs() * self.n);
+        data.extend_from_slice(&self.data[..basis.q * self.n]);
+        let p_start = self.basis.q * self.n;
+        data.extend_from_slice(&self.data[p_start..p_start + basis.p * self.n]);
+        Self::from_raw(basis, self.n, data)
+    }
+}
+
+impl Poly<Coeff> {
+    /// Forward NTT of every limb.
+    pub fn into_ntt(mut self, ctx: &RingContext) -> Poly<Ntt> {
+        ctx.backend().forward_ntt(ctx, self.basis, &mut self.data);
+        Poly::from_raw(self.basis, self.n, self.data)
+    }
+
+    /// `X -> X^g`.
+    pub fn automorphism(&self, ctx: &RingContext, g: usize) -> Self {
+        let mut out = Self::zero(ctx, self.basis);
+        ctx.backend().automorphism_coeff(ctx, self.basis, g, &self.data, &mut out.data);
+        out
+    }
+
+    /// Polynomial from signed coefficients (each `|c| < 2^63`).
+    pub fn from_signed(ctx: &RingContext, basis: Basis, coeffs: &[i64]) -> Self {
+        let mut p = Self::zero(ctx, basis);
+        let n = ctx.n();
+        for j in 0..basis.limbs() {
+            let m = ctx.modulus_of(basis, j);
+            for (dst, &c) in p.data[j * n..(j + 1) * n].iter_mut().zip(coeffs) {
+                *dst = m.reduce_i64(c);
+            }
+        }
+        p
+    }
+}
+
+impl Poly<Ntt> {
+    /// Inverse NTT of every limb.
+    pub fn into_coeff(mut self, ctx: &RingContext) -> Poly<Coeff> {
+        ctx.backend().inverse_ntt(ctx, self.basis, &mut self.data);
+        Poly::from_raw(self.basis, self.n, self.data)
+    }
+
+    /// Coefficient-wise product with `other` (same basis).
+    pub fn mul_assign(&mut self, ctx: &RingContext, other: &Self) {
+        debug_assert_eq!(self.basis, other.basis);
+        ctx.backend().mul(ctx, self.basis, &mut self.data, &other.data);
+    }
+
+    /// `self += a * b`.
+    pub fn mul_add_assign(&mut self, ctx: &RingContext, a: &Self, b: &Self) {
+        ctx.backend().mul_add(ctx, self.basis, &mut self.data, &a.data, &b.data);
+    }
+
+    /// Adds `scalars[j]` to every evaluation of limb `j` (adds a constant
+    /// polynomial).
+    pub fn add_scalar_assign(&mut self, ctx: &RingContext, scalars: &[u64]) {
+        ctx.backend().add_scalar(ctx, self.basis, &mut self.data, scalars);
+    }
+
+    /// `X -> X^g` as a permutation of evaluations.
+    pub fn automorphism(&self, ctx: &RingContext, g: usize) -> Self {
+        let perm = ctx.automorphism_permutation(g);
+        let mut out = Self::zero(ctx, self.basis);
+        ctx.backend().permute(ctx, self.basis, &perm, &self.data, &mut out.data);
+        out
+    }
+}
+
+impl<D: Domain> zeroize::Zeroize for Poly<D> {
+    fn zeroize(&mut self) {
+        self.data.zeroize();
+    }
+}
