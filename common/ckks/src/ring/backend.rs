@@ -9,16 +9,17 @@
 use super::{Basis, RingContext};
 use crate::math::BasisConverter;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Polynomial kernels over RNS limbs. All inputs are reduced (`< q`) and all
 /// outputs are reduced.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Short name for logs and benchmark output.
     fn name(&self) -> &'static str;
-    /// Forward NTT of every limb.
-    fn forward_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64]);
-    /// Inverse NTT of every limb.
-    fn inverse_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64]);
+    /// Forward NTT of limbs `limbs` of the polynomial `data`.
+    fn forward_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64], limbs: Range<usize>);
+    /// Inverse NTT of limbs `limbs` of the polynomial `data`.
+    fn inverse_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64], limbs: Range<usize>);
     /// `acc += other`.
     fn add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]);
     /// `acc -= other`.
@@ -39,9 +40,54 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn permute(&self, ctx: &RingContext, basis: Basis, perm: &[u32], input: &[u64], out: &mut [u64]);
     /// `out(X) = input(X^g)` in coefficient form (`g` odd, `< 2n`).
     fn automorphism_coeff(&self, ctx: &RingContext, basis: Basis, g: usize, input: &[u64], out: &mut [u64]);
-    /// Fast base conversion of `input` (the converter's source limbs, in
-    /// coefficient form) into `out` (its target limbs).
-    fn basis_convert(&self, ctx: &RingContext, conv: &BasisConverter, input: &[u64], out: &mut [u64]);
+    /// ModUp of one key-switching digit. `coeff_digit` holds the digit's
+    /// limbs in coefficient form and `ntt_digit` the same limbs in NTT form;
+    /// `out` (basis `basis` = chain limbs of the level plus all special
+    /// limbs) receives the digit extended to every limb, in NTT form: limbs
+    /// `digit` copied from `ntt_digit`, the others converted by `conv`
+    /// (whose targets are the limbs outside `digit`, in order).
+    fn mod_up_digit(
+        &self,
+        ctx: &RingContext,
+        basis: Basis,
+        conv: &BasisConverter,
+        digit: Range<usize>,
+        coeff_digit: &[u64],
+        ntt_digit: &[u64],
+        out: &mut [u64],
+    );
+    /// Key-switching inner products `out_b = sum_j digits[j] * keys_b[j]`
+    /// and `out_a = sum_j digits[j] * keys_a[j]` over `basis`; each key is
+    /// given as its chain part (at least `basis.q` limbs, the first used)
+    /// and its special part (`basis.p` limbs).
+    fn key_inner_product(
+        &self,
+        ctx: &RingContext,
+        basis: Basis,
+        digits: &[&[u64]],
+        keys_b: &[KeyLimbs<'_>],
+        keys_a: &[KeyLimbs<'_>],
+        out_b: &mut [u64],
+        out_a: &mut [u64],
+    );
+    /// ModDown in NTT form: `data` over `basis` (chain limbs plus special
+    /// limbs) becomes `(data - conv(data mod P)) / P` on its chain limbs
+    /// (written to the first `basis.q` limbs of `data`). `conv` converts the
+    /// special primes to (a prefix of) the chain; `p_inv[i] = P^-1 mod q_i`.
+    fn mod_down(&self, ctx: &RingContext, basis: Basis, conv: &BasisConverter, p_inv: &[u64], data: &mut [u64]);
+    /// Divides an NTT-form polynomial over `basis` (chain limbs only) by its
+    /// last prime with rounding; the result is written to the first
+    /// `basis.q - 1` limbs. `last_inv[i] = q_last^-1 mod q_i`.
+    fn rescale_by_last(&self, ctx: &RingContext, basis: Basis, last_inv: &[u64], data: &mut [u64]);
+}
+
+/// A key polynomial's limbs split into its chain part and special part.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyLimbs<'a> {
+    /// Chain limbs (at least as many as the basis uses).
+    pub q: &'a [u64],
+    /// Special limbs.
+    pub p: &'a [u64],
 }
 
 /// The CPU backend: rayon over limbs, IFMA NTT where available.
@@ -71,12 +117,22 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
-    fn forward_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64]) {
-        data.par_chunks_mut(ctx.n()).enumerate().for_each(|(j, limb)| ctx.ntt_of(basis, j).forward(limb));
+    fn forward_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64], limbs: Range<usize>) {
+        let n = ctx.n();
+        let start = limbs.start;
+        data[limbs.start * n..limbs.end * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(j, limb)| ctx.ntt_of(basis, start + j).forward(limb));
     }
 
-    fn inverse_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64]) {
-        data.par_chunks_mut(ctx.n()).enumerate().for_each(|(j, limb)| ctx.ntt_of(basis, j).inverse(limb));
+    fn inverse_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64], limbs: Range<usize>) {
+        let n = ctx.n();
+        let start = limbs.start;
+        data[limbs.start * n..limbs.end * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(j, limb)| ctx.ntt_of(basis, start + j).inverse(limb));
     }
 
     fn add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
@@ -156,14 +212,124 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn basis_convert(&self, ctx: &RingContext, conv: &BasisConverter, input: &[u64], out: &mut [u64]) {
+    fn mod_up_digit(
+        &self,
+        ctx: &RingContext,
+        basis: Basis,
+        conv: &BasisConverter,
+        digit: Range<usize>,
+        coeff_digit: &[u64],
+        ntt_digit: &[u64],
+        out: &mut [u64],
+    ) {
         let n = ctx.n();
-        let mut scaled = vec![0u64; input.len()];
-        scaled
-            .par_chunks_mut(n)
-            .zip(input.par_chunks(n))
-            .enumerate()
-            .for_each(|(i, (s, x))| conv.scale_source_limb(i, x, s));
-        out.par_chunks_mut(n).enumerate().for_each(|(t, o)| conv.accumulate_target_limb(t, &scaled, o));
+        let scaled = scale_sources(n, conv, coeff_digit);
+        let (digit_start, digit_end) = (digit.start, digit.end);
+        out[digit_start * n..digit_end * n].copy_from_slice(ntt_digit);
+        out.par_chunks_mut(n).enumerate().filter(|(j, _)| *j < digit_start || *j >= digit_end).for_each(|(j, o)| {
+            let t = if j < digit_start { j } else { j - (digit_end - digit_start) };
+            conv.accumulate_target_limb(t, &scaled, o);
+            ctx.ntt_of(basis, j).forward(o);
+        });
     }
+
+    fn key_inner_product(
+        &self,
+        ctx: &RingContext,
+        basis: Basis,
+        digits: &[&[u64]],
+        keys_b: &[KeyLimbs<'_>],
+        keys_a: &[KeyLimbs<'_>],
+        out_b: &mut [u64],
+        out_a: &mut [u64],
+    ) {
+        let n = ctx.n();
+        // Products are below 2^122: up to 32 of them fit in a u128.
+        const LAZY: usize = 32;
+        out_b.par_chunks_mut(n).zip(out_a.par_chunks_mut(n)).enumerate().for_each(|(j, (ob, oa))| {
+            let m = ctx.modulus_of(basis, j);
+            fn limb_of<'k>(k: &KeyLimbs<'k>, j: usize, q: usize, n: usize) -> &'k [u64] {
+                if j < q {
+                    &k.q[j * n..(j + 1) * n]
+                } else {
+                    &k.p[(j - q) * n..(j - q + 1) * n]
+                }
+            }
+            const BLOCK: usize = 512;
+            let mut acc_b = [0u128; BLOCK];
+            let mut acc_a = [0u128; BLOCK];
+            for start in (0..n).step_by(BLOCK) {
+                let len = BLOCK.min(n - start);
+                acc_b[..len].fill(0);
+                acc_a[..len].fill(0);
+                for (d, digit) in digits.iter().enumerate() {
+                    let x = &digit[j * n + start..j * n + start + len];
+                    let kb = &limb_of(&keys_b[d], j, basis.q, n)[start..start + len];
+                    let ka = &limb_of(&keys_a[d], j, basis.q, n)[start..start + len];
+                    for c in 0..len {
+                        acc_b[c] += x[c] as u128 * kb[c] as u128;
+                        acc_a[c] += x[c] as u128 * ka[c] as u128;
+                    }
+                    if (d + 1) % LAZY == 0 {
+                        for c in 0..len {
+                            acc_b[c] = m.reduce_u128(acc_b[c]) as u128;
+                            acc_a[c] = m.reduce_u128(acc_a[c]) as u128;
+                        }
+                    }
+                }
+                for c in 0..len {
+                    ob[start + c] = m.reduce_u128(acc_b[c]);
+                    oa[start + c] = m.reduce_u128(acc_a[c]);
+                }
+            }
+        });
+    }
+
+    fn mod_down(&self, ctx: &RingContext, basis: Basis, conv: &BasisConverter, p_inv: &[u64], data: &mut [u64]) {
+        let n = ctx.n();
+        let q_limbs = basis.q;
+        let (chain, special) = data.split_at_mut(q_limbs * n);
+        // The special limbs go to coefficient form (they are discarded after).
+        special.par_chunks_mut(n).enumerate().for_each(|(j, limb)| ctx.ntt_of(basis, q_limbs + j).inverse(limb));
+        let scaled = scale_sources(n, conv, special);
+        chain.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
+            let mut t = vec![0u64; n];
+            conv.accumulate_target_limb(i, &scaled, &mut t);
+            ctx.ntt_of(basis, i).forward(&mut t);
+            let m = ctx.modulus_of(basis, i);
+            let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
+            for (x, &t) in x.iter_mut().zip(&t) {
+                *x = m.mul_shoup(m.sub(*x, t), w, ws);
+            }
+        });
+    }
+
+    fn rescale_by_last(&self, ctx: &RingContext, basis: Basis, last_inv: &[u64], data: &mut [u64]) {
+        let n = ctx.n();
+        let last = basis.q - 1;
+        let (rest, last_limb) = data.split_at_mut(last * n);
+        let q_last = *ctx.modulus_of(basis, last);
+        ctx.ntt_of(basis, last).inverse(last_limb);
+        // Round to nearest: divide (x + h) and correct by h below.
+        let h = q_last.value() >> 1;
+        last_limb.iter_mut().for_each(|x| *x = q_last.add(*x, h));
+        let last_limb = &*last_limb;
+        rest.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
+            let m = ctx.modulus_of(basis, i);
+            let h_i = m.reduce(h);
+            let mut t: Vec<u64> = last_limb.iter().map(|&v| m.sub(m.reduce(v), h_i)).collect();
+            ctx.ntt_of(basis, i).forward(&mut t);
+            let (w, ws) = (last_inv[i], m.shoup(last_inv[i]));
+            for (x, &t) in x.iter_mut().zip(&t) {
+                *x = m.mul_shoup(m.sub(*x, t), w, ws);
+            }
+        });
+    }
+}
+
+/// First step of a fast base conversion for all source limbs.
+fn scale_sources(n: usize, conv: &BasisConverter, sources: &[u64]) -> Vec<u64> {
+    let mut scaled = vec![0u64; sources.len()];
+    scaled.par_chunks_mut(n).zip(sources.par_chunks(n)).enumerate().for_each(|(i, (s, x))| conv.scale_source_limb(i, x, s));
+    scaled
 }

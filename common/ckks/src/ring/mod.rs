@@ -4,7 +4,7 @@
 pub mod backend;
 pub mod poly;
 
-pub use backend::{Backend, CpuBackend};
+pub use backend::{Backend, CpuBackend, KeyLimbs};
 pub use poly::{Coeff, Domain, Ntt, Poly};
 
 use crate::math::{Modulus, NttTable};

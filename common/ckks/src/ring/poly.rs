@@ -138,7 +138,7 @@ impl<D: Domain> Poly<D> {
 impl Poly<Coeff> {
     /// Forward NTT of every limb.
     pub fn into_ntt(mut self, ctx: &RingContext) -> Poly<Ntt> {
-        ctx.backend().forward_ntt(ctx, self.basis, &mut self.data);
+        ctx.backend().forward_ntt(ctx, self.basis, &mut self.data, 0..self.basis.limbs());
         Poly::from_raw(self.basis, self.n, self.data)
     }
 
@@ -166,7 +166,7 @@ impl Poly<Coeff> {
 impl Poly<Ntt> {
     /// Inverse NTT of every limb.
     pub fn into_coeff(mut self, ctx: &RingContext) -> Poly<Coeff> {
-        ctx.backend().inverse_ntt(ctx, self.basis, &mut self.data);
+        ctx.backend().inverse_ntt(ctx, self.basis, &mut self.data, 0..self.basis.limbs());
         Poly::from_raw(self.basis, self.n, self.data)
     }
 

@@ -1,0 +1,335 @@
+//! Encoding real and complex vectors into plaintext polynomials.
+//!
+//! Slot encoding uses the canonical embedding: slot `j` of an `n`-slot
+//! plaintext is the evaluation of the polynomial at `zeta^(5^j)`, computed
+//! by a special FFT over the rotation group. Sparse slot counts (`n < N/2`)
+//! embed into `X^(N/2n)`. Coefficient encoding puts values straight into
+//! coefficients (the compressed input of NEXUS's first layer).
+//!
+//! Decoding reconstructs each coefficient exactly from its residues (Garner's
+//! mixed radix with centred digits) before converting to floating point, so
+//! no precision is lost to the RNS representation.
+
+use super::plaintext::{Encoding, Plaintext};
+use crate::error::CkksError;
+use crate::ring::{Basis, Coeff, Poly};
+use crate::Parameters;
+use num_complex::Complex64;
+
+/// Encodes and decodes plaintexts.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    params: Parameters,
+    /// `5^j mod 2N` for `j < N/2`.
+    rot_group: Vec<usize>,
+    /// `exp(2 pi i k / 2N)` for `k <= 2N`.
+    roots: Vec<Complex64>,
+    /// Garner tables: `prefix_mod[i][k] = prod_{j<k} q_j mod q_i` for `k <= i`.
+    prefix_mod: Vec<Vec<u64>>,
+    /// `(prod_{j<i} q_j)^-1 mod q_i`.
+    prefix_inv: Vec<u64>,
+}
+
+impl Encoder {
+    /// An encoder for `params`.
+    pub fn new(params: &Parameters) -> Self {
+        let n = params.n();
+        let m = 2 * n;
+        let mut rot_group = Vec::with_capacity(n / 2);
+        let mut g = 1usize;
+        for _ in 0..n / 2 {
+            rot_group.push(g);
+            g = g * 5 % m;
+        }
+        let roots = (0..=m)
+            .map(|k| {
+                let angle = 2.0 * std::f64::consts::PI * k as f64 / m as f64;
+                Complex64::new(angle.cos(), angle.sin())
+            })
+            .collect();
+        let q = params.ring().q();
+        let mut prefix_mod = Vec::with_capacity(q.len());
+        let mut prefix_inv = Vec::with_capacity(q.len());
+        for (i, qi) in q.iter().enumerate() {
+            let mut row = Vec::with_capacity(i + 1);
+            let mut acc = 1u64;
+            for k in 0..=i {
+                row.push(acc);
+                if k < i {
+                    acc = qi.mul(acc, q[k].value() % qi.value());
+                }
+            }
+            prefix_inv.push(qi.inv(row[i]).unwrap_or(0));
+            prefix_mod.push(row);
+        }
+        Self { params: params.clone(), rot_group, roots, prefix_mod, prefix_inv }
+    }
+
+    fn check_slots(&self, slots: usize) -> Result<(), CkksError> {
+        if slots == 0 || !slots.is_power_of_two() || slots > self.params.max_slots() {
+            return Err(CkksError::InvalidInput(format!(
+                "slot count {slots} must be a power of two in 1..={}",
+                self.params.max_slots()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Special inverse FFT (slots -> coefficients of the embedding).
+    fn fft_special_inv(&self, vals: &mut [Complex64]) {
+        let size = vals.len();
+        let m = 2 * self.params.n();
+        let mut len = size;
+        while len >= 1 {
+            let lenh = len >> 1;
+            let lenq = len << 2;
+            if lenh == 0 {
+                break;
+            }
+            for i in (0..size).step_by(len) {
+                for j in 0..lenh {
+                    let idx = (lenq - (self.rot_group[j] % lenq)) * (m / lenq);
+                    let u = vals[i + j] + vals[i + j + lenh];
+                    let v = (vals[i + j] - vals[i + j + lenh]) * self.roots[idx];
+                    vals[i + j] = u;
+                    vals[i + j + lenh] = v;
+                }
+            }
+            len >>= 1;
+        }
+        bit_reverse_permute(vals);
+        let inv = 1.0 / size as f64;
+        vals.iter_mut().for_each(|v| *v *= inv);
+    }
+
+    /// Special FFT (coefficients of the embedding -> slots).
+    fn fft_special(&self, vals: &mut [Complex64]) {
+        let size = vals.len();
+        let m = 2 * self.params.n();
+        bit_reverse_permute(vals);
+        let mut len = 2;
+        while len <= size {
+            let lenh = len >> 1;
+            let lenq = len << 2;
+            for i in (0..size).step_by(len) {
+                for j in 0..lenh {
+                    let idx = (self.rot_group[j] % lenq) * (m / lenq);
+                    let u = vals[i + j];
+                    let v = vals[i + j + lenh] * self.roots[idx];
+                    vals[i + j] = u + v;
+                    vals[i + j + lenh] = u - v;
+                }
+            }
+            len <<= 1;
+        }
+    }
+
+    /// Encodes complex values into `values.len().next_power_of_two()` slots
+    /// (zero padded) at `level` and `scale`.
+    pub fn encode_complex(&self, values: &[Complex64], level: usize, scale: f64) -> Result<Plaintext, CkksError> {
+        let slots = values.len().max(1).next_power_of_two();
+        self.encode_complex_slots(values, slots, level, scale)
+    }
+
+    /// Encodes complex values into exactly `slots` slots.
+    pub fn encode_complex_slots(
+        &self,
+        values: &[Complex64],
+        slots: usize,
+        level: usize,
+        scale: f64,
+    ) -> Result<Plaintext, CkksError> {
+        self.check_slots(slots)?;
+        if values.len() > slots {
+            return Err(CkksError::InvalidInput(format!("{} values do not fit in {slots} slots", values.len())));
+        }
+        if let Some(i) = values.iter().position(|v| !v.re.is_finite() || !v.im.is_finite()) {
+            return Err(CkksError::InvalidInput(format!("value {i} is not finite")));
+        }
+        let mut w = vec![Complex64::new(0.0, 0.0); slots];
+        w[..values.len()].copy_from_slice(values);
+        self.fft_special_inv(&mut w);
+        let n = self.params.n();
+        let gap = n / (2 * slots);
+        let mut coeffs = vec![0f64; n];
+        for (i, v) in w.iter().enumerate() {
+            coeffs[i * gap] = v.re;
+            coeffs[i * gap + n / 2] = v.im;
+        }
+        let poly = self.scaled_coefficients(&coeffs, level, scale)?;
+        Ok(Plaintext { poly: poly.into_ntt(self.params.ring()), level, scale, encoding: Encoding::Slots(slots) })
+    }
+
+    /// Encodes real values into slots.
+    pub fn encode_real(&self, values: &[f64], level: usize, scale: f64) -> Result<Plaintext, CkksError> {
+        let c: Vec<Complex64> = values.iter().map(|&x| Complex64::new(x, 0.0)).collect();
+        self.encode_complex(&c, level, scale)
+    }
+
+    /// Encodes real values into exactly `slots` slots.
+    pub fn encode_real_slots(&self, values: &[f64], slots: usize, level: usize, scale: f64) -> Result<Plaintext, CkksError> {
+        let c: Vec<Complex64> = values.iter().map(|&x| Complex64::new(x, 0.0)).collect();
+        self.encode_complex_slots(&c, slots, level, scale)
+    }
+
+    /// Puts up to N real values directly into the coefficients.
+    pub fn encode_coefficients(&self, values: &[f64], level: usize, scale: f64) -> Result<Plaintext, CkksError> {
+        let n = self.params.n();
+        if values.len() > n {
+            return Err(CkksError::InvalidInput(format!("{} coefficients exceed N = {n}", values.len())));
+        }
+        let mut coeffs = vec![0f64; n];
+        coeffs[..values.len()].copy_from_slice(values);
+        let poly = self.scaled_coefficients(&coeffs, level, scale)?;
+        Ok(Plaintext { poly: poly.into_ntt(self.params.ring()), level, scale, encoding: Encoding::Coefficients })
+    }
+
+    fn scaled_coefficients(&self, coeffs: &[f64], level: usize, scale: f64) -> Result<Poly<Coeff>, CkksError> {
+        if level > self.params.max_level() {
+            return Err(CkksError::InvalidInput(format!("level {level} exceeds the maximum {}", self.params.max_level())));
+        }
+        if !(scale.is_finite() && scale >= 1.0) {
+            return Err(CkksError::InvalidInput(format!("scale {scale} must be finite and at least 1")));
+        }
+        let ring = self.params.ring();
+        let basis = Basis::q(level);
+        let log_q: f64 = self.params.q()[..=level].iter().map(|&q| (q as f64).log2()).sum();
+        let mut poly = Poly::<Coeff>::zero(ring, basis);
+        let n = ring.n();
+        for (k, &c) in coeffs.iter().enumerate() {
+            let v = (c * scale).round();
+            if !v.is_finite() || (v != 0.0 && v.abs().log2() >= (log_q - 1.0).min(126.0)) {
+                return Err(CkksError::InvalidInput(format!(
+                    "coefficient {k} = {c} times scale 2^{:.1} does not fit modulus of 2^{log_q:.0} at level {level}",
+                    scale.log2()
+                )));
+            }
+            let big = v as i128;
+            let data = poly.data_mut();
+            for j in 0..basis.limbs() {
+                data[j * n + k] = ring.modulus_of(basis, j).reduce_i128(big);
+            }
+        }
+        Ok(poly)
+    }
+
+    /// Exact centred value of every coefficient of an NTT-form polynomial,
+    /// as floating point.
+    fn centred_coefficients(&self, pt: &Plaintext) -> Vec<f64> {
+        let ring = self.params.ring();
+        let coeff = pt.poly.clone().into_coeff(ring);
+        let limbs = pt.level + 1;
+        let n = ring.n();
+        let q = ring.q();
+        let mut out = vec![0f64; n];
+        let mut digits = vec![0i64; limbs];
+        for (k, o) in out.iter_mut().enumerate() {
+            for i in 0..limbs {
+                let qi = &q[i];
+                // s = sum_{t<i} digits[t] * prod_{j<t} q_j mod q_i
+                let mut s = 0u64;
+                for t in 0..i {
+                    s = qi.add(s, qi.mul(qi.reduce_i64(digits[t]), self.prefix_mod[i][t]));
+                }
+                let d = qi.mul(qi.sub(coeff.limb(i)[k], s), self.prefix_inv[i]);
+                digits[i] = qi.center(d);
+            }
+            let mut v = 0f64;
+            for i in (0..limbs).rev() {
+                v = v * q[i].value() as f64 + digits[i] as f64;
+            }
+            *o = v;
+        }
+        out
+    }
+
+    /// Decodes the slots of a plaintext as complex values.
+    pub fn decode_complex(&self, pt: &Plaintext) -> Result<Vec<Complex64>, CkksError> {
+        let Encoding::Slots(slots) = pt.encoding else {
+            return Err(CkksError::InvalidInput("plaintext is coefficient-encoded; use decode_coefficients".into()));
+        };
+        let coeffs = self.centred_coefficients(pt);
+        let n = self.params.n();
+        let gap = n / (2 * slots);
+        let inv_scale = 1.0 / pt.scale;
+        let mut w: Vec<Complex64> =
+            (0..slots).map(|i| Complex64::new(coeffs[i * gap] * inv_scale, coeffs[i * gap + n / 2] * inv_scale)).collect();
+        self.fft_special(&mut w);
+        Ok(w)
+    }
+
+    /// Decodes the slots of a plaintext, keeping the real parts.
+    pub fn decode_real(&self, pt: &Plaintext) -> Result<Vec<f64>, CkksError> {
+        Ok(self.decode_complex(pt)?.into_iter().map(|c| c.re).collect())
+    }
+
+    /// Decodes the N coefficients of a coefficient-encoded plaintext.
+    pub fn decode_coefficients(&self, pt: &Plaintext) -> Result<Vec<f64>, CkksError> {
+        let inv_scale = 1.0 / pt.scale;
+        Ok(self.centred_coefficients(pt).into_iter().map(|c| c * inv_scale).collect())
+    }
+}
+
+fn bit_reverse_permute<T>(v: &mut [T]) {
+    let n = v.len();
+    let bits = n.trailing_zeros();
+    if bits == 0 {
+        return;
+    }
+    for i in 0..n {
+        let j = i.reverse_bits() >> (usize::BITS - bits);
+        if i < j {
+            v.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn params() -> Parameters {
+        Parameters::preset("INSECURE_N11_QP230_TEST").unwrap()
+    }
+
+    #[test]
+    fn slots_are_evaluations_at_powers_of_five() {
+        let params = params();
+        let enc = Encoder::new(&params);
+        let n = params.n();
+        for slots in [1usize, 4, n / 2] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(slots as u64);
+            let vals: Vec<Complex64> =
+                (0..slots).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect();
+            let pt = enc.encode_complex(&vals, 2, 2f64.powi(30)).unwrap();
+            let coeffs: Vec<f64> = enc.centred_coefficients(&pt).iter().map(|c| c / pt.scale).collect();
+            for j in 0..slots {
+                let e = enc.rot_group[j];
+                let zeta = |k: usize| enc.roots[(k * e) % (2 * n)];
+                let mut acc = Complex64::new(0.0, 0.0);
+                for (k, &c) in coeffs.iter().enumerate() {
+                    acc += zeta(k) * c;
+                }
+                assert!((acc - vals[j]).norm() < 1e-6, "slots {slots} slot {j}: {acc} vs {}", vals[j]);
+            }
+            let back = enc.decode_complex(&pt).unwrap();
+            let err = back.iter().zip(&vals).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
+            assert!(err < 2f64.powi(-25), "slots {slots}: error {err}");
+        }
+    }
+
+    #[test]
+    fn coefficients_round_trip_and_large_values_are_refused() {
+        let params = params();
+        let enc = Encoder::new(&params);
+        let vals: Vec<f64> = (0..params.n()).map(|i| (i as f64).sin() * 1000.0).collect();
+        let pt = enc.encode_coefficients(&vals, params.max_level(), 2f64.powi(40)).unwrap();
+        let back = enc.decode_coefficients(&pt).unwrap();
+        let err = back.iter().zip(&vals).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-9, "{err}");
+        assert!(enc.encode_coefficients(&[1e30], 0, 2f64.powi(30)).is_err());
+        assert!(enc.encode_real(&[f64::NAN], 0, 2f64.powi(30)).is_err());
+        assert!(enc.encode_real(&vec![0.0; params.n()], 0, 2f64.powi(30)).is_err());
+    }
+}

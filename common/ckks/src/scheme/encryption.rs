@@ -1,0 +1,102 @@
+//! Encryption (public key, or secret key with a seeded `c1`) and decryption.
+
+use super::keys::{PublicKey, SecretKey};
+use super::plaintext::{Ciphertext, Plaintext};
+use super::sampling::Sampler;
+use crate::error::CkksError;
+use crate::ring::Basis;
+use crate::Parameters;
+use std::sync::Mutex;
+
+/// Encrypts plaintexts.
+#[derive(Debug)]
+pub struct Encryptor {
+    params: Parameters,
+    sampler: Mutex<Sampler>,
+}
+
+impl Encryptor {
+    /// An encryptor drawing randomness from the operating system.
+    pub fn new(params: &Parameters) -> Self {
+        Self { params: params.clone(), sampler: Mutex::new(Sampler::from_os()) }
+    }
+
+    fn check(&self, what: &'static str, digest: [u8; 32]) -> Result<(), CkksError> {
+        if digest != self.params.digest() {
+            return Err(CkksError::ParametersMismatch(what));
+        }
+        Ok(())
+    }
+
+    fn with_sampler<T>(&self, f: impl FnOnce(&mut Sampler) -> T) -> T {
+        // A poisoned lock only means another thread panicked mid-sample; the
+        // CSPRNG state is still valid.
+        let mut guard = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Public-key encryption: `(u b + e0 + m, u a + e1)` at the plaintext's level.
+    pub fn encrypt_pk(&self, pt: &Plaintext, pk: &PublicKey) -> Result<Ciphertext, CkksError> {
+        self.check("public key", pk.digest)?;
+        let ring = self.params.ring();
+        let level = pt.level;
+        let basis = Basis::q(level);
+        let n = ring.n();
+        let sigma = self.params.error_std();
+        let (u, e0, e1) = self.with_sampler(|s| (s.ternary(n), s.gaussian(n, sigma), s.gaussian(n, sigma)));
+        let u = Sampler::small_to_ntt(ring, basis, &u);
+        let mut c0 = Sampler::small_to_ntt(ring, basis, &e0);
+        let mut c1 = Sampler::small_to_ntt(ring, basis, &e1);
+        c0.mul_add_assign(ring, &u, &pk.b.restricted(basis));
+        c1.mul_add_assign(ring, &u, &pk.a.restricted(basis));
+        c0.add_assign(ring, &pt.poly);
+        Ok(Ciphertext { parts: vec![c0, c1], level, scale: pt.scale, encoding: pt.encoding, seed: None })
+    }
+
+    /// Secret-key encryption `(-a s + e + m, a)` with `a` derived from a
+    /// fresh seed, so the ciphertext travels in seeded form (half size).
+    pub fn encrypt_sk(&self, pt: &Plaintext, sk: &SecretKey) -> Result<Ciphertext, CkksError> {
+        self.check("secret key", sk.digest)?;
+        let ring = self.params.ring();
+        let level = pt.level;
+        let basis = Basis::q(level);
+        let sigma = self.params.error_std();
+        let (seed, e) = self.with_sampler(|s| (s.seed(), s.gaussian(ring.n(), sigma)));
+        let a = Sampler::from_seed(seed).uniform_ntt(ring, basis);
+        let mut c0 = a.clone();
+        c0.mul_assign(ring, &sk.at_level(level));
+        c0.neg_assign(ring);
+        c0.add_assign(ring, &Sampler::small_to_ntt(ring, basis, &e));
+        c0.add_assign(ring, &pt.poly);
+        Ok(Ciphertext { parts: vec![c0, a], level, scale: pt.scale, encoding: pt.encoding, seed: Some(seed) })
+    }
+}
+
+/// Decrypts ciphertexts.
+#[derive(Debug, Clone)]
+pub struct Decryptor {
+    params: Parameters,
+}
+
+impl Decryptor {
+    /// A decryptor for `params`.
+    pub fn new(params: &Parameters) -> Self {
+        Self { params: params.clone() }
+    }
+
+    /// `c0 + c1 s (+ c2 s^2)`.
+    pub fn decrypt(&self, ct: &Ciphertext, sk: &SecretKey) -> Result<Plaintext, CkksError> {
+        if sk.digest != self.params.digest() {
+            return Err(CkksError::ParametersMismatch("secret key"));
+        }
+        let ring = self.params.ring();
+        let s = sk.at_level(ct.level);
+        let mut acc = ct.parts[ct.parts.len() - 1].clone();
+        // Horner: ((c_d s + c_{d-1}) s + ...) + c0.
+        for part in ct.parts[..ct.parts.len() - 1].iter().rev() {
+            acc.mul_assign(ring, &s);
+            acc.add_assign(ring, part);
+        }
+        Ok(Plaintext { poly: acc, level: ct.level, scale: ct.scale, encoding: ct.encoding })
+    }
+}

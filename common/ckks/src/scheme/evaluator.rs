@@ -1,0 +1,452 @@
+//! Homomorphic operations on ciphertexts.
+//!
+//! Level and scale rules: binary operations need operands at the same level
+//! (drop the higher one with [`Evaluator::drop_to_level`]); additions need
+//! equal scales up to a relative 2^-20 (the drift left by rescaling with
+//! primes that differ from 2^40 by a few parts per million), otherwise they
+//! fail with [`CkksError::ScaleMismatch`]. Products multiply scales;
+//! [`Evaluator::rescale`] divides by the last prime.
+
+use super::keys::{GaloisKeys, RelinKey};
+use super::keyswitch::{apply_key, decompose, switch};
+use super::plaintext::{Ciphertext, Encoding, Plaintext};
+use crate::error::CkksError;
+use crate::ring::{Basis, Coeff, Ntt, Poly};
+use crate::Parameters;
+use num_complex::Complex64;
+use rayon::prelude::*;
+
+/// Relative scale difference tolerated by additions.
+pub const SCALE_TOLERANCE: f64 = 1.0 / (1u64 << 20) as f64;
+
+/// Evaluates operations on ciphertexts (stateless apart from parameters).
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    params: Parameters,
+}
+
+fn same_scale(op: &'static str, a: f64, b: f64) -> Result<(), CkksError> {
+    if ((a - b) / a).abs() > SCALE_TOLERANCE {
+        return Err(CkksError::ScaleMismatch { op, left: a.log2(), right: b.log2() });
+    }
+    Ok(())
+}
+
+fn same_level(op: &'static str, a: usize, b: usize) -> Result<(), CkksError> {
+    if a != b {
+        return Err(CkksError::LevelMismatch { op, left: a, right: b });
+    }
+    Ok(())
+}
+
+fn degree_one(op: &'static str, ct: &Ciphertext) -> Result<(), CkksError> {
+    if ct.parts.len() != 2 {
+        return Err(CkksError::DegreeMismatch { op, degree: ct.parts.len() - 1, expected: 1 });
+    }
+    Ok(())
+}
+
+impl Evaluator {
+    /// An evaluator for `params`.
+    pub fn new(params: &Parameters) -> Self {
+        Self { params: params.clone() }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Parameters {
+        &self.params
+    }
+
+    fn ring(&self) -> &crate::ring::RingContext {
+        self.params.ring()
+    }
+
+    fn derived(&self, parts: Vec<Poly<Ntt>>, like: &Ciphertext, scale: f64) -> Ciphertext {
+        Ciphertext { parts, level: like.level, scale, encoding: like.encoding, seed: None }
+    }
+
+    /// `a + b`.
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        let mut out = a.clone();
+        self.add_assign(&mut out, b)?;
+        Ok(out)
+    }
+
+    /// `a += b`.
+    pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<(), CkksError> {
+        same_level("add", a.level, b.level)?;
+        same_scale("add", a.scale, b.scale)?;
+        let ring = self.ring();
+        while a.parts.len() < b.parts.len() {
+            a.parts.push(Poly::zero(ring, Basis::q(a.level)));
+        }
+        for (x, y) in a.parts.iter_mut().zip(&b.parts) {
+            x.add_assign(ring, y);
+        }
+        a.seed = None;
+        Ok(())
+    }
+
+    /// `a - b`.
+    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        let mut neg = b.clone();
+        self.neg_assign(&mut neg);
+        self.add(a, &neg)
+    }
+
+    /// `-a`.
+    pub fn neg(&self, a: &Ciphertext) -> Ciphertext {
+        let mut out = a.clone();
+        self.neg_assign(&mut out);
+        out
+    }
+
+    /// `a = -a`.
+    pub fn neg_assign(&self, a: &mut Ciphertext) {
+        for p in &mut a.parts {
+            p.neg_assign(self.ring());
+        }
+        a.seed = None;
+    }
+
+    fn plain_at_level(&self, op: &'static str, pt: &Plaintext, level: usize) -> Result<Poly<Ntt>, CkksError> {
+        if pt.level < level {
+            return Err(CkksError::LevelMismatch { op, left: level, right: pt.level });
+        }
+        Ok(pt.poly.restricted(Basis::q(level)))
+    }
+
+    /// `ct + pt` (the plaintext may be at a higher level).
+    pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
+        same_scale("add_plain", ct.scale, pt.scale)?;
+        let p = self.plain_at_level("add_plain", pt, ct.level)?;
+        let mut out = ct.clone();
+        out.parts[0].add_assign(self.ring(), &p);
+        out.seed = None;
+        Ok(out)
+    }
+
+    /// `ct - pt`.
+    pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
+        same_scale("sub_plain", ct.scale, pt.scale)?;
+        let p = self.plain_at_level("sub_plain", pt, ct.level)?;
+        let mut out = ct.clone();
+        out.parts[0].sub_assign(self.ring(), &p);
+        out.seed = None;
+        Ok(out)
+    }
+
+    /// `ct * pt`; the scale becomes the product of the scales.
+    pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
+        let p = self.plain_at_level("mul_plain", pt, ct.level)?;
+        let ring = self.ring();
+        let parts = ct
+            .parts
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.mul_assign(ring, &p);
+                c
+            })
+            .collect();
+        Ok(self.derived(parts, ct, ct.scale * pt.scale))
+    }
+
+    /// Residues of `round(v)` modulo each chain prime up to `level`.
+    fn constant_residues(&self, v: f64, level: usize) -> Result<Vec<u64>, CkksError> {
+        let r = v.round();
+        if !r.is_finite() || r.abs() >= 2f64.powi(126) {
+            return Err(CkksError::InvalidInput(format!("constant {v} is too large")));
+        }
+        let big = r as i128;
+        Ok(self.ring().q()[..=level].iter().map(|m| m.reduce_i128(big)).collect())
+    }
+
+    /// `ct + c` for a real constant.
+    pub fn add_const(&self, ct: &Ciphertext, c: f64) -> Result<Ciphertext, CkksError> {
+        let res = self.constant_residues(c * ct.scale, ct.level)?;
+        let mut out = ct.clone();
+        out.parts[0].add_scalar_assign(self.ring(), &res);
+        out.seed = None;
+        Ok(out)
+    }
+
+    /// The NTT form of `re + im X^(N/2)` (which decodes to `re + i im` in
+    /// every slot) at `level`.
+    fn complex_constant_poly(&self, c: Complex64, scale: f64, level: usize) -> Result<Poly<Ntt>, CkksError> {
+        let ring = self.ring();
+        let basis = Basis::q(level);
+        let re = self.constant_residues(c.re * scale, level)?;
+        let im = self.constant_residues(c.im * scale, level)?;
+        let mut p = Poly::<Coeff>::zero(ring, basis);
+        let n = ring.n();
+        for j in 0..basis.limbs() {
+            p.data_mut()[j * n] = re[j];
+            p.data_mut()[j * n + n / 2] = im[j];
+        }
+        Ok(p.into_ntt(ring))
+    }
+
+    /// `ct + c` for a complex constant.
+    pub fn add_const_complex(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext, CkksError> {
+        let p = self.complex_constant_poly(c, ct.scale, ct.level)?;
+        let mut out = ct.clone();
+        out.parts[0].add_assign(self.ring(), &p);
+        out.seed = None;
+        Ok(out)
+    }
+
+    /// `ct * c` for a real constant encoded at the scale of the ciphertext's
+    /// last prime, so that a following [`rescale`](Self::rescale) restores
+    /// the input scale exactly.
+    pub fn mul_const(&self, ct: &Ciphertext, c: f64) -> Result<Ciphertext, CkksError> {
+        let const_scale = self.params.q()[ct.level] as f64;
+        self.mul_const_with_scale(ct, c, const_scale)
+    }
+
+    /// `ct * round(c * const_scale)`; the scale is multiplied by `const_scale`.
+    pub fn mul_const_with_scale(&self, ct: &Ciphertext, c: f64, const_scale: f64) -> Result<Ciphertext, CkksError> {
+        let res = self.constant_residues(c * const_scale, ct.level)?;
+        let ring = self.ring();
+        let parts = ct
+            .parts
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p.mul_scalar_assign(ring, &res);
+                p
+            })
+            .collect();
+        Ok(self.derived(parts, ct, ct.scale * const_scale))
+    }
+
+    /// `ct * c` for a complex constant, encoded at the last prime's scale.
+    pub fn mul_const_complex(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext, CkksError> {
+        let const_scale = self.params.q()[ct.level] as f64;
+        let p = self.complex_constant_poly(c, const_scale, ct.level)?;
+        let ring = self.ring();
+        let parts = ct
+            .parts
+            .iter()
+            .map(|x| {
+                let mut x = x.clone();
+                x.mul_assign(ring, &p);
+                x
+            })
+            .collect();
+        Ok(self.derived(parts, ct, ct.scale * const_scale))
+    }
+
+    /// `ct * k` for an integer (exact; the scale is unchanged).
+    pub fn mul_integer(&self, ct: &Ciphertext, k: i64) -> Ciphertext {
+        let res: Vec<u64> = self.ring().q()[..=ct.level].iter().map(|m| m.reduce_i64(k)).collect();
+        let ring = self.ring();
+        let parts = ct
+            .parts
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p.mul_scalar_assign(ring, &res);
+                p
+            })
+            .collect();
+        self.derived(parts, ct, ct.scale)
+    }
+
+    /// `ct * X^k` (negacyclic: `X^N = -1`), for any integer `k`.
+    pub fn mul_monomial(&self, ct: &Ciphertext, k: i64) -> Ciphertext {
+        let ring = self.ring();
+        let n = ring.n() as i64;
+        let k = k.rem_euclid(2 * n);
+        let basis = Basis::q(ct.level);
+        let mut mono = Poly::<Coeff>::zero(ring, basis);
+        let (pos, negative) = if k < n { (k, false) } else { (k - n, true) };
+        for j in 0..basis.limbs() {
+            let m = ring.modulus_of(basis, j);
+            mono.limb_mut(j)[pos as usize] = if negative { m.neg(1) } else { 1 };
+        }
+        let mono = mono.into_ntt(ring);
+        let parts = ct
+            .parts
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p.mul_assign(ring, &mono);
+                p
+            })
+            .collect();
+        self.derived(parts, ct, ct.scale)
+    }
+
+    /// Tensor product `(a0 b0, a0 b1 + a1 b0, a1 b1)` (degree 2, not
+    /// relinearised).
+    pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        degree_one("mul", a)?;
+        degree_one("mul", b)?;
+        same_level("mul", a.level, b.level)?;
+        let ring = self.ring();
+        let basis = Basis::q(a.level);
+        let (a0, a1, b0, b1) = (&a.parts[0], &a.parts[1], &b.parts[0], &b.parts[1]);
+        let mut d0 = a0.clone();
+        d0.mul_assign(ring, b0);
+        let mut d1 = Poly::<Ntt>::zero(ring, basis);
+        d1.mul_add_assign(ring, a0, b1);
+        d1.mul_add_assign(ring, a1, b0);
+        let mut d2 = a1.clone();
+        d2.mul_assign(ring, b1);
+        Ok(self.derived(vec![d0, d1, d2], a, a.scale * b.scale))
+    }
+
+    /// `a^2` (degree 2).
+    pub fn square(&self, a: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        degree_one("square", a)?;
+        let ring = self.ring();
+        let (a0, a1) = (&a.parts[0], &a.parts[1]);
+        let mut d0 = a0.clone();
+        d0.mul_assign(ring, a0);
+        let mut d1 = a0.clone();
+        d1.mul_assign(ring, a1);
+        let d1c = d1.clone();
+        d1.add_assign(ring, &d1c);
+        let mut d2 = a1.clone();
+        d2.mul_assign(ring, a1);
+        Ok(self.derived(vec![d0, d1, d2], a, a.scale * a.scale))
+    }
+
+    /// Relinearises a degree-2 ciphertext back to degree 1.
+    pub fn relinearize(&self, ct: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext, CkksError> {
+        if ct.parts.len() != 3 {
+            return Err(CkksError::DegreeMismatch { op: "relinearize", degree: ct.parts.len() - 1, expected: 2 });
+        }
+        if rlk.0.digest != self.params.digest() {
+            return Err(CkksError::ParametersMismatch("relinearisation key"));
+        }
+        let ring = self.ring();
+        let (k0, k1) = switch(&self.params, &ct.parts[2], &rlk.0);
+        let mut c0 = ct.parts[0].clone();
+        let mut c1 = ct.parts[1].clone();
+        c0.add_assign(ring, &k0);
+        c1.add_assign(ring, &k1);
+        Ok(self.derived(vec![c0, c1], ct, ct.scale))
+    }
+
+    /// `relinearize(a * b)`.
+    pub fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext, CkksError> {
+        self.relinearize(&self.mul(a, b)?, rlk)
+    }
+
+    /// `rescale(relinearize(a * b))`.
+    pub fn mul_relin_rescale(&self, a: &Ciphertext, b: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext, CkksError> {
+        self.rescale(&self.mul_relin(a, b, rlk)?)
+    }
+
+    /// Divides by the last prime of the level (rounding): level - 1, scale
+    /// divided by that prime.
+    pub fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        if ct.level == 0 {
+            return Err(CkksError::NotEnoughLevels { op: "rescale", level: 0, needed: 1 });
+        }
+        let ring = self.ring();
+        let basis = Basis::q(ct.level);
+        let inv = &self.params.inner().rescale_inv[ct.level];
+        let parts = ct
+            .parts
+            .par_iter()
+            .map(|p| {
+                let mut p = p.clone();
+                ring.backend().rescale_by_last(ring, basis, inv, p.data_mut());
+                p.truncate_q(ct.level);
+                p
+            })
+            .collect();
+        let q_last = self.params.q()[ct.level] as f64;
+        Ok(Ciphertext { parts, level: ct.level - 1, scale: ct.scale / q_last, encoding: ct.encoding, seed: None })
+    }
+
+    /// Drops to `level` without changing the scale.
+    pub fn drop_to_level(&self, ct: &Ciphertext, level: usize) -> Result<Ciphertext, CkksError> {
+        if level > ct.level {
+            return Err(CkksError::NotEnoughLevels { op: "drop_to_level", level: ct.level, needed: level });
+        }
+        let mut out = ct.clone();
+        for p in &mut out.parts {
+            p.truncate_q(level + 1);
+        }
+        out.level = level;
+        out.seed = None;
+        Ok(out)
+    }
+
+    /// Applies `X -> X^g` and switches the key back to `s`.
+    pub fn apply_galois(&self, ct: &Ciphertext, g: usize, keys: &GaloisKeys) -> Result<Ciphertext, CkksError> {
+        degree_one("apply_galois", ct)?;
+        if g == 1 {
+            return Ok(ct.clone());
+        }
+        let key = keys.get(g)?;
+        if key.key.digest != self.params.digest() {
+            return Err(CkksError::ParametersMismatch("Galois key"));
+        }
+        let ring = self.ring();
+        let c1 = ct.parts[1].automorphism(ring, g);
+        let (k0, k1) = switch(&self.params, &c1, &key.key);
+        let mut c0 = ct.parts[0].automorphism(ring, g);
+        c0.add_assign(ring, &k0);
+        Ok(self.derived(vec![c0, k1], ct, ct.scale))
+    }
+
+    /// Rotates slots left by `steps` (negative: right).
+    pub fn rotate(&self, ct: &Ciphertext, steps: i64, keys: &GaloisKeys) -> Result<Ciphertext, CkksError> {
+        self.apply_galois(ct, self.params.galois_element_for_rotation(steps), keys)
+    }
+
+    /// Complex conjugation of every slot.
+    pub fn conjugate(&self, ct: &Ciphertext, keys: &GaloisKeys) -> Result<Ciphertext, CkksError> {
+        self.apply_galois(ct, self.params.galois_element_conjugate(), keys)
+    }
+
+    /// Several rotations of one ciphertext sharing one decomposition
+    /// (hoisting): the ModUp of `c1` is done once, each rotation then costs a
+    /// permutation, an inner product and a ModDown.
+    pub fn rotate_hoisted(&self, ct: &Ciphertext, steps: &[i64], keys: &GaloisKeys) -> Result<Vec<Ciphertext>, CkksError> {
+        let elements: Vec<usize> = steps.iter().map(|&s| self.params.galois_element_for_rotation(s)).collect();
+        self.apply_galois_hoisted(ct, &elements, keys)
+    }
+
+    /// Hoisted version of [`apply_galois`](Self::apply_galois) for several elements.
+    pub fn apply_galois_hoisted(&self, ct: &Ciphertext, elements: &[usize], keys: &GaloisKeys) -> Result<Vec<Ciphertext>, CkksError> {
+        degree_one("apply_galois_hoisted", ct)?;
+        for &g in elements {
+            if g != 1 {
+                let key = keys.get(g)?;
+                if key.key.digest != self.params.digest() {
+                    return Err(CkksError::ParametersMismatch("Galois key"));
+                }
+            }
+        }
+        let ring = self.ring();
+        let dec = decompose(&self.params, &ct.parts[1]);
+        elements
+            .iter()
+            .map(|&g| {
+                if g == 1 {
+                    return Ok(ct.clone());
+                }
+                let key = keys.get(g)?;
+                let rotated: Vec<Poly<Ntt>> = dec.digits.iter().map(|d| d.automorphism(ring, g)).collect();
+                let (k0, k1) = apply_key(&self.params, &rotated, dec.level, &key.key);
+                let mut c0 = ct.parts[0].automorphism(ring, g);
+                c0.add_assign(ring, &k0);
+                Ok(self.derived(vec![c0, k1], ct, ct.scale))
+            })
+            .collect()
+    }
+
+    /// Changes the slot layout metadata (e.g. after a circuit that maps a
+    /// coefficient-encoded input to slots).
+    pub fn with_encoding(&self, ct: &Ciphertext, encoding: Encoding) -> Ciphertext {
+        let mut out = ct.clone();
+        out.encoding = encoding;
+        out
+    }
+}

@@ -1,0 +1,77 @@
+//! Hybrid key switching: ModUp of each digit, inner product with the key,
+//! ModDown. Decomposition is separate so rotations can be hoisted (one
+//! decomposition, many keys).
+
+use super::keys::SwitchingKey;
+use crate::ring::{Basis, KeyLimbs, Ntt, Poly};
+use crate::Parameters;
+
+/// A polynomial decomposed into digits, each extended to the chain limbs of
+/// its level plus the special limbs, in NTT form.
+#[derive(Debug, Clone)]
+pub(crate) struct Decomposed {
+    pub level: usize,
+    pub digits: Vec<Poly<Ntt>>,
+}
+
+/// ModUp of every digit of `c` (NTT form over `Q_level`).
+pub(crate) fn decompose(params: &Parameters, c: &Poly<Ntt>) -> Decomposed {
+    let ring = params.ring();
+    let level = c.basis().q - 1;
+    let n = ring.n();
+    let alpha = params.alpha();
+    let ext = Basis { q: level + 1, p: params.p().len() };
+    let coeff = c.clone().into_coeff(ring);
+    let tables = &params.inner().levels[level];
+    let digits = tables
+        .mod_up
+        .iter()
+        .enumerate()
+        .map(|(j, conv)| {
+            let start = j * alpha;
+            let end = ((j + 1) * alpha).min(level + 1);
+            let mut out = Poly::<Ntt>::zero(ring, ext);
+            ring.backend().mod_up_digit(
+                ring,
+                ext,
+                conv,
+                start..end,
+                &coeff.data()[start * n..end * n],
+                &c.data()[start * n..end * n],
+                out.data_mut(),
+            );
+            out
+        })
+        .collect();
+    Decomposed { level, digits }
+}
+
+fn key_limbs<'a>(params: &Parameters, p: &'a Poly<Ntt>) -> KeyLimbs<'a> {
+    let split = params.q().len() * params.n();
+    KeyLimbs { q: &p.data()[..split], p: &p.data()[split..] }
+}
+
+/// Inner product of decomposed digits with `key`, then ModDown: returns
+/// `(k0, k1)` over `Q_level` with `k0 + k1 s ~ c s'`.
+pub(crate) fn apply_key(params: &Parameters, digits: &[Poly<Ntt>], level: usize, key: &SwitchingKey) -> (Poly<Ntt>, Poly<Ntt>) {
+    let ring = params.ring();
+    let ext = Basis { q: level + 1, p: params.p().len() };
+    let digit_data: Vec<&[u64]> = digits.iter().map(|d| d.data()).collect();
+    let kb: Vec<KeyLimbs<'_>> = key.b[..digits.len()].iter().map(|p| key_limbs(params, p)).collect();
+    let ka: Vec<KeyLimbs<'_>> = key.a[..digits.len()].iter().map(|p| key_limbs(params, p)).collect();
+    let mut out_b = Poly::<Ntt>::zero(ring, ext);
+    let mut out_a = Poly::<Ntt>::zero(ring, ext);
+    ring.backend().key_inner_product(ring, ext, &digit_data, &kb, &ka, out_b.data_mut(), out_a.data_mut());
+    let inner = params.inner();
+    for out in [&mut out_b, &mut out_a] {
+        ring.backend().mod_down(ring, ext, &inner.mod_down, &inner.p_inv_mod_q, out.data_mut());
+        out.truncate_q(level + 1);
+    }
+    (out_b, out_a)
+}
+
+/// Key switching of one polynomial.
+pub(crate) fn switch(params: &Parameters, c: &Poly<Ntt>, key: &SwitchingKey) -> (Poly<Ntt>, Poly<Ntt>) {
+    let dec = decompose(params, c);
+    apply_key(params, &dec.digits, dec.level, key)
+}
