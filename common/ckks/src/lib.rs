@@ -35,6 +35,7 @@ pub mod ring;
 pub use error::CkksError;
 pub use params::{Parameters, ParametersLiteral, Primes, SecretDistribution, SecurityLevel};
 pub mod scheme;
+pub mod wire;
 
 pub use num_complex::Complex64;
 pub use scheme::encoding::Encoder;
@@ -42,3 +43,4 @@ pub use scheme::encryption::{Decryptor, Encryptor};
 pub use scheme::evaluator::Evaluator;
 pub use scheme::keys::{GaloisKey, GaloisKeys, KeyGenerator, PublicKey, RelinKey, SecretKey, SwitchingKey};
 pub use scheme::plaintext::{Ciphertext, Encoding, Plaintext};
+pub use wire::Wire;

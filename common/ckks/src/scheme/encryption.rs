@@ -21,6 +21,12 @@ impl Encryptor {
         Self { params: params.clone(), sampler: Mutex::new(Sampler::from_os()) }
     }
 
+    /// A deterministic encryptor (golden files and reproducible tests only:
+    /// a fixed seed makes every ciphertext's randomness predictable).
+    pub fn from_seed_insecure(params: &Parameters, seed: [u8; 32]) -> Self {
+        Self { params: params.clone(), sampler: Mutex::new(Sampler::from_seed(seed)) }
+    }
+
     fn check(&self, what: &'static str, digest: [u8; 32]) -> Result<(), CkksError> {
         if digest != self.params.digest() {
             return Err(CkksError::ParametersMismatch(what));
