@@ -10,7 +10,7 @@ use super::modulus::Modulus;
 use serde::{Deserialize, Serialize};
 
 /// Precomputed constants to convert from one prime basis to another.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BasisConverter {
     from: Vec<Modulus>,
     to: Vec<Modulus>,
@@ -18,6 +18,10 @@ pub struct BasisConverter {
     punctured_inv: Vec<(u64, u64)>,
     /// `(D/q_i) mod p_t`, laid out `[t * from.len() + i]`.
     punctured_mod_target: Vec<u64>,
+    /// `D mod p_t`.
+    product_mod_target: Vec<u64>,
+    /// `1 / q_i` in floating point, for the exact (centred) correction.
+    inv_source_f64: Vec<f64>,
 }
 
 /// Coefficients per block in the accumulation loop: large enough for the
@@ -52,7 +56,10 @@ impl BasisConverter {
                 punctured_mod_target.push(prod);
             }
         }
-        Self { from: from.to_vec(), to: to.to_vec(), punctured_inv, punctured_mod_target }
+        let product_mod_target =
+            to.iter().map(|pt| from.iter().fold(1u64, |acc, qj| pt.mul(acc, qj.value() % pt.value()))).collect();
+        let inv_source_f64 = from.iter().map(|q| 1.0 / q.value() as f64).collect();
+        Self { from: from.to_vec(), to: to.to_vec(), punctured_inv, punctured_mod_target, product_mod_target, inv_source_f64 }
     }
 
     /// Source primes.
@@ -101,6 +108,35 @@ impl BasisConverter {
     }
 }
 
+impl BasisConverter {
+    /// For each coefficient, `v = round(sum_i y_i / q_i)`: the multiple of
+    /// `D` to subtract so that the conversion yields the *centred*
+    /// representative of `x mod D` exactly (instead of `x + e D` with a
+    /// biased `e`). `scaled` is the output of `scale_source_limb` for every
+    /// source limb. Exact unless `x mod D` lies within `2^-45 D` of `D/2`.
+    pub fn centring_correction(&self, scaled: &[u64], n: usize) -> Vec<u64> {
+        let mut v = vec![0f64; n];
+        for (i, &inv) in self.inv_source_f64.iter().enumerate() {
+            for (acc, &y) in v.iter_mut().zip(&scaled[i * n..(i + 1) * n]) {
+                *acc += y as f64 * inv;
+            }
+        }
+        v.into_iter().map(|x| x.round() as u64).collect()
+    }
+
+    /// Like [`accumulate_target_limb`](Self::accumulate_target_limb), then
+    /// subtracts `correction * D`: the exact centred value of `x mod D`.
+    pub fn accumulate_target_limb_centred(&self, t: usize, scaled: &[u64], correction: &[u64], out: &mut [u64]) {
+        self.accumulate_target_limb(t, scaled, out);
+        let pt = &self.to[t];
+        let d = self.product_mod_target[t];
+        let ds = pt.shoup(d);
+        for (o, &v) in out.iter_mut().zip(correction) {
+            *o = pt.sub(*o, pt.mul_shoup(v, d, ds));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +162,15 @@ mod tests {
             for (k, &x) in xs.iter().enumerate() {
                 let ok = (0..from.len() as u128).any(|e| ((x + e * d) % pt.value() as u128) as u64 == out[k]);
                 assert!(ok, "target {t} value {x}");
+            }
+        }
+        let correction = conv.centring_correction(&scaled, n);
+        for (t, pt) in to.iter().enumerate() {
+            let mut out = vec![0u64; n];
+            conv.accumulate_target_limb_centred(t, &scaled, &correction, &mut out);
+            for (k, &x) in xs.iter().enumerate() {
+                let centred = if x > d / 2 { x as i128 - d as i128 } else { x as i128 };
+                assert_eq!(out[k], pt.reduce_i128(centred), "centred target {t} value {x}");
             }
         }
     }

@@ -71,7 +71,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         out_a: &mut [u64],
     );
     /// ModDown in NTT form: `data` over `basis` (chain limbs plus special
-    /// limbs) becomes `(data - conv(data mod P)) / P` on its chain limbs
+    /// limbs) becomes `round(data / P)` (exactly, with a centred
+    /// conversion of `data mod P`) on its chain limbs
     /// (written to the first `basis.q` limbs of `data`). `conv` converts the
     /// special primes to (a prefix of) the chain; `p_inv[i] = P^-1 mod q_i`.
     fn mod_down(&self, ctx: &RingContext, basis: Basis, conv: &BasisConverter, p_inv: &[u64], data: &mut [u64]);
@@ -292,9 +293,12 @@ impl Backend for CpuBackend {
         // The special limbs go to coefficient form (they are discarded after).
         special.par_chunks_mut(n).enumerate().for_each(|(j, limb)| ctx.ntt_of(basis, q_limbs + j).inverse(limb));
         let scaled = scale_sources(n, conv, special);
+        // Exact centred conversion: the result is round(x / P) with no bias
+        // (a biased error times s would concentrate in low-frequency slots).
+        let correction = conv.centring_correction(&scaled, n);
         chain.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
             let mut t = vec![0u64; n];
-            conv.accumulate_target_limb(i, &scaled, &mut t);
+            conv.accumulate_target_limb_centred(i, &scaled, &correction, &mut t);
             ctx.ntt_of(basis, i).forward(&mut t);
             let m = ctx.modulus_of(basis, i);
             let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));

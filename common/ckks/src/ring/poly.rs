@@ -90,10 +90,6 @@ impl<D: Domain> Poly<D> {
         &mut self.data[j * self.n..(j + 1) * self.n]
     }
 
-    pub(crate) fn into_data(self) -> Vec<u64> {
-        self.data
-    }
-
     /// `self += other` (same basis).
     pub fn add_assign(&mut self, ctx: &RingContext, other: &Self) {
         debug_assert_eq!(self.basis, other.basis);

@@ -315,7 +315,7 @@ mod tests {
             }
             let back = enc.decode_complex(&pt).unwrap();
             let err = back.iter().zip(&vals).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
-            assert!(err < 2f64.powi(-25), "slots {slots}: error {err}");
+            assert!(err < 2f64.powi(-22), "slots {slots}: error {err}");
         }
     }
 

@@ -82,6 +82,11 @@ impl GaloisKey {
     pub fn element(&self) -> usize {
         self.element
     }
+
+    /// Number of key-switching digits.
+    pub fn key_digits(&self) -> usize {
+        self.key.digits()
+    }
 }
 
 /// A set of Galois keys indexed by element.

@@ -1,0 +1,287 @@
+//! Engine benchmark, one JSON object per line with `--json`:
+//!
+//! ```text
+//! cargo run --release -p nexus-ckks --example bench -- --preset bench-n16-l27 --threads 1 --json
+//! ```
+//!
+//! Each operation runs `--repeats` times after one warm-up; the median is
+//! reported with the precision of its result (bits = -log2 of the max abs
+//! error against the exact complex result, inputs uniform in [-1, 1]).
+
+use clap::Parser;
+use nexus_ckks::math::NttTable;
+use nexus_ckks::*;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(about = "nexus-ckks operation benchmark")]
+struct Args {
+    /// Parameter preset.
+    #[arg(long, default_value = "bench-n16-l27")]
+    preset: String,
+    /// Worker threads (rayon).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed repetitions per operation (median reported).
+    #[arg(long, default_value_t = 7)]
+    repeats: usize,
+    /// Comma-separated operations to run (default: all).
+    #[arg(long)]
+    ops: Option<String>,
+    /// Single operation (same as --ops with one name).
+    #[arg(long)]
+    op: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+const ALL_OPS: &[&str] = &[
+    "ntt_forward_limb",
+    "ntt_forward_limb_portable",
+    "encode",
+    "encrypt_pk",
+    "decrypt",
+    "add",
+    "mul_plain",
+    "mul_relin_rescale",
+    "rescale",
+    "rotate",
+    "rotate_mid",
+    "rotate_hoisted_8",
+    "sizes",
+];
+
+fn median_ms(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn bits(got: &[Complex64], want: &[Complex64]) -> f64 {
+    let err = got.iter().zip(want).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
+    -err.log2()
+}
+
+struct Reporter<'a> {
+    args: &'a Args,
+    params: &'a Parameters,
+}
+
+impl Reporter<'_> {
+    fn emit(&self, op: &str, median_ms: Option<f64>, precision: Option<f64>, extra: &[(&str, String)]) {
+        let p = self.params;
+        if self.args.json {
+            let mut fields = vec![format!("\"op\": \"{op}\"")];
+            if let Some(ms) = median_ms {
+                fields.push(format!("\"median_ms\": {ms:.4}"));
+            }
+            fields.push(format!("\"log_n\": {}", p.log_n()));
+            fields.push(format!("\"limbs\": {}", p.q().len()));
+            fields.push(format!("\"dnum\": {}", p.dnum()));
+            fields.push(format!("\"threads\": {}", self.args.threads));
+            fields.push(match precision {
+                Some(b) => format!("\"precision_bits\": {b:.2}"),
+                None => "\"precision_bits\": null".into(),
+            });
+            for (k, v) in extra {
+                fields.push(format!("\"{k}\": {v}"));
+            }
+            println!("{{{}}}", fields.join(", "));
+        } else {
+            let ms = median_ms.map(|m| format!("{m:10.3} ms")).unwrap_or_else(|| "           -".into());
+            let pb = precision.map(|b| format!("{b:6.2} bits")).unwrap_or_default();
+            let ex: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{op:28} {ms}  {pb}  {}", ex.join(" "));
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let args = Args::parse();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    pool.install(|| run(&args))
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let params = Parameters::preset(&args.preset)?;
+    let wanted: Vec<String> = match (&args.op, &args.ops) {
+        (Some(op), _) => vec![op.clone()],
+        (None, Some(list)) => list.split(',').map(|s| s.trim().to_string()).collect(),
+        (None, None) => ALL_OPS.iter().map(|s| s.to_string()).collect(),
+    };
+    for w in &wanted {
+        if !ALL_OPS.contains(&w.as_str()) {
+            return Err(format!("unknown op {w:?}; known: {}", ALL_OPS.join(", ")).into());
+        }
+    }
+    let want = |op: &str| wanted.iter().any(|w| w == op);
+    let r = Reporter { args, params: &params };
+    let reps = args.repeats;
+    let slots = params.max_slots();
+    let top = params.max_level();
+    let scale = params.default_scale();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut rand_vec = || -> Vec<Complex64> {
+        (0..slots).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect()
+    };
+    let (a, b) = (rand_vec(), rand_vec());
+
+    if want("ntt_forward_limb") || want("ntt_forward_limb_portable") {
+        // A 40-bit chain prime: the IFMA path where available.
+        let q = nexus_ckks::math::Modulus::new(params.q()[1])?;
+        let table = NttTable::new(params.n(), q)?;
+        let mut data: Vec<u64> = (0..params.n() as u64).map(|i| i * 7919 % q.value()).collect();
+        if want("ntt_forward_limb") {
+            let ms = median_ms(reps * 20, || table.forward(&mut data));
+            r.emit("ntt_forward_limb", Some(ms), None, &[("ifma", table.uses_ifma().to_string())]);
+        }
+        if want("ntt_forward_limb_portable") {
+            let ms = median_ms(reps * 20, || table.forward_portable(&mut data));
+            r.emit("ntt_forward_limb_portable", Some(ms), None, &[]);
+        }
+    }
+
+    let needs_keys = wanted.iter().any(|w| !w.starts_with("ntt") && w != "encode");
+    let enc = Encoder::new(&params);
+    if want("encode") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(enc.encode_complex(&a, top, scale).ok());
+        });
+        let pt = enc.encode_complex(&a, top, scale)?;
+        let back = enc.decode_complex(&pt)?;
+        r.emit("encode", Some(ms), Some(bits(&back, &a)), &[]);
+    }
+    if !needs_keys {
+        return Ok(());
+    }
+
+    let t = Instant::now();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let rlk = kg.relin_key(&sk);
+    let steps: Vec<i64> = (1..=8).collect();
+    let gks = kg.galois_keys(&sk, &steps, false)?;
+    let keygen_ms = t.elapsed().as_secs_f64() * 1e3;
+    if !args.json {
+        println!("# preset {} (log N {}, {} limbs, {} special, dnum {}), keygen {keygen_ms:.0} ms", args.preset, params.log_n(), params.q().len(), params.p().len(), params.dnum());
+    }
+    let encryptor = Encryptor::new(&params);
+    let dec = Decryptor::new(&params);
+    let eval = Evaluator::new(&params);
+    let pa = enc.encode_complex(&a, top, scale)?;
+    let pb = enc.encode_complex(&b, top, scale)?;
+    let ca = encryptor.encrypt_pk(&pa, &pk)?;
+    let cb = encryptor.encrypt_pk(&pb, &pk)?;
+    let decode = |ct: &Ciphertext| -> Result<Vec<Complex64>, CkksError> { enc.decode_complex(&dec.decrypt(ct, &sk)?) };
+    let rotated = |v: &[Complex64], s: usize| -> Vec<Complex64> { (0..slots).map(|i| v[(i + s) % slots]).collect() };
+
+    if want("encrypt_pk") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(encryptor.encrypt_pk(&pa, &pk).ok());
+        });
+        r.emit("encrypt_pk", Some(ms), Some(bits(&decode(&ca)?, &a)), &[]);
+    }
+    if want("decrypt") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(dec.decrypt(&ca, &sk).ok());
+        });
+        r.emit("decrypt", Some(ms), Some(bits(&decode(&ca)?, &a)), &[]);
+    }
+    if want("add") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(eval.add(&ca, &cb).ok());
+        });
+        let want_v: Vec<Complex64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        r.emit("add", Some(ms), Some(bits(&decode(&eval.add(&ca, &cb)?)?, &want_v)), &[]);
+    }
+    let prod: Vec<Complex64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
+    if want("mul_plain") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(eval.mul_plain(&ca, &pb).ok());
+        });
+        let out = eval.rescale(&eval.mul_plain(&ca, &pb)?)?;
+        r.emit("mul_plain", Some(ms), Some(bits(&decode(&out)?, &prod)), &[]);
+    }
+    if want("mul_relin_rescale") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(eval.mul_relin_rescale(&ca, &cb, &rlk).ok());
+        });
+        let out = eval.mul_relin_rescale(&ca, &cb, &rlk)?;
+        r.emit("mul_relin_rescale", Some(ms), Some(bits(&decode(&out)?, &prod)), &[]);
+    }
+    if want("rescale") {
+        let m = eval.mul_relin(&ca, &cb, &rlk)?;
+        let ms = median_ms(reps, || {
+            std::hint::black_box(eval.rescale(&m).ok());
+        });
+        r.emit("rescale", Some(ms), Some(bits(&decode(&eval.rescale(&m)?)?, &prod)), &[]);
+    }
+    if want("rotate") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(eval.rotate(&ca, 1, &gks).ok());
+        });
+        r.emit("rotate", Some(ms), Some(bits(&decode(&eval.rotate(&ca, 1, &gks)?)?, &rotated(&a, 1))), &[]);
+    }
+    if want("rotate_mid") {
+        let mid = eval.drop_to_level(&ca, top / 2)?;
+        let ms = median_ms(reps, || {
+            std::hint::black_box(eval.rotate(&mid, 1, &gks).ok());
+        });
+        r.emit(
+            "rotate_mid",
+            Some(ms),
+            Some(bits(&decode(&eval.rotate(&mid, 1, &gks)?)?, &rotated(&a, 1))),
+            &[("level", (top / 2).to_string())],
+        );
+    }
+    if want("rotate_hoisted_8") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(eval.rotate_hoisted(&ca, &steps, &gks).ok());
+        });
+        let outs = eval.rotate_hoisted(&ca, &steps, &gks)?;
+        let worst = outs
+            .iter()
+            .zip(&steps)
+            .map(|(o, &s)| decode(o).map(|d| bits(&d, &rotated(&a, s as usize))))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .fold(f64::INFINITY, f64::min);
+        r.emit("rotate_hoisted_8", Some(ms), Some(worst), &[]);
+    }
+    if want("sizes") {
+        let seeded = encryptor.encrypt_sk(&pa, &sk)?;
+        let g1 = gks.get(params.galois_element_for_rotation(1))?;
+        let full_key_bytes = 2 * g1.key_digits() * (params.q().len() + params.p().len()) * params.n() * 8;
+        r.emit(
+            "sizes",
+            None,
+            None,
+            &[
+                ("ciphertext_bytes", ca.to_bytes(&params)?.len().to_string()),
+                ("ciphertext_seeded_bytes", seeded.to_bytes(&params)?.len().to_string()),
+                ("galois_key_seeded_bytes", g1.to_bytes(&params)?.len().to_string()),
+                ("galois_key_in_memory_bytes", full_key_bytes.to_string()),
+                ("keygen_ms", format!("{keygen_ms:.1}")),
+                ("peak_rss_mb", format!("{:.1}", peak_rss_mb().unwrap_or(f64::NAN))),
+            ],
+        );
+    }
+    Ok(())
+}
