@@ -1,5 +1,6 @@
 //! Word-size modular arithmetic, prime generation, NTT and RNS conversions.
 
+pub mod dot;
 pub mod modulus;
 pub mod ntt;
 pub mod primes;

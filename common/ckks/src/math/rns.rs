@@ -6,11 +6,11 @@
 //! for some `0 <= e < #sources`. Hybrid key switching tolerates the `e*D`
 //! term (it vanishes against the gadget), and ModDown's error is small.
 
+use super::dot::{dot_const, Reducer52};
 use super::modulus::Modulus;
-use serde::{Deserialize, Serialize};
 
 /// Precomputed constants to convert from one prime basis to another.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BasisConverter {
     from: Vec<Modulus>,
     to: Vec<Modulus>,
@@ -22,12 +22,11 @@ pub struct BasisConverter {
     product_mod_target: Vec<u64>,
     /// `1 / q_i` in floating point, for the exact (centred) correction.
     inv_source_f64: Vec<f64>,
+    /// Per source: whether its residues may reach 52 bits.
+    wide_sources: Vec<bool>,
+    /// Per target: reduction constants for the IFMA path.
+    reducers: Vec<Reducer52>,
 }
-
-/// Coefficients per block in the accumulation loop: large enough for the
-/// inner loop to run long, small enough for the u128 accumulators to stay in
-/// L1 cache.
-const BLOCK: usize = 256;
 
 impl BasisConverter {
     /// Constants for converting from `from` to `to` (all distinct primes).
@@ -59,7 +58,18 @@ impl BasisConverter {
         let product_mod_target =
             to.iter().map(|pt| from.iter().fold(1u64, |acc, qj| pt.mul(acc, qj.value() % pt.value()))).collect();
         let inv_source_f64 = from.iter().map(|q| 1.0 / q.value() as f64).collect();
-        Self { from: from.to_vec(), to: to.to_vec(), punctured_inv, punctured_mod_target, product_mod_target, inv_source_f64 }
+        let wide_sources = from.iter().map(|q| q.value() >> 52 != 0).collect();
+        let reducers = to.iter().map(Reducer52::new).collect();
+        Self {
+            from: from.to_vec(),
+            to: to.to_vec(),
+            punctured_inv,
+            punctured_mod_target,
+            product_mod_target,
+            inv_source_f64,
+            wide_sources,
+            reducers,
+        }
     }
 
     /// Source primes.
@@ -87,24 +97,9 @@ impl BasisConverter {
     pub fn accumulate_target_limb(&self, t: usize, scaled: &[u64], out: &mut [u64]) {
         let n = out.len();
         let s = self.from.len();
-        let pt = &self.to[t];
+        let rows: Vec<&[u64]> = (0..s).map(|i| &scaled[i * n..(i + 1) * n]).collect();
         let consts = &self.punctured_mod_target[t * s..(t + 1) * s];
-        let mut acc = [0u128; BLOCK];
-        let mut start = 0;
-        while start < n {
-            let len = BLOCK.min(n - start);
-            acc[..len].fill(0);
-            for (i, &c) in consts.iter().enumerate() {
-                let src = &scaled[i * n + start..i * n + start + len];
-                for (a, &y) in acc[..len].iter_mut().zip(src) {
-                    *a += y as u128 * c as u128;
-                }
-            }
-            for (o, &a) in out[start..start + len].iter_mut().zip(&acc[..len]) {
-                *o = pt.reduce_u128(a);
-            }
-            start += len;
-        }
+        dot_const(&self.to[t], &self.reducers[t], &rows, consts, &self.wide_sources, out);
     }
 }
 
@@ -127,13 +122,17 @@ impl BasisConverter {
     /// Like [`accumulate_target_limb`](Self::accumulate_target_limb), then
     /// subtracts `correction * D`: the exact centred value of `x mod D`.
     pub fn accumulate_target_limb_centred(&self, t: usize, scaled: &[u64], correction: &[u64], out: &mut [u64]) {
-        self.accumulate_target_limb(t, scaled, out);
+        let n = out.len();
+        let s = self.from.len();
         let pt = &self.to[t];
-        let d = self.product_mod_target[t];
-        let ds = pt.shoup(d);
-        for (o, &v) in out.iter_mut().zip(correction) {
-            *o = pt.sub(*o, pt.mul_shoup(v, d, ds));
-        }
+        // The correction is one more row, with constant -D mod p_t.
+        let mut rows: Vec<&[u64]> = (0..s).map(|i| &scaled[i * n..(i + 1) * n]).collect();
+        rows.push(correction);
+        let mut consts = self.punctured_mod_target[t * s..(t + 1) * s].to_vec();
+        consts.push(pt.neg(self.product_mod_target[t]));
+        let mut wide = self.wide_sources.clone();
+        wide.push(false);
+        dot_const(pt, &self.reducers[t], &rows, &consts, &wide, out);
     }
 }
 

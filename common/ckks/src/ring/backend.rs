@@ -7,6 +7,7 @@
 //! primes the limbs belong to.
 
 use super::{Basis, RingContext};
+use crate::math::dot::dot_elementwise;
 use crate::math::BasisConverter;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -32,6 +33,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn mul(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]);
     /// Coefficient-wise `acc += a * b`.
     fn mul_add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], a: &[u64], b: &[u64]);
+    /// Coefficient-wise `out = sum_r a[r] * b[r]` (polynomials over `basis`).
+    fn dot_product(&self, ctx: &RingContext, basis: Basis, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]);
     /// `acc *= scalars[limb]` (one reduced scalar per limb).
     fn mul_scalar(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], scalars: &[u64]);
     /// `acc += scalars[limb]` on every coefficient of each limb.
@@ -90,6 +93,20 @@ pub struct KeyLimbs<'a> {
     /// Special limbs.
     pub p: &'a [u64],
 }
+
+impl<'a> KeyLimbs<'a> {
+    /// Limb `j` of a basis with `q` chain limbs.
+    pub fn limb(&self, j: usize, q: usize, n: usize) -> &'a [u64] {
+        if j < q {
+            &self.q[j * n..(j + 1) * n]
+        } else {
+            &self.p[(j - q) * n..(j - q + 1) * n]
+        }
+    }
+}
+
+/// Coefficients per block for element-wise kernels working in place.
+const BLOCK: usize = 512;
 
 /// The CPU backend: rayon over limbs, IFMA NTT where available.
 #[derive(Debug, Default, Clone, Copy)]
@@ -157,16 +174,40 @@ impl Backend for CpuBackend {
     }
 
     fn mul(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
-        Self::zip_limbs(ctx, basis, acc, other, |m, x, y| *x = m.mul(*x, y));
+        let n = ctx.n();
+        acc.par_chunks_mut(n).zip(other.par_chunks(n)).enumerate().for_each(|(j, (a, b))| {
+            let (m, r) = (ctx.modulus_of(basis, j), ctx.reducer_of(basis, j));
+            let mut buf = [0u64; BLOCK];
+            for (a, b) in a.chunks_mut(BLOCK).zip(b.chunks(BLOCK)) {
+                let len = a.len();
+                buf[..len].copy_from_slice(a);
+                dot_elementwise(m, r, &[&buf[..len]], &[b], a);
+            }
+        });
     }
 
     fn mul_add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], a: &[u64], b: &[u64]) {
         let n = ctx.n();
         acc.par_chunks_mut(n).zip(a.par_chunks(n).zip(b.par_chunks(n))).enumerate().for_each(|(j, (c, (x, y)))| {
-            let m = ctx.modulus_of(basis, j);
-            for ((c, &x), &y) in c.iter_mut().zip(x).zip(y) {
-                *c = m.reduce_u128(x as u128 * y as u128 + *c as u128);
+            let (m, r) = (ctx.modulus_of(basis, j), ctx.reducer_of(basis, j));
+            let mut buf = [0u64; BLOCK];
+            for ((c, x), y) in c.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).zip(y.chunks(BLOCK)) {
+                let len = c.len();
+                dot_elementwise(m, r, &[x], &[y], &mut buf[..len]);
+                for (c, &p) in c.iter_mut().zip(&buf[..len]) {
+                    *c = m.add(*c, p);
+                }
             }
+        });
+    }
+
+    fn dot_product(&self, ctx: &RingContext, basis: Basis, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]) {
+        let n = ctx.n();
+        out.par_chunks_mut(n).enumerate().for_each(|(j, o)| {
+            let (m, r) = (ctx.modulus_of(basis, j), ctx.reducer_of(basis, j));
+            let ra: Vec<&[u64]> = a.iter().map(|p| &p[j * n..(j + 1) * n]).collect();
+            let rb: Vec<&[u64]> = b.iter().map(|p| &p[j * n..(j + 1) * n]).collect();
+            dot_elementwise(m, r, &ra, &rb, o);
         });
     }
 
@@ -245,44 +286,13 @@ impl Backend for CpuBackend {
         out_a: &mut [u64],
     ) {
         let n = ctx.n();
-        // Products are below 2^122: up to 32 of them fit in a u128.
-        const LAZY: usize = 32;
         out_b.par_chunks_mut(n).zip(out_a.par_chunks_mut(n)).enumerate().for_each(|(j, (ob, oa))| {
-            let m = ctx.modulus_of(basis, j);
-            fn limb_of<'k>(k: &KeyLimbs<'k>, j: usize, q: usize, n: usize) -> &'k [u64] {
-                if j < q {
-                    &k.q[j * n..(j + 1) * n]
-                } else {
-                    &k.p[(j - q) * n..(j - q + 1) * n]
-                }
-            }
-            const BLOCK: usize = 512;
-            let mut acc_b = [0u128; BLOCK];
-            let mut acc_a = [0u128; BLOCK];
-            for start in (0..n).step_by(BLOCK) {
-                let len = BLOCK.min(n - start);
-                acc_b[..len].fill(0);
-                acc_a[..len].fill(0);
-                for (d, digit) in digits.iter().enumerate() {
-                    let x = &digit[j * n + start..j * n + start + len];
-                    let kb = &limb_of(&keys_b[d], j, basis.q, n)[start..start + len];
-                    let ka = &limb_of(&keys_a[d], j, basis.q, n)[start..start + len];
-                    for c in 0..len {
-                        acc_b[c] += x[c] as u128 * kb[c] as u128;
-                        acc_a[c] += x[c] as u128 * ka[c] as u128;
-                    }
-                    if (d + 1) % LAZY == 0 {
-                        for c in 0..len {
-                            acc_b[c] = m.reduce_u128(acc_b[c]) as u128;
-                            acc_a[c] = m.reduce_u128(acc_a[c]) as u128;
-                        }
-                    }
-                }
-                for c in 0..len {
-                    ob[start + c] = m.reduce_u128(acc_b[c]);
-                    oa[start + c] = m.reduce_u128(acc_a[c]);
-                }
-            }
+            let (m, r) = (ctx.modulus_of(basis, j), ctx.reducer_of(basis, j));
+            let d: Vec<&[u64]> = digits.iter().map(|x| &x[j * n..(j + 1) * n]).collect();
+            let kb: Vec<&[u64]> = keys_b.iter().map(|k| k.limb(j, basis.q, n)).collect();
+            let ka: Vec<&[u64]> = keys_a.iter().map(|k| k.limb(j, basis.q, n)).collect();
+            dot_elementwise(m, r, &d, &kb, ob);
+            dot_elementwise(m, r, &d, &ka, oa);
         });
     }
 

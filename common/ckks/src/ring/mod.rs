@@ -7,6 +7,7 @@ pub mod poly;
 pub use backend::{Backend, CpuBackend, KeyLimbs};
 pub use poly::{Coeff, Domain, Ntt, Poly};
 
+use crate::math::dot::Reducer52;
 use crate::math::{Modulus, NttTable};
 use crate::CkksError;
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct RingContext {
     p: Vec<Modulus>,
     /// Tables for `q` then `p`.
     ntt: Vec<NttTable>,
+    /// IFMA reduction constants, same order as `ntt`.
+    reducers: Vec<Reducer52>,
     backend: Arc<dyn Backend>,
     permutations: RwLock<HashMap<usize, Arc<[u32]>>>,
 }
@@ -52,7 +55,8 @@ impl RingContext {
         let to_moduli = |v: &[u64]| v.iter().map(|&x| Modulus::new(x)).collect::<Result<Vec<_>, _>>();
         let (q, p) = (to_moduli(q)?, to_moduli(p)?);
         let ntt = q.iter().chain(&p).map(|m| NttTable::new(n, *m)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { n, q, p, ntt, backend, permutations: RwLock::new(HashMap::new()) })
+        let reducers = q.iter().chain(&p).map(Reducer52::new).collect();
+        Ok(Self { n, q, p, ntt, reducers, backend, permutations: RwLock::new(HashMap::new()) })
     }
 
     /// Ring degree N.
@@ -99,6 +103,12 @@ impl RingContext {
     #[inline]
     pub fn ntt_of(&self, basis: Basis, limb: usize) -> &NttTable {
         &self.ntt[self.index_of(basis, limb)]
+    }
+
+    /// The IFMA reduction constants of limb `limb` in `basis`.
+    #[inline]
+    pub fn reducer_of(&self, basis: Basis, limb: usize) -> &Reducer52 {
+        &self.reducers[self.index_of(basis, limb)]
     }
 
     /// All moduli of a basis, in limb order.

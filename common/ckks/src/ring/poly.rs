@@ -177,6 +177,15 @@ impl Poly<Ntt> {
         ctx.backend().mul_add(ctx, self.basis, &mut self.data, &a.data, &b.data);
     }
 
+    /// `sum_r a[r] * b[r]` (coefficient-wise), over `basis`.
+    pub fn dot(ctx: &RingContext, basis: Basis, a: &[&Self], b: &[&Self]) -> Self {
+        let mut out = Self::zero(ctx, basis);
+        let ra: Vec<&[u64]> = a.iter().map(|p| p.data()).collect();
+        let rb: Vec<&[u64]> = b.iter().map(|p| p.data()).collect();
+        ctx.backend().dot_product(ctx, basis, &ra, &rb, &mut out.data);
+        out
+    }
+
     /// Adds `scalars[j]` to every evaluation of limb `j` (adds a constant
     /// polynomial).
     pub fn add_scalar_assign(&mut self, ctx: &RingContext, scalars: &[u64]) {

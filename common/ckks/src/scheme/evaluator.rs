@@ -289,9 +289,7 @@ impl Evaluator {
         let (a0, a1, b0, b1) = (&a.parts[0], &a.parts[1], &b.parts[0], &b.parts[1]);
         let mut d0 = a0.clone();
         d0.mul_assign(ring, b0);
-        let mut d1 = Poly::<Ntt>::zero(ring, basis);
-        d1.mul_add_assign(ring, a0, b1);
-        d1.mul_add_assign(ring, a1, b0);
+        let d1 = Poly::dot(ring, basis, &[a0, a1], &[b1, b0]);
         let mut d2 = a1.clone();
         d2.mul_assign(ring, b1);
         Ok(self.derived(vec![d0, d1, d2], a, a.scale * b.scale))

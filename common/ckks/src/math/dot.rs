@@ -1,0 +1,248 @@
+//! Modular dot products over coefficient vectors:
+//! `out[c] = sum_r rows[r][c] * consts[r] mod t` (fixed constants per row),
+//! and `out[c] = sum_r a_r[c] * b_r[c] mod t` (element-wise products).
+//!
+//! These are the inner loops of basis conversion, key switching and
+//! ciphertext products. With AVX-512 IFMA and `t < 2^50` they run eight
+//! coefficients at a time: each product is accumulated exactly as a 52-bit
+//! low half and a 52-bit high half, then reduced once. Inputs may be up to
+//! 61 bits: values of 52 bits or more are split into 30-bit halves on the
+//! fly. The portable path gives identical results (property-tested).
+
+use super::modulus::Modulus;
+use super::ntt::{ifma_available, IFMA_MODULUS_LIMIT};
+
+/// Most rows one call may accumulate (keeps the 52-bit halves below 2^60).
+pub const MAX_ROWS: usize = 128;
+
+/// Precomputed constants to reduce `hi * 2^52 + lo` modulo `t < 2^50`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reducer52 {
+    t: u64,
+    r52: u64,
+    r52_shoup: u64,
+    r104: u64,
+    r104_shoup: u64,
+    one_shoup: u64,
+}
+
+impl Reducer52 {
+    /// Constants for `t` (must be below 2^50 for the IFMA path).
+    pub fn new(t: &Modulus) -> Self {
+        let tv = t.value();
+        let shoup52 = |w: u64| (((w as u128) << 52) / tv as u128) as u64;
+        let r52 = ((1u128 << 52) % tv as u128) as u64;
+        let r104 = ((1u128 << 104) % tv as u128) as u64;
+        Self { t: tv, r52, r52_shoup: shoup52(r52), r104, r104_shoup: shoup52(r104), one_shoup: shoup52(1) }
+    }
+}
+
+/// Whether the IFMA kernels apply to modulus `t`.
+pub fn ifma_applies(t: &Modulus) -> bool {
+    t.value() < IFMA_MODULUS_LIMIT && ifma_available()
+}
+
+/// `out[c] = sum_r rows[r][c] * consts[r] mod t`, with `consts[r] < t`;
+/// `wide[r]` says whether row `r` may hold values of 52 bits or more (up to
+/// 61 bits), otherwise its values must be below 2^52. `reducer` must be
+/// built for `t`.
+pub fn dot_const(t: &Modulus, reducer: &Reducer52, rows: &[&[u64]], consts: &[u64], wide: &[bool], out: &mut [u64]) {
+    debug_assert_eq!(rows.len(), consts.len());
+    debug_assert!(rows.len() <= MAX_ROWS);
+    #[cfg(target_arch = "x86_64")]
+    if ifma_applies(t) && out.len() % 8 == 0 && rows.iter().all(|r| r.len() >= out.len()) {
+        // SAFETY: IFMA is available, t < 2^50, the length is a multiple of
+        // 8 and every row is at least out.len() long.
+        unsafe { ifma::dot_const(reducer, rows, consts, wide, out) };
+        return;
+    }
+    let _ = (reducer, wide);
+    dot_const_portable(t, rows, consts, out);
+}
+
+/// Portable reference for [`dot_const`].
+pub fn dot_const_portable(t: &Modulus, rows: &[&[u64]], consts: &[u64], out: &mut [u64]) {
+    for (c, o) in out.iter_mut().enumerate() {
+        let mut acc: u128 = 0;
+        for (r, row) in rows.iter().enumerate() {
+            acc += row[c] as u128 * consts[r] as u128;
+            if r % 32 == 31 {
+                acc = t.reduce_u128(acc) as u128;
+            }
+        }
+        *o = t.reduce_u128(acc);
+    }
+}
+
+/// `out[c] = sum_r a[r][c] * b[r][c] mod t`, with all inputs `< t`.
+pub fn dot_elementwise(t: &Modulus, reducer: &Reducer52, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]) {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if ifma_applies(t)
+        && out.len() % 8 == 0
+        && a.len() <= MAX_ROWS
+        && a.iter().chain(b).all(|r| r.len() >= out.len())
+    {
+        // SAFETY: as in `dot_const`; inputs are below t < 2^50.
+        unsafe { ifma::dot_elementwise(reducer, a, b, out) };
+        return;
+    }
+    let _ = reducer;
+    dot_elementwise_portable(t, a, b, out);
+}
+
+/// Portable reference for [`dot_elementwise`].
+pub fn dot_elementwise_portable(t: &Modulus, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]) {
+    for (c, o) in out.iter_mut().enumerate() {
+        let mut acc: u128 = 0;
+        for r in 0..a.len() {
+            acc += a[r][c] as u128 * b[r][c] as u128;
+            if r % 32 == 31 {
+                acc = t.reduce_u128(acc) as u128;
+            }
+        }
+        *o = t.reduce_u128(acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod ifma {
+    use super::Reducer52;
+    use std::arch::x86_64::*;
+
+    const MASK52: i64 = (1 << 52) - 1;
+    const MASK30: i64 = (1 << 30) - 1;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn mul_shoup52(y: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+        let zero = _mm512_setzero_si512();
+        let q_est = _mm512_madd52hi_epu64(zero, y, ws);
+        let prod = _mm512_madd52lo_epu64(zero, y, w);
+        let sub = _mm512_madd52lo_epu64(zero, q_est, q);
+        _mm512_and_si512(_mm512_sub_epi64(prod, sub), _mm512_set1_epi64(MASK52))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn csub(x: __m512i, m: __m512i) -> __m512i {
+        _mm512_min_epu64(x, _mm512_sub_epi64(x, m))
+    }
+
+    /// Reduces `hi * 2^52 + lo` (each below 2^60) modulo t.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn reduce(r: &Reducer52, lo: __m512i, hi: __m512i) -> __m512i {
+        let mask = _mm512_set1_epi64(MASK52);
+        let t = _mm512_set1_epi64(r.t as i64);
+        let hi = _mm512_add_epi64(hi, _mm512_srli_epi64(lo, 52));
+        let lo = _mm512_and_si512(lo, mask);
+        let h1 = _mm512_srli_epi64(hi, 52);
+        let h0 = _mm512_and_si512(hi, mask);
+        let t0 = mul_shoup52(h0, _mm512_set1_epi64(r.r52 as i64), _mm512_set1_epi64(r.r52_shoup as i64), t);
+        let t1 = mul_shoup52(h1, _mm512_set1_epi64(r.r104 as i64), _mm512_set1_epi64(r.r104_shoup as i64), t);
+        let t2 = mul_shoup52(lo, _mm512_set1_epi64(1), _mm512_set1_epi64(r.one_shoup as i64), t);
+        // Each term is below 2t, the sum below 6t.
+        let s = _mm512_add_epi64(_mm512_add_epi64(t0, t1), t2);
+        let two_t = _mm512_add_epi64(t, t);
+        csub(csub(csub(s, _mm512_add_epi64(two_t, two_t)), two_t), t)
+    }
+
+    /// # Safety
+    /// avx512f + avx512ifma available; `out.len()` a multiple of 8; every
+    /// row at least `out.len()` long; `consts[r] < t < 2^50`.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn dot_const(r: &Reducer52, rows: &[&[u64]], consts: &[u64], wide: &[bool], out: &mut [u64]) {
+        let n = out.len();
+        let mask30 = _mm512_set1_epi64(MASK30);
+        let t = r.t as u128;
+        // Per row: constant c (for the low 30 bits or the whole value) and
+        // c * 2^30 mod t (for the high bits of values of 52 bits or more).
+        let c_lo: Vec<__m512i> = consts.iter().map(|&c| _mm512_set1_epi64(c as i64)).collect();
+        let c_hi: Vec<__m512i> =
+            consts.iter().map(|&c| _mm512_set1_epi64((((c as u128) << 30) % t) as i64)).collect();
+        let mut c = 0;
+        while c < n {
+            let mut lo = _mm512_setzero_si512();
+            let mut hi = _mm512_setzero_si512();
+            for (k, row) in rows.iter().enumerate() {
+                // SAFETY: c + 8 <= n <= row.len().
+                let y = unsafe { _mm512_loadu_si512(row.as_ptr().add(c) as *const __m512i) };
+                if wide[k] {
+                    let y_lo = _mm512_and_si512(y, mask30);
+                    let y_hi = _mm512_srli_epi64(y, 30);
+                    lo = _mm512_madd52lo_epu64(lo, y_lo, c_lo[k]);
+                    hi = _mm512_madd52hi_epu64(hi, y_lo, c_lo[k]);
+                    lo = _mm512_madd52lo_epu64(lo, y_hi, c_hi[k]);
+                    hi = _mm512_madd52hi_epu64(hi, y_hi, c_hi[k]);
+                } else {
+                    lo = _mm512_madd52lo_epu64(lo, y, c_lo[k]);
+                    hi = _mm512_madd52hi_epu64(hi, y, c_lo[k]);
+                }
+            }
+            // SAFETY: c + 8 <= n.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(c) as *mut __m512i, reduce(r, lo, hi)) };
+            c += 8;
+        }
+    }
+
+    /// # Safety
+    /// avx512f + avx512ifma available; `out.len()` a multiple of 8; all
+    /// inputs below `t < 2^50` and at least `out.len()` long.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn dot_elementwise(r: &Reducer52, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]) {
+        let n = out.len();
+        let mut c = 0;
+        while c < n {
+            let mut lo = _mm512_setzero_si512();
+            let mut hi = _mm512_setzero_si512();
+            for (x, y) in a.iter().zip(b) {
+                // SAFETY: c + 8 <= n <= len.
+                let (x, y) = unsafe {
+                    (
+                        _mm512_loadu_si512(x.as_ptr().add(c) as *const __m512i),
+                        _mm512_loadu_si512(y.as_ptr().add(c) as *const __m512i),
+                    )
+                };
+                lo = _mm512_madd52lo_epu64(lo, x, y);
+                hi = _mm512_madd52hi_epu64(hi, x, y);
+            }
+            // SAFETY: c + 8 <= n.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(c) as *mut __m512i, reduce(r, lo, hi)) };
+            c += 8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::primes::ntt_primes_near;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn ifma_dot_products_equal_portable(rows in 1usize..40, bits in prop::sample::select(vec![20u32, 40, 49]), wide_bits in prop::sample::select(vec![30u32, 52, 61]), seed in any::<u64>()) {
+            let t = Modulus::new(ntt_primes_near(bits, 8, 1, &[]).unwrap()[0]).unwrap();
+            let red = Reducer52::new(&t);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let n = 64;
+            let data: Vec<Vec<u64>> = (0..rows).map(|_| (0..n).map(|_| rng.gen_range(0..(1u64 << wide_bits))).collect()).collect();
+            let refs: Vec<&[u64]> = data.iter().map(|v| v.as_slice()).collect();
+            let consts: Vec<u64> = (0..rows).map(|_| rng.gen_range(0..t.value())).collect();
+            let (mut fast, mut slow) = (vec![0u64; n], vec![0u64; n]);
+            let wide = vec![wide_bits >= 52; rows];
+            dot_const(&t, &red, &refs, &consts, &wide, &mut fast);
+            dot_const_portable(&t, &refs, &consts, &mut slow);
+            prop_assert_eq!(&fast, &slow);
+            let reduced: Vec<Vec<u64>> = data.iter().map(|v| v.iter().map(|&x| x % t.value()).collect()).collect();
+            let ra: Vec<&[u64]> = reduced.iter().map(|v| v.as_slice()).collect();
+            let rb: Vec<&[u64]> = reduced.iter().rev().map(|v| v.as_slice()).collect();
+            dot_elementwise(&t, &red, &ra, &rb, &mut fast);
+            dot_elementwise_portable(&t, &ra, &rb, &mut slow);
+            prop_assert_eq!(fast, slow);
+        }
+    }
+}
