@@ -9,6 +9,7 @@
 use super::{Basis, RingContext};
 use crate::math::dot::dot_elementwise;
 use crate::math::BasisConverter;
+use super::pool::Scratch;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -307,12 +308,12 @@ impl Backend for CpuBackend {
         // (a biased error times s would concentrate in low-frequency slots).
         let correction = conv.centring_correction(&scaled, n);
         chain.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
-            let mut t = vec![0u64; n];
+            let mut t = Scratch::new(n);
             conv.accumulate_target_limb_centred(i, &scaled, &correction, &mut t);
             ctx.ntt_of(basis, i).forward(&mut t);
             let m = ctx.modulus_of(basis, i);
             let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
-            for (x, &t) in x.iter_mut().zip(&t) {
+            for (x, &t) in x.iter_mut().zip(t.iter()) {
                 *x = m.mul_shoup(m.sub(*x, t), w, ws);
             }
         });
@@ -331,10 +332,13 @@ impl Backend for CpuBackend {
         rest.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
             let m = ctx.modulus_of(basis, i);
             let h_i = m.reduce(h);
-            let mut t: Vec<u64> = last_limb.iter().map(|&v| m.sub(m.reduce(v), h_i)).collect();
+            let mut t = Scratch::new(n);
+            for (t, &v) in t.iter_mut().zip(last_limb.iter()) {
+                *t = m.sub(m.reduce(v), h_i);
+            }
             ctx.ntt_of(basis, i).forward(&mut t);
             let (w, ws) = (last_inv[i], m.shoup(last_inv[i]));
-            for (x, &t) in x.iter_mut().zip(&t) {
+            for (x, &t) in x.iter_mut().zip(t.iter()) {
                 *x = m.mul_shoup(m.sub(*x, t), w, ws);
             }
         });
@@ -342,8 +346,8 @@ impl Backend for CpuBackend {
 }
 
 /// First step of a fast base conversion for all source limbs.
-fn scale_sources(n: usize, conv: &BasisConverter, sources: &[u64]) -> Vec<u64> {
-    let mut scaled = vec![0u64; sources.len()];
+fn scale_sources(n: usize, conv: &BasisConverter, sources: &[u64]) -> Scratch {
+    let mut scaled = Scratch::new(sources.len());
     scaled.par_chunks_mut(n).zip(sources.par_chunks(n)).enumerate().for_each(|(i, (s, x))| conv.scale_source_limb(i, x, s));
     scaled
 }

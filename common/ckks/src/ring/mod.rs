@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod poly;
+pub(crate) mod pool;
 
 pub use backend::{Backend, CpuBackend, KeyLimbs};
 pub use poly::{Coeff, Domain, Ntt, Poly};

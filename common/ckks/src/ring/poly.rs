@@ -1,7 +1,7 @@
 //! RNS polynomials whose representation (coefficients or NTT evaluations)
 //! is part of the type, so mixing domains does not compile.
 
-use super::{Basis, RingContext};
+use super::{pool, Basis, RingContext};
 use std::marker::PhantomData;
 
 /// A polynomial representation.
@@ -25,7 +25,8 @@ impl Domain for Ntt {
 }
 
 /// An RNS polynomial: `basis.limbs()` limbs of `n` reduced words each.
-#[derive(Clone, PartialEq, Eq)]
+/// Storage is recycled through the crate's buffer pool.
+#[derive(PartialEq, Eq)]
 pub struct Poly<D: Domain> {
     basis: Basis,
     n: usize,
@@ -39,10 +40,31 @@ impl<D: Domain> std::fmt::Debug for Poly<D> {
     }
 }
 
+impl<D: Domain> Clone for Poly<D> {
+    fn clone(&self) -> Self {
+        Self { basis: self.basis, n: self.n, data: pool::take_copy(&self.data), _domain: PhantomData }
+    }
+}
+
+impl<D: Domain> Drop for Poly<D> {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.data));
+    }
+}
+
 impl<D: Domain> Poly<D> {
     /// The zero polynomial.
     pub fn zero(ctx: &RingContext, basis: Basis) -> Self {
-        Self { basis, n: ctx.n(), data: vec![0; basis.limbs() * ctx.n()], _domain: PhantomData }
+        Self { basis, n: ctx.n(), data: pool::take_zeroed(basis.limbs() * ctx.n()), _domain: PhantomData }
+    }
+
+    /// A polynomial whose every limb the caller overwrites before reading.
+    pub(crate) fn uninit(ctx: &RingContext, basis: Basis) -> Self {
+        Self { basis, n: ctx.n(), data: pool::take(basis.limbs() * ctx.n()), _domain: PhantomData }
+    }
+
+    fn take_data(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.data)
     }
 
     /// Wraps limb data; the caller guarantees that every word is reduced
@@ -115,7 +137,9 @@ impl<D: Domain> Poly<D> {
     /// Keeps the first `q` chain limbs (and no special limbs): drops levels.
     pub fn truncate_q(&mut self, q: usize) {
         debug_assert!(q <= self.basis.q);
-        self.data.truncate(q * self.n);
+        // A shorter copy keeps pooled buffers at their exact sizes.
+        let data = pool::take_copy(&self.data[..q * self.n]);
+        pool::give(std::mem::replace(&mut self.data, data));
         self.basis = Basis { q, p: 0 };
     }
 
@@ -123,10 +147,11 @@ impl<D: Domain> Poly<D> {
     /// limbs of this polynomial's basis.
     pub fn restricted(&self, basis: Basis) -> Self {
         debug_assert!(basis.q <= self.basis.q && basis.p <= self.basis.p);
-        let mut data = Vec::with_capacity(basis.limbs() * self.n);
-        data.extend_from_slice(&self.data[..basis.q * self.n]);
+        let mut data = pool::take(basis.limbs() * self.n);
+        let q_len = basis.q * self.n;
+        data[..q_len].copy_from_slice(&self.data[..q_len]);
         let p_start = self.basis.q * self.n;
-        data.extend_from_slice(&self.data[p_start..p_start + basis.p * self.n]);
+        data[q_len..].copy_from_slice(&self.data[p_start..p_start + basis.p * self.n]);
         Self::from_raw(basis, self.n, data)
     }
 }
@@ -135,12 +160,12 @@ impl Poly<Coeff> {
     /// Forward NTT of every limb.
     pub fn into_ntt(mut self, ctx: &RingContext) -> Poly<Ntt> {
         ctx.backend().forward_ntt(ctx, self.basis, &mut self.data, 0..self.basis.limbs());
-        Poly::from_raw(self.basis, self.n, self.data)
+        Poly::from_raw(self.basis, self.n, self.take_data())
     }
 
     /// `X -> X^g`.
     pub fn automorphism(&self, ctx: &RingContext, g: usize) -> Self {
-        let mut out = Self::zero(ctx, self.basis);
+        let mut out = Self::uninit(ctx, self.basis);
         ctx.backend().automorphism_coeff(ctx, self.basis, g, &self.data, &mut out.data);
         out
     }
@@ -163,7 +188,7 @@ impl Poly<Ntt> {
     /// Inverse NTT of every limb.
     pub fn into_coeff(mut self, ctx: &RingContext) -> Poly<Coeff> {
         ctx.backend().inverse_ntt(ctx, self.basis, &mut self.data, 0..self.basis.limbs());
-        Poly::from_raw(self.basis, self.n, self.data)
+        Poly::from_raw(self.basis, self.n, self.take_data())
     }
 
     /// Coefficient-wise product with `other` (same basis).
@@ -179,7 +204,7 @@ impl Poly<Ntt> {
 
     /// `sum_r a[r] * b[r]` (coefficient-wise), over `basis`.
     pub fn dot(ctx: &RingContext, basis: Basis, a: &[&Self], b: &[&Self]) -> Self {
-        let mut out = Self::zero(ctx, basis);
+        let mut out = Self::uninit(ctx, basis);
         let ra: Vec<&[u64]> = a.iter().map(|p| p.data()).collect();
         let rb: Vec<&[u64]> = b.iter().map(|p| p.data()).collect();
         ctx.backend().dot_product(ctx, basis, &ra, &rb, &mut out.data);
@@ -195,7 +220,7 @@ impl Poly<Ntt> {
     /// `X -> X^g` as a permutation of evaluations.
     pub fn automorphism(&self, ctx: &RingContext, g: usize) -> Self {
         let perm = ctx.automorphism_permutation(g);
-        let mut out = Self::zero(ctx, self.basis);
+        let mut out = Self::uninit(ctx, self.basis);
         ctx.backend().permute(ctx, self.basis, &perm, &self.data, &mut out.data);
         out
     }

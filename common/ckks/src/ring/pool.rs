@@ -1,0 +1,103 @@
+//! A bounded pool of limb buffers.
+//!
+//! At N = 2^16 a ciphertext component is 14 MB and a key-switching digit
+//! 18 MB; fresh allocations of that size are served by `mmap` and cost a
+//! page fault and a page clear per 4 KiB, which was 15% of a rotation.
+//! Polynomials and scratch buffers return their storage here on drop and
+//! take it back on allocation. The pool keeps at most
+//! [`DEFAULT_MAX_POOLED_BYTES`] (override with `NEXUS_POOL_MAX_BYTES`).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// Default bound on pooled memory (1 GiB).
+pub const DEFAULT_MAX_POOLED_BYTES: usize = 1 << 30;
+
+struct Pool {
+    free: HashMap<usize, Vec<Vec<u64>>>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+fn pool() -> &'static Mutex<Pool> {
+    static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let max_bytes = std::env::var("NEXUS_POOL_MAX_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_POOLED_BYTES);
+        Mutex::new(Pool { free: HashMap::new(), bytes: 0, max_bytes })
+    })
+}
+
+/// Small buffers are cheap to allocate; only large ones are pooled.
+const MIN_POOLED_LEN: usize = 1 << 14;
+
+/// A buffer of `len` words with unspecified contents.
+pub(crate) fn take(len: usize) -> Vec<u64> {
+    if len >= MIN_POOLED_LEN {
+        if let Ok(mut p) = pool().lock() {
+            if let Some(v) = p.free.get_mut(&len).and_then(|list| list.pop()) {
+                p.bytes -= len * 8;
+                return v;
+            }
+        }
+    }
+    vec![0; len]
+}
+
+/// A zeroed buffer of `len` words.
+pub(crate) fn take_zeroed(len: usize) -> Vec<u64> {
+    let mut v = take(len);
+    v.fill(0);
+    v
+}
+
+/// A copy of `src`.
+pub(crate) fn take_copy(src: &[u64]) -> Vec<u64> {
+    let mut v = take(src.len());
+    v.copy_from_slice(src);
+    v
+}
+
+/// Returns a buffer to the pool (dropped if the pool is full).
+pub(crate) fn give(v: Vec<u64>) {
+    let len = v.len();
+    if len < MIN_POOLED_LEN || v.capacity() != len {
+        return;
+    }
+    if let Ok(mut p) = pool().lock() {
+        if p.bytes + len * 8 <= p.max_bytes {
+            p.bytes += len * 8;
+            p.free.entry(len).or_default().push(v);
+        }
+    }
+}
+
+/// A pooled scratch buffer, returned to the pool when dropped.
+pub(crate) struct Scratch(Vec<u64>);
+
+impl Scratch {
+    pub(crate) fn new(len: usize) -> Self {
+        Self(take(len))
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
