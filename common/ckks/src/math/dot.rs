@@ -105,6 +105,33 @@ pub fn dot_elementwise_portable(t: &Modulus, a: &[&[u64]], b: &[&[u64]], out: &m
     }
 }
 
+/// `x = (x - y) * w mod t` for `x, y < t`, `w < t`.
+pub fn sub_mul_const(t: &Modulus, x: &mut [u64], y: &[u64], w: u64) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_applies(t) && x.len() % 8 == 0 && y.len() >= x.len() {
+        // SAFETY: IFMA available, t < 2^50, length a multiple of 8.
+        unsafe { ifma::sub_mul_const(t.value(), x, y, w) };
+        return;
+    }
+    let ws = t.shoup(w);
+    for (x, &y) in x.iter_mut().zip(y) {
+        *x = t.mul_shoup(t.sub(*x, y), w, ws);
+    }
+}
+
+/// `out = (src mod t) - offset mod t` for `src < 2^52`, `offset < t`.
+pub fn reduce_sub(t: &Modulus, src: &[u64], offset: u64, out: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_applies(t) && out.len() % 8 == 0 && src.len() >= out.len() && src.iter().all(|&v| v >> 52 == 0) {
+        // SAFETY: IFMA available, t < 2^50, inputs below 2^52.
+        unsafe { ifma::reduce_sub(t.value(), src, offset, out) };
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(src) {
+        *o = t.sub(t.reduce(v), offset);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod ifma {
     use super::Reducer52;
@@ -146,6 +173,51 @@ mod ifma {
         let s = _mm512_add_epi64(_mm512_add_epi64(t0, t1), t2);
         let two_t = _mm512_add_epi64(t, t);
         csub(csub(csub(s, _mm512_add_epi64(two_t, two_t)), two_t), t)
+    }
+
+    /// # Safety
+    /// avx512f + avx512ifma; `x.len()` a multiple of 8, `y` at least as
+    /// long; `t < 2^50`; inputs reduced.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn sub_mul_const(t: u64, x: &mut [u64], y: &[u64], w: u64) {
+        let q = _mm512_set1_epi64(t as i64);
+        let two_q = _mm512_set1_epi64(2 * t as i64);
+        let wv = _mm512_set1_epi64(w as i64);
+        let ws = _mm512_set1_epi64((((w as u128) << 52) / t as u128) as i64);
+        let mut c = 0;
+        while c < x.len() {
+            // SAFETY: c + 8 <= len.
+            unsafe {
+                let a = _mm512_loadu_si512(x.as_ptr().add(c) as *const __m512i);
+                let b = _mm512_loadu_si512(y.as_ptr().add(c) as *const __m512i);
+                let d = _mm512_sub_epi64(_mm512_add_epi64(a, two_q), b);
+                let r = csub(mul_shoup52(d, wv, ws, q), q);
+                _mm512_storeu_si512(x.as_mut_ptr().add(c) as *mut __m512i, r);
+            }
+            c += 8;
+        }
+    }
+
+    /// # Safety
+    /// avx512f + avx512ifma; `out.len()` a multiple of 8, `src` at least as
+    /// long with values below 2^52; `t < 2^50`; `offset < t`.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn reduce_sub(t: u64, src: &[u64], offset: u64, out: &mut [u64]) {
+        let q = _mm512_set1_epi64(t as i64);
+        let one = _mm512_set1_epi64(1);
+        let one_s = _mm512_set1_epi64(((1u128 << 52) / t as u128) as i64);
+        let neg_off = _mm512_set1_epi64((t - offset) as i64);
+        let mut c = 0;
+        while c < out.len() {
+            // SAFETY: c + 8 <= len.
+            unsafe {
+                let v = _mm512_loadu_si512(src.as_ptr().add(c) as *const __m512i);
+                let r = csub(mul_shoup52(v, one, one_s, q), q);
+                let r = csub(_mm512_add_epi64(r, neg_off), q);
+                _mm512_storeu_si512(out.as_mut_ptr().add(c) as *mut __m512i, r);
+            }
+            c += 8;
+        }
     }
 
     /// # Safety
@@ -242,7 +314,17 @@ mod tests {
             let rb: Vec<&[u64]> = reduced.iter().rev().map(|v| v.as_slice()).collect();
             dot_elementwise(&t, &red, &ra, &rb, &mut fast);
             dot_elementwise_portable(&t, &ra, &rb, &mut slow);
-            prop_assert_eq!(fast, slow);
+            prop_assert_eq!(&fast, &slow);
+            let w = consts[0];
+            let mut x = reduced[0].clone();
+            sub_mul_const(&t, &mut x, &reduced[rows - 1], w);
+            let ws = t.shoup(w);
+            let want: Vec<u64> = reduced[0].iter().zip(&reduced[rows - 1]).map(|(&a, &b)| t.mul_shoup(t.sub(a, b), w, ws)).collect();
+            prop_assert_eq!(x, want);
+            let src: Vec<u64> = data[0].iter().map(|&v| v & ((1 << 52) - 1)).collect();
+            reduce_sub(&t, &src, w, &mut fast);
+            let want: Vec<u64> = src.iter().map(|&v| t.sub(t.reduce(v), w)).collect();
+            prop_assert_eq!(fast, want);
         }
     }
 }

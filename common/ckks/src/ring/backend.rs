@@ -7,7 +7,7 @@
 //! primes the limbs belong to.
 
 use super::{Basis, RingContext};
-use crate::math::dot::dot_elementwise;
+use crate::math::dot::{dot_elementwise, reduce_sub, sub_mul_const};
 use crate::math::BasisConverter;
 use super::pool::Scratch;
 use rayon::prelude::*;
@@ -311,11 +311,7 @@ impl Backend for CpuBackend {
             let mut t = Scratch::new(n);
             conv.accumulate_target_limb_centred(i, &scaled, &correction, &mut t);
             ctx.ntt_of(basis, i).forward(&mut t);
-            let m = ctx.modulus_of(basis, i);
-            let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
-            for (x, &t) in x.iter_mut().zip(t.iter()) {
-                *x = m.mul_shoup(m.sub(*x, t), w, ws);
-            }
+            sub_mul_const(ctx.modulus_of(basis, i), x, &t, p_inv[i]);
         });
     }
 
@@ -331,16 +327,10 @@ impl Backend for CpuBackend {
         let last_limb = &*last_limb;
         rest.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
             let m = ctx.modulus_of(basis, i);
-            let h_i = m.reduce(h);
             let mut t = Scratch::new(n);
-            for (t, &v) in t.iter_mut().zip(last_limb.iter()) {
-                *t = m.sub(m.reduce(v), h_i);
-            }
+            reduce_sub(m, last_limb, m.reduce(h), &mut t);
             ctx.ntt_of(basis, i).forward(&mut t);
-            let (w, ws) = (last_inv[i], m.shoup(last_inv[i]));
-            for (x, &t) in x.iter_mut().zip(t.iter()) {
-                *x = m.mul_shoup(m.sub(*x, t), w, ws);
-            }
+            sub_mul_const(m, x, &t, last_inv[i]);
         });
     }
 }
