@@ -46,17 +46,26 @@ pub fn ifma_applies(t: &Modulus) -> bool {
 /// `wide[r]` says whether row `r` may hold values of 52 bits or more (up to
 /// 61 bits), otherwise its values must be below 2^52. `reducer` must be
 /// built for `t`.
-pub fn dot_const(t: &Modulus, reducer: &Reducer52, rows: &[&[u64]], consts: &[u64], wide: &[bool], out: &mut [u64]) {
+/// `consts_hi[r]` must be `consts[r] * 2^30 mod t` (used for wide rows).
+pub fn dot_const(
+    t: &Modulus,
+    reducer: &Reducer52,
+    rows: &[&[u64]],
+    consts: &[u64],
+    consts_hi: &[u64],
+    wide: &[bool],
+    out: &mut [u64],
+) {
     debug_assert_eq!(rows.len(), consts.len());
     debug_assert!(rows.len() <= MAX_ROWS);
     #[cfg(target_arch = "x86_64")]
     if ifma_applies(t) && out.len() % 8 == 0 && rows.iter().all(|r| r.len() >= out.len()) {
         // SAFETY: IFMA is available, t < 2^50, the length is a multiple of
         // 8 and every row is at least out.len() long.
-        unsafe { ifma::dot_const(reducer, rows, consts, wide, out) };
+        unsafe { ifma::dot_const(reducer, rows, consts, consts_hi, wide, out) };
         return;
     }
-    let _ = (reducer, wide);
+    let _ = (reducer, wide, consts_hi);
     dot_const_portable(t, rows, consts, out);
 }
 
@@ -89,6 +98,33 @@ pub fn dot_elementwise(t: &Modulus, reducer: &Reducer52, a: &[&[u64]], b: &[&[u6
     }
     let _ = reducer;
     dot_elementwise_portable(t, a, b, out);
+}
+
+/// Two dot products sharing their left operands:
+/// `out_b = sum_r a[r] * b[r]` and `out_c = sum_r a[r] * c[r]` (mod t),
+/// reading each `a[r]` once (key switching's `b` and `a` halves).
+pub fn dot_elementwise_pair(
+    t: &Modulus,
+    reducer: &Reducer52,
+    a: &[&[u64]],
+    b: &[&[u64]],
+    c: &[&[u64]],
+    out_b: &mut [u64],
+    out_c: &mut [u64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_applies(t)
+        && out_b.len() % 8 == 0
+        && out_c.len() == out_b.len()
+        && a.len() <= MAX_ROWS
+        && a.iter().chain(b).chain(c).all(|r| r.len() >= out_b.len())
+    {
+        // SAFETY: as in `dot_elementwise`.
+        unsafe { ifma::dot_elementwise_pair(reducer, a, b, c, out_b, out_c) };
+        return;
+    }
+    dot_elementwise(t, reducer, a, b, out_b);
+    dot_elementwise(t, reducer, a, c, out_c);
 }
 
 /// Portable reference for [`dot_elementwise`].
@@ -176,6 +212,75 @@ mod ifma {
     }
 
     /// # Safety
+    /// As for [`dot_elementwise`], for both outputs.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn dot_elementwise_pair(
+        r: &Reducer52,
+        a: &[&[u64]],
+        b: &[&[u64]],
+        c: &[&[u64]],
+        out_b: &mut [u64],
+        out_c: &mut [u64],
+    ) {
+        let n = out_b.len();
+        let mut k = 0;
+        // Two coefficient vectors per iteration for independent chains.
+        while k + 16 <= n {
+            let mut acc = [_mm512_setzero_si512(); 8];
+            for ((x, y), z) in a.iter().zip(b).zip(c) {
+                for u in 0..2 {
+                    let off = k + 8 * u;
+                    // SAFETY: off + 8 <= n <= every length.
+                    let (x, y, z) = unsafe {
+                        (
+                            _mm512_loadu_si512(x.as_ptr().add(off) as *const __m512i),
+                            _mm512_loadu_si512(y.as_ptr().add(off) as *const __m512i),
+                            _mm512_loadu_si512(z.as_ptr().add(off) as *const __m512i),
+                        )
+                    };
+                    acc[4 * u] = _mm512_madd52lo_epu64(acc[4 * u], x, y);
+                    acc[4 * u + 1] = _mm512_madd52hi_epu64(acc[4 * u + 1], x, y);
+                    acc[4 * u + 2] = _mm512_madd52lo_epu64(acc[4 * u + 2], x, z);
+                    acc[4 * u + 3] = _mm512_madd52hi_epu64(acc[4 * u + 3], x, z);
+                }
+            }
+            for u in 0..2 {
+                let off = k + 8 * u;
+                // SAFETY: off + 8 <= n.
+                unsafe {
+                    _mm512_storeu_si512(out_b.as_mut_ptr().add(off) as *mut __m512i, reduce(r, acc[4 * u], acc[4 * u + 1]));
+                    _mm512_storeu_si512(out_c.as_mut_ptr().add(off) as *mut __m512i, reduce(r, acc[4 * u + 2], acc[4 * u + 3]));
+                }
+            }
+            k += 16;
+        }
+        while k < n {
+            let (mut lo_b, mut hi_b) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let (mut lo_c, mut hi_c) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for ((x, y), z) in a.iter().zip(b).zip(c) {
+                // SAFETY: k + 8 <= n <= every length.
+                let (x, y, z) = unsafe {
+                    (
+                        _mm512_loadu_si512(x.as_ptr().add(k) as *const __m512i),
+                        _mm512_loadu_si512(y.as_ptr().add(k) as *const __m512i),
+                        _mm512_loadu_si512(z.as_ptr().add(k) as *const __m512i),
+                    )
+                };
+                lo_b = _mm512_madd52lo_epu64(lo_b, x, y);
+                hi_b = _mm512_madd52hi_epu64(hi_b, x, y);
+                lo_c = _mm512_madd52lo_epu64(lo_c, x, z);
+                hi_c = _mm512_madd52hi_epu64(hi_c, x, z);
+            }
+            // SAFETY: k + 8 <= n.
+            unsafe {
+                _mm512_storeu_si512(out_b.as_mut_ptr().add(k) as *mut __m512i, reduce(r, lo_b, hi_b));
+                _mm512_storeu_si512(out_c.as_mut_ptr().add(k) as *mut __m512i, reduce(r, lo_c, hi_c));
+            }
+            k += 8;
+        }
+    }
+
+    /// # Safety
     /// avx512f + avx512ifma; `x.len()` a multiple of 8, `y` at least as
     /// long; `t < 2^50`; inputs reduced.
     #[target_feature(enable = "avx512f,avx512ifma")]
@@ -224,16 +329,53 @@ mod ifma {
     /// avx512f + avx512ifma available; `out.len()` a multiple of 8; every
     /// row at least `out.len()` long; `consts[r] < t < 2^50`.
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn dot_const(r: &Reducer52, rows: &[&[u64]], consts: &[u64], wide: &[bool], out: &mut [u64]) {
+    pub(super) unsafe fn dot_const(
+        r: &Reducer52,
+        rows: &[&[u64]],
+        consts: &[u64],
+        consts_hi: &[u64],
+        wide: &[bool],
+        out: &mut [u64],
+    ) {
         let n = out.len();
         let mask30 = _mm512_set1_epi64(MASK30);
-        let t = r.t as u128;
         // Per row: constant c (for the low 30 bits or the whole value) and
         // c * 2^30 mod t (for the high bits of values of 52 bits or more).
-        let c_lo: Vec<__m512i> = consts.iter().map(|&c| _mm512_set1_epi64(c as i64)).collect();
-        let c_hi: Vec<__m512i> =
-            consts.iter().map(|&c| _mm512_set1_epi64((((c as u128) << 30) % t) as i64)).collect();
+        let mut c_lo = [_mm512_setzero_si512(); super::MAX_ROWS];
+        let mut c_hi = [_mm512_setzero_si512(); super::MAX_ROWS];
+        for (k, (&c, &ch)) in consts.iter().zip(consts_hi).enumerate() {
+            c_lo[k] = _mm512_set1_epi64(c as i64);
+            c_hi[k] = _mm512_set1_epi64(ch as i64);
+        }
+        // Four independent coefficient vectors per iteration: the madd52
+        // chains are latency-bound otherwise.
         let mut c = 0;
+        while c + 32 <= n {
+            let mut lo = [_mm512_setzero_si512(); 4];
+            let mut hi = [_mm512_setzero_si512(); 4];
+            for (k, row) in rows.iter().enumerate() {
+                for u in 0..4 {
+                    // SAFETY: c + 32 <= n <= row.len().
+                    let y = unsafe { _mm512_loadu_si512(row.as_ptr().add(c + 8 * u) as *const __m512i) };
+                    if wide[k] {
+                        let y_lo = _mm512_and_si512(y, mask30);
+                        let y_hi = _mm512_srli_epi64(y, 30);
+                        lo[u] = _mm512_madd52lo_epu64(lo[u], y_lo, c_lo[k]);
+                        hi[u] = _mm512_madd52hi_epu64(hi[u], y_lo, c_lo[k]);
+                        lo[u] = _mm512_madd52lo_epu64(lo[u], y_hi, c_hi[k]);
+                        hi[u] = _mm512_madd52hi_epu64(hi[u], y_hi, c_hi[k]);
+                    } else {
+                        lo[u] = _mm512_madd52lo_epu64(lo[u], y, c_lo[k]);
+                        hi[u] = _mm512_madd52hi_epu64(hi[u], y, c_lo[k]);
+                    }
+                }
+            }
+            for u in 0..4 {
+                // SAFETY: c + 32 <= n.
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(c + 8 * u) as *mut __m512i, reduce(r, lo[u], hi[u])) };
+            }
+            c += 32;
+        }
         while c < n {
             let mut lo = _mm512_setzero_si512();
             let mut hi = _mm512_setzero_si512();
@@ -306,7 +448,8 @@ mod tests {
             let consts: Vec<u64> = (0..rows).map(|_| rng.gen_range(0..t.value())).collect();
             let (mut fast, mut slow) = (vec![0u64; n], vec![0u64; n]);
             let wide = vec![wide_bits >= 52; rows];
-            dot_const(&t, &red, &refs, &consts, &wide, &mut fast);
+            let consts_hi: Vec<u64> = consts.iter().map(|&c| ((c as u128) << 30).rem_euclid(t.value() as u128) as u64).collect();
+            dot_const(&t, &red, &refs, &consts, &consts_hi, &wide, &mut fast);
             dot_const_portable(&t, &refs, &consts, &mut slow);
             prop_assert_eq!(&fast, &slow);
             let reduced: Vec<Vec<u64>> = data.iter().map(|v| v.iter().map(|&x| x % t.value()).collect()).collect();
@@ -315,6 +458,12 @@ mod tests {
             dot_elementwise(&t, &red, &ra, &rb, &mut fast);
             dot_elementwise_portable(&t, &ra, &rb, &mut slow);
             prop_assert_eq!(&fast, &slow);
+            let (mut pb, mut pc) = (vec![0u64; n], vec![0u64; n]);
+            dot_elementwise_pair(&t, &red, &ra, &rb, &ra, &mut pb, &mut pc);
+            prop_assert_eq!(&pb, &slow);
+            dot_elementwise_portable(&t, &ra, &ra, &mut slow);
+            prop_assert_eq!(&pc, &slow);
+            dot_elementwise_portable(&t, &ra, &rb, &mut slow);
             let w = consts[0];
             let mut x = reduced[0].clone();
             sub_mul_const(&t, &mut x, &reduced[rows - 1], w);

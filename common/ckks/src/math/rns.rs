@@ -18,6 +18,8 @@ pub struct BasisConverter {
     punctured_inv: Vec<(u64, u64)>,
     /// `(D/q_i) mod p_t`, laid out `[t * from.len() + i]`.
     punctured_mod_target: Vec<u64>,
+    /// `(D/q_i) * 2^30 mod p_t` (for sources of 52 bits or more).
+    punctured_mod_target_hi: Vec<u64>,
     /// `D mod p_t`.
     product_mod_target: Vec<u64>,
     /// `1 / q_i` in floating point, for the exact (centred) correction.
@@ -59,12 +61,18 @@ impl BasisConverter {
             to.iter().map(|pt| from.iter().fold(1u64, |acc, qj| pt.mul(acc, qj.value() % pt.value()))).collect();
         let inv_source_f64 = from.iter().map(|q| 1.0 / q.value() as f64).collect();
         let wide_sources = from.iter().map(|q| q.value() >> 52 != 0).collect();
+        let punctured_mod_target_hi = punctured_mod_target
+            .chunks(from.len().max(1))
+            .zip(to)
+            .flat_map(|(row, pt)| row.iter().map(move |&c| ((c as u128) << 30).rem_euclid(pt.value() as u128) as u64))
+            .collect();
         let reducers = to.iter().map(Reducer52::new).collect();
         Self {
             from: from.to_vec(),
             to: to.to_vec(),
             punctured_inv,
             punctured_mod_target,
+            punctured_mod_target_hi,
             product_mod_target,
             inv_source_f64,
             wide_sources,
@@ -96,10 +104,53 @@ impl BasisConverter {
     /// of length `n = out.len()`.
     pub fn accumulate_target_limb(&self, t: usize, scaled: &[u64], out: &mut [u64]) {
         let n = out.len();
+        let rows: Vec<&[u64]> = (0..self.from.len()).map(|i| &scaled[i * n..(i + 1) * n]).collect();
+        self.accumulate_rows(t, &rows, None, out);
+    }
+
+    /// `out = sum_i rows[i] * (D/q_i) mod p_t`, minus `correction * D` when
+    /// given (see [`centring_correction`](Self::centring_correction)).
+    pub fn accumulate_rows(&self, t: usize, rows: &[&[u64]], correction: Option<&[u64]>, out: &mut [u64]) {
         let s = self.from.len();
-        let rows: Vec<&[u64]> = (0..s).map(|i| &scaled[i * n..(i + 1) * n]).collect();
-        let consts = &self.punctured_mod_target[t * s..(t + 1) * s];
-        dot_const(&self.to[t], &self.reducers[t], &rows, consts, &self.wide_sources, out);
+        let pt = &self.to[t];
+        let mut rows_all: Vec<&[u64]> = rows.to_vec();
+        let mut consts = self.punctured_mod_target[t * s..(t + 1) * s].to_vec();
+        let mut consts_hi = self.punctured_mod_target_hi[t * s..(t + 1) * s].to_vec();
+        let mut wide = self.wide_sources.clone();
+        if let Some(c) = correction {
+            // The correction is one more row, with constant -D mod p_t.
+            rows_all.push(c);
+            consts.push(pt.neg(self.product_mod_target[t]));
+            consts_hi.push(0);
+            wide.push(false);
+        }
+        dot_const(pt, &self.reducers[t], &rows_all, &consts, &consts_hi, &wide, out);
+    }
+
+    /// Converts every target at once, a block of coefficients at a time so
+    /// the source block stays in cache while all targets are computed.
+    /// `outs[t]` receives target `t` (each of length `n`).
+    pub fn convert_blocked(&self, scaled: &[u64], n: usize, correction: Option<&[u64]>, outs: Vec<&mut [u64]>) {
+        use rayon::prelude::*;
+        const BLOCK: usize = 1024;
+        let block = BLOCK.min(n);
+        let blocks = n.div_ceil(block);
+        // Transpose [target][block] into [block][target] for parallelism
+        // over blocks with disjoint writes.
+        let mut by_block: Vec<Vec<(usize, &mut [u64])>> = (0..blocks).map(|_| Vec::with_capacity(outs.len())).collect();
+        for (t, out) in outs.into_iter().enumerate() {
+            for (b, chunk) in out.chunks_mut(block).enumerate() {
+                by_block[b].push((t, chunk));
+            }
+        }
+        by_block.into_par_iter().enumerate().for_each(|(b, targets)| {
+            let range = b * block..((b + 1) * block).min(n);
+            let rows: Vec<&[u64]> = (0..self.from.len()).map(|i| &scaled[i * n + range.start..i * n + range.end]).collect();
+            let corr = correction.map(|c| &c[range.clone()]);
+            for (t, out) in targets {
+                self.accumulate_rows(t, &rows, corr, out);
+            }
+        });
     }
 }
 
@@ -119,21 +170,6 @@ impl BasisConverter {
         v.into_iter().map(|x| x.round() as u64).collect()
     }
 
-    /// Like [`accumulate_target_limb`](Self::accumulate_target_limb), then
-    /// subtracts `correction * D`: the exact centred value of `x mod D`.
-    pub fn accumulate_target_limb_centred(&self, t: usize, scaled: &[u64], correction: &[u64], out: &mut [u64]) {
-        let n = out.len();
-        let s = self.from.len();
-        let pt = &self.to[t];
-        // The correction is one more row, with constant -D mod p_t.
-        let mut rows: Vec<&[u64]> = (0..s).map(|i| &scaled[i * n..(i + 1) * n]).collect();
-        rows.push(correction);
-        let mut consts = self.punctured_mod_target[t * s..(t + 1) * s].to_vec();
-        consts.push(pt.neg(self.product_mod_target[t]));
-        let mut wide = self.wide_sources.clone();
-        wide.push(false);
-        dot_const(pt, &self.reducers[t], &rows, &consts, &wide, out);
-    }
 }
 
 #[cfg(test)]
@@ -166,7 +202,8 @@ mod tests {
         let correction = conv.centring_correction(&scaled, n);
         for (t, pt) in to.iter().enumerate() {
             let mut out = vec![0u64; n];
-            conv.accumulate_target_limb_centred(t, &scaled, &correction, &mut out);
+            let rows: Vec<&[u64]> = (0..from.len()).map(|i| &scaled[i * n..(i + 1) * n]).collect();
+            conv.accumulate_rows(t, &rows, Some(&correction), &mut out);
             for (k, &x) in xs.iter().enumerate() {
                 let centred = if x > d / 2 { x as i128 - d as i128 } else { x as i128 };
                 assert_eq!(out[k], pt.reduce_i128(centred), "centred target {t} value {x}");

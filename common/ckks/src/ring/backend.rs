@@ -7,7 +7,7 @@
 //! primes the limbs belong to.
 
 use super::{Basis, RingContext};
-use crate::math::dot::{dot_elementwise, reduce_sub, sub_mul_const};
+use crate::math::dot::{dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const};
 use crate::math::BasisConverter;
 use super::pool::Scratch;
 use rayon::prelude::*;
@@ -269,11 +269,14 @@ impl Backend for CpuBackend {
         let scaled = scale_sources(n, conv, coeff_digit);
         let (digit_start, digit_end) = (digit.start, digit.end);
         out[digit_start * n..digit_end * n].copy_from_slice(ntt_digit);
-        out.par_chunks_mut(n).enumerate().filter(|(j, _)| *j < digit_start || *j >= digit_end).for_each(|(j, o)| {
-            let t = if j < digit_start { j } else { j - (digit_end - digit_start) };
-            conv.accumulate_target_limb(t, &scaled, o);
-            ctx.ntt_of(basis, j).forward(o);
-        });
+        let (head, rest) = out.split_at_mut(digit_start * n);
+        let tail = &mut rest[(digit_end - digit_start) * n..];
+        let targets: Vec<&mut [u64]> = head.chunks_mut(n).chain(tail.chunks_mut(n)).collect();
+        conv.convert_blocked(&scaled, n, None, targets);
+        let (head, rest) = out.split_at_mut(digit_start * n);
+        let tail = &mut rest[(digit_end - digit_start) * n..];
+        head.par_chunks_mut(n).enumerate().for_each(|(j, o)| ctx.ntt_of(basis, j).forward(o));
+        tail.par_chunks_mut(n).enumerate().for_each(|(j, o)| ctx.ntt_of(basis, digit_end + j).forward(o));
     }
 
     fn key_inner_product(
@@ -292,8 +295,7 @@ impl Backend for CpuBackend {
             let d: Vec<&[u64]> = digits.iter().map(|x| &x[j * n..(j + 1) * n]).collect();
             let kb: Vec<&[u64]> = keys_b.iter().map(|k| k.limb(j, basis.q, n)).collect();
             let ka: Vec<&[u64]> = keys_a.iter().map(|k| k.limb(j, basis.q, n)).collect();
-            dot_elementwise(m, r, &d, &kb, ob);
-            dot_elementwise(m, r, &d, &ka, oa);
+            dot_elementwise_pair(m, r, &d, &kb, &ka, ob, oa);
         });
     }
 
@@ -307,11 +309,11 @@ impl Backend for CpuBackend {
         // Exact centred conversion: the result is round(x / P) with no bias
         // (a biased error times s would concentrate in low-frequency slots).
         let correction = conv.centring_correction(&scaled, n);
-        chain.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
-            let mut t = Scratch::new(n);
-            conv.accumulate_target_limb_centred(i, &scaled, &correction, &mut t);
-            ctx.ntt_of(basis, i).forward(&mut t);
-            sub_mul_const(ctx.modulus_of(basis, i), x, &t, p_inv[i]);
+        let mut converted = Scratch::new(q_limbs * n);
+        conv.convert_blocked(&scaled, n, Some(&correction), converted.chunks_mut(n).collect());
+        chain.par_chunks_mut(n).zip(converted.par_chunks_mut(n)).enumerate().for_each(|(i, (x, t))| {
+            ctx.ntt_of(basis, i).forward(t);
+            sub_mul_const(ctx.modulus_of(basis, i), x, t, p_inv[i]);
         });
     }
 

@@ -137,9 +137,7 @@ impl<D: Domain> Poly<D> {
     /// Keeps the first `q` chain limbs (and no special limbs): drops levels.
     pub fn truncate_q(&mut self, q: usize) {
         debug_assert!(q <= self.basis.q);
-        // A shorter copy keeps pooled buffers at their exact sizes.
-        let data = pool::take_copy(&self.data[..q * self.n]);
-        pool::give(std::mem::replace(&mut self.data, data));
+        self.data.truncate(q * self.n);
         self.basis = Basis { q, p: 0 };
     }
 

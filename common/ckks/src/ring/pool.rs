@@ -39,6 +39,7 @@ pub(crate) fn take(len: usize) -> Vec<u64> {
         if let Ok(mut p) = pool().lock() {
             if let Some(v) = p.free.get_mut(&len).and_then(|list| list.pop()) {
                 p.bytes -= len * 8;
+                debug_assert_eq!(v.len(), len);
                 return v;
             }
         }
@@ -60,11 +61,17 @@ pub(crate) fn take_copy(src: &[u64]) -> Vec<u64> {
     v
 }
 
-/// Returns a buffer to the pool (dropped if the pool is full).
-pub(crate) fn give(v: Vec<u64>) {
-    let len = v.len();
-    if len < MIN_POOLED_LEN || v.capacity() != len {
+/// Returns a buffer to the pool (dropped if the pool is full). Buffers are
+/// keyed by capacity, so a truncated polynomial returns its full buffer.
+pub(crate) fn give(mut v: Vec<u64>) {
+    let len = v.capacity();
+    if len < MIN_POOLED_LEN {
         return;
+    }
+    if v.len() < len {
+        // SAFETY: every pooled buffer was created at full length (all its
+        // elements were initialised) and only shortened by truncation.
+        unsafe { v.set_len(len) };
     }
     if let Ok(mut p) = pool().lock() {
         if p.bytes + len * 8 <= p.max_bytes {

@@ -30,7 +30,7 @@ pub(crate) fn decompose(params: &Parameters, c: &Poly<Ntt>) -> Decomposed {
         .map(|(j, conv)| {
             let start = j * alpha;
             let end = ((j + 1) * alpha).min(level + 1);
-            let mut out = Poly::<Ntt>::zero(ring, ext);
+            let mut out = Poly::<Ntt>::uninit(ring, ext);
             ring.backend().mod_up_digit(
                 ring,
                 ext,
@@ -59,8 +59,8 @@ pub(crate) fn apply_key(params: &Parameters, digits: &[Poly<Ntt>], level: usize,
     let digit_data: Vec<&[u64]> = digits.iter().map(|d| d.data()).collect();
     let kb: Vec<KeyLimbs<'_>> = key.b[..digits.len()].iter().map(|p| key_limbs(params, p)).collect();
     let ka: Vec<KeyLimbs<'_>> = key.a[..digits.len()].iter().map(|p| key_limbs(params, p)).collect();
-    let mut out_b = Poly::<Ntt>::zero(ring, ext);
-    let mut out_a = Poly::<Ntt>::zero(ring, ext);
+    let mut out_b = Poly::<Ntt>::uninit(ring, ext);
+    let mut out_a = Poly::<Ntt>::uninit(ring, ext);
     ring.backend().key_inner_product(ring, ext, &digit_data, &kb, &ka, out_b.data_mut(), out_a.data_mut());
     let inner = params.inner();
     for out in [&mut out_b, &mut out_a] {
