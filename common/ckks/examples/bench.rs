@@ -180,7 +180,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let gks = kg.galois_keys(&sk, &steps, false)?;
     let keygen_ms = t.elapsed().as_secs_f64() * 1e3;
     if !args.json {
-        println!("# preset {} (log N {}, {} limbs, {} special, dnum {}), keygen {keygen_ms:.0} ms", args.preset, params.log_n(), params.q().len(), params.p().len(), params.dnum());
+        println!(
+            "# preset {} (log N {}, {} limbs, {} special, dnum {}), keygen {keygen_ms:.0} ms",
+            args.preset,
+            params.log_n(),
+            params.q().len(),
+            params.p().len(),
+            params.dnum()
+        );
     }
     let encryptor = Encryptor::new(&params);
     let dec = Decryptor::new(&params);

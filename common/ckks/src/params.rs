@@ -243,8 +243,13 @@ impl Parameters {
                     .map(|j| {
                         let start = j * alpha;
                         let end = ((j + 1) * alpha).min(active);
-                        let targets: Vec<Modulus> =
-                            qm[..active].iter().enumerate().filter(|(i, _)| *i < start || *i >= end).map(|(_, m)| *m).chain(pm.iter().copied()).collect();
+                        let targets: Vec<Modulus> = qm[..active]
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i < start || *i >= end)
+                            .map(|(_, m)| *m)
+                            .chain(pm.iter().copied())
+                            .collect();
                         BasisConverter::new(&qm[start..end], &targets)
                     })
                     .collect();
@@ -252,15 +257,15 @@ impl Parameters {
             })
             .collect();
         let mod_down = BasisConverter::new(&pm, &qm);
-        let p_mod_q: Vec<u64> = qm.iter().map(|qi| p.iter().fold(1u64, |acc, &pj| qi.mul(acc, pj % qi.value()))).collect();
+        let p_mod_q: Vec<u64> =
+            qm.iter().map(|qi| p.iter().fold(1u64, |acc, &pj| qi.mul(acc, pj % qi.value()))).collect();
         let p_inv_mod_q = qm
             .iter()
             .zip(&p_mod_q)
             .map(|(qi, &pm)| qi.inv(pm).ok_or_else(|| CkksError::InvalidParameters("P not invertible mod q".into())))
             .collect::<Result<Vec<_>, _>>()?;
-        let rescale_inv = (0..qm.len())
-            .map(|l| qm[..l].iter().map(|qi| qi.inv(q[l] % qi.value()).unwrap_or(0)).collect())
-            .collect();
+        let rescale_inv =
+            (0..qm.len()).map(|l| qm[..l].iter().map(|qi| qi.inv(q[l] % qi.value()).unwrap_or(0)).collect()).collect();
         let mut hasher = Sha256::new();
         hasher.update(b"nexus-ckks parameters v1");
         hasher.update(literal.log_n.to_le_bytes());
@@ -272,7 +277,19 @@ impl Parameters {
         hasher.update(format!("{:?}|{}", literal.secret, literal.error_std).as_bytes());
         let digest = hasher.finalize().into();
         let literal = ParametersLiteral { q: Primes::Values(q.clone()), p: Primes::Values(p.clone()), ..literal };
-        Ok(Self(Arc::new(Inner { literal, q, p, alpha, ring, levels, mod_down, p_inv_mod_q, p_mod_q, rescale_inv, digest })))
+        Ok(Self(Arc::new(Inner {
+            literal,
+            q,
+            p,
+            alpha,
+            ring,
+            levels,
+            mod_down,
+            p_inv_mod_q,
+            p_mod_q,
+            rescale_inv,
+            digest,
+        })))
     }
 
     /// A named preset (see [`crate::presets`]).
@@ -390,12 +407,10 @@ impl Parameters {
     }
 }
 
-fn generate(
-    bits: &[u32],
-    n: usize,
-    exclude: &[u64],
-    gen: fn(u32, usize, usize, &[u64]) -> Result<Vec<u64>, CkksError>,
-) -> Result<Vec<u64>, CkksError> {
+/// A prime generator: (bits, ring degree, count, primes to avoid).
+type PrimeGenerator = fn(u32, usize, usize, &[u64]) -> Result<Vec<u64>, CkksError>;
+
+fn generate(bits: &[u32], n: usize, exclude: &[u64], gen: PrimeGenerator) -> Result<Vec<u64>, CkksError> {
     // Generate all primes of one size at once (so they are distinct and
     // alternate around 2^bits), then hand them out in the requested order.
     let mut pools: std::collections::BTreeMap<u32, std::vec::IntoIter<u64>> = Default::default();
@@ -409,6 +424,11 @@ fn generate(
         }
     }
     bits.iter()
-        .map(|b| pools.get_mut(b).and_then(|it| it.next()).ok_or_else(|| CkksError::InvalidParameters("prime pool exhausted".into())))
+        .map(|b| {
+            pools
+                .get_mut(b)
+                .and_then(|it| it.next())
+                .ok_or_else(|| CkksError::InvalidParameters("prime pool exhausted".into()))
+        })
         .collect()
 }

@@ -70,7 +70,12 @@ fn decode_err(what: &'static str, reason: impl Into<String>) -> CkksError {
     CkksError::Decode { what, reason: reason.into() }
 }
 
-fn envelope(params: &Parameters, kind: Kind, what: &'static str, payload: &impl Serialize) -> Result<Vec<u8>, CkksError> {
+fn envelope(
+    params: &Parameters,
+    kind: Kind,
+    what: &'static str,
+    payload: &impl Serialize,
+) -> Result<Vec<u8>, CkksError> {
     let body = rmp_serde::to_vec(payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(MAGIC);
@@ -155,11 +160,18 @@ fn pack(params: &Parameters, poly: &Poly<Ntt>) -> PolyWire {
 fn unpack(params: &Parameters, w: &PolyWire, expected: Basis, what: &'static str) -> Result<Poly<Ntt>, CkksError> {
     let basis = Basis { q: w.q as usize, p: w.p as usize };
     if basis != expected {
-        return Err(decode_err(what, format!("polynomial has {} chain and {} special limbs, expected {} and {}", basis.q, basis.p, expected.q, expected.p)));
+        return Err(decode_err(
+            what,
+            format!(
+                "polynomial has {} chain and {} special limbs, expected {} and {}",
+                basis.q, basis.p, expected.q, expected.p
+            ),
+        ));
     }
     let ring = params.ring();
     let n = ring.n();
-    let expected_len: usize = (0..basis.limbs()).map(|j| (n * ring.modulus_of(basis, j).bits() as usize).div_ceil(8)).sum();
+    let expected_len: usize =
+        (0..basis.limbs()).map(|j| (n * ring.modulus_of(basis, j).bits() as usize).div_ceil(8)).sum();
     if w.data.len() != expected_len {
         return Err(decode_err(what, format!("polynomial data is {} bytes, expected {expected_len}", w.data.len())));
     }
@@ -184,7 +196,10 @@ fn unpack(params: &Parameters, w: &PolyWire, expected: Basis, what: &'static str
             acc >>= bits;
             filled -= bits;
             if x >= m.value() {
-                return Err(decode_err(what, format!("coefficient {k} of limb {j} is not reduced modulo {}", m.value())));
+                return Err(decode_err(
+                    what,
+                    format!("coefficient {k} of limb {j} is not reduced modulo {}", m.value()),
+                ));
             }
             *dst = x;
         }
@@ -203,7 +218,10 @@ fn check_scale(scale: f64, what: &'static str) -> Result<(), CkksError> {
 fn check_encoding(params: &Parameters, e: Encoding, what: &'static str) -> Result<(), CkksError> {
     if let Encoding::Slots(s) = e {
         if s == 0 || !s.is_power_of_two() || s > params.max_slots() {
-            return Err(decode_err(what, format!("slot count {s} is not a power of two in 1..={}", params.max_slots())));
+            return Err(decode_err(
+                what,
+                format!("slot count {s} is not a power of two in 1..={}", params.max_slots()),
+            ));
         }
     }
     Ok(())
@@ -250,7 +268,14 @@ impl Wire for Ciphertext {
         check_encoding(params, w.encoding, Self::NAME)?;
         let expected_parts = if w.seed.is_some() { 1..=1 } else { 2..=3 };
         if !expected_parts.contains(&w.parts.len()) {
-            return Err(decode_err(Self::NAME, format!("{} components for a {} ciphertext", w.parts.len(), if w.seed.is_some() { "seeded" } else { "full" })));
+            return Err(decode_err(
+                Self::NAME,
+                format!(
+                    "{} components for a {} ciphertext",
+                    w.parts.len(),
+                    if w.seed.is_some() { "seeded" } else { "full" }
+                ),
+            ));
         }
         let basis = Basis::q(level);
         let mut parts = w.parts.iter().map(|p| unpack(params, p, basis, Self::NAME)).collect::<Result<Vec<_>, _>>()?;
@@ -274,7 +299,12 @@ impl Wire for Plaintext {
     const NAME: &'static str = "plaintext";
 
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
-        let w = PlaintextWire { level: self.level as u32, scale: self.scale, encoding: self.encoding, poly: pack(params, &self.poly) };
+        let w = PlaintextWire {
+            level: self.level as u32,
+            scale: self.scale,
+            encoding: self.encoding,
+            poly: pack(params, &self.poly),
+        };
         envelope(params, Self::KIND, Self::NAME, &w)
     }
 
@@ -322,7 +352,11 @@ fn switching_key_to_wire(params: &Parameters, k: &SwitchingKey) -> SwitchingKeyW
     SwitchingKeyWire { seed: k.seed, b: k.b.iter().map(|p| pack(params, p)).collect() }
 }
 
-fn switching_key_from_wire(params: &Parameters, w: &SwitchingKeyWire, what: &'static str) -> Result<SwitchingKey, CkksError> {
+fn switching_key_from_wire(
+    params: &Parameters,
+    w: &SwitchingKeyWire,
+    what: &'static str,
+) -> Result<SwitchingKey, CkksError> {
     let digits = params.q().len().div_ceil(params.alpha());
     if w.b.len() != digits {
         return Err(decode_err(what, format!("{} digits, the parameters use {digits}", w.b.len())));
@@ -356,8 +390,11 @@ struct GaloisKeyWire {
 
 fn galois_from_wire(params: &Parameters, w: &GaloisKeyWire, what: &'static str) -> Result<GaloisKey, CkksError> {
     let g = w.element as usize;
-    if g % 2 == 0 || g >= 2 * params.n() || g == 1 {
-        return Err(decode_err(what, format!("Galois element {g} must be odd, not 1, and below 2N = {}", 2 * params.n())));
+    if g.is_multiple_of(2) || g >= 2 * params.n() || g == 1 {
+        return Err(decode_err(
+            what,
+            format!("Galois element {g} must be odd, not 1, and below 2N = {}", 2 * params.n()),
+        ));
     }
     Ok(GaloisKey { element: g, key: switching_key_from_wire(params, &w.key, what)? })
 }
@@ -427,7 +464,8 @@ impl Wire for SecretKey {
 /// Serialized parameters (the literal with explicit primes), for clients
 /// and workers that must agree on them.
 pub fn parameters_to_bytes(params: &Parameters) -> Result<Vec<u8>, CkksError> {
-    rmp_serde::to_vec_named(params.literal()).map_err(|e| CkksError::Encode { what: "parameters", reason: e.to_string() })
+    rmp_serde::to_vec_named(params.literal())
+        .map_err(|e| CkksError::Encode { what: "parameters", reason: e.to_string() })
 }
 
 /// Parses and validates serialized parameters (`limit` bytes at most).

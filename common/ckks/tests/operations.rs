@@ -1,6 +1,8 @@
 //! Every evaluator operation against a complex reference, per parameter set,
 //! with the precision (bits = -log2 of the max abs error) asserted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use nexus_ckks::*;
 use rand::{Rng, SeedableRng};
 
@@ -86,7 +88,9 @@ fn run_all(f: &Fixture) {
     assert!(seeded.is_seeded());
     f.check("encrypt_sk", &seeded, &a, fresh);
 
-    let zip = |g: &dyn Fn(Complex64, Complex64) -> Complex64| -> Vec<Complex64> { a.iter().zip(&b).map(|(&x, &y)| g(x, y)).collect() };
+    let zip = |g: &dyn Fn(Complex64, Complex64) -> Complex64| -> Vec<Complex64> {
+        a.iter().zip(&b).map(|(&x, &y)| g(x, y)).collect()
+    };
     f.check("add", &e.add(&ca, &cb).unwrap(), &zip(&|x, y| x + y), fresh - 1.0);
     f.check("sub", &e.sub(&ca, &cb).unwrap(), &zip(&|x, y| x - y), fresh - 1.0);
     f.check("neg", &e.neg(&ca), &a.iter().map(|x| -x).collect::<Vec<_>>(), fresh);
@@ -101,8 +105,18 @@ fn run_all(f: &Fixture) {
 
     f.check("add_const", &e.add_const(&ca, 0.75).unwrap(), &a.iter().map(|x| x + 0.75).collect::<Vec<_>>(), fresh);
     let c = Complex64::new(0.25, -0.5);
-    f.check("add_const_complex", &e.add_const_complex(&ca, c).unwrap(), &a.iter().map(|x| x + c).collect::<Vec<_>>(), fresh);
-    f.check("mul_const", &e.rescale(&e.mul_const(&ca, -1.5).unwrap()).unwrap(), &a.iter().map(|x| x * -1.5).collect::<Vec<_>>(), after_mul);
+    f.check(
+        "add_const_complex",
+        &e.add_const_complex(&ca, c).unwrap(),
+        &a.iter().map(|x| x + c).collect::<Vec<_>>(),
+        fresh,
+    );
+    f.check(
+        "mul_const",
+        &e.rescale(&e.mul_const(&ca, -1.5).unwrap()).unwrap(),
+        &a.iter().map(|x| x * -1.5).collect::<Vec<_>>(),
+        after_mul,
+    );
     f.check(
         "mul_const_complex",
         &e.rescale(&e.mul_const_complex(&ca, c).unwrap()).unwrap(),
@@ -117,7 +131,12 @@ fn run_all(f: &Fixture) {
     let deg2 = e.mul(&ca, &cb).unwrap();
     assert_eq!(deg2.degree(), 2);
     f.check("mul (degree 2, decrypted directly)", &e.rescale(&deg2).unwrap(), &zip(&|x, y| x * y), after_mul);
-    f.check("square", &e.rescale(&e.relinearize(&e.square(&ca).unwrap(), &f.rlk).unwrap()).unwrap(), &a.iter().map(|x| x * x).collect::<Vec<_>>(), after_mul);
+    f.check(
+        "square",
+        &e.rescale(&e.relinearize(&e.square(&ca).unwrap(), &f.rlk).unwrap()).unwrap(),
+        &a.iter().map(|x| x * x).collect::<Vec<_>>(),
+        after_mul,
+    );
 
     // A chain of products down to level 0 keeps precision.
     let mut acc = ca.clone();
@@ -144,7 +163,12 @@ fn run_all(f: &Fixture) {
     let rm = e.rotate(&mid, 1, &f.gks).unwrap();
     assert_eq!(rm.level(), f.params.max_level() / 2);
     f.check("rotate at a lower level", &rm, &(0..slots).map(|i| a[(i + 1) % slots]).collect::<Vec<_>>(), after_mul);
-    f.check("conjugate", &e.conjugate(&ca, &f.gks).unwrap(), &a.iter().map(|x| x.conj()).collect::<Vec<_>>(), after_mul);
+    f.check(
+        "conjugate",
+        &e.conjugate(&ca, &f.gks).unwrap(),
+        &a.iter().map(|x| x.conj()).collect::<Vec<_>>(),
+        after_mul,
+    );
 
     // X^k on coefficient-encoded data shifts coefficients negacyclically.
     let n = f.params.n();
@@ -161,7 +185,8 @@ fn run_all(f: &Fixture) {
     assert!(-err.log2() >= fresh, "mul_monomial: {:.1} bits", -err.log2());
     // The automorphism X -> X^(N/2+1) of NEXUS's expansion, on coefficients.
     let g = n / 2 + 1;
-    let auto = f.enc.decode_coefficients(&f.dec.decrypt(&e.apply_galois(&cct, g, &f.gks).unwrap(), &f.sk).unwrap()).unwrap();
+    let auto =
+        f.enc.decode_coefficients(&f.dec.decrypt(&e.apply_galois(&cct, g, &f.gks).unwrap(), &f.sk).unwrap()).unwrap();
     let mut want = vec![0.0; n];
     for (i, &c) in coeffs.iter().enumerate() {
         let k = i * g % (2 * n);
@@ -196,7 +221,9 @@ fn run_errors(f: &Fixture) {
     assert!(matches!(e.mul(&deg2, &ca), Err(CkksError::DegreeMismatch { .. })));
     assert!(matches!(e.rotate(&deg2, 1, &f.gks), Err(CkksError::DegreeMismatch { .. })));
     // Keys from other parameters are refused.
-    let other = Parameters::preset(if f.params.log_n() == 11 { "INSECURE_N12_QP640_TEST" } else { "INSECURE_N11_QP230_TEST" }).unwrap();
+    let other =
+        Parameters::preset(if f.params.log_n() == 11 { "INSECURE_N12_QP640_TEST" } else { "INSECURE_N11_QP230_TEST" })
+            .unwrap();
     let mut kg = KeyGenerator::new(&other);
     let osk = kg.secret_key();
     let orlk = kg.relin_key(&osk);

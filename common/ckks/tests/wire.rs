@@ -1,6 +1,8 @@
 //! Wire format: round trips, seeded sizes, a golden file pinning the
 //! format, and typed errors for every kind of bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use nexus_ckks::wire::{parameters_from_bytes, parameters_to_bytes, HEADER_LEN};
 use nexus_ckks::*;
 

@@ -59,7 +59,7 @@ pub fn dot_const(
     debug_assert_eq!(rows.len(), consts.len());
     debug_assert!(rows.len() <= MAX_ROWS);
     #[cfg(target_arch = "x86_64")]
-    if ifma_applies(t) && out.len() % 8 == 0 && rows.iter().all(|r| r.len() >= out.len()) {
+    if ifma_applies(t) && out.len().is_multiple_of(8) && rows.iter().all(|r| r.len() >= out.len()) {
         // SAFETY: IFMA is available, t < 2^50, the length is a multiple of
         // 8 and every row is at least out.len() long.
         unsafe { ifma::dot_const(reducer, rows, consts, consts_hi, wide, out) };
@@ -88,7 +88,7 @@ pub fn dot_elementwise(t: &Modulus, reducer: &Reducer52, a: &[&[u64]], b: &[&[u6
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
     if ifma_applies(t)
-        && out.len() % 8 == 0
+        && out.len().is_multiple_of(8)
         && a.len() <= MAX_ROWS
         && a.iter().chain(b).all(|r| r.len() >= out.len())
     {
@@ -114,7 +114,7 @@ pub fn dot_elementwise_pair(
 ) {
     #[cfg(target_arch = "x86_64")]
     if ifma_applies(t)
-        && out_b.len() % 8 == 0
+        && out_b.len().is_multiple_of(8)
         && out_c.len() == out_b.len()
         && a.len() <= MAX_ROWS
         && a.iter().chain(b).chain(c).all(|r| r.len() >= out_b.len())
@@ -144,7 +144,7 @@ pub fn dot_elementwise_portable(t: &Modulus, a: &[&[u64]], b: &[&[u64]], out: &m
 /// `x = (x - y) * w mod t` for `x, y < t`, `w < t`.
 pub fn sub_mul_const(t: &Modulus, x: &mut [u64], y: &[u64], w: u64) {
     #[cfg(target_arch = "x86_64")]
-    if ifma_applies(t) && x.len() % 8 == 0 && y.len() >= x.len() {
+    if ifma_applies(t) && x.len().is_multiple_of(8) && y.len() >= x.len() {
         // SAFETY: IFMA available, t < 2^50, length a multiple of 8.
         unsafe { ifma::sub_mul_const(t.value(), x, y, w) };
         return;
@@ -158,7 +158,7 @@ pub fn sub_mul_const(t: &Modulus, x: &mut [u64], y: &[u64], w: u64) {
 /// `out = (src mod t) - offset mod t` for `src < 2^52`, `offset < t`.
 pub fn reduce_sub(t: &Modulus, src: &[u64], offset: u64, out: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
-    if ifma_applies(t) && out.len() % 8 == 0 && src.len() >= out.len() && src.iter().all(|&v| v >> 52 == 0) {
+    if ifma_applies(t) && out.len().is_multiple_of(8) && src.len() >= out.len() && src.iter().all(|&v| v >> 52 == 0) {
         // SAFETY: IFMA available, t < 2^50, inputs below 2^52.
         unsafe { ifma::reduce_sub(t.value(), src, offset, out) };
         return;
@@ -248,8 +248,14 @@ mod ifma {
                 let off = k + 8 * u;
                 // SAFETY: off + 8 <= n.
                 unsafe {
-                    _mm512_storeu_si512(out_b.as_mut_ptr().add(off) as *mut __m512i, reduce(r, acc[4 * u], acc[4 * u + 1]));
-                    _mm512_storeu_si512(out_c.as_mut_ptr().add(off) as *mut __m512i, reduce(r, acc[4 * u + 2], acc[4 * u + 3]));
+                    _mm512_storeu_si512(
+                        out_b.as_mut_ptr().add(off) as *mut __m512i,
+                        reduce(r, acc[4 * u], acc[4 * u + 1]),
+                    );
+                    _mm512_storeu_si512(
+                        out_c.as_mut_ptr().add(off) as *mut __m512i,
+                        reduce(r, acc[4 * u + 2], acc[4 * u + 3]),
+                    );
                 }
             }
             k += 16;
@@ -372,7 +378,9 @@ mod ifma {
             }
             for u in 0..4 {
                 // SAFETY: c + 32 <= n.
-                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(c + 8 * u) as *mut __m512i, reduce(r, lo[u], hi[u])) };
+                unsafe {
+                    _mm512_storeu_si512(out.as_mut_ptr().add(c + 8 * u) as *mut __m512i, reduce(r, lo[u], hi[u]))
+                };
             }
             c += 32;
         }

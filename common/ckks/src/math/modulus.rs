@@ -42,7 +42,7 @@ impl TryFrom<u64> for Modulus {
 impl Modulus {
     /// Builds a modulus; `q` must be odd, at least 3, and at most 61 bits.
     pub fn new(q: u64) -> Result<Self, crate::CkksError> {
-        if q < 3 || q % 2 == 0 || 64 - q.leading_zeros() > MAX_MODULUS_BITS {
+        if q < 3 || q.is_multiple_of(2) || 64 - q.leading_zeros() > MAX_MODULUS_BITS {
             return Err(crate::CkksError::InvalidParameters(format!(
                 "modulus {q} must be odd, at least 3 and at most {MAX_MODULUS_BITS} bits"
             )));
@@ -103,9 +103,7 @@ impl Modulus {
         // Estimate floor(x * floor(2^128/q) / 2^128); it undershoots the true
         // quotient by at most 2, hence the two conditional subtractions.
         let lo_rlo_hi = ((lo as u128 * self.ratio_lo as u128) >> 64) as u64;
-        let mid = lo as u128 * self.ratio_hi as u128
-            + hi as u128 * self.ratio_lo as u128
-            + lo_rlo_hi as u128;
+        let mid = lo as u128 * self.ratio_hi as u128 + hi as u128 * self.ratio_lo as u128 + lo_rlo_hi as u128;
         let quotient = (hi.wrapping_mul(self.ratio_hi)).wrapping_add((mid >> 64) as u64);
         let mut r = lo.wrapping_sub(quotient.wrapping_mul(self.value));
         if r >= self.value {

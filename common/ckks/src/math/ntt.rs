@@ -440,7 +440,14 @@ mod ifma {
     /// # Safety
     /// As for [`forward`].
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn inverse(a: &mut [u64], tw: &[u64], tw_shoup52: &[u64], n_inv: u64, n_inv_shoup52: u64, q: u64) {
+    pub(super) unsafe fn inverse(
+        a: &mut [u64],
+        tw: &[u64],
+        tw_shoup52: &[u64],
+        n_inv: u64,
+        n_inv_shoup52: u64,
+        q: u64,
+    ) {
         let n = a.len();
         let qv = _mm512_set1_epi64(q as i64);
         let two_q = _mm512_set1_epi64(2 * q as i64);

@@ -10,13 +10,13 @@ pub fn is_prime(n: u64) -> bool {
         return false;
     }
     for p in [2u64, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37] {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
     }
     let mut d = n - 1;
     let mut s = 0;
-    while d % 2 == 0 {
+    while d.is_multiple_of(2) {
         d /= 2;
         s += 1;
     }
@@ -115,7 +115,7 @@ pub fn ntt_primes_below(bits: u32, n: usize, count: usize, exclude: &[u64]) -> R
 /// reproducible across runs and machines.
 pub fn primitive_root(q: &Modulus, order: u64) -> Result<u64, CkksError> {
     let qv = q.value();
-    if order == 0 || !order.is_power_of_two() || (qv - 1) % order != 0 {
+    if order == 0 || !order.is_power_of_two() || !(qv - 1).is_multiple_of(order) {
         return Err(CkksError::InvalidParameters(format!("{qv} has no primitive {order}-th root of unity")));
     }
     let cofactor = (qv - 1) / order;

@@ -145,7 +145,8 @@ impl BasisConverter {
         }
         by_block.into_par_iter().enumerate().for_each(|(b, targets)| {
             let range = b * block..((b + 1) * block).min(n);
-            let rows: Vec<&[u64]> = (0..self.from.len()).map(|i| &scaled[i * n + range.start..i * n + range.end]).collect();
+            let rows: Vec<&[u64]> =
+                (0..self.from.len()).map(|i| &scaled[i * n + range.start..i * n + range.end]).collect();
             let corr = correction.map(|c| &c[range.clone()]);
             for (t, out) in targets {
                 self.accumulate_rows(t, &rows, corr, out);
@@ -169,7 +170,6 @@ impl BasisConverter {
         }
         v.into_iter().map(|x| x.round() as u64).collect()
     }
-
 }
 
 #[cfg(test)]
@@ -181,7 +181,8 @@ mod tests {
     fn conversion_is_exact_up_to_multiples_of_the_source_product() {
         let from: Vec<Modulus> =
             ntt_primes_near(30, 16, 3, &[]).unwrap().into_iter().map(|q| Modulus::new(q).unwrap()).collect();
-        let to: Vec<Modulus> = ntt_primes_near(40, 16, 2, &[]).unwrap().into_iter().map(|q| Modulus::new(q).unwrap()).collect();
+        let to: Vec<Modulus> =
+            ntt_primes_near(40, 16, 2, &[]).unwrap().into_iter().map(|q| Modulus::new(q).unwrap()).collect();
         let conv = BasisConverter::new(&from, &to);
         let d: u128 = from.iter().map(|m| m.value() as u128).product();
         let xs: [u128; 4] = [0, 1, d - 1, d / 3 + 12345];

@@ -6,10 +6,10 @@
 //! are laid out limb after limb (`limbs * n` words); a [`Basis`] says which
 //! primes the limbs belong to.
 
+use super::pool::Scratch;
 use super::{Basis, RingContext};
 use crate::math::dot::{dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const};
 use crate::math::BasisConverter;
-use super::pool::Scratch;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -340,6 +340,10 @@ impl Backend for CpuBackend {
 /// First step of a fast base conversion for all source limbs.
 fn scale_sources(n: usize, conv: &BasisConverter, sources: &[u64]) -> Scratch {
     let mut scaled = Scratch::new(sources.len());
-    scaled.par_chunks_mut(n).zip(sources.par_chunks(n)).enumerate().for_each(|(i, (s, x))| conv.scale_source_limb(i, x, s));
+    scaled
+        .par_chunks_mut(n)
+        .zip(sources.par_chunks(n))
+        .enumerate()
+        .for_each(|(i, (s, x))| conv.scale_source_limb(i, x, s));
     scaled
 }

@@ -22,10 +22,8 @@ struct Pool {
 fn pool() -> &'static Mutex<Pool> {
     static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let max_bytes = std::env::var("NEXUS_POOL_MAX_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MAX_POOLED_BYTES);
+        let max_bytes =
+            std::env::var("NEXUS_POOL_MAX_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_POOLED_BYTES);
         Mutex::new(Pool { free: HashMap::new(), bytes: 0, max_bytes })
     })
 }

@@ -167,7 +167,13 @@ impl Encoder {
     }
 
     /// Encodes real values into exactly `slots` slots.
-    pub fn encode_real_slots(&self, values: &[f64], slots: usize, level: usize, scale: f64) -> Result<Plaintext, CkksError> {
+    pub fn encode_real_slots(
+        &self,
+        values: &[f64],
+        slots: usize,
+        level: usize,
+        scale: f64,
+    ) -> Result<Plaintext, CkksError> {
         let c: Vec<Complex64> = values.iter().map(|&x| Complex64::new(x, 0.0)).collect();
         self.encode_complex_slots(&c, slots, level, scale)
     }
@@ -186,7 +192,10 @@ impl Encoder {
 
     fn scaled_coefficients(&self, coeffs: &[f64], level: usize, scale: f64) -> Result<Poly<Coeff>, CkksError> {
         if level > self.params.max_level() {
-            return Err(CkksError::InvalidInput(format!("level {level} exceeds the maximum {}", self.params.max_level())));
+            return Err(CkksError::InvalidInput(format!(
+                "level {level} exceeds the maximum {}",
+                self.params.max_level()
+            )));
         }
         if !(scale.is_finite() && scale >= 1.0) {
             return Err(CkksError::InvalidInput(format!("scale {scale} must be finite and at least 1")));
@@ -252,8 +261,9 @@ impl Encoder {
         let n = self.params.n();
         let gap = n / (2 * slots);
         let inv_scale = 1.0 / pt.scale;
-        let mut w: Vec<Complex64> =
-            (0..slots).map(|i| Complex64::new(coeffs[i * gap] * inv_scale, coeffs[i * gap + n / 2] * inv_scale)).collect();
+        let mut w: Vec<Complex64> = (0..slots)
+            .map(|i| Complex64::new(coeffs[i * gap] * inv_scale, coeffs[i * gap + n / 2] * inv_scale))
+            .collect();
         self.fft_special(&mut w);
         Ok(w)
     }

@@ -406,13 +406,23 @@ impl Evaluator {
     /// Several rotations of one ciphertext sharing one decomposition
     /// (hoisting): the ModUp of `c1` is done once, each rotation then costs a
     /// permutation, an inner product and a ModDown.
-    pub fn rotate_hoisted(&self, ct: &Ciphertext, steps: &[i64], keys: &GaloisKeys) -> Result<Vec<Ciphertext>, CkksError> {
+    pub fn rotate_hoisted(
+        &self,
+        ct: &Ciphertext,
+        steps: &[i64],
+        keys: &GaloisKeys,
+    ) -> Result<Vec<Ciphertext>, CkksError> {
         let elements: Vec<usize> = steps.iter().map(|&s| self.params.galois_element_for_rotation(s)).collect();
         self.apply_galois_hoisted(ct, &elements, keys)
     }
 
     /// Hoisted version of [`apply_galois`](Self::apply_galois) for several elements.
-    pub fn apply_galois_hoisted(&self, ct: &Ciphertext, elements: &[usize], keys: &GaloisKeys) -> Result<Vec<Ciphertext>, CkksError> {
+    pub fn apply_galois_hoisted(
+        &self,
+        ct: &Ciphertext,
+        elements: &[usize],
+        keys: &GaloisKeys,
+    ) -> Result<Vec<Ciphertext>, CkksError> {
         degree_one("apply_galois_hoisted", ct)?;
         for &g in elements {
             if g != 1 {

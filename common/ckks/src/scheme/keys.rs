@@ -218,7 +218,7 @@ impl KeyGenerator {
 
     /// The Galois key for element `g` (odd, below 2N).
     pub fn galois_key(&mut self, sk: &SecretKey, g: usize) -> Result<GaloisKey, CkksError> {
-        if g % 2 == 0 || g >= 2 * self.params.n() {
+        if g.is_multiple_of(2) || g >= 2 * self.params.n() {
             return Err(CkksError::InvalidInput(format!("Galois element {g} must be odd and below 2N")));
         }
         let mut rotated = sk.poly.automorphism(self.params.ring(), g);

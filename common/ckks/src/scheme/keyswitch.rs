@@ -53,7 +53,12 @@ fn key_limbs<'a>(params: &Parameters, p: &'a Poly<Ntt>) -> KeyLimbs<'a> {
 
 /// Inner product of decomposed digits with `key`, then ModDown: returns
 /// `(k0, k1)` over `Q_level` with `k0 + k1 s ~ c s'`.
-pub(crate) fn apply_key(params: &Parameters, digits: &[Poly<Ntt>], level: usize, key: &SwitchingKey) -> (Poly<Ntt>, Poly<Ntt>) {
+pub(crate) fn apply_key(
+    params: &Parameters,
+    digits: &[Poly<Ntt>],
+    level: usize,
+    key: &SwitchingKey,
+) -> (Poly<Ntt>, Poly<Ntt>) {
     let ring = params.ring();
     let ext = Basis { q: level + 1, p: params.p().len() };
     let digit_data: Vec<&[u64]> = digits.iter().map(|d| d.data()).collect();
