@@ -347,12 +347,8 @@ mod ifma {
         let mask30 = _mm512_set1_epi64(MASK30);
         // Per row: constant c (for the low 30 bits or the whole value) and
         // c * 2^30 mod t (for the high bits of values of 52 bits or more).
-        let mut c_lo = [_mm512_setzero_si512(); super::MAX_ROWS];
-        let mut c_hi = [_mm512_setzero_si512(); super::MAX_ROWS];
-        for (k, (&c, &ch)) in consts.iter().zip(consts_hi).enumerate() {
-            c_lo[k] = _mm512_set1_epi64(c as i64);
-            c_hi[k] = _mm512_set1_epi64(ch as i64);
-        }
+        let c_lo: Vec<__m512i> = consts.iter().map(|&c| _mm512_set1_epi64(c as i64)).collect();
+        let c_hi: Vec<__m512i> = consts_hi.iter().map(|&c| _mm512_set1_epi64(c as i64)).collect();
         // Four independent coefficient vectors per iteration: the madd52
         // chains are latency-bound otherwise.
         let mut c = 0;

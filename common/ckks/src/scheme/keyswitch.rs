@@ -80,3 +80,62 @@ pub(crate) fn switch(params: &Parameters, c: &Poly<Ntt>, key: &SwitchingKey) -> 
     let dec = decompose(params, c);
     apply_key(params, &dec.digits, dec.level, key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheme::keys::KeyGenerator;
+    use std::time::Instant;
+
+    /// Phase timings of one key switch at the benchmark preset.
+    #[test]
+    #[ignore = "N = 2^16 timing breakdown: cargo test --release -p nexus-ckks --lib keyswitch -- --ignored --nocapture"]
+    fn phase_breakdown_n16() {
+        let params = Parameters::preset("bench-n16-l27").unwrap();
+        let mut kg = KeyGenerator::new(&params);
+        let sk = kg.secret_key();
+        let g = params.galois_element_for_rotation(1);
+        let gk = kg.galois_key(&sk, g).unwrap();
+        let ring = params.ring();
+        let c = crate::scheme::sampling::Sampler::from_os().uniform_ntt(ring, Basis::q(params.max_level()));
+        for _ in 0..6 {
+            let t = Instant::now();
+            let coeff = c.clone().into_coeff(ring);
+            let t_intt = t.elapsed();
+            drop(coeff);
+            let t = Instant::now();
+            let dec = decompose(&params, &c);
+            let t_dec = t.elapsed();
+            let t = Instant::now();
+            let rotated: Vec<Poly<Ntt>> = dec.digits.iter().map(|d| d.automorphism(ring, g)).collect();
+            let t_perm = t.elapsed();
+            let t = Instant::now();
+            let _ = apply_key(&params, &rotated, dec.level, &gk.key);
+            let t_apply = t.elapsed();
+            // Pieces of the first digit's ModUp.
+            let coeff = c.clone().into_coeff(ring);
+            let n = ring.n();
+            let alpha = params.alpha();
+            let conv = &params.inner().levels[params.max_level()].mod_up[1];
+            let src = &coeff.data()[alpha * n..2 * alpha * n];
+            let t = Instant::now();
+            let mut scaled = vec![0u64; src.len()];
+            for (i, (s, x)) in scaled.chunks_mut(n).zip(src.chunks(n)).enumerate() {
+                conv.scale_source_limb(i, x, s);
+            }
+            let t_scale = t.elapsed();
+            let mut outs = vec![0u64; conv.to().len() * n];
+            let t = Instant::now();
+            conv.convert_blocked(&scaled, n, None, outs.chunks_mut(n).collect());
+            let t_conv = t.elapsed();
+            let t = Instant::now();
+            for (j, o) in outs.chunks_mut(n).enumerate() {
+                crate::math::NttTable::new(n, conv.to()[j]).map(|_| ()).ok();
+                let _ = o;
+            }
+            let t_tables = t.elapsed();
+            println!("digit 1: scale {t_scale:?} convert {t_conv:?} ({} targets x {} sources) [table build {t_tables:?}]", conv.to().len(), conv.from().len());
+            println!("intt(c1) {t_intt:?}  decompose {t_dec:?}  permute digits {t_perm:?}  inner product + mod down {t_apply:?}");
+        }
+    }
+}
