@@ -55,6 +55,22 @@ pub enum Kind {
 }
 
 /// Objects with a checked wire form.
+///
+/// ```
+/// use nexus_ckks::*;
+/// let params = Parameters::preset("INSECURE_N11_QP230_TEST")?;
+/// let mut kg = KeyGenerator::new(&params);
+/// let sk = kg.secret_key();
+/// let pt = Encoder::new(&params).encode_real(&[0.5], params.max_level(), params.default_scale())?;
+/// // A secret-key ciphertext travels seeded: about half the size.
+/// let ct = Encryptor::new(&params).encrypt_sk(&pt, &sk)?;
+/// let bytes = ct.to_bytes(&params)?;
+/// let back = Ciphertext::from_bytes(&params, &bytes, 64 << 20)?;
+/// assert_eq!(back, ct);
+/// // Truncated input is refused with a reason.
+/// assert!(Ciphertext::from_bytes(&params, &bytes[..100], 64 << 20).is_err());
+/// # Ok::<(), CkksError>(())
+/// ```
 pub trait Wire: Sized {
     /// Header kind.
     const KIND: Kind;
@@ -335,7 +351,7 @@ impl Wire for PublicKey {
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
         let w: PublicKeyWire = open(params, bytes, limit, Self::KIND, Self::NAME)?;
-        let basis = Basis::q(params.max_level());
+        let basis = Basis { q: params.q().len(), p: params.p().len() };
         let b = unpack(params, &w.b, basis, Self::NAME)?;
         let a = Sampler::from_seed(w.seed).uniform_ntt(params.ring(), basis);
         Ok(PublicKey { b, a, seed: w.seed, digest: params.digest() })

@@ -47,10 +47,17 @@ fn rotation_noise(preset: &str) -> (f64, f64, f64) {
 fn key_switching_noise_is_small_and_unbiased() {
     for preset in ["INSECURE_N11_QP230_TEST", "INSECURE_N12_QP640_TEST"] {
         let (mean, rms, fresh_rms) = rotation_noise(preset);
-        println!("{preset}: key-switch noise mean {mean:.2} rms {rms:.1}, fresh rms {fresh_rms:.1}");
+        let n = Parameters::preset(preset).unwrap().n() as f64;
+        // An exact ModDown leaves rounding errors r0 + r1 s with r uniform in
+        // [-1/2, 1/2): rms sqrt((1 + 2N/3) / 12) for a ternary secret.
+        let rounding_rms = ((1.0 + 2.0 * n / 3.0) / 12.0).sqrt();
+        println!("{preset}: key-switch noise mean {mean:.2} rms {rms:.1} (rounding bound {rounding_rms:.1}), fresh rms {fresh_rms:.1}");
         // A biased fast conversion gave |mean| in the tens to hundreds.
         assert!(mean.abs() < 2.0, "{preset}: biased key-switching noise, mean {mean}");
-        assert!(rms < fresh_rms, "{preset}: key-switching noise rms {rms} above fresh noise {fresh_rms}");
+        assert!(
+            rms < 1.5 * rounding_rms,
+            "{preset}: key-switching noise rms {rms} above 1.5x the rounding noise {rounding_rms}"
+        );
     }
 }
 

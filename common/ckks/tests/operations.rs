@@ -130,7 +130,9 @@ fn run_all(f: &Fixture) {
     f.check("mul_relin_rescale", &prod, &zip(&|x, y| x * y), after_mul);
     let deg2 = e.mul(&ca, &cb).unwrap();
     assert_eq!(deg2.degree(), 2);
-    f.check("mul (degree 2, decrypted directly)", &e.rescale(&deg2).unwrap(), &zip(&|x, y| x * y), after_mul);
+    // Rescaling a degree-2 ciphertext leaves a rounding error on c2 that
+    // decryption multiplies by s^2: about 5 bits below the relinearised product.
+    f.check("mul (degree 2, decrypted directly)", &e.rescale(&deg2).unwrap(), &zip(&|x, y| x * y), fresh - 6.0);
     f.check(
         "square",
         &e.rescale(&e.relinearize(&e.square(&ca).unwrap(), &f.rlk).unwrap()).unwrap(),
@@ -233,21 +235,21 @@ fn run_errors(f: &Fixture) {
 
 #[test]
 fn all_operations_n11_dnum5() {
-    let f = fixture("INSECURE_N11_QP230_TEST", 14.0);
+    let f = fixture("INSECURE_N11_QP230_TEST", 17.5);
     run_all(&f);
     run_errors(&f);
 }
 
 #[test]
 fn all_operations_n12_dnum3() {
-    let f = fixture("INSECURE_N12_QP640_TEST", 22.0);
+    let f = fixture("INSECURE_N12_QP640_TEST", 26.0);
     run_all(&f);
     run_errors(&f);
 }
 
 #[test]
 fn sparse_slots_and_real_vectors() {
-    let f = fixture("INSECURE_N12_QP640_TEST", 22.0);
+    let f = fixture("INSECURE_N12_QP640_TEST", 26.0);
     for slots in [1usize, 8, 256] {
         let v: Vec<f64> = (0..slots).map(|i| (i as f64 * 0.37).cos()).collect();
         let pt = f.enc.encode_real_slots(&v, slots, f.params.max_level(), f.params.default_scale()).unwrap();

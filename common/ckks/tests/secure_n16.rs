@@ -43,17 +43,17 @@ fn check_preset(name: &str, min_bits: f64) {
 #[test]
 #[ignore = "N = 2^16 keys: run with --ignored in release"]
 fn n16_ternary_secure_preset() {
-    check_preset("N16_QP1500_TERN", 18.0);
+    check_preset("N16_QP1500_TERN", 22.0);
 }
 
 #[test]
 #[ignore = "N = 2^16 keys: run with --ignored in release"]
 fn n16_sparse_secure_preset() {
-    check_preset("N16_QP1420_H192", 18.0);
+    check_preset("N16_QP1420_H192", 22.0);
 }
 
 #[test]
 #[ignore = "N = 2^15 keys: run with --ignored in release"]
 fn n15_ternary_secure_preset() {
-    check_preset("N15_QP860_TERN", 18.0);
+    check_preset("N15_QP860_TERN", 22.0);
 }

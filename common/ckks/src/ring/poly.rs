@@ -170,14 +170,24 @@ impl Poly<Coeff> {
 
     /// Polynomial from signed coefficients (each `|c| < 2^63`).
     pub fn from_signed(ctx: &RingContext, basis: Basis, coeffs: &[i64]) -> Self {
-        let mut p = Self::zero(ctx, basis);
+        use rayon::prelude::*;
+        let mut p = Self::uninit(ctx, basis);
         let n = ctx.n();
-        for j in 0..basis.limbs() {
+        let max_abs = coeffs.iter().map(|c| c.unsigned_abs()).max().unwrap_or(0);
+        p.data.par_chunks_mut(n).enumerate().for_each(|(j, limb)| {
             let m = ctx.modulus_of(basis, j);
-            for (dst, &c) in p.data[j * n..(j + 1) * n].iter_mut().zip(coeffs) {
-                *dst = m.reduce_i64(c);
+            let q = m.value();
+            if max_abs < q {
+                // Small coefficients (secrets, errors): one conditional add.
+                for (dst, &c) in limb.iter_mut().zip(coeffs) {
+                    *dst = if c < 0 { (q as i64 + c) as u64 } else { c as u64 };
+                }
+            } else {
+                for (dst, &c) in limb.iter_mut().zip(coeffs) {
+                    *dst = m.reduce_i64(c);
+                }
             }
-        }
+        });
         p
     }
 }

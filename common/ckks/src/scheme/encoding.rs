@@ -17,6 +17,20 @@ use crate::Parameters;
 use num_complex::Complex64;
 
 /// Encodes and decodes plaintexts.
+///
+/// ```
+/// use nexus_ckks::{Complex64, Encoder, Parameters};
+/// let params = Parameters::preset("INSECURE_N11_QP230_TEST").unwrap();
+/// let enc = Encoder::new(&params);
+/// let v = [Complex64::new(0.25, -1.0), Complex64::new(3.0, 0.5)];
+/// let pt = enc.encode_complex(&v, 2, params.default_scale()).unwrap();
+/// let back = enc.decode_complex(&pt).unwrap();
+/// assert!((back[1] - v[1]).norm() < 1e-6);
+/// // Coefficient encoding (NEXUS's compressed input): N values per plaintext.
+/// let coeffs: Vec<f64> = (0..params.n()).map(|i| i as f64 / 1e4).collect();
+/// let pt = enc.encode_coefficients(&coeffs, 0, params.default_scale()).unwrap();
+/// assert!((enc.decode_coefficients(&pt).unwrap()[7] - 7e-4).abs() < 1e-8);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Encoder {
     params: Parameters,

@@ -41,20 +41,28 @@ impl Encryptor {
         f(&mut guard)
     }
 
-    /// Public-key encryption: `(u b + e0 + m, u a + e1)` at the plaintext's level.
+    /// Public-key encryption at the plaintext's level:
+    /// `(round((u b + e0) / P) + m, round((u a + e1) / P))`. Working modulo
+    /// `QP` and dividing by `P` leaves only the rounding noise of the
+    /// division (rms about 2^6 at N = 2^16) instead of `u e + e1 s` (2^10).
     pub fn encrypt_pk(&self, pt: &Plaintext, pk: &PublicKey) -> Result<Ciphertext, CkksError> {
         self.check("public key", pk.digest)?;
         let ring = self.params.ring();
         let level = pt.level;
-        let basis = Basis::q(level);
+        let ext = Basis { q: level + 1, p: self.params.p().len() };
         let n = ring.n();
         let sigma = self.params.error_std();
         let (u, e0, e1) = self.with_sampler(|s| (s.ternary(n), s.gaussian(n, sigma), s.gaussian(n, sigma)));
-        let u = Sampler::small_to_ntt(ring, basis, &u);
-        let mut c0 = Sampler::small_to_ntt(ring, basis, &e0);
-        let mut c1 = Sampler::small_to_ntt(ring, basis, &e1);
-        c0.mul_add_assign(ring, &u, &pk.b.restricted(basis));
-        c1.mul_add_assign(ring, &u, &pk.a.restricted(basis));
+        let u = Sampler::small_to_ntt(ring, ext, &u);
+        let mut c0 = Sampler::small_to_ntt(ring, ext, &e0);
+        let mut c1 = Sampler::small_to_ntt(ring, ext, &e1);
+        c0.mul_add_assign(ring, &u, &pk.b.restricted(ext));
+        c1.mul_add_assign(ring, &u, &pk.a.restricted(ext));
+        let inner = self.params.inner();
+        for c in [&mut c0, &mut c1] {
+            ring.backend().mod_down(ring, ext, &inner.mod_down, &inner.p_inv_mod_q, c.data_mut());
+            c.truncate_q(level + 1);
+        }
         c0.add_assign(ring, &pt.poly);
         Ok(Ciphertext { parts: vec![c0, c1], level, scale: pt.scale, encoding: pt.encoding, seed: None })
     }

@@ -20,6 +20,26 @@ use rayon::prelude::*;
 pub const SCALE_TOLERANCE: f64 = 1.0 / (1u64 << 20) as f64;
 
 /// Evaluates operations on ciphertexts (stateless apart from parameters).
+///
+/// ```
+/// use nexus_ckks::*;
+/// let params = Parameters::preset("INSECURE_N11_QP230_TEST")?;
+/// let mut kg = KeyGenerator::new(&params);
+/// let sk = kg.secret_key();
+/// let pk = kg.public_key(&sk);
+/// let gks = kg.galois_keys(&sk, &[1, 2], false)?;
+/// let enc = Encoder::new(&params);
+/// let pt = enc.encode_real(&[1.0, 2.0, 3.0, 4.0], params.max_level(), params.default_scale())?;
+/// let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?;
+/// let eval = Evaluator::new(&params);
+/// // One decomposition, two rotations.
+/// let rotated = eval.rotate_hoisted(&ct, &[1, 2], &gks)?;
+/// let out = enc.decode_real(&Decryptor::new(&params).decrypt(&rotated[1], &sk)?)?;
+/// assert!((out[0] - 3.0).abs() < 1e-3 && (out[1] - 4.0).abs() < 1e-3);
+/// // A missing key is a typed error naming the Galois element.
+/// assert!(matches!(eval.rotate(&ct, 3, &gks), Err(CkksError::MissingGaloisKey(_))));
+/// # Ok::<(), CkksError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     params: Parameters,

@@ -41,7 +41,7 @@ impl SecretKey {
     }
 }
 
-/// A public key `(b, a) = (-a s + e, a)` modulo `Q`.
+/// A public key `(b, a) = (-a s + e, a)` modulo `QP`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublicKey {
     pub(crate) b: Poly<Ntt>,
@@ -157,15 +157,17 @@ impl KeyGenerator {
         SecretKey { poly, digest: self.params.digest() }
     }
 
-    /// The public key of `sk`.
+    /// The public key of `sk`, modulo `QP` (chain and special primes):
+    /// encryption works modulo `QP` and divides by `P`, which shrinks the
+    /// fresh-encryption noise to the rounding noise of that division.
     pub fn public_key(&mut self, sk: &SecretKey) -> PublicKey {
         let ring = self.params.ring();
-        let level = self.params.max_level();
+        let basis = self.full_basis();
         let seed = self.sampler.seed();
-        let a = Sampler::from_seed(seed).uniform_ntt(ring, Basis::q(level));
-        let e = Sampler::small_to_ntt(ring, Basis::q(level), &self.sampler.gaussian(ring.n(), self.params.error_std()));
+        let a = Sampler::from_seed(seed).uniform_ntt(ring, basis);
+        let e = Sampler::small_to_ntt(ring, basis, &self.sampler.gaussian(ring.n(), self.params.error_std()));
         let mut b = a.clone();
-        b.mul_assign(ring, &sk.at_level(level));
+        b.mul_assign(ring, &sk.poly);
         b.neg_assign(ring);
         b.add_assign(ring, &e);
         PublicKey { b, a, seed, digest: self.params.digest() }

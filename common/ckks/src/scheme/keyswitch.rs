@@ -134,7 +134,11 @@ mod tests {
                 let _ = o;
             }
             let t_tables = t.elapsed();
-            println!("digit 1: scale {t_scale:?} convert {t_conv:?} ({} targets x {} sources) [table build {t_tables:?}]", conv.to().len(), conv.from().len());
+            println!(
+                "digit 1: scale {t_scale:?} convert {t_conv:?} ({} targets x {} sources) [table build {t_tables:?}]",
+                conv.to().len(),
+                conv.from().len()
+            );
             println!("intt(c1) {t_intt:?}  decompose {t_dec:?}  permute digits {t_perm:?}  inner product + mod down {t_apply:?}");
         }
     }
