@@ -1,0 +1,195 @@
+//! Homomorphic linear transforms on the slots: `z -> M z` for a matrix
+//! given by its non-zero diagonals, evaluated with baby-step giant-step and
+//! hoisted baby rotations (one decomposition for all baby steps).
+//!
+//! With `diag_k[j] = M[j][(j + k) mod n]`, `M z = sum_k diag_k * rot_k(z)`.
+//! Writing `k = g n1 + b`:
+//! `M z = sum_g rot_{g n1}( sum_b rot_{-g n1}(diag_k) * rot_b(z) )`, so only
+//! the distinct `b` (baby, hoisted) and `g` (giant) rotations are paid for.
+//! Diagonals are encoded at the scale of the last prime of the level, so the
+//! transform consumes exactly one level and keeps the input scale.
+
+use crate::error::CkksError;
+use crate::scheme::encoding::Encoder;
+use crate::scheme::evaluator::Evaluator;
+use crate::scheme::keys::GaloisKeys;
+use crate::scheme::plaintext::Ciphertext;
+use crate::Parameters;
+use num_complex::Complex64;
+use std::collections::BTreeMap;
+
+/// A slot-space linear map given by its non-zero diagonals.
+#[derive(Clone, Debug)]
+pub struct LinearTransform {
+    slots: usize,
+    diagonals: BTreeMap<usize, Vec<Complex64>>,
+    baby: usize,
+}
+
+fn rotate_vec(v: &[Complex64], k: i64) -> Vec<Complex64> {
+    let n = v.len() as i64;
+    (0..n).map(|j| v[(j + k).rem_euclid(n) as usize]).collect()
+}
+
+impl LinearTransform {
+    /// From diagonals (index `k` in `0..slots`, each of length `slots`).
+    pub fn from_diagonals(slots: usize, diagonals: BTreeMap<usize, Vec<Complex64>>) -> Result<Self, CkksError> {
+        if !slots.is_power_of_two() {
+            return Err(CkksError::InvalidInput(format!("slot count {slots} is not a power of two")));
+        }
+        if let Some((k, d)) = diagonals.iter().find(|(k, d)| **k >= slots || d.len() != slots) {
+            return Err(CkksError::InvalidInput(format!(
+                "diagonal {k} has length {} (slots {slots}) or index out of range",
+                d.len()
+            )));
+        }
+        let baby = Self::best_baby(slots, diagonals.keys().copied());
+        Ok(Self { slots, diagonals, baby })
+    }
+
+    /// From a dense matrix (tests and small transforms).
+    pub fn from_matrix(m: &[Vec<Complex64>]) -> Result<Self, CkksError> {
+        let n = m.len();
+        let mut diagonals = BTreeMap::new();
+        for k in 0..n {
+            let d: Vec<Complex64> = (0..n).map(|j| m[j][(j + k) % n]).collect();
+            if d.iter().any(|c| c.norm() > 0.0) {
+                diagonals.insert(k, d);
+            }
+        }
+        Self::from_diagonals(n, diagonals)
+    }
+
+    fn best_baby(slots: usize, indices: impl Iterator<Item = usize> + Clone) -> usize {
+        let mut best = (usize::MAX, 1);
+        let mut n1 = 1;
+        while n1 <= slots {
+            let babies: std::collections::BTreeSet<usize> = indices.clone().map(|k| k % n1).collect();
+            let giants: std::collections::BTreeSet<usize> = indices.clone().map(|k| k / n1).collect();
+            let cost = babies.len() + giants.len();
+            if cost < best.0 {
+                best = (cost, n1);
+            }
+            n1 *= 2;
+        }
+        best.1
+    }
+
+    /// Number of slots the map acts on.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// The diagonals.
+    pub fn diagonals(&self) -> &BTreeMap<usize, Vec<Complex64>> {
+        &self.diagonals
+    }
+
+    /// Composition `self * other` (apply `other` first).
+    pub fn compose(&self, other: &Self) -> Result<Self, CkksError> {
+        if self.slots != other.slots {
+            return Err(CkksError::InvalidInput("composing transforms of different slot counts".into()));
+        }
+        let n = self.slots;
+        let mut out: BTreeMap<usize, Vec<Complex64>> = BTreeMap::new();
+        // (A B)_{j, j+a+b} = A_{j, j+a} B_{j+a, j+a+b}.
+        for (&a, da) in &self.diagonals {
+            for (&b, db) in &other.diagonals {
+                let k = (a + b) % n;
+                let entry = out.entry(k).or_insert_with(|| vec![Complex64::new(0.0, 0.0); n]);
+                for j in 0..n {
+                    entry[j] += da[j] * db[(j + a) % n];
+                }
+            }
+        }
+        out.retain(|_, d| d.iter().any(|c| c.norm() > 1e-300));
+        Self::from_diagonals(n, out)
+    }
+
+    /// Plaintext application, the f64 twin of [`evaluate`](Self::evaluate).
+    pub fn apply(&self, z: &[Complex64]) -> Vec<Complex64> {
+        let n = self.slots;
+        let mut out = vec![Complex64::new(0.0, 0.0); n];
+        for (&k, d) in &self.diagonals {
+            for j in 0..n {
+                out[j] += d[j] * z[(j + k) % n];
+            }
+        }
+        out
+    }
+
+    /// Rotation steps the evaluation needs (baby steps and giant steps).
+    pub fn rotations(&self) -> Vec<i64> {
+        let mut steps: std::collections::BTreeSet<i64> = Default::default();
+        for &k in self.diagonals.keys() {
+            let (g, b) = (k / self.baby, k % self.baby);
+            if b != 0 {
+                steps.insert(b as i64);
+            }
+            if g != 0 {
+                steps.insert((g * self.baby) as i64);
+            }
+        }
+        steps.into_iter().collect()
+    }
+
+    /// Galois elements of [`rotations`](Self::rotations).
+    pub fn galois_elements(&self, params: &Parameters) -> Vec<usize> {
+        self.rotations().into_iter().map(|s| params.galois_element_for_rotation(s)).collect()
+    }
+
+    /// Rotations paid for by one evaluation (baby + giant key switches).
+    pub fn rotation_count(&self) -> usize {
+        self.rotations().len()
+    }
+
+    /// Evaluates the map on the slots of `ct` (which must use exactly
+    /// `slots` slots); consumes one level and keeps the scale.
+    pub fn evaluate(
+        &self,
+        eval: &Evaluator,
+        encoder: &Encoder,
+        ct: &Ciphertext,
+        keys: &GaloisKeys,
+    ) -> Result<Ciphertext, CkksError> {
+        if ct.level() == 0 {
+            return Err(CkksError::NotEnoughLevels { op: "linear transform", level: 0, needed: 1 });
+        }
+        let params = eval.params();
+        let level = ct.level();
+        let pt_scale = params.q()[level] as f64;
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &k in self.diagonals.keys() {
+            groups.entry(k / self.baby).or_default().push(k % self.baby);
+        }
+        let mut baby_steps: Vec<i64> = groups.values().flatten().map(|&b| b as i64).collect();
+        baby_steps.sort_unstable();
+        baby_steps.dedup();
+        let rotated = eval.rotate_hoisted(ct, &baby_steps, keys)?;
+        let baby: BTreeMap<usize, &Ciphertext> = baby_steps.iter().map(|&b| b as usize).zip(rotated.iter()).collect();
+        let mut acc: Option<Ciphertext> = None;
+        for (&g, bs) in &groups {
+            let shift = (g * self.baby) as i64;
+            let mut inner: Option<Ciphertext> = None;
+            for &b in bs {
+                let diag = rotate_vec(&self.diagonals[&(g * self.baby + b)], -shift);
+                let pt = encoder.encode_complex_slots(&diag, self.slots, level, pt_scale)?;
+                let term = eval.mul_plain(baby[&b], &pt)?;
+                match inner.as_mut() {
+                    None => inner = Some(term),
+                    Some(i) => eval.add_assign(i, &term)?,
+                }
+            }
+            let Some(inner) = inner else { continue };
+            let moved = if shift == 0 { inner } else { eval.rotate(&inner, shift, keys)? };
+            match acc.as_mut() {
+                None => acc = Some(moved),
+                Some(a) => eval.add_assign(a, &moved)?,
+            }
+        }
+        let acc = acc.ok_or_else(|| CkksError::InvalidInput("linear transform has no diagonals".into()))?;
+        let mut out = eval.rescale(&acc)?;
+        out.set_scale(ct.scale());
+        Ok(out)
+    }
+}

@@ -1,0 +1,287 @@
+//! Polynomial evaluation in the Chebyshev basis with baby-step giant-step
+//! and exact scale management.
+//!
+//! - [`Chebyshev::interpolate`] fits `f` on `[a, b]` at the Chebyshev nodes
+//!   (coefficients computed in code, no tables).
+//! - [`PolynomialEvaluator::evaluate`] computes `sum c_k T_k(y)` with
+//!   `y = (2x - a - b) / (b - a)` on a ciphertext in depth
+//!   `ceil(log2(d + 1)) + 1` (the leaves' constant products take the extra
+//!   level), plus one level for `y` unless the interval is [-1, 1].
+//!
+//! Scales are exact: every addition sees operands whose scales are equal by
+//! construction. Leaf constants are encoded at the scale that makes their
+//! product land on the target scale after rescaling, and
+//! `T_{j+k} = 2 T_j T_k - T_{k-j}` multiplies `T_{k-j}` by a constant 1
+//! encoded at `s_j s_k / s_{k-j}` (a level it has to spare) instead of
+//! adding operands whose scales differ by the prime drift (about 2^-18).
+
+use crate::error::CkksError;
+use crate::scheme::evaluator::Evaluator;
+use crate::scheme::keys::RelinKey;
+use crate::scheme::plaintext::Ciphertext;
+use std::collections::BTreeMap;
+
+/// A polynomial in the Chebyshev basis on an interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chebyshev {
+    /// Interval start.
+    pub a: f64,
+    /// Interval end.
+    pub b: f64,
+    /// Coefficients of `T_0, T_1, ...` in the variable `y`.
+    pub coeffs: Vec<f64>,
+}
+
+impl Chebyshev {
+    /// Interpolates `f` at the `degree + 1` Chebyshev nodes of `[a, b]`.
+    pub fn interpolate(f: impl Fn(f64) -> f64, a: f64, b: f64, degree: usize) -> Self {
+        let m = degree + 1;
+        let nodes: Vec<f64> = (0..m).map(|j| (std::f64::consts::PI * (j as f64 + 0.5) / m as f64).cos()).collect();
+        let values: Vec<f64> = nodes.iter().map(|&y| f((b - a) / 2.0 * y + (a + b) / 2.0)).collect();
+        let coeffs = (0..m)
+            .map(|k| {
+                let s: f64 = nodes.iter().zip(&values).map(|(&y, &v)| v * (k as f64 * y.acos()).cos()).sum();
+                let c = 2.0 * s / m as f64;
+                if k == 0 {
+                    c / 2.0
+                } else {
+                    c
+                }
+            })
+            .collect();
+        Self { a, b, coeffs }
+    }
+
+    /// Degree.
+    pub fn degree(&self) -> usize {
+        self.coeffs.len().saturating_sub(1)
+    }
+
+    /// Plaintext evaluation (Clenshaw), the f64 twin of the encrypted path.
+    pub fn evaluate(&self, x: f64) -> f64 {
+        let y = (2.0 * x - self.a - self.b) / (self.b - self.a);
+        let (mut b1, mut b2) = (0.0, 0.0);
+        for &c in self.coeffs.iter().skip(1).rev() {
+            let b0 = 2.0 * y * b1 - b2 + c;
+            b2 = b1;
+            b1 = b0;
+        }
+        y * b1 - b2 + self.coeffs.first().copied().unwrap_or(0.0)
+    }
+
+    /// Levels consumed by [`PolynomialEvaluator::evaluate`]:
+    /// `ceil(log2(d + 1)) + 1` (the leaves' constant products take one
+    /// level), plus one to map an interval other than [-1, 1] onto it.
+    pub fn depth(&self) -> usize {
+        let unit = (self.b - self.a - 2.0).abs() < 1e-15 && (self.a + self.b).abs() < 1e-15;
+        (usize::BITS - self.degree().max(1).leading_zeros()) as usize + 1 + usize::from(!unit)
+    }
+}
+
+/// Splits `p = q T_g + r` with `deg r < g` (Chebyshev basis), for
+/// `g <= deg p < 2g`.
+fn divide(coeffs: &[f64], g: usize) -> (Vec<f64>, Vec<f64>) {
+    let d = coeffs.len() - 1;
+    let mut q = vec![0.0; d - g + 1];
+    let mut r = coeffs[..g].to_vec();
+    q[0] = coeffs[g];
+    for k in g + 1..=d {
+        q[k - g] += 2.0 * coeffs[k];
+        r[2 * g - k] -= coeffs[k];
+    }
+    (q, r)
+}
+
+/// Evaluates Chebyshev polynomials on ciphertexts.
+#[derive(Debug)]
+pub struct PolynomialEvaluator<'a> {
+    eval: &'a Evaluator,
+    rlk: &'a RelinKey,
+}
+
+struct Basis {
+    /// `T_i` for `i` in `1..=baby` and the giant steps `2^k >= baby`.
+    powers: BTreeMap<usize, Ciphertext>,
+    baby: usize,
+}
+
+impl<'a> PolynomialEvaluator<'a> {
+    /// An evaluator using `rlk` for products.
+    pub fn new(eval: &'a Evaluator, rlk: &'a RelinKey) -> Self {
+        Self { eval, rlk }
+    }
+
+    /// `2 a b - c` rescaled, with `c` brought to the scale of `a b` exactly
+    /// (`c = None` means the constant 1).
+    fn product_minus(&self, a: &Ciphertext, b: &Ciphertext, c: Option<&Ciphertext>) -> Result<Ciphertext, CkksError> {
+        let e = self.eval;
+        let level = a.level().min(b.level());
+        let a = e.drop_to_level(a, level)?;
+        let b = e.drop_to_level(b, level)?;
+        let prod = e.mul_integer(&e.mul_relin(&a, &b, self.rlk)?, 2);
+        let out = match c {
+            None => e.add_const(&prod, -1.0)?,
+            Some(c) => {
+                let c = e.drop_to_level(c, level)?;
+                let aligned = e.mul_const_with_scale(&c, 1.0, prod.scale() / c.scale())?;
+                let mut aligned = aligned;
+                aligned.set_scale(prod.scale());
+                e.sub(&prod, &aligned)?
+            }
+        };
+        e.rescale(&out)
+    }
+
+    fn basis(&self, y: &Ciphertext, degree: usize) -> Result<Basis, CkksError> {
+        // Baby steps up to about sqrt(degree), a power of two.
+        let log_d = (usize::BITS - degree.leading_zeros()) as usize;
+        let baby = 1usize << log_d.div_ceil(2).max(1);
+        let mut powers = BTreeMap::new();
+        powers.insert(1, y.clone());
+        let top = baby.max(1 << (log_d.saturating_sub(1)));
+        let mut i = 2;
+        while i <= top {
+            let t = if i % 2 == 0 {
+                let h = &powers[&(i / 2)];
+                self.product_minus(h, h, None)?
+            } else {
+                // T_{2k+1} = 2 T_k T_{k+1} - T_1
+                let (k, k1) = (&powers[&(i / 2)], &powers[&(i / 2 + 1)]);
+                self.product_minus(k, k1, Some(&powers[&1]))?
+            };
+            powers.insert(i, t);
+            i += if i < baby { 1 } else { i };
+            if i > baby && !i.is_power_of_two() {
+                i = i.next_power_of_two();
+            }
+        }
+        Ok(Basis { powers, baby })
+    }
+
+    /// Level at which `eval_rec` returns for a polynomial of this degree.
+    fn result_level(&self, basis: &Basis, degree: usize) -> usize {
+        if degree < basis.baby {
+            let lowest = (1..=degree.max(1)).map(|i| basis.powers[&i].level()).min().unwrap_or(0);
+            return lowest.saturating_sub(1);
+        }
+        let g = 1usize << (usize::BITS - 1 - degree.leading_zeros());
+        let lq = self.result_level(basis, degree - g);
+        let lp = lq.min(basis.powers[&g].level());
+        lp.saturating_sub(1).min(self.result_level(basis, g - 1))
+    }
+
+    fn leaf(&self, basis: &Basis, coeffs: &[f64], target_scale: f64) -> Result<Ciphertext, CkksError> {
+        let e = self.eval;
+        let m = coeffs.len().max(2) - 1;
+        let level = (1..=m).map(|i| basis.powers[&i].level()).min().unwrap_or(0);
+        if level == 0 {
+            return Err(CkksError::NotEnoughLevels { op: "polynomial evaluation", level, needed: 1 });
+        }
+        let q = e.params().q()[level] as f64;
+        let mut acc: Option<Ciphertext> = None;
+        for i in 1..=m {
+            let c = coeffs.get(i).copied().unwrap_or(0.0);
+            if c == 0.0 && !(i == m && acc.is_none()) {
+                continue;
+            }
+            let t = e.drop_to_level(&basis.powers[&i], level)?;
+            let mut term = e.mul_const_with_scale(&t, c, target_scale * q / t.scale())?;
+            term.set_scale(target_scale * q);
+            match acc.as_mut() {
+                None => acc = Some(term),
+                Some(a) => e.add_assign(a, &term)?,
+            }
+        }
+        let Some(acc) = acc else {
+            return Err(CkksError::InvalidInput("empty polynomial".into()));
+        };
+        let acc = e.add_const(&acc, coeffs[0])?;
+        let mut out = e.rescale(&acc)?;
+        out.set_scale(target_scale);
+        Ok(out)
+    }
+
+    fn eval_rec(&self, basis: &Basis, coeffs: &[f64], target_scale: f64) -> Result<Ciphertext, CkksError> {
+        let e = self.eval;
+        let d = coeffs.len() - 1;
+        if d < basis.baby {
+            return self.leaf(basis, coeffs, target_scale);
+        }
+        let g = 1usize << (usize::BITS - 1 - d.leading_zeros());
+        let (q, r) = divide(coeffs, g);
+        let tg = &basis.powers[&g];
+        let lq = self.result_level(basis, q.len() - 1);
+        let lp = lq.min(tg.level());
+        if lp == 0 {
+            return Err(CkksError::NotEnoughLevels { op: "polynomial evaluation", level: 0, needed: 1 });
+        }
+        let prime = e.params().q()[lp] as f64;
+        // q's scale makes q * T_g land exactly on target_scale after rescaling.
+        let q_ct = self.eval_rec(basis, &q, target_scale * prime / tg.scale())?;
+        let q_ct = e.drop_to_level(&q_ct, lp)?;
+        let tg = e.drop_to_level(tg, lp)?;
+        let mut prod = e.rescale(&e.mul_relin(&q_ct, &tg, self.rlk)?)?;
+        prod.set_scale(target_scale);
+        let r_ct = self.eval_rec(basis, &r, target_scale)?;
+        let level = prod.level().min(r_ct.level());
+        e.add(&e.drop_to_level(&prod, level)?, &e.drop_to_level(&r_ct, level)?)
+    }
+
+    /// Evaluates `poly` on the slots of `ct`; the result has scale
+    /// `target_scale` (use the input's scale to keep it).
+    pub fn evaluate(&self, ct: &Ciphertext, poly: &Chebyshev, target_scale: f64) -> Result<Ciphertext, CkksError> {
+        let e = self.eval;
+        if poly.coeffs.is_empty() {
+            return Err(CkksError::InvalidInput("polynomial has no coefficients".into()));
+        }
+        let (a, b) = (poly.a, poly.b);
+        if !(a.is_finite() && b.is_finite() && b > a) {
+            return Err(CkksError::InvalidInput(format!("interval [{a}, {b}] is empty or not finite")));
+        }
+        let half = (b - a) / 2.0;
+        let mid = (a + b) / 2.0;
+        // y = (x - mid) / half. Dividing by `half` through the scale metadata
+        // would be free but makes T_i's scale grow like half^i (and the leaf
+        // constants lose precision), so it costs one honest level unless the
+        // interval is already [-1, 1].
+        let unit = (half - 1.0).abs() < 1e-15 && mid.abs() < 1e-15;
+        let y = if unit {
+            ct.clone()
+        } else {
+            let shifted = if mid != 0.0 { e.add_const(ct, -mid)? } else { ct.clone() };
+            let mut y = e.rescale(&e.mul_const(&shifted, 1.0 / half)?)?;
+            y.set_scale(ct.scale());
+            y
+        };
+        // A constant is evaluated as c0 + 0 T_1 (one level, like degree 1).
+        let mut coeffs = poly.coeffs.clone();
+        if coeffs.len() == 1 {
+            coeffs.push(0.0);
+        }
+        let basis = self.basis(&y, coeffs.len() - 1)?;
+        self.eval_rec(&basis, &coeffs, target_scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_converges_and_division_is_exact() {
+        let f = |x: f64| (3.0 * x).sin() + 0.5 * x * x;
+        let p = Chebyshev::interpolate(f, -2.0, 3.0, 40);
+        for i in 0..100 {
+            let x = -2.0 + 5.0 * i as f64 / 99.0;
+            assert!((p.evaluate(x) - f(x)).abs() < 1e-10, "x = {x}");
+        }
+        let coeffs: Vec<f64> = (0..13).map(|i| (i as f64 * 0.7).cos()).collect();
+        let (q, r) = divide(&coeffs, 8);
+        let cheb = |c: &[f64], y: f64| Chebyshev { a: -1.0, b: 1.0, coeffs: c.to_vec() }.evaluate(y);
+        for i in 0..20 {
+            let y = -1.0 + i as f64 / 10.0;
+            let t8 = (8.0 * y.clamp(-1.0, 1.0).acos()).cos();
+            assert!((cheb(&q, y) * t8 + cheb(&r, y) - cheb(&coeffs, y)).abs() < 1e-12);
+        }
+    }
+}

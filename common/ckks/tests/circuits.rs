@@ -1,0 +1,100 @@
+//! Polynomial evaluation and linear transforms against their f64 twins.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use nexus_ckks::circuits::{Chebyshev, LinearTransform, PolynomialEvaluator};
+use nexus_ckks::*;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+fn setup(preset: &str, steps: &[i64]) -> (Parameters, SecretKey, PublicKey, RelinKey, GaloisKeys) {
+    let params = Parameters::preset(preset).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let rlk = kg.relin_key(&sk);
+    let gks = kg.galois_keys(&sk, steps, false).unwrap();
+    (params, sk, pk, rlk, gks)
+}
+
+#[test]
+fn chebyshev_polynomials_match_their_plaintext_twin() {
+    let (params, sk, pk, rlk, _) = setup("INSECURE_N12_QP640_TEST", &[]);
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let dec = Decryptor::new(&params);
+    let pe = PolynomialEvaluator::new(&eval, &rlk);
+    let slots = params.max_slots();
+    let cases: Vec<(&str, Chebyshev)> = vec![
+        ("sin(3x) on [-1, 1], degree 15", Chebyshev::interpolate(|x| (3.0 * x).sin(), -1.0, 1.0, 15)),
+        ("exp(x) on [-2, 1], degree 12", Chebyshev::interpolate(f64::exp, -2.0, 1.0, 12)),
+        ("tanh(2x) on [-3, 3], degree 31", Chebyshev::interpolate(|x| (2.0 * x).tanh(), -3.0, 3.0, 31)),
+        ("constant 0.3", Chebyshev { a: -1.0, b: 1.0, coeffs: vec![0.3] }),
+        ("x on [-1, 1]", Chebyshev { a: -1.0, b: 1.0, coeffs: vec![0.0, 1.0] }),
+    ];
+    for (name, poly) in cases {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let x: Vec<f64> = (0..slots).map(|_| rng.gen_range(poly.a..poly.b)).collect();
+        let pt = enc.encode_real(&x, params.max_level(), params.default_scale()).unwrap();
+        let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
+        let out = pe.evaluate(&ct, &poly, ct.scale()).unwrap();
+        assert_eq!(out.scale(), ct.scale(), "{name}: scale not kept exactly");
+        let levels_used = params.max_level() - out.level();
+        assert!(levels_used <= poly.depth(), "{name}: used {levels_used} levels, depth {}", poly.depth());
+        let got = enc.decode_real(&Decryptor::new(&params).decrypt(&out, &sk).unwrap()).unwrap();
+        let err = (0..slots).map(|i| (got[i] - poly.evaluate(x[i])).abs()).fold(0.0, f64::max);
+        println!("{name}: {:.1} bits, {levels_used} levels", -err.log2());
+        assert!(-err.log2() > 18.0, "{name}: {:.1} bits", -err.log2());
+        let _ = &dec;
+    }
+}
+
+#[test]
+fn linear_transforms_match_plaintext_and_compose() {
+    let params = Parameters::preset("INSECURE_N12_QP640_TEST").unwrap();
+    let n = params.max_slots();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut diag = |ks: &[usize]| {
+        let mut d = BTreeMap::new();
+        for &k in ks {
+            d.insert(k, (0..n).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect());
+        }
+        LinearTransform::from_diagonals(n, d).unwrap()
+    };
+    let a = diag(&[0, 1, 2, 5, 17, 64, n - 1, n - 8]);
+    let b = diag(&[0, 3, n / 2]);
+    let ab = a.compose(&b).unwrap();
+    let mut steps: Vec<i64> = a.rotations();
+    steps.extend(b.rotations());
+    steps.extend(ab.rotations());
+    steps.sort_unstable();
+    steps.dedup();
+    let (params, sk, pk, _, gks) = setup("INSECURE_N12_QP640_TEST", &steps);
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let z: Vec<Complex64> = (0..n).map(|i| Complex64::new((i as f64 * 0.1).sin(), (i as f64 * 0.3).cos())).collect();
+    let ct = Encryptor::new(&params)
+        .encrypt_pk(&enc.encode_complex(&z, params.max_level(), params.default_scale()).unwrap(), &pk)
+        .unwrap();
+    let decode = |c: &Ciphertext| enc.decode_complex(&Decryptor::new(&params).decrypt(c, &sk).unwrap()).unwrap();
+    let bits = |got: &[Complex64], want: &[Complex64]| {
+        -got.iter().zip(want).map(|(x, y)| (x - y).norm()).fold(0.0, f64::max).log2()
+    };
+    let out_a = a.evaluate(&eval, &enc, &ct, &gks).unwrap();
+    assert_eq!(out_a.level(), params.max_level() - 1);
+    assert_eq!(out_a.scale(), ct.scale());
+    let pa = bits(&decode(&out_a), &a.apply(&z));
+    let out_ba = a.evaluate(&eval, &enc, &b.evaluate(&eval, &enc, &ct, &gks).unwrap(), &gks).unwrap();
+    let out_ab = ab.evaluate(&eval, &enc, &ct, &gks).unwrap();
+    let want = ab.apply(&z);
+    let (p2, p1) = (bits(&decode(&out_ba), &want), bits(&decode(&out_ab), &want));
+    println!(
+        "A z: {pa:.1} bits; A(B z): {p2:.1} bits; (AB) z: {p1:.1} bits; rotations A {} AB {}",
+        a.rotation_count(),
+        ab.rotation_count()
+    );
+    assert!(pa > 20.0 && p1 > 18.0 && p2 > 18.0);
+    let missing =
+        LinearTransform::from_diagonals(n, BTreeMap::from([(7usize, vec![Complex64::new(1.0, 0.0); n])])).unwrap();
+    assert!(matches!(missing.evaluate(&eval, &enc, &ct, &GaloisKeys::new()), Err(CkksError::MissingGaloisKey(_))));
+}
