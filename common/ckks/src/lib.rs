@@ -26,6 +26,7 @@
 //! Parallelism: every kernel runs on the current rayon pool; wrap calls in
 //! `rayon::ThreadPool::install` to choose the thread count.
 
+pub mod bootstrapping;
 pub mod circuits;
 pub mod error;
 pub mod math;

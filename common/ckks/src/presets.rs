@@ -18,8 +18,14 @@ use crate::error::CkksError;
 use crate::params::{ParametersLiteral, Primes, SecretDistribution, SecurityLevel};
 
 /// Names of every preset.
-pub const NAMES: &[&str] =
-    &["INSECURE_N11_QP230_TEST", "INSECURE_N12_QP640_TEST", "N15_QP860_TERN", "N16_QP1500_TERN", "N16_QP1420_H192"];
+pub const NAMES: &[&str] = &[
+    "INSECURE_N11_QP230_TEST",
+    "INSECURE_N12_QP640_TEST",
+    "INSECURE_N12_QP1121_H32_BOOT_TEST",
+    "N15_QP860_TERN",
+    "N16_QP1500_TERN",
+    "N16_QP1420_H192",
+];
 
 fn lit(
     log_n: u32,
@@ -53,6 +59,19 @@ pub fn literal(name: &str) -> Result<ParametersLiteral, CkksError> {
     Ok(match name {
         "INSECURE_N11_QP230_TEST" => lit(11, chain(50, 30, 4), vec![30; 2], 5, 30, Ternary, InsecureTestOnly),
         "INSECURE_N12_QP640_TEST" => lit(12, chain(55, 40, 9), vec![45; 5], 3, 40, Ternary, InsecureTestOnly),
+        // Bootstrapping at test size: q0 (50 bits, so q0 / scale = 2^10),
+        // 2 user levels and 3 SlotToCoeff levels (40 bits), 9 EvalMod levels
+        // (55 bits), 3 CoeffToSlot levels (60 bits: they must keep the small
+        // m / q0 next to the large q0 I); sparse secret h = 32 (insecure).
+        "INSECURE_N12_QP1121_H32_BOOT_TEST" => lit(
+            12,
+            std::iter::once(50).chain([40; 5]).chain([55; 9]).chain([60; 3]).collect(),
+            vec![49; 4],
+            6,
+            40,
+            SparseTernary { hamming_weight: 32 },
+            InsecureTestOnly,
+        ),
         "N15_QP860_TERN" => lit(15, chain(60, 40, 14), vec![60; 4], 3, 40, Ternary, Bits128),
         "N16_QP1500_TERN" | "bench-n16-l27" => lit(16, chain(60, 40, 26), vec![50; 8], 3, 40, Ternary, Bits128),
         "N16_QP1420_H192" => {

@@ -152,12 +152,25 @@ impl LinearTransform {
         ct: &Ciphertext,
         keys: &GaloisKeys,
     ) -> Result<Ciphertext, CkksError> {
+        self.evaluate_to_scale(eval, encoder, ct, keys, ct.scale())
+    }
+
+    /// Like [`evaluate`](Self::evaluate) with the result at `out_scale`
+    /// (the diagonals are encoded at `q_level * out_scale / scale`).
+    pub fn evaluate_to_scale(
+        &self,
+        eval: &Evaluator,
+        encoder: &Encoder,
+        ct: &Ciphertext,
+        keys: &GaloisKeys,
+        out_scale: f64,
+    ) -> Result<Ciphertext, CkksError> {
         if ct.level() == 0 {
             return Err(CkksError::NotEnoughLevels { op: "linear transform", level: 0, needed: 1 });
         }
         let params = eval.params();
         let level = ct.level();
-        let pt_scale = params.q()[level] as f64;
+        let pt_scale = params.q()[level] as f64 * out_scale / ct.scale();
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for &k in self.diagonals.keys() {
             groups.entry(k / self.baby).or_default().push(k % self.baby);
@@ -189,7 +202,7 @@ impl LinearTransform {
         }
         let acc = acc.ok_or_else(|| CkksError::InvalidInput("linear transform has no diagonals".into()))?;
         let mut out = eval.rescale(&acc)?;
-        out.set_scale(ct.scale());
+        out.set_scale(out_scale);
         Ok(out)
     }
 }

@@ -79,6 +79,16 @@ impl Encoder {
         Self { params: params.clone(), rot_group, roots, prefix_mod, prefix_inv }
     }
 
+    /// `5^j mod 2N` for `j < N/2` (the slot ordering).
+    pub(crate) fn rotation_group(&self) -> &[usize] {
+        &self.rot_group
+    }
+
+    /// `exp(2 pi i k / 2N)` for `k <= 2N`.
+    pub(crate) fn roots(&self) -> &[Complex64] {
+        &self.roots
+    }
+
     fn check_slots(&self, slots: usize) -> Result<(), CkksError> {
         if slots == 0 || !slots.is_power_of_two() || slots > self.params.max_slots() {
             return Err(CkksError::InvalidInput(format!(

@@ -52,6 +52,10 @@ pub struct Ciphertext {
 }
 
 impl Ciphertext {
+    pub(crate) fn from_parts(parts: Vec<Poly<Ntt>>, level: usize, scale: f64, encoding: Encoding) -> Self {
+        Self { parts, level, scale, encoding, seed: None }
+    }
+
     /// Level.
     pub fn level(&self) -> usize {
         self.level

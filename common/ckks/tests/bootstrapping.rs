@@ -1,0 +1,110 @@
+//! Bootstrapping at test parameters: precision and levels asserted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
+use nexus_ckks::*;
+use rand::{Rng, SeedableRng};
+
+fn config() -> BootstrapConfig {
+    BootstrapConfig {
+        cts_levels: 3,
+        stc_levels: 3,
+        k: 12.0,
+        eval_mod_degree: 31,
+        double_angle: 3,
+        log_eval_mod_scale: 55,
+    }
+}
+
+#[test]
+fn bootstrapping_refreshes_full_slot_ciphertexts() {
+    let params = Parameters::preset("INSECURE_N12_QP1121_H32_BOOT_TEST").unwrap();
+    let boot = Bootstrapper::new(&params, config()).unwrap();
+    assert_eq!(boot.config().depth(), 15);
+    assert_eq!(boot.output_level(), params.max_level() - 15);
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    println!("{} Galois keys", keys.galois.len());
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let dec = Decryptor::new(&params);
+    let slots = params.max_slots();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut worst = f64::INFINITY;
+    for round in 0..2 {
+        let v: Vec<Complex64> =
+            (0..slots).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect();
+        let pt = enc.encode_complex(&v, 0, params.default_scale()).unwrap();
+        let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
+        let out = boot.bootstrap(&eval, &ct, &keys).unwrap();
+        assert_eq!(out.level(), boot.output_level());
+        assert_eq!(out.scale(), ct.scale());
+        let got = enc.decode_complex(&dec.decrypt(&out, &sk).unwrap()).unwrap();
+        let errs: Vec<f64> = got.iter().zip(&v).map(|(a, b)| (a - b).norm()).collect();
+        let max = errs.iter().cloned().fold(0.0, f64::max);
+        let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+        println!("round {round}: precision min {:.1} bits, mean {:.1} bits", -max.log2(), -mean.log2());
+        worst = worst.min(-max.log2());
+        // The refreshed ciphertext supports further products.
+        let sq = eval.mul_relin_rescale(&out, &out, &keys.relin).unwrap();
+        let got2 = enc.decode_complex(&dec.decrypt(&sq, &sk).unwrap()).unwrap();
+        let err2 = got2.iter().zip(&v).map(|(a, b)| (a - b * b).norm()).fold(0.0, f64::max);
+        assert!(-err2.log2() > 10.0, "product after bootstrapping: {:.1} bits", -err2.log2());
+    }
+    assert!(worst > 20.0, "bootstrapping precision {worst:.1} bits");
+}
+
+#[test]
+fn dft_round_trip_and_eval_mod_alone() {
+    let params = Parameters::preset("INSECURE_N12_QP1121_H32_BOOT_TEST").unwrap();
+    let boot = Bootstrapper::new(&params, config()).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let dec = Decryptor::new(&params);
+    let n = params.max_slots();
+    // CoeffToSlot then SlotToCoeff is the identity up to the 1/(2K) folded in.
+    let v: Vec<Complex64> = (0..n).map(|i| Complex64::new((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos())).collect();
+    let ct = Encryptor::new(&params)
+        .encrypt_pk(&enc.encode_complex(&v, params.max_level(), params.default_scale()).unwrap(), &pk)
+        .unwrap();
+    let rt = boot.dft_round_trip(&eval, &ct, &keys).unwrap();
+    let got = enc.decode_complex(&dec.decrypt(&rt, &sk).unwrap()).unwrap();
+    let err = got.iter().zip(&v).map(|(a, b)| (a * (2.0 * config().k) - b).norm()).fold(0.0, f64::max);
+    assert!(-err.log2() > 18.0, "DFT round trip: {:.1} bits", -err.log2());
+    // EvalMod maps x = I + eps (given as x / K) to sin(2 pi x) / (2 pi).
+    let xs: Vec<f64> = (0..n).map(|i| ((i % 17) as f64 - 8.0) + 1e-3 * (i as f64 * 0.7).sin()).collect();
+    let y: Vec<f64> = xs.iter().map(|x| x / config().k).collect();
+    let level = config().eval_mod_depth() + boot.output_level() + config().stc_levels;
+    let yct = Encryptor::new(&params).encrypt_pk(&enc.encode_real(&y, level, 2f64.powi(55)).unwrap(), &pk).unwrap();
+    let tau = 2.0 * std::f64::consts::PI;
+    let out = boot.eval_mod_only(&eval, &yct, &keys, 1.0 / tau).unwrap();
+    let got = enc.decode_real(&dec.decrypt(&out, &sk).unwrap()).unwrap();
+    let err = (0..n).map(|i| (got[i] - (tau * xs[i]).sin() / tau).abs()).fold(0.0, f64::max);
+    assert!(err < 2f64.powi(-36), "EvalMod absolute error 2^{:.1}", err.log2());
+    assert_eq!(out.level(), level - config().eval_mod_depth());
+}
+
+#[test]
+fn bad_configurations_and_inputs_are_refused() {
+    let params = Parameters::preset("INSECURE_N12_QP1121_H32_BOOT_TEST").unwrap();
+    let too_deep = BootstrapConfig { eval_mod_degree: 255, double_angle: 6, ..config() };
+    assert!(Bootstrapper::new(&params, too_deep).unwrap_err().to_string().contains("levels"));
+    assert!(Bootstrapper::new(&params, BootstrapConfig { double_angle: 0, ..config() }).is_err());
+    let boot = Bootstrapper::new(&params, config()).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    let enc = Encoder::new(&params);
+    let sparse = enc.encode_real_slots(&[1.0, 2.0], 16, 0, params.default_scale()).unwrap();
+    let ct = Encryptor::new(&params).encrypt_pk(&sparse, &pk).unwrap();
+    let err = boot.bootstrap(&Evaluator::new(&params), &ct, &keys).unwrap_err();
+    assert!(err.to_string().contains("full-slot"), "{err}");
+}
