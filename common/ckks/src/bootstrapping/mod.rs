@@ -159,7 +159,12 @@ fn group(stages: Vec<LinearTransform>, levels: usize, factor: f64) -> Result<Vec
 impl Bootstrapper {
     /// Builds the circuit (the DFT matrices and the EvalMod polynomial).
     pub fn new(params: &Parameters, config: BootstrapConfig) -> Result<Self, CkksError> {
-        if config.double_angle == 0 || config.cts_levels == 0 || config.stc_levels == 0 || !(config.k >= 1.0) {
+        if config.double_angle == 0
+            || config.cts_levels == 0
+            || config.stc_levels == 0
+            || config.k.is_nan()
+            || config.k < 1.0
+        {
             return Err(CkksError::InvalidParameters(format!(
                 "bootstrapping needs at least one double angle, one CoeffToSlot and one SlotToCoeff level and K >= 1: {config:?}"
             )));
