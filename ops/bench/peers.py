@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Peer CKKS libraries at the same parameter point as `nexus-ckks`'s bench.
+"""Peer CKKS libraries (SEAL, DESILO) at the parameter point of nexus-ckks's
+`bench-n16-l27` preset: N = 2^16, Q = one 60-bit prime + 26 primes of 40 bits
+(27 limbs), scale 2^40. Prints one JSON object per line, with the op names of
+`cargo run --release -p nexus-ckks --example bench -- --json`.
 
-Point (b) of shared/PEERS.md: N = 2^16, Q = one 60-bit prime + 26 primes of
-40 bits (27 limbs), scale 2^40. SEAL (seal-python 4.x) uses one 60-bit
-special prime (dnum = 27, its only key-switching mode); DESILO uses
-`max_level=26` with its own moduli. Prints one JSON object per line with the
-op names of `cargo run --release -p nexus-ckks --example bench -- --json`.
+Usage:
+  peers.py --threads T [--repeats R] [--peer seal|desilo|all] [--ops op1,op2]
+  peers.py --log-n 13 ...              quick smoke test (fewer limbs)
+  peers.py --op bootstrap --threads T  DESILO's bootstrapping preset
 
-Usage: peers.py --threads T [--repeats R] [--peer seal|desilo|all]
-                [--ops op1,op2] [--log-n 13] [--op bootstrap]
+Each op runs once as warm-up, then R times; the median wall time is reported.
+precision_bits = -log2(max abs error) of the decrypted result against numpy,
+inputs uniform in [-1, 1]. Run it with ops/bench/.venv/bin/python (see
+setup-peers.sh).
 """
 
 import argparse
@@ -16,11 +20,10 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-
-import numpy as np
 
 OPS = [
     "encode",
@@ -33,260 +36,583 @@ OPS = [
     "rotate",
     "rotate_mid",
     "rotate_hoisted_8",
-    "sizes",
+    "ntt_forward_limb",
+    "size_ciphertext_bytes",
+    "size_galois_key_bytes",
 ]
+# Names accepted for compatibility with the Rust bench's op list.
+ALIASES = {"sizes": ["size_ciphertext_bytes", "size_galois_key_bytes"], "ntt_forward_limb_portable": []}
+# Default limb count per ring degree: 27 at 2^16 (the bench point), elsewhere
+# the most 40-bit limbs with [60] + [40]*(L-1) + [60] under SEAL's 128-bit bound.
+DEFAULT_LIMBS = {12: 2, 13: 3, 14: 8, 15: 20, 16: 27}
+# Ring degree DESILO picks for Engine(max_level=...): log N -> max_level range.
+DESILO_LEVELS = {13: (1, 2), 14: (3, 7), 15: (8, 17), 16: (18, 26)}
+
+np = None  # numpy, imported after the thread variables are set
 
 
-def median_ms(fn, repeats):
-    fn()
+class Out:
+    def __init__(self, peer, args, log_n, limbs, note):
+        self.peer, self.threads, self.log_n, self.limbs, self.note = peer, args.threads, log_n, limbs, note
+
+    def emit(self, op, ms=None, bits=None, note=None, **extra):
+        row = {"peer": self.peer, "op": op}
+        if ms is not None:
+            row["median_ms"] = round(ms, 4)
+        row.update({"log_n": self.log_n, "limbs": self.limbs, "threads": self.threads})
+        row["precision_bits"] = None if bits is None else round(bits, 2)
+        row.update(extra)
+        row["note"] = "; ".join(x for x in (self.note, note) if x)
+        print(json.dumps(row), flush=True)
+
+
+def median_ms(fn, repeats, setup=None):
+    """Median wall time of fn() over `repeats` runs after one warm-up; `setup`
+    (untimed) runs before each call."""
     times = []
-    for _ in range(max(1, repeats)):
+    for i in range(repeats + 1):
+        if setup:
+            setup()
         t = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t) * 1e3)
+        dt = (time.perf_counter() - t) * 1e3
+        if i:
+            times.append(dt)
     return statistics.median(times)
 
 
 def bits(got, want):
-    err = float(np.max(np.abs(np.asarray(got)[: len(want)] - want)))
+    got = np.asarray(got)[: len(want)]
+    err = float(np.max(np.abs(got - want)))
     return -math.log2(err) if err > 0 else None
 
 
-def emit(peer, op, threads, log_n, limbs, ms=None, precision=None, note=None, **extra):
-    row = {"peer": peer, "op": op}
-    if ms is not None:
-        row["median_ms"] = round(ms, 4)
-    row.update({"log_n": log_n, "limbs": limbs, "threads": threads})
-    row["precision_bits"] = None if precision is None else round(precision, 2)
-    if note:
-        row["note"] = note
-    row.update(extra)
-    print(json.dumps(row), flush=True)
+def mem_available_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------- SEAL
+
+
+class SealPython:
+    """Microsoft SEAL through seal-python (`import seal`)."""
+
+    via = "seal-python"
+    size_note = "save(), uncompressed (this build has no zstd)"
+
+    def __init__(self, n, bit_sizes):
+        import seal
+
+        self.s = seal
+        parms = seal.EncryptionParameters(seal.scheme_type.ckks)
+        parms.set_poly_modulus_degree(n)
+        parms.set_coeff_modulus(seal.CoeffModulus.Create(n, bit_sizes))
+        bound = seal.CoeffModulus.MaxBitCount(n, seal.sec_level_type.tc128)
+        self.secure = 0 < bound and sum(bit_sizes) <= bound
+        level = seal.sec_level_type.tc128 if self.secure else seal.sec_level_type.none
+        self.ctx = seal.SEALContext(parms, True, level)
+        if not self.ctx.parameters_set():
+            raise RuntimeError(self.ctx.parameter_error_message())
+        self.bound = bound
+        self.kg = seal.KeyGenerator(self.ctx)
+        self.sk = self.kg.secret_key()
+        self.pk = self.kg.create_public_key()
+        self.rlk = self.kg.create_relin_keys()
+        self.encoder = seal.CKKSEncoder(self.ctx)
+        self.encryptor = seal.Encryptor(self.ctx, self.pk)
+        self.decryptor = seal.Decryptor(self.ctx, self.sk)
+        self.ev = seal.Evaluator(self.ctx)
+
+    def galois_keys(self, steps):
+        gk = self.s.GaloisKeys()
+        self.kg.create_galois_keys(list(steps), gk)
+        return gk
+
+    def encode(self, v, scale):
+        return self.encoder.encode(v, scale)
+
+    def decode(self, pt):
+        return self.encoder.decode(pt)
+
+    def encrypt(self, pt):
+        return self.encryptor.encrypt(pt)
+
+    def decrypt(self, ct):
+        return self.decryptor.decrypt(ct)
+
+    def add(self, a, b):
+        return self.ev.add(a, b)
+
+    def mul_plain(self, ct, pt):
+        return self.ev.multiply_plain(ct, pt)
+
+    def mul_relin_rescale(self, a, b):
+        c = self.ev.multiply(a, b)
+        self.ev.relinearize_inplace(c, self.rlk)
+        self.ev.rescale_to_next_inplace(c)
+        return c
+
+    def mul_relin(self, a, b):
+        c = self.ev.multiply(a, b)
+        self.ev.relinearize_inplace(c, self.rlk)
+        return c
+
+    def rescale(self, ct):
+        return self.ev.rescale_to_next(ct)
+
+    def rotate(self, ct, step, gk):
+        return self.ev.rotate_vector(ct, step, gk)
+
+    def copy(self, ct):
+        return self.s.Ciphertext(ct)
+
+    def mod_switch_inplace(self, ct):
+        self.ev.mod_switch_to_next_inplace(ct)
+
+    def to_ntt_inplace(self, ct):
+        self.ev.transform_to_ntt_inplace(ct)
+
+    def from_ntt_inplace(self, ct):
+        self.ev.transform_from_ntt_inplace(ct)
+
+    def ct_bytes(self, ct):
+        return ct.save_size(self.s.compr_mode_type.none)
+
+    def save_bytes(self, obj):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "obj")
+            obj.save(path)
+            return os.path.getsize(path)
+
+
+class SealApi(SealPython):
+    """The same SEAL calls through TenSEAL's raw bindings (tenseal.sealapi),
+    the fallback when seal-python is not installed."""
+
+    via = "tenseal.sealapi"
+    size_note = "save(), SEAL's default compression"
+
+    def __init__(self, n, bit_sizes):
+        import tenseal.sealapi as s
+
+        self.s, self.n = s, n
+        parms = s.EncryptionParameters(s.SCHEME_TYPE.CKKS)
+        parms.set_poly_modulus_degree(n)
+        parms.set_coeff_modulus(s.CoeffModulus.Create(n, bit_sizes))
+        bound = s.CoeffModulus.MaxBitCount(n, s.SEC_LEVEL_TYPE.TC128)
+        self.secure = 0 < bound and sum(bit_sizes) <= bound
+        self.bound = bound
+        self.ctx = s.SEALContext(parms, True, s.SEC_LEVEL_TYPE.TC128 if self.secure else s.SEC_LEVEL_TYPE.NONE)
+        self.kg = s.KeyGenerator(self.ctx)
+        self.sk = self.kg.secret_key()
+        self.pk = s.PublicKey()
+        self.kg.create_public_key(self.pk)
+        self.rlk = s.RelinKeys()
+        self.kg.create_relin_keys(self.rlk)
+        self.encoder = s.CKKSEncoder(self.ctx)
+        self.encryptor = s.Encryptor(self.ctx, self.pk)
+        self.decryptor = s.Decryptor(self.ctx, self.sk)
+        self.ev = s.Evaluator(self.ctx)
+
+    def _ct(self):
+        return self.s.Ciphertext(self.ctx)
+
+    def galois_keys(self, steps):
+        # These bindings resolve a list of ints to Galois elements, not steps:
+        # rotation by s > 0 is the automorphism X -> X^(3^s mod 2N).
+        gk = self.s.GaloisKeys()
+        self.kg.create_galois_keys([pow(3, s, 2 * self.n) for s in steps], gk)
+        return gk
+
+    def encode(self, v, scale):
+        pt = self.s.Plaintext()
+        self.encoder.encode(list(map(float, v)), scale, pt)
+        return pt
+
+    def decode(self, pt):
+        return np.asarray(self.encoder.decode_double(pt))
+
+    def encrypt(self, pt):
+        ct = self._ct()
+        self.encryptor.encrypt(pt, ct)
+        return ct
+
+    def decrypt(self, ct):
+        pt = self.s.Plaintext()
+        self.decryptor.decrypt(ct, pt)
+        return pt
+
+    def add(self, a, b):
+        c = self._ct()
+        self.ev.add(a, b, c)
+        return c
+
+    def mul_plain(self, ct, pt):
+        c = self._ct()
+        self.ev.multiply_plain(ct, pt, c)
+        return c
+
+    def mul_relin(self, a, b):
+        c = self._ct()
+        self.ev.multiply(a, b, c)
+        self.ev.relinearize_inplace(c, self.rlk)
+        return c
+
+    def mul_relin_rescale(self, a, b):
+        c = self.mul_relin(a, b)
+        self.ev.rescale_to_next_inplace(c)
+        return c
+
+    def rescale(self, ct):
+        c = self._ct()
+        self.ev.rescale_to_next(ct, c)
+        return c
+
+    def rotate(self, ct, step, gk):
+        c = self._ct()
+        self.ev.rotate_vector(ct, step, gk, c)
+        return c
+
+    def copy(self, ct):
+        c = self._ct()
+        self.ev.mod_switch_to(ct, ct.parms_id(), c)  # same level: a copy
+        return c
+
+    def ct_bytes(self, ct):
+        return self.save_bytes(ct)
+
+
+def seal_backend():
+    if os.environ.get("PEERS_SEAL_BACKEND") == "tenseal":  # to test the fallback
+        return SealApi
+    try:
+        import seal  # noqa: F401
+
+        return SealPython
+    except ImportError:
+        pass
+    try:
+        import tenseal.sealapi  # noqa: F401
+
+        return SealApi
+    except ImportError:
+        return None
 
 
 def run_seal(args, ops):
-    import seal
-
+    backend = seal_backend()
     n = 1 << args.log_n
-    q_count = args.limbs
-    bits_list = [60] + [40] * (q_count - 1) + [60]
-    parms = seal.EncryptionParameters(seal.scheme_type.ckks)
-    parms.set_poly_modulus_degree(n)
-    parms.set_coeff_modulus(seal.CoeffModulus.Create(n, bits_list))
-    # SEAL's own table stops at N = 2^15; the point is below the 2^16 bound.
-    context = seal.SEALContext(parms, True, seal.sec_level_type.none)
-    scale = 2.0**40
+    L = args.limbs
+    if backend is None:
+        Out("seal", args, args.log_n, L, "").emit("unavailable", note="neither seal-python nor tenseal imports; run setup-peers.sh")
+        return
+    bit_sizes = [60] + [40] * (L - 1) + [60]
+    t0 = time.perf_counter()
+    S = backend(n, bit_sizes)
+    note = f"{S.via}; Q 60+{L - 1}x40, P 60 (dnum {L}, SEAL's only mode); real inputs"
+    if not S.secure:
+        why = "has no 128-bit table entry for this N" if S.bound == 0 else f"128-bit bound is {S.bound} bits"
+        note += f"; sec_level none ({sum(bit_sizes)} bits; SEAL {why})"
+    if args.threads > 1:
+        note += "; single-threaded library (threads ignored)"
+    o = Out("seal", args, args.log_n, L, note)
+    R = args.repeats
     slots = n // 2
+    scale = 2.0**40
     rng = np.random.default_rng(1)
     a = rng.uniform(-1, 1, slots)
     b = rng.uniform(-1, 1, slots)
-    keygen = seal.KeyGenerator(context)
-    sk = keygen.secret_key()
-    pk = keygen.create_public_key()
-    rlk = keygen.create_relin_keys()
-    gk = seal.GaloisKeys()
-    keygen.create_galois_keys([1], gk)
-    encoder = seal.CKKSEncoder(context)
-    encryptor = seal.Encryptor(context, pk)
-    evaluator = seal.Evaluator(context)
-    decryptor = seal.Decryptor(context, sk)
-    pa, pb = encoder.encode(a, scale), encoder.encode(b, scale)
-    ca, cb = encryptor.encrypt(pa), encryptor.encrypt(pb)
-    T, L, R = args.threads, q_count, args.repeats
-    note = "single-threaded library" if T > 1 else None
+    prod = a * b
+    need_rot = {"rotate", "rotate_mid", "rotate_hoisted_8", "size_galois_key_bytes"} & ops
+    steps = list(range(1, 9)) if "rotate_hoisted_8" in ops else [1] if need_rot else []
+    gk_note = None
+    if len(steps) > 1:
+        key_bytes = 2 * L * (L + 1) * n * 8  # dnum = L digits, Q*P limbs
+        avail = mem_available_bytes()
+        if avail is not None and avail < 8 * key_bytes + (2 << 30):
+            steps = [1]
+            gk_note = f"skipped: 8 Galois keys need ~{8 * key_bytes / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
+    gk = S.galois_keys(steps) if steps else None
+    keygen_ms = (time.perf_counter() - t0) * 1e3
+    pa, pb = S.encode(a, scale), S.encode(b, scale)
+    ca, cb = S.encrypt(pa), S.encrypt(pb)
 
     def dec(ct):
-        return encoder.decode(decryptor.decrypt(ct))
+        return S.decode(S.decrypt(ct))
 
     if "encode" in ops:
-        ms = median_ms(lambda: encoder.encode(a, scale), R)
-        emit("seal", "encode", T, args.log_n, L, ms, bits(encoder.decode(pa), a), note)
+        o.emit("encode", median_ms(lambda: S.encode(a, scale), R), bits(S.decode(pa), a))
     if "encrypt_pk" in ops:
-        ms = median_ms(lambda: encryptor.encrypt(pa), R)
-        emit("seal", "encrypt_pk", T, args.log_n, L, ms, bits(dec(ca), a), note)
+        o.emit("encrypt_pk", median_ms(lambda: S.encrypt(pa), R), bits(dec(ca), a))
     if "decrypt" in ops:
-        ms = median_ms(lambda: decryptor.decrypt(ca), R)
-        emit("seal", "decrypt", T, args.log_n, L, ms, bits(dec(ca), a), note)
+        o.emit("decrypt", median_ms(lambda: S.decrypt(ca), R), bits(dec(ca), a), "decrypt to plaintext, no decode")
     if "add" in ops:
-        ms = median_ms(lambda: evaluator.add(ca, cb), R)
-        emit("seal", "add", T, args.log_n, L, ms, bits(dec(evaluator.add(ca, cb)), a + b), note)
+        o.emit("add", median_ms(lambda: S.add(ca, cb), R), bits(dec(S.add(ca, cb)), a + b))
     if "mul_plain" in ops:
-        ms = median_ms(lambda: evaluator.multiply_plain(ca, pb), R)
-        out = evaluator.multiply_plain(ca, pb)
-        evaluator.rescale_to_next_inplace(out)
-        emit("seal", "mul_plain", T, args.log_n, L, ms, bits(dec(out), a * b), note)
-
-    def mrr():
-        c = evaluator.multiply(ca, cb)
-        evaluator.relinearize_inplace(c, rlk)
-        evaluator.rescale_to_next_inplace(c)
-        return c
-
+        ms = median_ms(lambda: S.mul_plain(ca, pb), R)
+        o.emit("mul_plain", ms, bits(dec(S.rescale(S.mul_plain(ca, pb))), prod), "multiply_plain; bits after rescale")
     if "mul_relin_rescale" in ops:
-        ms = median_ms(mrr, R)
-        emit("seal", "mul_relin_rescale", T, args.log_n, L, ms, bits(dec(mrr()), a * b), note)
+        ms = median_ms(lambda: S.mul_relin_rescale(ca, cb), R)
+        o.emit("mul_relin_rescale", ms, bits(dec(S.mul_relin_rescale(ca, cb)), prod), "multiply + relinearize_inplace + rescale_to_next_inplace")
     if "rescale" in ops:
-        m = evaluator.multiply(ca, cb)
-        evaluator.relinearize_inplace(m, rlk)
-        ms = median_ms(lambda: evaluator.rescale_to_next(m), R)
-        emit("seal", "rescale", T, args.log_n, L, ms, bits(dec(evaluator.rescale_to_next(m)), a * b), note)
+        m = S.mul_relin(ca, cb)
+        o.emit("rescale", median_ms(lambda: S.rescale(m), R), bits(dec(S.rescale(m)), prod), "rescale_to_next of a relinearised product")
     if "rotate" in ops:
-        ms = median_ms(lambda: evaluator.rotate_vector(ca, 1, gk), R)
-        emit("seal", "rotate", T, args.log_n, L, ms, bits(dec(evaluator.rotate_vector(ca, 1, gk)), np.roll(a, -1)), note)
+        ms = median_ms(lambda: S.rotate(ca, 1, gk), R)
+        o.emit("rotate", ms, bits(dec(S.rotate(ca, 1, gk)), np.roll(a, -1)), "rotate_vector by 1")
     if "rotate_mid" in ops:
-        mid = seal.Ciphertext(ca)
-        for _ in range((q_count - 1) - (q_count - 1) // 2):
-            evaluator.mod_switch_to_next_inplace(mid)
-        ms = median_ms(lambda: evaluator.rotate_vector(mid, 1, gk), R)
-        emit("seal", "rotate_mid", T, args.log_n, L, ms, bits(dec(evaluator.rotate_vector(mid, 1, gk)), np.roll(a, -1)), note, level=(q_count - 1) // 2)
+        level = (L - 1) // 2
+        mid = S.copy(ca)
+        for _ in range(L - 1 - level):
+            S.mod_switch_inplace(mid)
+        ms = median_ms(lambda: S.rotate(mid, 1, gk), R)
+        o.emit("rotate_mid", ms, bits(dec(S.rotate(mid, 1, gk)), np.roll(a, -1)), f"mod_switch_to_next_inplace x{L - 1 - level}", level=level)
     if "rotate_hoisted_8" in ops:
-        emit("seal", "rotate_hoisted_8", T, args.log_n, L, None, None, "no hoisting API; eight Galois keys would take 6.3 GB at this point")
-    if "sizes" in ops:
-        with tempfile.TemporaryDirectory() as d:
-            ca.save(os.path.join(d, "ct"))
-            gk.save(os.path.join(d, "gk"))
-            emit(
-                "seal",
-                "sizes",
-                T,
-                args.log_n,
-                L,
-                note="SEAL's default compression (zstd) applies",
-                ciphertext_bytes=os.path.getsize(os.path.join(d, "ct")),
-                galois_key_bytes=os.path.getsize(os.path.join(d, "gk")),
-            )
+        if gk_note:
+            o.emit("rotate_hoisted_8", note=gk_note)
+        else:
+
+            def eight():
+                return [S.rotate(ca, s, gk) for s in range(1, 9)]
+
+            ms = median_ms(eight, R)
+            worst = min(bits(dec(c), np.roll(a, -s)) for s, c in zip(range(1, 9), eight()))
+            o.emit("rotate_hoisted_8", ms, worst, "no hoisting API: 8 separate rotate_vector calls")
+    if "ntt_forward_limb" in ops:
+        c = S.copy(ca)
+        S.from_ntt_inplace(c)
+        state = {"ntt": False}
+
+        def back():
+            if state["ntt"]:
+                S.from_ntt_inplace(c)
+
+        def fwd():
+            S.to_ntt_inplace(c)
+            state["ntt"] = True
+
+        ms = median_ms(fwd, max(R, 5), setup=back)
+        o.emit("ntt_forward_limb", ms / (2 * L), None, f"derived: transform_to_ntt_inplace of a 2 x {L}-limb ciphertext / {2 * L}")
+    if "size_ciphertext_bytes" in ops:
+        o.emit("size_ciphertext_bytes", bytes=S.ct_bytes(ca), note=f"fresh public-key ciphertext at the top level, {S.size_note}")
+    if "size_galois_key_bytes" in ops and gk is not None:
+        o.emit(
+            "size_galois_key_bytes",
+            bytes=S.save_bytes(gk) // len(steps),
+            keygen_ms=round(keygen_ms, 1),
+            note=f"one rotation key (GaloisKeys {S.size_note}, / {len(steps)} keys); keygen_ms: pk, rlk and {len(steps)} Galois keys",
+        )
+
+
+# ------------------------------------------------------------------- DESILO
+
+
+def desilo_engine(args, **kw):
+    import desilofhe
+
+    return desilofhe.Engine(mode="cpu", thread_count=args.threads, **kw)
 
 
 def run_desilo(args, ops):
-    import desilofhe
-
-    engine = desilofhe.Engine(max_level=args.limbs - 1, mode="cpu", thread_count=args.threads)
-    slots = engine.slot_count
+    try:
+        import desilofhe  # noqa: F401
+    except ImportError:
+        Out("desilo", args, args.log_n, args.limbs, "").emit("unavailable", note="desilofhe does not import; run setup-peers.sh")
+        return
+    lo, hi = DESILO_LEVELS.get(args.log_n, (1, 26))
+    max_level = min(max(args.limbs - 1, lo), hi)
+    eng = desilo_engine(args, max_level=max_level)
+    slots = eng.slot_count
+    n = 2 * slots
+    log_n = n.bit_length() - 1
+    L = max_level + 1
+    note = (
+        f"Engine(max_level={max_level}, mode='cpu', thread_count=<threads>); own word-sized moduli "
+        "({words} x 64-bit words/coeff at top vs {L} limbs); complex inputs; bits after its deferred rescale"
+    )
     rng = np.random.default_rng(1)
-    a = rng.uniform(-1, 1, slots)
-    b = rng.uniform(-1, 1, slots)
-    sk = engine.create_secret_key()
-    pk = engine.create_public_key(sk)
-    rlk = engine.create_relinearization_key(sk)
-    rot_keys = [engine.create_fixed_rotation_key(sk, d) for d in range(1, 9)]
-    T, L, R = args.threads, args.limbs, args.repeats
-    log_n = int(round(math.log2(slots))) + 1
-    pa, pb = engine.encode(a), engine.encode(b)
-    ca, cb = engine.encrypt(a, pk), engine.encrypt(b, pk)
-    note = f"DESILO max_level={args.limbs - 1} with its own moduli"
+    a = rng.uniform(-1, 1, slots) + 1j * rng.uniform(-1, 1, slots)
+    b = rng.uniform(-1, 1, slots) + 1j * rng.uniform(-1, 1, slots)
+    prod = a * b
+    t0 = time.perf_counter()
+    sk = eng.create_secret_key()
+    pk = eng.create_public_key(sk)
+    rlk = eng.create_relinearization_key(sk)
+    need_rot = {"rotate", "rotate_mid", "rotate_hoisted_8", "size_galois_key_bytes"} & ops
+    steps = list(range(1, 9)) if "rotate_hoisted_8" in ops else [1] if need_rot else []
+    rot = {s: eng.create_fixed_rotation_key(sk, s) for s in steps}
+    keygen_ms = (time.perf_counter() - t0) * 1e3
+    pa, pb = eng.encode(a), eng.encode(b)
+    # A fresh DESILO ciphertext carries a pending rescale (it is at a larger
+    # scale, which multiply() removes before it multiplies); rescale() makes it
+    # "normal" at scale ~2^40 with the same level.
+    ca, cb = eng.encrypt(pa, pk), eng.encrypt(pb, pk)
+    ca_r, cb_r = eng.rescale(ca), eng.rescale(cb)
+    words = round(ca.serialized_nbytes / (2 * n * 8))
+    o = Out("desilo", args, log_n, L, note.format(words=words, L=L))
+    R = args.repeats
 
     def dec(ct):
-        return engine.decrypt(ct, sk)
+        return eng.decrypt(eng.rescale(ct), sk)
 
     if "encode" in ops:
-        ms = median_ms(lambda: engine.encode(a), R)
-        emit("desilo", "encode", T, log_n, L, ms, bits(engine.decode(pa), a), note)
+        o.emit("encode", median_ms(lambda: eng.encode(a), R), bits(eng.decode(pa), a), "encode(complex array) at the top level")
     if "encrypt_pk" in ops:
-        ms = median_ms(lambda: engine.encrypt(pa, pk), R)
-        emit("desilo", "encrypt_pk", T, log_n, L, ms, bits(dec(ca), a), note)
+        o.emit("encrypt_pk", median_ms(lambda: eng.encrypt(pa, pk), R), bits(dec(ca), a), "encrypt(plaintext, public_key)")
     if "decrypt" in ops:
-        ms = median_ms(lambda: engine.decrypt_to_plaintext(ca, sk), R)
-        emit("desilo", "decrypt", T, log_n, L, ms, bits(dec(ca), a), note + "; decrypt_to_plaintext (no decode)")
+        o.emit("decrypt", median_ms(lambda: eng.decrypt_to_plaintext(ca, sk), R), bits(dec(ca), a), "decrypt_to_plaintext, no decode")
     if "add" in ops:
-        ms = median_ms(lambda: engine.add(ca, cb), R)
-        emit("desilo", "add", T, log_n, L, ms, bits(dec(engine.add(ca, cb)), a + b), note)
+        o.emit("add", median_ms(lambda: eng.add(ca, cb), R), bits(dec(eng.add(ca, cb)), a + b))
     if "mul_plain" in ops:
-        ms = median_ms(lambda: engine.multiply(ca, pb), R)
-        emit("desilo", "mul_plain", T, log_n, L, ms, bits(dec(engine.multiply(ca, pb)), a * b), note + "; its ct x pt multiply rescales")
+        ms = median_ms(lambda: eng.multiply(ca_r, pb), R)
+        o.emit("mul_plain", ms, bits(dec(eng.multiply(ca_r, pb)), prod), "multiply(rescaled ct, plaintext); its output is left unrescaled")
     if "mul_relin_rescale" in ops:
-        ms = median_ms(lambda: engine.multiply(ca, cb, rlk), R)
-        emit("desilo", "mul_relin_rescale", T, log_n, L, ms, bits(dec(engine.multiply(ca, cb, rlk)), a * b), note)
+        ms = median_ms(lambda: eng.rescale(eng.multiply(ca_r, cb_r, rlk)), R)
+        out = eng.rescale(eng.multiply(ca_r, cb_r, rlk))
+        ms_fresh = median_ms(lambda: eng.multiply(ca, cb, rlk), R)
+        o.emit(
+            "mul_relin_rescale",
+            ms,
+            bits(eng.decrypt(out, sk), prod),
+            f"rescale(multiply(ct, ct, relinearization_key)) on rescaled inputs; multiply(fresh, fresh, rlk), which rescales both inputs first, takes {ms_fresh:.1f} ms",
+            level_after=out.level,
+        )
+    if "rescale" in ops:
+        m = eng.multiply(ca_r, cb_r, rlk)
+        o.emit("rescale", median_ms(lambda: eng.rescale(m), R), bits(dec(m), prod), "rescale of a relinearised product")
     if "rotate" in ops:
-        ms = median_ms(lambda: engine.rotate(ca, rot_keys[0]), R)
-        emit("desilo", "rotate", T, log_n, L, ms, bits(dec(engine.rotate(ca, rot_keys[0])), np.roll(a, -1)), note)
+        ms = median_ms(lambda: eng.rotate(ca, rot[1]), R)
+        o.emit("rotate", ms, bits(dec(eng.rotate(ca, rot[1])), np.roll(a, -1)), "rotate(fresh ct, fixed_rotation_key(1))")
     if "rotate_mid" in ops:
-        level = (args.limbs - 1) // 2
-        mid = engine.level_down(ca, level)
-        ms = median_ms(lambda: engine.rotate(mid, rot_keys[0]), R)
-        emit("desilo", "rotate_mid", T, log_n, L, ms, bits(dec(engine.rotate(mid, rot_keys[0])), np.roll(a, -1)), note, level=level)
+        level = max_level // 2
+        mid = eng.level_down(ca, level)
+        ms = median_ms(lambda: eng.rotate(mid, rot[1]), R)
+        mid_words = round(mid.serialized_nbytes / (2 * n * 8))
+        o.emit(
+            "rotate_mid",
+            ms,
+            bits(dec(eng.rotate(mid, rot[1])), np.roll(a, -1)),
+            f"level_down(ct, {level}) then rotate ({mid_words} words)",
+            level=level,
+        )
     if "rotate_hoisted_8" in ops:
-        ms = median_ms(lambda: engine.rotate_many(ca, rot_keys), R)
-        outs = engine.rotate_many(ca, rot_keys)
-        worst = min(bits(dec(o), np.roll(a, -(i + 1))) for i, o in enumerate(outs))
-        emit("desilo", "rotate_hoisted_8", T, log_n, L, ms, worst, note + "; rotate_many")
-    if "sizes" in ops:
-        emit(
-            "desilo",
-            "sizes",
-            T,
-            log_n,
-            L,
-            note=note,
-            ciphertext_bytes=len(engine.serialize_ciphertext(ca)),
-            galois_key_bytes=len(engine.serialize_fixed_rotation_key(rot_keys[0])),
+        keys = [rot[s] for s in range(1, 9)]
+        ms = median_ms(lambda: eng.rotate_many(ca, keys), R)
+        outs = eng.rotate_many(ca, keys)
+        worst = min(bits(dec(c), np.roll(a, -s)) for s, c in zip(range(1, 9), outs))
+        o.emit("rotate_hoisted_8", ms, worst, "rotate_many(ct, [fixed_rotation_key(1..8)])")
+    if "ntt_forward_limb" in ops:
+        ci = eng.intt(ca)
+        ms = median_ms(lambda: eng.ntt(ci), max(R, 5))
+        o.emit("ntt_forward_limb", ms / (2 * words), None, f"derived: ntt() of a 2 x {words}-word ciphertext / {2 * words}, per 64-bit word (not per 40-bit limb)")
+    if "size_ciphertext_bytes" in ops:
+        o.emit("size_ciphertext_bytes", bytes=len(eng.serialize_ciphertext(ca)), note="serialize_ciphertext of a fresh top-level ciphertext")
+    if "size_galois_key_bytes" in ops and rot:
+        o.emit(
+            "size_galois_key_bytes",
+            bytes=len(eng.serialize_fixed_rotation_key(rot[1])),
+            keygen_ms=round(keygen_ms, 1),
+            note=f"serialize_fixed_rotation_key(1); keygen_ms: pk, rlk and {len(rot)} rotation keys",
         )
 
 
 def run_desilo_bootstrap(args):
-    import desilofhe
-
-    engine = desilofhe.Engine(mode="cpu", bootstrap=True, thread_count=args.threads)
-    sk = engine.create_secret_key()
-    pk = engine.create_public_key(sk)
-    rlk = engine.create_relinearization_key(sk)
-    conj = engine.create_conjugation_key(sk)
-    bk = engine.create_small_bootstrap_key(sk)
-    roll = engine.create_roll_key(sk)
+    eng = desilo_engine(args, bootstrap=True)
+    t0 = time.perf_counter()
+    sk = eng.create_secret_key()
+    pk = eng.create_public_key(sk)
+    rlk = eng.create_relinearization_key(sk)
+    conj = eng.create_conjugation_key(sk)
+    roll = eng.create_roll_key(sk)
+    bk = eng.create_small_bootstrap_key(sk)
+    keygen_ms = (time.perf_counter() - t0) * 1e3
+    slots = eng.slot_count
     rng = np.random.default_rng(2)
-    slots = engine.slot_count
-    errs = []
-    times = []
-    levels_after = None
-    for _ in range(max(1, args.repeats)):
+    errs, times, levels_after = [], [], None
+    x = rng.uniform(-1, 1, slots)
+    ct = eng.level_down(eng.encrypt(x, pk), 0)
+    eng.bootstrap(ct, rlk, conj, roll, bk)  # warm-up
+    for _ in range(args.repeats):
         x = rng.uniform(-1, 1, slots)
-        ct = engine.level_down(engine.encrypt(x, pk), 0) if hasattr(engine, "level_down") else engine.encrypt(x, pk)
+        ct = eng.level_down(eng.encrypt(x, pk), 0)
         t = time.perf_counter()
-        out = engine.bootstrap(ct, rlk, conj, roll, bk)
+        out = eng.bootstrap(ct, rlk, conj, roll, bk)
         times.append((time.perf_counter() - t) * 1e3)
         levels_after = out.level
-        errs.append(np.abs(engine.decrypt(out, sk) - x))
-    all_err = np.concatenate(errs)
-    emit(
-        "desilo",
-        "bootstrap",
-        args.threads,
-        int(round(math.log2(slots))) + 1,
-        None,
-        statistics.median(times),
-        None,
-        "bootstrap=True preset, small bootstrap key",
-        slots=slots,
-        precision_bits_mean=round(float(-np.log2(np.mean(all_err))), 2),
-        precision_bits_min=round(float(-np.log2(np.max(all_err))), 2),
-        levels_after=levels_after,
-    )
+        errs.append(np.abs(eng.decrypt(eng.rescale(out), sk) - x))
+    err = np.concatenate(errs)
+    row = {
+        "peer": "desilo",
+        "op": "bootstrap",
+        "median_ms": round(statistics.median(times), 1),
+        "log_n": (2 * slots).bit_length() - 1,
+        "threads": args.threads,
+        "slots": slots,
+        "precision_bits_mean": round(float(-np.log2(np.mean(err))), 2),
+        "precision_bits_min": round(float(-np.log2(np.max(err))), 2),
+        "levels_after": levels_after,
+        "note": f"Engine(bootstrap=True) preset, small bootstrap key; input level_down to 0, real inputs; {args.repeats} repeats; keygen {keygen_ms:.0f} ms",
+    }
+    print(json.dumps(row), flush=True)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per op (default 5; 3 for bootstrap)")
     p.add_argument("--peer", default="all", choices=["all", "seal", "desilo"])
-    p.add_argument("--ops", default=",".join(OPS))
-    p.add_argument("--op", default=None, help="single op; 'bootstrap' runs DESILO's bootstrapping")
-    p.add_argument("--log-n", type=int, default=16, help="ring degree (smaller for smoke tests)")
-    p.add_argument("--limbs", type=int, default=27)
+    p.add_argument("--ops", default=None, help="comma-separated ops (default: all): " + ",".join(OPS))
+    p.add_argument("--op", default=None, help="one op; 'bootstrap' runs DESILO's bootstrapping")
+    p.add_argument("--log-n", type=int, default=16, help="log2 ring degree; smaller for smoke tests")
+    p.add_argument("--limbs", type=int, default=None, help="ciphertext modulus limbs (default 27 at log-n 16, fewer below)")
     args = p.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.repeats is None:
+        args.repeats = 3 if args.op == "bootstrap" else 5
+    args.repeats = max(1, args.repeats)
+    if args.limbs is None:
+        args.limbs = DEFAULT_LIMBS.get(args.log_n, 3)
+    args.limbs = max(2, min(27, args.limbs))
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    global np
+    import numpy
+
+    np = numpy
+
     if args.op == "bootstrap":
         run_desilo_bootstrap(args)
         return
-    ops = set([args.op] if args.op else args.ops.split(","))
-    unknown = ops - set(OPS)
-    if unknown:
-        sys.exit(f"unknown ops: {sorted(unknown)}; known: {OPS}")
-    if args.peer in ("all", "seal"):
-        run_seal(args, ops)
-    if args.peer in ("all", "desilo"):
-        if args.log_n != 16:
-            print(json.dumps({"peer": "desilo", "note": "DESILO picks its own ring degree; skipped for --log-n != 16"}))
+    wanted = [args.op] if args.op else (args.ops.split(",") if args.ops else OPS)
+    ops = set()
+    for w in (x.strip() for x in wanted if x.strip()):
+        if w in ALIASES:
+            ops.update(ALIASES[w])
+        elif w in OPS:
+            ops.add(w)
         else:
-            run_desilo(args, ops)
+            sys.exit(f"unknown op {w!r}; known: {', '.join(OPS)}, bootstrap")
+
+    if args.peer == "all":
+        # One process per peer: each one's keys are freed before the next starts.
+        rc = 0
+        for peer in ("seal", "desilo"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--peer", peer, "--threads", str(args.threads)]
+            cmd += ["--repeats", str(args.repeats), "--log-n", str(args.log_n), "--limbs", str(args.limbs)]
+            cmd += ["--ops", ",".join(sorted(ops))]
+            r = subprocess.run(cmd)
+            if r.returncode:
+                print(f"peers.py: {peer} exited with {r.returncode}", file=sys.stderr)
+                rc = rc or r.returncode
+        sys.exit(rc)
+    {"seal": run_seal, "desilo": run_desilo}[args.peer](args, ops)
 
 
 if __name__ == "__main__":

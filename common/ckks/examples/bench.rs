@@ -17,9 +17,10 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(about = "nexus-ckks operation benchmark")]
 struct Args {
-    /// Parameter preset.
-    #[arg(long, default_value = "bench-n16-l27")]
-    preset: String,
+    /// Parameter preset (default: bench-n16-l27; for --op bootstrap the
+    /// default 128-bit bootstrapping preset).
+    #[arg(long)]
+    preset: Option<String>,
     /// Worker threads (rayon).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -36,6 +37,11 @@ struct Args {
     #[arg(long)]
     json: bool,
 }
+
+/// The default 128-bit full-slot bootstrapping preset, once it exists; see
+/// docs/PERFORMANCE.md for the test-size preset that runs today.
+const DEFAULT_BOOTSTRAP_PRESET: Option<&str> = None;
+const TEST_BOOTSTRAP_PRESET: &str = "INSECURE_N12_QP1121_H32_BOOT_TEST";
 
 const ALL_OPS: &[&str] = &[
     "ntt_forward_limb",
@@ -119,7 +125,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let params = Parameters::preset(&args.preset)?;
+    if args.op.as_deref() == Some("bootstrap") {
+        return run_bootstrap(args);
+    }
+    let preset = args.preset.clone().unwrap_or_else(|| "bench-n16-l27".into());
+    let params = Parameters::preset(&preset)?;
     let wanted: Vec<String> = match (&args.op, &args.ops) {
         (Some(op), _) => vec![op.clone()],
         (None, Some(list)) => list.split(',').map(|s| s.trim().to_string()).collect(),
@@ -182,7 +192,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if !args.json {
         println!(
             "# preset {} (log N {}, {} limbs, {} special, dnum {}), keygen {keygen_ms:.0} ms",
-            args.preset,
+            preset,
             params.log_n(),
             params.q().len(),
             params.p().len(),
@@ -290,5 +300,65 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             ],
         );
     }
+    Ok(())
+}
+
+/// `--op bootstrap`: median time and precision of full-slot bootstrapping
+/// over `--repeats` random inputs uniform in [-1, 1] (real and imaginary).
+fn run_bootstrap(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
+    let missing = format!(
+        "no 128-bit bootstrapping preset exists yet; run the test-size one with --preset {TEST_BOOTSTRAP_PRESET}"
+    );
+    let preset = args.preset.clone().or(DEFAULT_BOOTSTRAP_PRESET.map(str::to_string)).ok_or(missing)?;
+    let params = Parameters::preset(&preset)?;
+    let config = BootstrapConfig {
+        cts_levels: 3,
+        stc_levels: 3,
+        k: 12.0,
+        eval_mod_degree: 31,
+        double_angle: 3,
+        log_eval_mod_scale: 55,
+    };
+    let boot = Bootstrapper::new(&params, config)?;
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = boot.generate_keys(&mut kg, &sk)?;
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let dec = Decryptor::new(&params);
+    let slots = params.max_slots();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (mut times, mut errs) = (Vec::new(), Vec::new());
+    let mut out_scale = 0.0;
+    for _ in 0..args.repeats.max(4) {
+        let v: Vec<Complex64> =
+            (0..slots).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect();
+        let ct = Encryptor::new(&params).encrypt_pk(&enc.encode_complex(&v, 0, params.default_scale())?, &pk)?;
+        let t = Instant::now();
+        let out = boot.bootstrap(&eval, &ct, &keys)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        out_scale = out.scale();
+        let got = enc.decode_complex(&dec.decrypt(&out, &sk)?)?;
+        errs.extend(got.iter().zip(&v).map(|(a, b)| (a - b).norm()));
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+    let max = errs.iter().cloned().fold(0.0, f64::max);
+    let line = format!(
+        "{{\"op\": \"bootstrap\", \"preset\": \"{preset}\", \"log_n\": {}, \"slots\": {slots}, \"secure\": {}, \"median_ms\": {:.1}, \"precision_bits_mean\": {:.2}, \"precision_bits_min\": {:.2}, \"levels_after\": {}, \"log_scale_after\": {:.2}, \"peak_rss_mb\": {:.1}, \"threads\": {}, \"galois_keys\": {}}}",
+        params.log_n(),
+        params.is_secure(),
+        times[times.len() / 2],
+        -mean.log2(),
+        -max.log2(),
+        boot.output_level(),
+        out_scale.log2(),
+        peak_rss_mb().unwrap_or(f64::NAN),
+        args.threads,
+        keys.galois.len()
+    );
+    println!("{line}");
     Ok(())
 }
