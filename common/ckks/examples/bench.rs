@@ -312,14 +312,7 @@ fn run_bootstrap(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + S
     );
     let preset = args.preset.clone().or(DEFAULT_BOOTSTRAP_PRESET.map(str::to_string)).ok_or(missing)?;
     let params = Parameters::preset(&preset)?;
-    let config = BootstrapConfig {
-        cts_levels: 3,
-        stc_levels: 3,
-        k: 12.0,
-        eval_mod_degree: 31,
-        double_angle: 3,
-        log_eval_mod_scale: 55,
-    };
+    let config = BootstrapConfig::default();
     let boot = Bootstrapper::new(&params, config)?;
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();

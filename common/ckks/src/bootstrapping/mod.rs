@@ -49,6 +49,15 @@ pub struct BootstrapConfig {
     pub log_eval_mod_scale: u32,
 }
 
+impl Default for BootstrapConfig {
+    /// The configuration of the test-size preset
+    /// `INSECURE_N12_QP1121_H32_BOOT_TEST`: 3 + 9 + 3 levels, K = 12 for a
+    /// secret of Hamming weight 32.
+    fn default() -> Self {
+        Self { cts_levels: 3, stc_levels: 3, k: 12.0, eval_mod_degree: 31, double_angle: 3, log_eval_mod_scale: 55 }
+    }
+}
+
 impl BootstrapConfig {
     /// Levels consumed by EvalMod.
     pub fn eval_mod_depth(&self) -> usize {

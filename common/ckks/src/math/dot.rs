@@ -170,27 +170,11 @@ pub fn reduce_sub(t: &Modulus, src: &[u64], offset: u64, out: &mut [u64]) {
 
 #[cfg(target_arch = "x86_64")]
 mod ifma {
+    use super::super::simd::{csub, mul_shoup52, MASK52};
     use super::Reducer52;
     use std::arch::x86_64::*;
 
-    const MASK52: i64 = (1 << 52) - 1;
     const MASK30: i64 = (1 << 30) - 1;
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    fn mul_shoup52(y: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
-        let zero = _mm512_setzero_si512();
-        let q_est = _mm512_madd52hi_epu64(zero, y, ws);
-        let prod = _mm512_madd52lo_epu64(zero, y, w);
-        let sub = _mm512_madd52lo_epu64(zero, q_est, q);
-        _mm512_and_si512(_mm512_sub_epi64(prod, sub), _mm512_set1_epi64(MASK52))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn csub(x: __m512i, m: __m512i) -> __m512i {
-        _mm512_min_epu64(x, _mm512_sub_epi64(x, m))
-    }
 
     /// Reduces `hi * 2^52 + lo` (each below 2^60) modulo t.
     #[inline]

@@ -5,6 +5,8 @@ pub mod modulus;
 pub mod ntt;
 pub mod primes;
 pub mod rns;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 pub use modulus::Modulus;
 pub use ntt::NttTable;

@@ -85,6 +85,20 @@ impl Evaluator {
         Ciphertext { parts, level: like.level, scale, encoding: like.encoding, seed: None }
     }
 
+    /// Applies `f` to a copy of every component.
+    fn map_parts(&self, ct: &Ciphertext, scale: f64, f: impl Fn(&mut Poly<Ntt>)) -> Ciphertext {
+        let parts = ct
+            .parts
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                f(&mut p);
+                p
+            })
+            .collect();
+        self.derived(parts, ct, scale)
+    }
+
     /// `a + b`.
     pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
         let mut out = a.clone();
@@ -159,17 +173,7 @@ impl Evaluator {
     /// `ct * pt`; the scale becomes the product of the scales.
     pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
         let p = self.plain_at_level("mul_plain", pt, ct.level)?;
-        let ring = self.ring();
-        let parts = ct
-            .parts
-            .iter()
-            .map(|c| {
-                let mut c = c.clone();
-                c.mul_assign(ring, &p);
-                c
-            })
-            .collect();
-        Ok(self.derived(parts, ct, ct.scale * pt.scale))
+        Ok(self.map_parts(ct, ct.scale * pt.scale, |c| c.mul_assign(self.ring(), &p)))
     }
 
     /// Residues of `round(v)` modulo each chain prime up to `level`.
@@ -227,50 +231,20 @@ impl Evaluator {
     /// `ct * round(c * const_scale)`; the scale is multiplied by `const_scale`.
     pub fn mul_const_with_scale(&self, ct: &Ciphertext, c: f64, const_scale: f64) -> Result<Ciphertext, CkksError> {
         let res = self.constant_residues(c * const_scale, ct.level)?;
-        let ring = self.ring();
-        let parts = ct
-            .parts
-            .iter()
-            .map(|p| {
-                let mut p = p.clone();
-                p.mul_scalar_assign(ring, &res);
-                p
-            })
-            .collect();
-        Ok(self.derived(parts, ct, ct.scale * const_scale))
+        Ok(self.map_parts(ct, ct.scale * const_scale, |p| p.mul_scalar_assign(self.ring(), &res)))
     }
 
     /// `ct * c` for a complex constant, encoded at the last prime's scale.
     pub fn mul_const_complex(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext, CkksError> {
         let const_scale = self.params.q()[ct.level] as f64;
         let p = self.complex_constant_poly(c, const_scale, ct.level)?;
-        let ring = self.ring();
-        let parts = ct
-            .parts
-            .iter()
-            .map(|x| {
-                let mut x = x.clone();
-                x.mul_assign(ring, &p);
-                x
-            })
-            .collect();
-        Ok(self.derived(parts, ct, ct.scale * const_scale))
+        Ok(self.map_parts(ct, ct.scale * const_scale, |x| x.mul_assign(self.ring(), &p)))
     }
 
     /// `ct * k` for an integer (exact; the scale is unchanged).
     pub fn mul_integer(&self, ct: &Ciphertext, k: i64) -> Ciphertext {
         let res: Vec<u64> = self.ring().q()[..=ct.level].iter().map(|m| m.reduce_i64(k)).collect();
-        let ring = self.ring();
-        let parts = ct
-            .parts
-            .iter()
-            .map(|p| {
-                let mut p = p.clone();
-                p.mul_scalar_assign(ring, &res);
-                p
-            })
-            .collect();
-        self.derived(parts, ct, ct.scale)
+        self.map_parts(ct, ct.scale, |p| p.mul_scalar_assign(self.ring(), &res))
     }
 
     /// `ct * X^k` (negacyclic: `X^N = -1`), for any integer `k`.
@@ -286,16 +260,7 @@ impl Evaluator {
             mono.limb_mut(j)[pos as usize] = if negative { m.neg(1) } else { 1 };
         }
         let mono = mono.into_ntt(ring);
-        let parts = ct
-            .parts
-            .iter()
-            .map(|p| {
-                let mut p = p.clone();
-                p.mul_assign(ring, &mono);
-                p
-            })
-            .collect();
-        self.derived(parts, ct, ct.scale)
+        self.map_parts(ct, ct.scale, |p| p.mul_assign(ring, &mono))
     }
 
     /// Tensor product `(a0 b0, a0 b1 + a1 b0, a1 b1)` (degree 2, not
