@@ -40,7 +40,7 @@ struct Args {
 
 /// The default 128-bit full-slot bootstrapping preset, once it exists; see
 /// docs/PERFORMANCE.md for the test-size preset that runs today.
-const DEFAULT_BOOTSTRAP_PRESET: Option<&str> = None;
+const DEFAULT_BOOTSTRAP_PRESET: Option<&str> = Some("N16_QP1505_H192");
 const TEST_BOOTSTRAP_PRESET: &str = "INSECURE_N12_QP1121_H32_BOOT_TEST";
 
 const ALL_OPS: &[&str] = &[
@@ -312,7 +312,9 @@ fn run_bootstrap(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + S
     );
     let preset = args.preset.clone().or(DEFAULT_BOOTSTRAP_PRESET.map(str::to_string)).ok_or(missing)?;
     let params = Parameters::preset(&preset)?;
-    let config = BootstrapConfig::default();
+    let config = BootstrapConfig::for_preset(&preset).ok_or_else(|| {
+        format!("preset {preset} has no bootstrapping circuit (use N16_QP1505_H192 or {TEST_BOOTSTRAP_PRESET})")
+    })?;
     let boot = Bootstrapper::new(&params, config)?;
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();

@@ -108,3 +108,34 @@ fn bad_configurations_and_inputs_are_refused() {
     let err = boot.bootstrap(&Evaluator::new(&params), &ct, &keys).unwrap_err();
     assert!(err.to_string().contains("full-slot"), "{err}");
 }
+
+/// The 128-bit N = 2^16 preset (about 11 GB and a few minutes on 2 cores):
+/// `cargo test --release -p nexus-ckks --test bootstrapping -- --ignored --nocapture`.
+#[test]
+#[ignore = "N = 2^16 bootstrapping keys take about 9 GB"]
+fn secure_n16_full_slot_bootstrapping() {
+    let params = Parameters::preset("N16_QP1505_H192").unwrap();
+    assert!(params.is_secure());
+    let config = BootstrapConfig::for_preset("N16_QP1505_H192").unwrap();
+    let boot = Bootstrapper::new(&params, config).unwrap();
+    assert!(boot.output_level() >= 9, "levels after bootstrapping: {}", boot.output_level());
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let slots = params.max_slots();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let v: Vec<Complex64> =
+        (0..slots).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect();
+    let ct =
+        Encryptor::new(&params).encrypt_pk(&enc.encode_complex(&v, 0, params.default_scale()).unwrap(), &pk).unwrap();
+    let out = boot.bootstrap(&eval, &ct, &keys).unwrap();
+    assert_eq!(out.scale(), params.default_scale());
+    let got = enc.decode_complex(&Decryptor::new(&params).decrypt(&out, &sk).unwrap()).unwrap();
+    let errs: Vec<f64> = got.iter().zip(&v).map(|(a, b)| (a - b).norm()).collect();
+    let (max, mean) = (errs.iter().cloned().fold(0.0, f64::max), errs.iter().sum::<f64>() / errs.len() as f64);
+    println!("N16_QP1505_H192: min {:.1} bits, mean {:.1} bits", -max.log2(), -mean.log2());
+    assert!(-max.log2() > 15.0 && -mean.log2() > 17.0);
+}

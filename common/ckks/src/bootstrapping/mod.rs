@@ -59,6 +59,19 @@ impl Default for BootstrapConfig {
 }
 
 impl BootstrapConfig {
+    /// The circuit designed for a bootstrapping preset.
+    pub fn for_preset(name: &str) -> Option<Self> {
+        match name {
+            "INSECURE_N12_QP1121_H32_BOOT_TEST" => Some(Self::default()),
+            // h = 192: |t / q0| has standard deviation 4.0; K = 24 is 6 sigma
+            // (failure about 1e-4 per bootstrap of 2^16 coefficients). With
+            // r = 3 the cosine spans 18.9 rad; degree 55 approximates it to
+            // about 2^-64 in depth 7.
+            "N16_QP1505_H192" => Some(Self { k: 24.0, eval_mod_degree: 55, ..Self::default() }),
+            _ => None,
+        }
+    }
+
     /// Levels consumed by EvalMod.
     pub fn eval_mod_depth(&self) -> usize {
         let poly = Chebyshev { a: -1.0, b: 1.0, coeffs: vec![0.0; self.eval_mod_degree + 1] };
