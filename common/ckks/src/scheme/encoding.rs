@@ -111,8 +111,10 @@ impl Encoder {
                 break;
             }
             for i in (0..size).step_by(len) {
+                // lenq and m are powers of two: mask and shift, no division.
+                let (mask, shift) = (lenq - 1, (m / lenq).trailing_zeros());
                 for j in 0..lenh {
-                    let idx = (lenq - (self.rot_group[j] % lenq)) * (m / lenq);
+                    let idx = (lenq - (self.rot_group[j] & mask)) << shift;
                     let u = vals[i + j] + vals[i + j + lenh];
                     let v = (vals[i + j] - vals[i + j + lenh]) * self.roots[idx];
                     vals[i + j] = u;
@@ -136,8 +138,9 @@ impl Encoder {
             let lenh = len >> 1;
             let lenq = len << 2;
             for i in (0..size).step_by(len) {
+                let (mask, shift) = (lenq - 1, (m / lenq).trailing_zeros());
                 for j in 0..lenh {
-                    let idx = (self.rot_group[j] % lenq) * (m / lenq);
+                    let idx = (self.rot_group[j] & mask) << shift;
                     let u = vals[i + j];
                     let v = vals[i + j + lenh] * self.roots[idx];
                     vals[i + j] = u + v;
@@ -227,22 +230,34 @@ impl Encoder {
         let ring = self.params.ring();
         let basis = Basis::q(level);
         let log_q: f64 = self.params.q()[..=level].iter().map(|&q| (q as f64).log2()).sum();
-        let mut poly = Poly::<Coeff>::zero(ring, basis);
-        let n = ring.n();
+        let bound = 2f64.powf((log_q - 1.0).min(126.0));
+        let mut rounded = Vec::with_capacity(coeffs.len());
         for (k, &c) in coeffs.iter().enumerate() {
             let v = (c * scale).round();
-            if !v.is_finite() || (v != 0.0 && v.abs().log2() >= (log_q - 1.0).min(126.0)) {
+            if !v.is_finite() || v.abs() >= bound {
                 return Err(CkksError::InvalidInput(format!(
                     "coefficient {k} = {c} times scale 2^{:.1} does not fit modulus of 2^{log_q:.0} at level {level}",
                     scale.log2()
                 )));
             }
-            let big = v as i128;
-            let data = poly.data_mut();
-            for j in 0..basis.limbs() {
-                data[j * n + k] = ring.modulus_of(basis, j).reduce_i128(big);
-            }
+            rounded.push(v as i128);
         }
+        let small = rounded.iter().all(|v| v.unsigned_abs() < 1 << 63);
+        let mut poly = Poly::<Coeff>::zero(ring, basis);
+        let n = ring.n();
+        use rayon::prelude::*;
+        poly.data_mut().par_chunks_mut(n).enumerate().for_each(|(j, limb)| {
+            let m = ring.modulus_of(basis, j);
+            if small {
+                for (dst, &v) in limb.iter_mut().zip(&rounded) {
+                    *dst = m.reduce_i64(v as i64);
+                }
+            } else {
+                for (dst, &v) in limb.iter_mut().zip(&rounded) {
+                    *dst = m.reduce_i128(v);
+                }
+            }
+        });
         Ok(poly)
     }
 
