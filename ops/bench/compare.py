@@ -196,6 +196,7 @@ def table(rows, threads):
         mb = lambda v: "-" if v is None else f"{int(v) / 1e6:.2f}"
         out += ["", "| size (MB) | nexus | seal | desilo |", "|---|---|---|---|"]
         out += [f"| {op.removeprefix('size_').removesuffix('_bytes')} | {mb(d['nexus'])} | {mb(d['seal'])} | {mb(d['desilo'])} |" for op, d in size_rows]
+        out.append("(nexus: its serialized sizes, Galois key seeded; see each row's note for the peers)")
 
     # The peers' notes: what all rows of a peer say, what all rows at one
     # thread count add, then what each op adds.

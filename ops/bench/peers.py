@@ -59,6 +59,8 @@ class Out:
         row = {"peer": self.peer, "op": op}
         if ms is not None:
             row["median_ms"] = round(ms, 4)
+            if LAST_CPU_UTIL[0] is not None:
+                row["cpu_util"] = round(LAST_CPU_UTIL[0], 2)
         row.update({"log_n": self.log_n, "limbs": self.limbs, "threads": self.threads})
         row["precision_bits"] = None if bits is None else round(bits, 2)
         row.update(extra)
@@ -66,18 +68,25 @@ class Out:
         print(json.dumps(row), flush=True)
 
 
+LAST_CPU_UTIL = [None]
+
+
 def median_ms(fn, repeats, setup=None):
     """Median wall time of fn() over `repeats` runs after one warm-up; `setup`
-    (untimed) runs before each call."""
-    times = []
+    (untimed) runs before each call. Also records process CPU time / wall time
+    of the timed runs (about 1.0 when the library runs on one core)."""
+    times, cpu = [], 0.0
     for i in range(repeats + 1):
         if setup:
             setup()
+        c = time.process_time()
         t = time.perf_counter()
         fn()
         dt = (time.perf_counter() - t) * 1e3
         if i:
             times.append(dt)
+            cpu += (time.process_time() - c) * 1e3
+    LAST_CPU_UTIL[0] = cpu / sum(times) if sum(times) > 0 else None
     return statistics.median(times)
 
 
@@ -434,7 +443,7 @@ def run_desilo(args, ops):
     log_n = n.bit_length() - 1
     L = max_level + 1
     note = (
-        f"Engine(max_level={max_level}, mode='cpu', thread_count=<threads>); own word-sized moduli "
+        f"Engine(max_level={max_level}, mode='cpu', thread_count=<threads>) (cpu_util shows whether it uses them); own word-sized moduli "
         "({words} x 64-bit words/coeff at top vs {L} limbs); complex inputs; bits after its deferred rescale"
     )
     rng = np.random.default_rng(1)
@@ -481,8 +490,9 @@ def run_desilo(args, ops):
             "mul_relin_rescale",
             ms,
             bits(eng.decrypt(out, sk), prod),
-            f"rescale(multiply(ct, ct, relinearization_key)) on rescaled inputs; multiply(fresh, fresh, rlk), which rescales both inputs first, takes {ms_fresh:.1f} ms",
+            "rescale(multiply(ct, ct, relinearization_key)) on rescaled inputs; fresh_inputs_ms: multiply(fresh, fresh, rlk), which rescales both inputs first",
             level_after=out.level,
+            fresh_inputs_ms=round(ms_fresh, 4),
         )
     if "rescale" in ops:
         m = eng.multiply(ca_r, cb_r, rlk)

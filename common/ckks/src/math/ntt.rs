@@ -63,7 +63,9 @@ pub fn ifma_available() -> bool {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512ifma")
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512ifma")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -136,7 +138,8 @@ impl NttTable {
         bit_reverse((e - 1) / 2, self.log_n)
     }
 
-    /// Whether [`forward`](Self::forward) uses the IFMA path for this prime.
+    /// Whether [`forward`](Self::forward) uses the IFMA (52-bit) path for
+    /// this prime; wider primes use AVX-512 with emulated 64-bit products.
     pub fn uses_ifma(&self) -> bool {
         self.ifma.is_some() && ifma_available()
     }
@@ -146,10 +149,17 @@ impl NttTable {
     pub fn forward(&self, a: &mut [u64]) {
         debug_assert_eq!(a.len(), self.n);
         #[cfg(target_arch = "x86_64")]
-        if let (Some(c), true) = (&self.ifma, ifma_available()) {
-            // SAFETY: the CPU supports avx512f and avx512ifma (checked at
-            // runtime above), `a` has length n >= 16 and q < 2^50.
-            unsafe { ifma::forward(a, &self.psi_br, &c.psi_br_shoup52, self.modulus.value()) };
+        if ifma_available() && self.n >= 16 {
+            let q = self.modulus.value();
+            // SAFETY: the CPU supports avx512f, avx512dq and avx512ifma
+            // (checked at runtime), `a` has length n >= 16; the 52-bit path
+            // needs q < 2^50, the 64-bit one q < 2^62 (4q must fit).
+            unsafe {
+                match &self.ifma {
+                    Some(c) => ifma::forward::<false>(a, &self.psi_br, &c.psi_br_shoup52, q),
+                    None => ifma::forward::<true>(a, &self.psi_br, &self.psi_br_shoup, q),
+                }
+            };
             return;
         }
         self.forward_portable(a);
@@ -159,10 +169,18 @@ impl NttTable {
     pub fn inverse(&self, a: &mut [u64]) {
         debug_assert_eq!(a.len(), self.n);
         #[cfg(target_arch = "x86_64")]
-        if let (Some(c), true) = (&self.ifma, ifma_available()) {
+        if ifma_available() && self.n >= 16 {
+            let q = self.modulus.value();
             // SAFETY: as in `forward`.
             unsafe {
-                ifma::inverse(a, &self.ipsi_br, &c.ipsi_br_shoup52, self.n_inv, c.n_inv_shoup52, self.modulus.value())
+                match &self.ifma {
+                    Some(c) => {
+                        ifma::inverse::<false>(a, &self.ipsi_br, &c.ipsi_br_shoup52, self.n_inv, c.n_inv_shoup52, q)
+                    }
+                    None => {
+                        ifma::inverse::<true>(a, &self.ipsi_br, &self.ipsi_br_shoup, self.n_inv, self.n_inv_shoup, q)
+                    }
+                }
             };
             return;
         }
@@ -244,23 +262,50 @@ impl NttTable {
 #[cfg(target_arch = "x86_64")]
 mod ifma {
     //! Eight-lane NTT butterflies with AVX-512 IFMA (52-bit multiplies).
-    use super::super::simd::{csub, mul_shoup52};
+    use super::super::simd::{csub, mul_shoup52, mul_shoup64};
     use std::arch::x86_64::*;
 
+    /// `y * w mod q` in `[0, 2q)`: IFMA (52-bit Shoup constant) for
+    /// `q < 2^50`, or emulated 64-bit products (64-bit Shoup constant) for
+    /// wider primes.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    fn ct_butterfly(x: __m512i, y: __m512i, w: __m512i, ws: __m512i, q: __m512i, two_q: __m512i) -> (__m512i, __m512i) {
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    fn mul_shoup<const WIDE: bool>(y: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+        if WIDE {
+            mul_shoup64(y, w, ws, q)
+        } else {
+            mul_shoup52(y, w, ws, q)
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    fn ct_butterfly<const WIDE: bool>(
+        x: __m512i,
+        y: __m512i,
+        w: __m512i,
+        ws: __m512i,
+        q: __m512i,
+        two_q: __m512i,
+    ) -> (__m512i, __m512i) {
         let u = csub(x, two_q);
-        let v = mul_shoup52(y, w, ws, q);
+        let v = mul_shoup::<WIDE>(y, w, ws, q);
         (_mm512_add_epi64(u, v), _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v))
     }
 
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    fn gs_butterfly(x: __m512i, y: __m512i, w: __m512i, ws: __m512i, q: __m512i, two_q: __m512i) -> (__m512i, __m512i) {
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    fn gs_butterfly<const WIDE: bool>(
+        x: __m512i,
+        y: __m512i,
+        w: __m512i,
+        ws: __m512i,
+        q: __m512i,
+        two_q: __m512i,
+    ) -> (__m512i, __m512i) {
         let s = csub(_mm512_add_epi64(x, y), two_q);
         let d = _mm512_sub_epi64(_mm512_add_epi64(x, two_q), y);
-        (s, mul_shoup52(d, w, ws, q))
+        (s, mul_shoup::<WIDE>(d, w, ws, q))
     }
 
     /// Lane permutations splitting two vectors (16 coefficients) into the
@@ -304,8 +349,8 @@ mod ifma {
 
     /// Runs one stage of half-width `t <= 4` over all of `a`; `m = n / 2t`.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    unsafe fn small_stage(
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    unsafe fn small_stage<const WIDE: bool>(
         a: &mut [u64],
         stage: &SmallStage,
         t: usize,
@@ -340,8 +385,11 @@ mod ifma {
                 let ws = _mm512_permutexvar_epi64(itw, ws_raw);
                 let x = _mm512_permutex2var_epi64(v0, ix, v1);
                 let y = _mm512_permutex2var_epi64(v0, iy, v1);
-                let (x2, y2) =
-                    if forward { ct_butterfly(x, y, w, ws, q, two_q) } else { gs_butterfly(x, y, w, ws, q, two_q) };
+                let (x2, y2) = if forward {
+                    ct_butterfly::<WIDE>(x, y, w, ws, q, two_q)
+                } else {
+                    gs_butterfly::<WIDE>(x, y, w, ws, q, two_q)
+                };
                 _mm512_storeu_si512(p.add(base) as *mut __m512i, _mm512_permutex2var_epi64(x2, ilo, y2));
                 _mm512_storeu_si512(p.add(base + 8) as *mut __m512i, _mm512_permutex2var_epi64(x2, ihi, y2));
             }
@@ -351,8 +399,8 @@ mod ifma {
 
     /// Stages with half-width `t >= 8`: one twiddle per group, broadcast.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    unsafe fn wide_stage(
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    unsafe fn wide_stage<const WIDE: bool>(
         a: &mut [u64],
         t: usize,
         m: usize,
@@ -373,8 +421,11 @@ mod ifma {
                 unsafe {
                     let x = _mm512_loadu_si512(p.add(j) as *const __m512i);
                     let y = _mm512_loadu_si512(p.add(j + t) as *const __m512i);
-                    let (x2, y2) =
-                        if forward { ct_butterfly(x, y, w, ws, q, two_q) } else { gs_butterfly(x, y, w, ws, q, two_q) };
+                    let (x2, y2) = if forward {
+                        ct_butterfly::<WIDE>(x, y, w, ws, q, two_q)
+                    } else {
+                        gs_butterfly::<WIDE>(x, y, w, ws, q, two_q)
+                    };
                     _mm512_storeu_si512(p.add(j) as *mut __m512i, x2);
                     _mm512_storeu_si512(p.add(j + t) as *mut __m512i, y2);
                 }
@@ -386,8 +437,8 @@ mod ifma {
     /// # Safety
     /// The CPU must support avx512f and avx512ifma; `a.len() = n >= 16` is a
     /// power of two, `tw`/`tw_shoup52` have length n, and `q < 2^50`.
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn forward(a: &mut [u64], tw: &[u64], tw_shoup52: &[u64], q: u64) {
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    pub(super) unsafe fn forward<const WIDE: bool>(a: &mut [u64], tw: &[u64], tw_shoup52: &[u64], q: u64) {
         let n = a.len();
         let qv = _mm512_set1_epi64(q as i64);
         let two_q = _mm512_set1_epi64(2 * q as i64);
@@ -398,10 +449,10 @@ mod ifma {
             // SAFETY: forwarded contract.
             unsafe {
                 match t {
-                    4 => small_stage(a, &STAGE_T4, 4, m, tw, tw_shoup52, qv, two_q, true),
-                    2 => small_stage(a, &STAGE_T2, 2, m, tw, tw_shoup52, qv, two_q, true),
-                    1 => small_stage(a, &STAGE_T1, 1, m, tw, tw_shoup52, qv, two_q, true),
-                    _ => wide_stage(a, t, m, tw, tw_shoup52, qv, two_q, true),
+                    4 => small_stage::<WIDE>(a, &STAGE_T4, 4, m, tw, tw_shoup52, qv, two_q, true),
+                    2 => small_stage::<WIDE>(a, &STAGE_T2, 2, m, tw, tw_shoup52, qv, two_q, true),
+                    1 => small_stage::<WIDE>(a, &STAGE_T1, 1, m, tw, tw_shoup52, qv, two_q, true),
+                    _ => wide_stage::<WIDE>(a, t, m, tw, tw_shoup52, qv, two_q, true),
                 }
             }
             m <<= 1;
@@ -420,8 +471,8 @@ mod ifma {
 
     /// # Safety
     /// As for [`forward`].
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn inverse(
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    pub(super) unsafe fn inverse<const WIDE: bool>(
         a: &mut [u64],
         tw: &[u64],
         tw_shoup52: &[u64],
@@ -438,10 +489,10 @@ mod ifma {
             // SAFETY: forwarded contract.
             unsafe {
                 match t {
-                    4 => small_stage(a, &STAGE_T4, 4, m, tw, tw_shoup52, qv, two_q, false),
-                    2 => small_stage(a, &STAGE_T2, 2, m, tw, tw_shoup52, qv, two_q, false),
-                    1 => small_stage(a, &STAGE_T1, 1, m, tw, tw_shoup52, qv, two_q, false),
-                    _ => wide_stage(a, t, m, tw, tw_shoup52, qv, two_q, false),
+                    4 => small_stage::<WIDE>(a, &STAGE_T4, 4, m, tw, tw_shoup52, qv, two_q, false),
+                    2 => small_stage::<WIDE>(a, &STAGE_T2, 2, m, tw, tw_shoup52, qv, two_q, false),
+                    1 => small_stage::<WIDE>(a, &STAGE_T1, 1, m, tw, tw_shoup52, qv, two_q, false),
+                    _ => wide_stage::<WIDE>(a, t, m, tw, tw_shoup52, qv, two_q, false),
                 }
             }
             t <<= 1;
@@ -455,7 +506,7 @@ mod ifma {
             // SAFETY: j + 8 <= n.
             unsafe {
                 let x = _mm512_loadu_si512(p.add(j) as *const __m512i);
-                _mm512_storeu_si512(p.add(j) as *mut __m512i, csub(mul_shoup52(x, w, ws, qv), qv));
+                _mm512_storeu_si512(p.add(j) as *mut __m512i, csub(mul_shoup::<WIDE>(x, w, ws, qv), qv));
             }
             j += 8;
         }
@@ -515,7 +566,7 @@ mod tests {
         }
 
         #[test]
-        fn ifma_equals_portable(log_n in 4u32..13, bits in prop::sample::select(vec![20u32, 36, 40, 49]), seed in any::<u64>()) {
+        fn ifma_equals_portable(log_n in 4u32..13, bits in prop::sample::select(vec![20u32, 36, 40, 49, 52, 55, 60, 61]), seed in any::<u64>()) {
             use rand::{Rng, SeedableRng};
             let t = table(log_n, bits);
             let q = t.modulus().value();
