@@ -24,7 +24,8 @@
 //! bound 1546 at log N = 16 given by the lattice-estimator runs behind
 //! Lattigo's `N16QP1546H192` bootstrapping parameters, scaled by the same
 //! factor (0.885) for smaller rings. Hamming weights below 192 are refused
-//! outside test presets.
+//! unless the literal says `InsecureTestOnly` (which parameters decoded from
+//! the wire never may).
 
 use crate::error::CkksError;
 use crate::math::primes::{ntt_primes_below, ntt_primes_near};
@@ -86,6 +87,10 @@ pub struct ParametersLiteral {
     /// Enforced security level.
     pub security: SecurityLevel,
 }
+
+/// Most primes (chain plus special) a parameter set may have; bounds the
+/// work and memory of validating an untrusted literal.
+pub const MAX_PRIMES: usize = 128;
 
 /// 128-bit bound on log2(QP) for a ternary secret (see the module docs).
 pub fn max_log_qp_ternary(log_n: u32) -> Option<f64> {
@@ -163,6 +168,16 @@ impl Parameters {
             return invalid(format!("log_n = {} is outside 4..=17", literal.log_n));
         }
         let n = 1usize << literal.log_n;
+        let count = |p: &Primes| match p {
+            Primes::Values(v) => v.len(),
+            Primes::Bits(b) => b.len(),
+        };
+        if count(&literal.q) + count(&literal.p) > MAX_PRIMES {
+            return invalid(format!(
+                "{} primes exceed the limit of {MAX_PRIMES}",
+                count(&literal.q) + count(&literal.p)
+            ));
+        }
         let q = match &literal.q {
             Primes::Values(v) => v.clone(),
             Primes::Bits(bits) => generate(bits, n, &[], ntt_primes_near)?,

@@ -147,3 +147,28 @@ mod tests {
         assert!(Parameters::preset("nope").unwrap_err().to_string().contains("known presets"));
     }
 }
+
+#[cfg(test)]
+mod limits {
+    use crate::{Parameters, ParametersLiteral, Primes, SecretDistribution, SecurityLevel};
+
+    #[test]
+    fn oversized_and_degenerate_literals_are_errors_not_panics() {
+        let base = ParametersLiteral {
+            log_n: 17,
+            q: Primes::Bits(vec![10]),
+            p: Primes::Bits(vec![30]),
+            dnum: 1,
+            log_default_scale: 5,
+            secret: SecretDistribution::Ternary,
+            error_std: 3.2,
+            security: SecurityLevel::InsecureTestOnly,
+        };
+        // A 10-bit prime cannot be 1 mod 2N = 2^18.
+        assert!(Parameters::new(base.clone()).is_err());
+        let many = ParametersLiteral { q: Primes::Bits(vec![40; 200]), ..base.clone() };
+        assert!(Parameters::new(many).unwrap_err().to_string().contains("limit"));
+        let huge = ParametersLiteral { q: Primes::Bits(vec![64]), ..base };
+        assert!(Parameters::new(huge).is_err());
+    }
+}

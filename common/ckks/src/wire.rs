@@ -124,6 +124,9 @@ fn open<'a, T: Deserialize<'a>>(
     if version != FORMAT_VERSION {
         return Err(decode_err(what, format!("format version {version} is not supported (expected {FORMAT_VERSION})")));
     }
+    if bytes[7] != 0 {
+        return Err(decode_err(what, format!("reserved header byte is {}, must be 0", bytes[7])));
+    }
     if bytes[6] != kind as u8 {
         return Err(decode_err(what, format!("object kind {} where {kind:?} ({}) was expected", bytes[6], kind as u8)));
     }
@@ -218,6 +221,9 @@ fn unpack(params: &Parameters, w: &PolyWire, expected: Basis, what: &'static str
                 ));
             }
             *dst = x;
+        }
+        if acc != 0 {
+            return Err(decode_err(what, format!("non-zero padding bits after limb {j}")));
         }
         pos += limb_bytes;
     }
@@ -491,5 +497,8 @@ pub fn parameters_from_bytes(bytes: &[u8], limit: usize) -> Result<Parameters, C
     }
     let literal: crate::ParametersLiteral =
         rmp_serde::from_slice(bytes).map_err(|e| decode_err("parameters", format!("malformed: {e}")))?;
+    if literal.security != crate::SecurityLevel::Bits128 {
+        return Err(decode_err("parameters", "only 128-bit-secure parameters are accepted from the wire"));
+    }
     Parameters::new(literal)
 }

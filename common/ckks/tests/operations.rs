@@ -217,6 +217,15 @@ fn run_errors(f: &Fixture) {
     let err = e.rotate(&ca, 3, &f.gks).unwrap_err();
     assert_eq!(err, CkksError::MissingGaloisKey(g));
     assert!(err.to_string().contains(&format!("missing Galois key for element {g}")));
+    // Different slot layouts do not mix.
+    let other_slots = f
+        .encryptor
+        .encrypt_pk(&f.enc.encode_real_slots(&[1.0], 4, f.params.max_level(), f.params.default_scale()).unwrap(), &f.pk)
+        .unwrap();
+    assert!(e.add(&ca, &other_slots).unwrap_err().to_string().contains("encodings differ"));
+    assert!(e.with_encoding(&ca, Encoding::Slots(3)).is_err());
+    let mut scaled_ct = ca.clone();
+    assert!(scaled_ct.set_scale(f64::NAN).is_err() && scaled_ct.set_scale(-1.0).is_err());
     let level0 = e.drop_to_level(&ca, 0).unwrap();
     assert!(matches!(e.rescale(&level0), Err(CkksError::NotEnoughLevels { .. })));
     let deg2 = e.mul(&ca, &ca).unwrap();

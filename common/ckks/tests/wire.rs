@@ -69,8 +69,11 @@ fn round_trips_and_seeded_sizes() {
     let sk2 = SecretKey::from_bytes(&params, &skb, LIMIT).unwrap();
     let dec = enc.decode_real(&Decryptor::new(&params).decrypt(&full, &sk2).unwrap()).unwrap();
     assert!((dec[0] - 0.5).abs() < 1e-3);
+    // Test parameters are refused from the wire; secure ones round-trip.
     let pb = parameters_to_bytes(&params).unwrap();
-    assert_eq!(parameters_from_bytes(&pb, 1 << 16).unwrap(), params);
+    assert!(parameters_from_bytes(&pb, 1 << 16).unwrap_err().to_string().contains("128-bit"));
+    let secure = Parameters::preset("N15_QP860_TERN").unwrap();
+    assert_eq!(parameters_from_bytes(&parameters_to_bytes(&secure).unwrap(), 1 << 16).unwrap(), secure);
 }
 
 fn decode_error(params: &Parameters, bytes: &[u8]) -> String {
@@ -99,6 +102,9 @@ fn bad_inputs_get_typed_errors() {
     let mut bad = good.clone();
     bad[6] = 3;
     assert!(decode_error(&params, &bad).contains("object kind"));
+    let mut bad = good.clone();
+    bad[7] = 1;
+    assert!(decode_error(&params, &bad).contains("reserved"));
     let other = Parameters::preset("INSECURE_N12_QP640_TEST").unwrap();
     assert!(decode_error(&other, &good).contains("other parameters"));
     let mut bad = good.clone();

@@ -343,7 +343,7 @@ impl Bootstrapper {
             if step + 1 == self.config.double_angle {
                 // a (2 c^2 - 1) = (sqrt(2a) c)^2 - a; sqrt(2a) goes into the
                 // scale metadata.
-                c.set_scale(c.scale() / (2.0 * a).sqrt());
+                c.reset_scale(c.scale() / (2.0 * a).sqrt());
                 let sq = eval.rescale(&eval.mul_relin(&c, &c, rlk)?)?;
                 c = eval.add_const(&sq, -a)?;
             } else {

@@ -165,6 +165,13 @@ impl LinearTransform {
         keys: &GaloisKeys,
         out_scale: f64,
     ) -> Result<Ciphertext, CkksError> {
+        if ct.encoding() != crate::scheme::plaintext::Encoding::Slots(self.slots) {
+            return Err(CkksError::InvalidInput(format!(
+                "linear transform on {} slots applied to a {:?} ciphertext",
+                self.slots,
+                ct.encoding()
+            )));
+        }
         if ct.level() == 0 {
             return Err(CkksError::NotEnoughLevels { op: "linear transform", level: 0, needed: 1 });
         }
@@ -202,7 +209,7 @@ impl LinearTransform {
         }
         let acc = acc.ok_or_else(|| CkksError::InvalidInput("linear transform has no diagonals".into()))?;
         let mut out = eval.rescale(&acc)?;
-        out.set_scale(out_scale);
+        out.reset_scale(out_scale);
         Ok(out)
     }
 }

@@ -125,7 +125,7 @@ impl<'a> PolynomialEvaluator<'a> {
                 let c = e.drop_to_level(c, level)?;
                 let aligned = e.mul_const_with_scale(&c, 1.0, prod.scale() / c.scale())?;
                 let mut aligned = aligned;
-                aligned.set_scale(prod.scale());
+                aligned.reset_scale(prod.scale());
                 e.sub(&prod, &aligned)?
             }
         };
@@ -186,7 +186,7 @@ impl<'a> PolynomialEvaluator<'a> {
             }
             let t = e.drop_to_level(&basis.powers[&i], level)?;
             let mut term = e.mul_const_with_scale(&t, c, target_scale * q / t.scale())?;
-            term.set_scale(target_scale * q);
+            term.reset_scale(target_scale * q);
             match acc.as_mut() {
                 None => acc = Some(term),
                 Some(a) => e.add_assign(a, &term)?,
@@ -197,7 +197,7 @@ impl<'a> PolynomialEvaluator<'a> {
         };
         let acc = e.add_const(&acc, coeffs[0])?;
         let mut out = e.rescale(&acc)?;
-        out.set_scale(target_scale);
+        out.reset_scale(target_scale);
         Ok(out)
     }
 
@@ -221,7 +221,7 @@ impl<'a> PolynomialEvaluator<'a> {
         let q_ct = e.drop_to_level(&q_ct, lp)?;
         let tg = e.drop_to_level(tg, lp)?;
         let mut prod = e.rescale(&e.mul_relin(&q_ct, &tg, self.rlk)?)?;
-        prod.set_scale(target_scale);
+        prod.reset_scale(target_scale);
         let r_ct = self.eval_rec(basis, &r, target_scale)?;
         let level = prod.level().min(r_ct.level());
         e.add(&e.drop_to_level(&prod, level)?, &e.drop_to_level(&r_ct, level)?)
@@ -250,7 +250,7 @@ impl<'a> PolynomialEvaluator<'a> {
         } else {
             let shifted = if mid != 0.0 { e.add_const(ct, -mid)? } else { ct.clone() };
             let mut y = e.rescale(&e.mul_const(&shifted, 1.0 / half)?)?;
-            y.set_scale(ct.scale());
+            y.reset_scale(ct.scale());
             y
         };
         // A constant is evaluated as c0 + 0 T_1 (one level, like degree 1).

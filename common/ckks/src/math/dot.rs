@@ -59,7 +59,11 @@ pub fn dot_const(
     debug_assert_eq!(rows.len(), consts.len());
     debug_assert!(rows.len() <= MAX_ROWS);
     #[cfg(target_arch = "x86_64")]
-    if ifma_applies(t) && out.len().is_multiple_of(8) && rows.iter().all(|r| r.len() >= out.len()) {
+    if ifma_applies(t)
+        && out.len().is_multiple_of(8)
+        && rows.len() <= MAX_ROWS
+        && rows.iter().all(|r| r.len() >= out.len())
+    {
         // SAFETY: IFMA is available, t < 2^50, the length is a multiple of
         // 8 and every row is at least out.len() long.
         unsafe { ifma::dot_const(reducer, rows, consts, consts_hi, wide, out) };

@@ -9,9 +9,10 @@
 //! The evaluation order matters for automorphisms: output position `i` holds
 //! the evaluation at `psi^(2 * bitrev(i) + 1)` (see [`NttTable::slot_exponent`]).
 //!
-//! On x86-64 with AVX-512 IFMA and `q < 2^50` the transform runs eight lanes
-//! at a time with 52-bit multiply-accumulate instructions; the portable path
-//! is bit-for-bit identical (checked by property tests).
+//! On x86-64 with AVX-512 (F, DQ, IFMA) the transform runs eight lanes at a
+//! time: with 52-bit multiply-accumulate instructions for `q < 2^50`, and
+//! with emulated 64-bit Shoup products for wider primes (up to 61 bits). The
+//! portable path is bit-for-bit identical (checked by property tests).
 
 use super::modulus::Modulus;
 use super::primes::primitive_root;
@@ -135,6 +136,7 @@ impl NttTable {
 
     /// NTT output position holding `a(psi^e)` for odd `e < 2n`.
     pub fn slot_of_exponent(&self, e: usize) -> usize {
+        assert!(e % 2 == 1, "evaluation exponent {e} must be odd");
         bit_reverse((e - 1) / 2, self.log_n)
     }
 
@@ -147,7 +149,8 @@ impl NttTable {
     /// In-place forward NTT; input in `[0, q)`, output in `[0, q)`,
     /// bit-reversed order.
     pub fn forward(&self, a: &mut [u64]) {
-        debug_assert_eq!(a.len(), self.n);
+        // A hard check: the SIMD paths size their loads from `a.len()`.
+        assert_eq!(a.len(), self.n, "NTT input length must equal the ring degree");
         #[cfg(target_arch = "x86_64")]
         if ifma_available() && self.n >= 16 {
             let q = self.modulus.value();
@@ -167,7 +170,7 @@ impl NttTable {
 
     /// In-place inverse NTT; input in `[0, q)` bit-reversed, output `[0, q)`.
     pub fn inverse(&self, a: &mut [u64]) {
-        debug_assert_eq!(a.len(), self.n);
+        assert_eq!(a.len(), self.n, "NTT input length must equal the ring degree");
         #[cfg(target_arch = "x86_64")]
         if ifma_available() && self.n >= 16 {
             let q = self.modulus.value();
@@ -374,8 +377,8 @@ mod ifma {
         while base < n {
             let first_group = m + base / (2 * t);
             // SAFETY: base + 16 <= n; the twiddle load reads indices
-            // first_group..first_group + 8, which stay below n for t <= 4
-            // (first_group + 7 <= 2m + 6 < n when m <= n/2 ... see tests).
+            // first_group..first_group + 8 with first_group + 7 <=
+            // 2m + 7 - 8/t <= n - 1 for t in {1, 2, 4}, m = n/2t, n >= 16.
             unsafe {
                 let v0 = _mm512_loadu_si512(p.add(base) as *const __m512i);
                 let v1 = _mm512_loadu_si512(p.add(base + 8) as *const __m512i);

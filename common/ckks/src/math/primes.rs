@@ -53,10 +53,13 @@ pub fn is_prime(n: u64) -> bool {
 /// these primes keeps the scale near `2^bits`. Primes in `exclude` are skipped.
 /// The primes never reach `2^(bits+1)` nor fall below `2^(bits-1)`.
 pub fn ntt_primes_near(bits: u32, n: usize, count: usize, exclude: &[u64]) -> Result<Vec<u64>, CkksError> {
-    if !(10..=super::modulus::MAX_MODULUS_BITS).contains(&bits) {
-        return Err(CkksError::InvalidParameters(format!("prime size {bits} bits is outside 10..=61")));
-    }
     let step = 2 * n as u64;
+    if !(10..=super::modulus::MAX_MODULUS_BITS).contains(&bits) || (1u64 << bits) <= step {
+        return Err(CkksError::InvalidParameters(format!(
+            "prime size {bits} bits must be in 10..=61 and exceed log2(2N) = {}",
+            step.trailing_zeros()
+        )));
+    }
     let center = 1u64 << bits;
     let mut up = center + 1; // = 1 mod 2n since 2n divides 2^bits (2n <= 2^bits)
     let mut down = center + 1 - step;
@@ -94,6 +97,12 @@ pub fn ntt_primes_near(bits: u32, n: usize, count: usize, exclude: &[u64]) -> Re
 /// special primes kept below 2^50 for the IFMA path).
 pub fn ntt_primes_below(bits: u32, n: usize, count: usize, exclude: &[u64]) -> Result<Vec<u64>, CkksError> {
     let step = 2 * n as u64;
+    if !(10..=super::modulus::MAX_MODULUS_BITS).contains(&bits) || (1u64 << bits) <= step {
+        return Err(CkksError::InvalidParameters(format!(
+            "prime size {bits} bits must be in 10..=61 and exceed log2(2N) = {}",
+            step.trailing_zeros()
+        )));
+    }
     let mut c = (1u64 << bits) + 1 - step;
     let mut out = Vec::with_capacity(count);
     while out.len() < count {

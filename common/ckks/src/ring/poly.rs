@@ -161,8 +161,9 @@ impl Poly<Coeff> {
         Poly::from_raw(self.basis, self.n, self.take_data())
     }
 
-    /// `X -> X^g`.
+    /// `X -> X^g` for odd `g < 2N` (an even `g` is not an automorphism).
     pub fn automorphism(&self, ctx: &RingContext, g: usize) -> Self {
+        assert!(g % 2 == 1 && g < 2 * ctx.n(), "Galois element {g} must be odd and below 2N");
         let mut out = Self::uninit(ctx, self.basis);
         ctx.backend().automorphism_coeff(ctx, self.basis, g, &self.data, &mut out.data);
         out
@@ -225,8 +226,9 @@ impl Poly<Ntt> {
         ctx.backend().add_scalar(ctx, self.basis, &mut self.data, scalars);
     }
 
-    /// `X -> X^g` as a permutation of evaluations.
+    /// `X -> X^g` as a permutation of evaluations (odd `g < 2N`).
     pub fn automorphism(&self, ctx: &RingContext, g: usize) -> Self {
+        assert!(g % 2 == 1 && g < 2 * ctx.n(), "Galois element {g} must be odd and below 2N");
         let perm = ctx.automorphism_permutation(g);
         let mut out = Self::uninit(ctx, self.basis);
         ctx.backend().permute(ctx, self.basis, &perm, &self.data, &mut out.data);

@@ -67,9 +67,9 @@ pub(crate) fn give(mut v: Vec<u64>) {
         return;
     }
     if v.len() < len {
-        // SAFETY: every pooled buffer was created at full length (all its
-        // elements were initialised) and only shortened by truncation.
-        unsafe { v.set_len(len) };
+        // Truncated polynomials come back shorter; restore the full length
+        // safely (only their tail is written).
+        v.resize(len, 0);
     }
     if let Ok(mut p) = pool().lock() {
         if p.bytes + len * 8 <= p.max_bytes {

@@ -314,6 +314,9 @@ impl Encoder {
 
     /// Decodes the N coefficients of a coefficient-encoded plaintext.
     pub fn decode_coefficients(&self, pt: &Plaintext) -> Result<Vec<f64>, CkksError> {
+        if pt.encoding != Encoding::Coefficients {
+            return Err(CkksError::InvalidInput("plaintext is slot-encoded; use decode_complex or decode_real".into()));
+        }
         let inv_scale = 1.0 / pt.scale;
         Ok(self.centred_coefficients(pt).into_iter().map(|c| c * inv_scale).collect())
     }

@@ -52,12 +52,15 @@ impl Encryptor {
         let ext = Basis { q: level + 1, p: self.params.p().len() };
         let n = ring.n();
         let sigma = self.params.error_std();
-        let (u, e0, e1) = self.with_sampler(|s| (s.ternary(n), s.gaussian(n, sigma), s.gaussian(n, sigma)));
-        let u = Sampler::small_to_ntt(ring, ext, &u);
+        let (mut u, e0, e1) = self.with_sampler(|s| (s.ternary(n), s.gaussian(n, sigma), s.gaussian(n, sigma)));
+        // u determines the plaintext given the ciphertext: wipe every copy.
+        let u_ntt = zeroize::Zeroizing::new(Sampler::small_to_ntt(ring, ext, &u));
+        zeroize::Zeroize::zeroize(&mut u);
+        let u = &*u_ntt;
         let mut c0 = Sampler::small_to_ntt(ring, ext, &e0);
         let mut c1 = Sampler::small_to_ntt(ring, ext, &e1);
-        c0.mul_add_assign(ring, &u, &pk.b.restricted(ext));
-        c1.mul_add_assign(ring, &u, &pk.a.restricted(ext));
+        c0.mul_add_assign(ring, u, &pk.b.restricted(ext));
+        c1.mul_add_assign(ring, u, &pk.a.restricted(ext));
         let inner = self.params.inner();
         for c in [&mut c0, &mut c1] {
             ring.backend().mod_down(ring, ext, &inner.mod_down, &inner.p_inv_mod_q, c.data_mut());

@@ -46,7 +46,8 @@ pub struct Evaluator {
 }
 
 fn same_scale(op: &'static str, a: f64, b: f64) -> Result<(), CkksError> {
-    if ((a - b) / a).abs() > SCALE_TOLERANCE {
+    let rel = ((a - b) / a).abs();
+    if rel.is_nan() || rel > SCALE_TOLERANCE {
         return Err(CkksError::ScaleMismatch { op, left: a.log2(), right: b.log2() });
     }
     Ok(())
@@ -55,6 +56,13 @@ fn same_scale(op: &'static str, a: f64, b: f64) -> Result<(), CkksError> {
 fn same_level(op: &'static str, a: usize, b: usize) -> Result<(), CkksError> {
     if a != b {
         return Err(CkksError::LevelMismatch { op, left: a, right: b });
+    }
+    Ok(())
+}
+
+fn same_encoding(op: &'static str, a: Encoding, b: Encoding) -> Result<(), CkksError> {
+    if a != b {
+        return Err(CkksError::InvalidInput(format!("{op}: encodings differ ({a:?} vs {b:?})")));
     }
     Ok(())
 }
@@ -108,7 +116,9 @@ impl Evaluator {
 
     /// `a += b`.
     pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<(), CkksError> {
+        self.check_level("add", a)?;
         same_level("add", a.level, b.level)?;
+        same_encoding("add", a.encoding, b.encoding)?;
         same_scale("add", a.scale, b.scale)?;
         let ring = self.ring();
         while a.parts.len() < b.parts.len() {
@@ -143,7 +153,19 @@ impl Evaluator {
         a.seed = None;
     }
 
+    /// A ciphertext whose level exceeds these parameters' chain was built
+    /// for other parameters.
+    fn check_level(&self, op: &'static str, ct: &Ciphertext) -> Result<(), CkksError> {
+        if ct.level > self.params.max_level() || ct.parts.iter().any(|p| p.n() != self.params.n()) {
+            return Err(CkksError::ParametersMismatch(op));
+        }
+        Ok(())
+    }
+
     fn plain_at_level(&self, op: &'static str, pt: &Plaintext, level: usize) -> Result<Poly<Ntt>, CkksError> {
+        if pt.level > self.params.max_level() || pt.poly.n() != self.params.n() {
+            return Err(CkksError::ParametersMismatch(op));
+        }
         if pt.level < level {
             return Err(CkksError::LevelMismatch { op, left: level, right: pt.level });
         }
@@ -152,6 +174,8 @@ impl Evaluator {
 
     /// `ct + pt` (the plaintext may be at a higher level).
     pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
+        self.check_level("add_plain", ct)?;
+        same_encoding("add_plain", ct.encoding, pt.encoding)?;
         same_scale("add_plain", ct.scale, pt.scale)?;
         let p = self.plain_at_level("add_plain", pt, ct.level)?;
         let mut out = ct.clone();
@@ -162,6 +186,8 @@ impl Evaluator {
 
     /// `ct - pt`.
     pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
+        self.check_level("sub_plain", ct)?;
+        same_encoding("sub_plain", ct.encoding, pt.encoding)?;
         same_scale("sub_plain", ct.scale, pt.scale)?;
         let p = self.plain_at_level("sub_plain", pt, ct.level)?;
         let mut out = ct.clone();
@@ -172,6 +198,8 @@ impl Evaluator {
 
     /// `ct * pt`; the scale becomes the product of the scales.
     pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
+        self.check_level("mul_plain", ct)?;
+        same_encoding("mul_plain", ct.encoding, pt.encoding)?;
         let p = self.plain_at_level("mul_plain", pt, ct.level)?;
         Ok(self.map_parts(ct, ct.scale * pt.scale, |c| c.mul_assign(self.ring(), &p)))
     }
@@ -268,7 +296,9 @@ impl Evaluator {
     pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
         degree_one("mul", a)?;
         degree_one("mul", b)?;
+        self.check_level("mul", a)?;
         same_level("mul", a.level, b.level)?;
+        same_encoding("mul", a.encoding, b.encoding)?;
         let ring = self.ring();
         let basis = Basis::q(a.level);
         let (a0, a1, b0, b1) = (&a.parts[0], &a.parts[1], &b.parts[0], &b.parts[1]);
@@ -326,6 +356,7 @@ impl Evaluator {
     /// Divides by the last prime of the level (rounding): level - 1, scale
     /// divided by that prime.
     pub fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        self.check_level("rescale", ct)?;
         if ct.level == 0 {
             return Err(CkksError::NotEnoughLevels { op: "rescale", level: 0, needed: 1 });
         }
@@ -363,6 +394,7 @@ impl Evaluator {
     /// Applies `X -> X^g` and switches the key back to `s`.
     pub fn apply_galois(&self, ct: &Ciphertext, g: usize, keys: &GaloisKeys) -> Result<Ciphertext, CkksError> {
         degree_one("apply_galois", ct)?;
+        self.check_level("apply_galois", ct)?;
         if g == 1 {
             return Ok(ct.clone());
         }
@@ -409,6 +441,7 @@ impl Evaluator {
         keys: &GaloisKeys,
     ) -> Result<Vec<Ciphertext>, CkksError> {
         degree_one("apply_galois_hoisted", ct)?;
+        self.check_level("apply_galois_hoisted", ct)?;
         for &g in elements {
             if g != 1 {
                 let key = keys.get(g)?;
@@ -437,9 +470,17 @@ impl Evaluator {
 
     /// Changes the slot layout metadata (e.g. after a circuit that maps a
     /// coefficient-encoded input to slots).
-    pub fn with_encoding(&self, ct: &Ciphertext, encoding: Encoding) -> Ciphertext {
+    pub fn with_encoding(&self, ct: &Ciphertext, encoding: Encoding) -> Result<Ciphertext, CkksError> {
+        if let Encoding::Slots(s) = encoding {
+            if s == 0 || !s.is_power_of_two() || s > self.params.max_slots() {
+                return Err(CkksError::InvalidInput(format!(
+                    "slot count {s} is not a power of two in 1..={}",
+                    self.params.max_slots()
+                )));
+            }
+        }
         let mut out = ct.clone();
         out.encoding = encoding;
-        out
+        Ok(out)
     }
 }

@@ -35,9 +35,10 @@ impl Drop for SecretKey {
 }
 
 impl SecretKey {
-    /// The secret restricted to the chain primes up to `level`.
-    pub(crate) fn at_level(&self, level: usize) -> Poly<Ntt> {
-        self.poly.restricted(Basis::q(level))
+    /// The secret restricted to the chain primes up to `level`, wiped when
+    /// dropped (pooled buffers are reused without clearing).
+    pub(crate) fn at_level(&self, level: usize) -> zeroize::Zeroizing<Poly<Ntt>> {
+        zeroize::Zeroizing::new(self.poly.restricted(Basis::q(level)))
     }
 }
 
@@ -220,8 +221,8 @@ impl KeyGenerator {
 
     /// The Galois key for element `g` (odd, below 2N).
     pub fn galois_key(&mut self, sk: &SecretKey, g: usize) -> Result<GaloisKey, CkksError> {
-        if g.is_multiple_of(2) || g >= 2 * self.params.n() {
-            return Err(CkksError::InvalidInput(format!("Galois element {g} must be odd and below 2N")));
+        if g.is_multiple_of(2) || g >= 2 * self.params.n() || g == 1 {
+            return Err(CkksError::InvalidInput(format!("Galois element {g} must be odd, not 1, and below 2N")));
         }
         let mut rotated = sk.poly.automorphism(self.params.ring(), g);
         let key = self.switching_key(&rotated, sk);

@@ -1,5 +1,6 @@
 //! Plaintexts and ciphertexts.
 
+use crate::error::CkksError;
 use crate::ring::{Ntt, Poly};
 
 /// How a plaintext's values are laid out.
@@ -82,8 +83,18 @@ impl Ciphertext {
         self.seed.is_some()
     }
     /// Overrides the recorded scale (for exact scale management by callers
-    /// who know the true factor, e.g. after multiplying by an integer).
-    pub fn set_scale(&mut self, scale: f64) {
+    /// who know the true factor); the scale must be finite and positive.
+    pub fn set_scale(&mut self, scale: f64) -> Result<(), CkksError> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(CkksError::InvalidInput(format!("scale {scale} must be finite and positive")));
+        }
+        self.scale = scale;
+        Ok(())
+    }
+
+    /// Internal scale override (values computed by the crate itself).
+    pub(crate) fn reset_scale(&mut self, scale: f64) {
+        debug_assert!(scale.is_finite() && scale > 0.0);
         self.scale = scale;
     }
 }
