@@ -147,15 +147,41 @@ pub fn dot_elementwise_portable(t: &Modulus, a: &[&[u64]], b: &[&[u64]], out: &m
 
 /// `x = (x - y) * w mod t` for `x, y < t`, `w < t`.
 pub fn sub_mul_const(t: &Modulus, x: &mut [u64], y: &[u64], w: u64) {
+    let len = x.len();
+    assert!(y.len() >= len);
+    let p = x.as_mut_ptr();
+    // SAFETY: input and output are the same valid slice of `len` words.
+    unsafe { sub_mul_const_raw(t, p, y, w, p, len) }
+}
+
+/// `out = (x - y) * w mod t` for `x, y < t`, `w < t` (out of place).
+pub fn sub_mul_const_to(t: &Modulus, x: &[u64], y: &[u64], w: u64, out: &mut [u64]) {
+    let len = out.len();
+    assert!(x.len() >= len && y.len() >= len);
+    // SAFETY: `x` and `out` are valid for `len` words and do not overlap
+    // (a shared and a mutable borrow).
+    unsafe { sub_mul_const_raw(t, x.as_ptr(), y, w, out.as_mut_ptr(), len) }
+}
+
+/// # Safety
+/// `x` and `out` are valid for `len` words; they may be the same pointer
+/// (in place) but must not otherwise overlap; `y.len() >= len`.
+unsafe fn sub_mul_const_raw(t: &Modulus, x: *const u64, y: &[u64], w: u64, out: *mut u64, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if ifma_applies(t) && x.len().is_multiple_of(8) && y.len() >= x.len() {
-        // SAFETY: IFMA available, t < 2^50, length a multiple of 8.
-        unsafe { ifma::sub_mul_const(t.value(), x, y, w) };
+    if ifma_applies(t) && len.is_multiple_of(8) {
+        // SAFETY: IFMA available, t < 2^50, length a multiple of 8; the
+        // pointer contract is forwarded.
+        unsafe { ifma::sub_mul_const(t.value(), x, y, w, out, len) };
         return;
     }
     let ws = t.shoup(w);
-    for (x, &y) in x.iter_mut().zip(y) {
-        *x = t.mul_shoup(t.sub(*x, y), w, ws);
+    for (k, &y) in y[..len].iter().enumerate() {
+        // SAFETY: k < len; reading x[k] before writing out[k] keeps the
+        // in-place case correct.
+        unsafe {
+            let v = *x.add(k);
+            *out.add(k) = t.mul_shoup(t.sub(v, y), w, ws);
+        }
     }
 }
 
@@ -278,20 +304,21 @@ mod ifma {
     /// avx512f + avx512ifma; `x.len()` a multiple of 8, `y` at least as
     /// long; `t < 2^50`; inputs reduced.
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn sub_mul_const(t: u64, x: &mut [u64], y: &[u64], w: u64) {
+    pub(super) unsafe fn sub_mul_const(t: u64, x: *const u64, y: &[u64], w: u64, out: *mut u64, len: usize) {
         let q = _mm512_set1_epi64(t as i64);
         let two_q = _mm512_set1_epi64(2 * t as i64);
         let wv = _mm512_set1_epi64(w as i64);
         let ws = _mm512_set1_epi64((((w as u128) << 52) / t as u128) as i64);
         let mut c = 0;
-        while c < x.len() {
-            // SAFETY: c + 8 <= len.
+        while c < len {
+            // SAFETY: c + 8 <= len; each output vector is written after its
+            // input vector is read, so the in-place case is correct.
             unsafe {
-                let a = _mm512_loadu_si512(x.as_ptr().add(c) as *const __m512i);
+                let a = _mm512_loadu_si512(x.add(c) as *const __m512i);
                 let b = _mm512_loadu_si512(y.as_ptr().add(c) as *const __m512i);
                 let d = _mm512_sub_epi64(_mm512_add_epi64(a, two_q), b);
                 let r = csub(mul_shoup52(d, wv, ws, q), q);
-                _mm512_storeu_si512(x.as_mut_ptr().add(c) as *mut __m512i, r);
+                _mm512_storeu_si512(out.add(c) as *mut __m512i, r);
             }
             c += 8;
         }

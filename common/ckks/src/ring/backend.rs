@@ -8,7 +8,7 @@
 
 use super::pool::Scratch;
 use super::{Basis, RingContext};
-use crate::math::dot::{dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const};
+use crate::math::dot::{dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to};
 use crate::math::BasisConverter;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -80,10 +80,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// (written to the first `basis.q` limbs of `data`). `conv` converts the
     /// special primes to (a prefix of) the chain; `p_inv[i] = P^-1 mod q_i`.
     fn mod_down(&self, ctx: &RingContext, basis: Basis, conv: &BasisConverter, p_inv: &[u64], data: &mut [u64]);
-    /// Divides an NTT-form polynomial over `basis` (chain limbs only) by its
-    /// last prime with rounding; the result is written to the first
-    /// `basis.q - 1` limbs. `last_inv[i] = q_last^-1 mod q_i`.
-    fn rescale_by_last(&self, ctx: &RingContext, basis: Basis, last_inv: &[u64], data: &mut [u64]);
+    /// Divides an NTT-form polynomial `input` over `basis` (chain limbs only)
+    /// by its last prime with rounding, into `out` (`basis.q - 1` limbs).
+    /// `last_inv[i] = q_last^-1 mod q_i`.
+    fn rescale_by_last(&self, ctx: &RingContext, basis: Basis, last_inv: &[u64], input: &[u64], out: &mut [u64]);
 }
 
 /// A key polynomial's limbs split into its chain part and special part.
@@ -317,22 +317,23 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn rescale_by_last(&self, ctx: &RingContext, basis: Basis, last_inv: &[u64], data: &mut [u64]) {
+    fn rescale_by_last(&self, ctx: &RingContext, basis: Basis, last_inv: &[u64], input: &[u64], out: &mut [u64]) {
         let n = ctx.n();
         let last = basis.q - 1;
-        let (rest, last_limb) = data.split_at_mut(last * n);
         let q_last = *ctx.modulus_of(basis, last);
-        ctx.ntt_of(basis, last).inverse(last_limb);
+        let mut last_limb = Scratch::new(n);
+        last_limb.copy_from_slice(&input[last * n..(last + 1) * n]);
+        ctx.ntt_of(basis, last).inverse(&mut last_limb);
         // Round to nearest: divide (x + h) and correct by h below.
         let h = q_last.value() >> 1;
         last_limb.iter_mut().for_each(|x| *x = q_last.add(*x, h));
         let last_limb = &*last_limb;
-        rest.par_chunks_mut(n).enumerate().for_each(|(i, x)| {
+        out.par_chunks_mut(n).zip(input.par_chunks(n)).enumerate().for_each(|(i, (o, x))| {
             let m = ctx.modulus_of(basis, i);
             let mut t = Scratch::new(n);
             reduce_sub(m, last_limb, m.reduce(h), &mut t);
             ctx.ntt_of(basis, i).forward(&mut t);
-            sub_mul_const(m, x, &t, last_inv[i]);
+            sub_mul_const_to(m, x, &t, last_inv[i], o);
         });
     }
 }

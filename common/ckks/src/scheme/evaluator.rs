@@ -367,10 +367,9 @@ impl Evaluator {
             .parts
             .par_iter()
             .map(|p| {
-                let mut p = p.clone();
-                ring.backend().rescale_by_last(ring, basis, inv, p.data_mut());
-                p.truncate_q(ct.level);
-                p
+                let mut out = Poly::<Ntt>::uninit(ring, Basis::q(ct.level - 1));
+                ring.backend().rescale_by_last(ring, basis, inv, p.data(), out.data_mut());
+                out
             })
             .collect();
         let q_last = self.params.q()[ct.level] as f64;
