@@ -2,34 +2,40 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
+use nexus_ckks::bootstrapping::{BootstrapConfig, BootstrapKeys, Bootstrapper};
 use nexus_ckks::*;
 use rand::{Rng, SeedableRng};
 
 fn config() -> BootstrapConfig {
-    BootstrapConfig {
-        cts_levels: 3,
-        stc_levels: 3,
-        k: 12.0,
-        eval_mod_degree: 31,
-        double_angle: 3,
-        log_eval_mod_scale: 55,
-    }
+    BootstrapConfig::default()
 }
 
-#[test]
-fn bootstrapping_refreshes_full_slot_ciphertexts() {
-    let params = Parameters::preset("INSECURE_N12_QP1121_H32_BOOT_TEST").unwrap();
-    let boot = Bootstrapper::new(&params, config()).unwrap();
-    assert_eq!(boot.config().depth(), 15);
-    assert_eq!(boot.output_level(), params.max_level() - 15);
+struct Fixture {
+    params: Parameters,
+    boot: Bootstrapper,
+    sk: SecretKey,
+    pk: PublicKey,
+    keys: BootstrapKeys,
+    enc: Encoder,
+    eval: Evaluator,
+}
+
+fn fixture(preset: &str, config: BootstrapConfig) -> Fixture {
+    let params = Parameters::preset(preset).unwrap();
+    let boot = Bootstrapper::new(&params, config).unwrap();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
     let keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    Fixture { enc: Encoder::new(&params), eval: Evaluator::new(&params), params, boot, sk, pk, keys }
+}
+
+#[test]
+fn bootstrapping_refreshes_full_slot_ciphertexts() {
+    let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());
+    assert_eq!(boot.config().depth(), 15);
+    assert_eq!(boot.output_level(), params.max_level() - 15);
     println!("{} Galois keys", keys.galois.len());
-    let enc = Encoder::new(&params);
-    let eval = Evaluator::new(&params);
     let dec = Decryptor::new(&params);
     let slots = params.max_slots();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
@@ -59,14 +65,7 @@ fn bootstrapping_refreshes_full_slot_ciphertexts() {
 
 #[test]
 fn dft_round_trip_and_eval_mod_alone() {
-    let params = Parameters::preset("INSECURE_N12_QP1121_H32_BOOT_TEST").unwrap();
-    let boot = Bootstrapper::new(&params, config()).unwrap();
-    let mut kg = KeyGenerator::new(&params);
-    let sk = kg.secret_key();
-    let pk = kg.public_key(&sk);
-    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
-    let enc = Encoder::new(&params);
-    let eval = Evaluator::new(&params);
+    let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());
     let dec = Decryptor::new(&params);
     let n = params.max_slots();
     // CoeffToSlot then SlotToCoeff is the identity up to the 1/(2K) folded in.
@@ -93,19 +92,13 @@ fn dft_round_trip_and_eval_mod_alone() {
 
 #[test]
 fn bad_configurations_and_inputs_are_refused() {
-    let params = Parameters::preset("INSECURE_N12_QP1121_H32_BOOT_TEST").unwrap();
+    let Fixture { params, boot, pk, keys, enc, eval, .. } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());
     let too_deep = BootstrapConfig { eval_mod_degree: 255, double_angle: 6, ..config() };
     assert!(Bootstrapper::new(&params, too_deep).unwrap_err().to_string().contains("levels"));
     assert!(Bootstrapper::new(&params, BootstrapConfig { double_angle: 0, ..config() }).is_err());
-    let boot = Bootstrapper::new(&params, config()).unwrap();
-    let mut kg = KeyGenerator::new(&params);
-    let sk = kg.secret_key();
-    let pk = kg.public_key(&sk);
-    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
-    let enc = Encoder::new(&params);
     let sparse = enc.encode_real_slots(&[1.0, 2.0], 16, 0, params.default_scale()).unwrap();
     let ct = Encryptor::new(&params).encrypt_pk(&sparse, &pk).unwrap();
-    let err = boot.bootstrap(&Evaluator::new(&params), &ct, &keys).unwrap_err();
+    let err = boot.bootstrap(&eval, &ct, &keys).unwrap_err();
     assert!(err.to_string().contains("full-slot"), "{err}");
 }
 
@@ -114,17 +107,10 @@ fn bad_configurations_and_inputs_are_refused() {
 #[test]
 #[ignore = "N = 2^16 bootstrapping keys take about 9 GB"]
 fn secure_n16_full_slot_bootstrapping() {
-    let params = Parameters::preset("N16_QP1505_H192").unwrap();
-    assert!(params.is_secure());
     let config = BootstrapConfig::for_preset("N16_QP1505_H192").unwrap();
-    let boot = Bootstrapper::new(&params, config).unwrap();
+    let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("N16_QP1505_H192", config);
+    assert!(params.is_secure());
     assert!(boot.output_level() >= 9, "levels after bootstrapping: {}", boot.output_level());
-    let mut kg = KeyGenerator::new(&params);
-    let sk = kg.secret_key();
-    let pk = kg.public_key(&sk);
-    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
-    let enc = Encoder::new(&params);
-    let eval = Evaluator::new(&params);
     let slots = params.max_slots();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
     let v: Vec<Complex64> =
