@@ -331,7 +331,7 @@ impl Backend for CpuBackend {
         out.par_chunks_mut(n).zip(input.par_chunks(n)).enumerate().for_each(|(i, (o, x))| {
             let m = ctx.modulus_of(basis, i);
             let mut t = Scratch::new(n);
-            reduce_sub(m, last_limb, m.reduce(h), &mut t);
+            reduce_sub(m, last_limb, q_last.value() >> 52 == 0, m.reduce(h), &mut t);
             ctx.ntt_of(basis, i).forward(&mut t);
             sub_mul_const_to(m, x, &t, last_inv[i], o);
         });

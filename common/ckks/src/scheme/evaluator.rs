@@ -174,24 +174,29 @@ impl Evaluator {
 
     /// `ct + pt` (the plaintext may be at a higher level).
     pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
-        self.check_level("add_plain", ct)?;
-        same_encoding("add_plain", ct.encoding, pt.encoding)?;
-        same_scale("add_plain", ct.scale, pt.scale)?;
-        let p = self.plain_at_level("add_plain", pt, ct.level)?;
-        let mut out = ct.clone();
-        out.parts[0].add_assign(self.ring(), &p);
-        out.seed = None;
-        Ok(out)
+        self.combine_plain("add_plain", ct, pt, |c, p| c.add_assign(self.ring(), p))
     }
 
     /// `ct - pt`.
     pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext, CkksError> {
-        self.check_level("sub_plain", ct)?;
-        same_encoding("sub_plain", ct.encoding, pt.encoding)?;
-        same_scale("sub_plain", ct.scale, pt.scale)?;
-        let p = self.plain_at_level("sub_plain", pt, ct.level)?;
+        self.combine_plain("sub_plain", ct, pt, |c, p| c.sub_assign(self.ring(), p))
+    }
+
+    /// Checks, then applies `f(c0, pt)` on a copy of `ct` (addition-like
+    /// operations touch only `c0`).
+    fn combine_plain(
+        &self,
+        op: &'static str,
+        ct: &Ciphertext,
+        pt: &Plaintext,
+        f: impl Fn(&mut Poly<Ntt>, &Poly<Ntt>),
+    ) -> Result<Ciphertext, CkksError> {
+        self.check_level(op, ct)?;
+        same_encoding(op, ct.encoding, pt.encoding)?;
+        same_scale(op, ct.scale, pt.scale)?;
+        let p = self.plain_at_level(op, pt, ct.level)?;
         let mut out = ct.clone();
-        out.parts[0].sub_assign(self.ring(), &p);
+        f(&mut out.parts[0], &p);
         out.seed = None;
         Ok(out)
     }
