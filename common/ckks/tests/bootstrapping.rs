@@ -33,8 +33,9 @@ fn fixture(preset: &str, config: BootstrapConfig) -> Fixture {
 #[test]
 fn bootstrapping_refreshes_full_slot_ciphertexts() {
     let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());
-    assert_eq!(boot.config().depth(), 15);
-    assert_eq!(boot.output_level(), params.max_level() - 15);
+    // CtS 3 + EvalMod (degree 31 on [-1, 1] scaled: 5 + 1, 3 double angles) + StC 3.
+    assert_eq!(boot.config().depth(), 14);
+    assert_eq!(boot.output_level(), params.max_level() - 14);
     println!("{} Galois keys", keys.galois.len());
     let dec = Decryptor::new(&params);
     let slots = params.max_slots();

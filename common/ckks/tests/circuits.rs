@@ -31,6 +31,9 @@ fn chebyshev_polynomials_match_their_plaintext_twin() {
         ("tanh(2x) on [-3, 3], degree 31", Chebyshev::interpolate(|x| (2.0 * x).tanh(), -3.0, 3.0, 31)),
         ("constant 0.3", Chebyshev { a: -1.0, b: 1.0, coeffs: vec![0.3] }),
         ("x on [-1, 1]", Chebyshev { a: -1.0, b: 1.0, coeffs: vec![0.0, 1.0] }),
+        ("cos(4x) on [-1, 1], degree 7", Chebyshev::interpolate(|x| (4.0 * x).cos(), -1.0, 1.0, 7)),
+        ("exp(x) on [-1, 1], degree 8", Chebyshev::interpolate(f64::exp, -1.0, 1.0, 8)),
+        ("sin(6x) on [-1, 1], degree 63", Chebyshev::interpolate(|x| (6.0 * x).sin(), -1.0, 1.0, 63)),
     ];
     for (name, poly) in cases {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -40,7 +43,9 @@ fn chebyshev_polynomials_match_their_plaintext_twin() {
         let out = pe.evaluate(&ct, &poly, ct.scale()).unwrap();
         assert_eq!(out.scale(), ct.scale(), "{name}: scale not kept exactly");
         let levels_used = params.max_level() - out.level();
-        assert!(levels_used <= poly.depth(), "{name}: used {levels_used} levels, depth {}", poly.depth());
+        assert_eq!(levels_used, poly.depth(), "{name}: levels used vs stated depth");
+        let log2 = (usize::BITS - poly.degree().max(1).leading_zeros()) as usize;
+        assert_eq!(poly.depth(), log2 + usize::from(!poly.is_unit_interval()), "{name}: depth not optimal");
         let got = enc.decode_real(&Decryptor::new(&params).decrypt(&out, &sk).unwrap()).unwrap();
         let err = (0..slots).map(|i| (got[i] - poly.evaluate(x[i])).abs()).fold(0.0, f64::max);
         println!("{name}: {:.1} bits, {levels_used} levels", -err.log2());

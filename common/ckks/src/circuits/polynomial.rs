@@ -4,9 +4,11 @@
 //! - [`Chebyshev::interpolate`] fits `f` on `[a, b]` at the Chebyshev nodes
 //!   (coefficients computed in code, no tables).
 //! - [`PolynomialEvaluator::evaluate`] computes `sum c_k T_k(y)` with
-//!   `y = (2x - a - b) / (b - a)` on a ciphertext in depth
-//!   `ceil(log2(d + 1)) + 1` (the leaves' constant products take the extra
-//!   level), plus one level for `y` unless the interval is [-1, 1].
+//!   `y = (2x - a - b) / (b - a)` on a ciphertext in the optimal depth
+//!   `ceil(log2(d + 1))`, plus one level for `y` unless the interval is
+//!   [-1, 1]. Baby-step leaves `sum c_i T_i` pay one level for their
+//!   constants, so the plan splits a leaf further wherever that level would
+//!   show in the result.
 //!
 //! Scales are exact: every addition sees operands whose scales are equal by
 //! construction. Leaf constants are encoded at the scale that makes their
@@ -69,12 +71,17 @@ impl Chebyshev {
         y * b1 - b2 + self.coeffs.first().copied().unwrap_or(0.0)
     }
 
-    /// Levels consumed by [`PolynomialEvaluator::evaluate`]:
-    /// `ceil(log2(d + 1)) + 1` (the leaves' constant products take one
-    /// level), plus one to map an interval other than [-1, 1] onto it.
+    /// Levels consumed by [`PolynomialEvaluator::evaluate`]: the optimal
+    /// `ceil(log2(d + 1))` (at least 1: even a constant is encoded as a
+    /// scaled product), plus one to map an interval other than [-1, 1] onto
+    /// it.
     pub fn depth(&self) -> usize {
-        let unit = (self.b - self.a - 2.0).abs() < 1e-15 && (self.a + self.b).abs() < 1e-15;
-        (usize::BITS - self.degree().max(1).leading_zeros()) as usize + 1 + usize::from(!unit)
+        (usize::BITS - self.degree().max(1).leading_zeros()) as usize + usize::from(!self.is_unit_interval())
+    }
+
+    /// Whether the interval is exactly [-1, 1] (no change of variable).
+    pub fn is_unit_interval(&self) -> bool {
+        (self.b - self.a - 2.0).abs() < 1e-15 && (self.a + self.b).abs() < 1e-15
     }
 }
 
@@ -97,6 +104,14 @@ fn divide(coeffs: &[f64], g: usize) -> (Vec<f64>, Vec<f64>) {
 pub struct PolynomialEvaluator<'a> {
     eval: &'a Evaluator,
     rlk: &'a RelinKey,
+}
+
+/// One node of the evaluation plan (see `PolynomialEvaluator::plan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Constant,
+    Leaf,
+    Split(usize),
 }
 
 struct Basis {
@@ -158,16 +173,31 @@ impl<'a> PolynomialEvaluator<'a> {
         Ok(Basis { powers, baby })
     }
 
-    /// Level at which `eval_rec` returns for a polynomial of this degree.
-    fn result_level(&self, basis: &Basis, degree: usize) -> usize {
-        if degree < basis.baby {
-            let lowest = (1..=degree.max(1)).map(|i| basis.powers[&i].level()).min().unwrap_or(0);
-            return lowest.saturating_sub(1);
+    /// How `eval_rec` evaluates a polynomial of degree `degree`, and the level
+    /// it returns at. A leaf `sum c_i T_i` costs one level more than its
+    /// deepest `T_i` (the constant products); splitting `q T_g + r` at the
+    /// largest power of two `g <= degree` costs one level more than the
+    /// deeper of `q` and `T_g`. Leaves are cheaper in products, splits can be
+    /// shallower, so a leaf is used only where it does not lose a level:
+    /// this keeps the whole evaluation at the optimal depth
+    /// `ceil(log2(d + 1))` while most of the work stays in baby-step leaves.
+    fn plan(&self, basis: &Basis, degree: usize) -> (Step, usize) {
+        if degree == 0 {
+            return (Step::Constant, usize::MAX);
+        }
+        let leaf = (degree < basis.baby)
+            .then(|| (1..=degree).map(|i| basis.powers[&i].level()).min().unwrap_or(0).saturating_sub(1));
+        if degree == 1 {
+            return (Step::Leaf, leaf.unwrap_or(0));
         }
         let g = 1usize << (usize::BITS - 1 - degree.leading_zeros());
-        let lq = self.result_level(basis, degree - g);
-        let lp = lq.min(basis.powers[&g].level());
-        lp.saturating_sub(1).min(self.result_level(basis, g - 1))
+        let (_, lq) = self.plan(basis, degree - g);
+        let (_, lr) = self.plan(basis, g - 1);
+        let split = lq.min(basis.powers[&g].level()).saturating_sub(1).min(lr);
+        match leaf {
+            Some(l) if l >= split => (Step::Leaf, l),
+            _ => (Step::Split(g), split),
+        }
     }
 
     fn leaf(&self, basis: &Basis, coeffs: &[f64], target_scale: f64) -> Result<Ciphertext, CkksError> {
@@ -204,23 +234,29 @@ impl<'a> PolynomialEvaluator<'a> {
     fn eval_rec(&self, basis: &Basis, coeffs: &[f64], target_scale: f64) -> Result<Ciphertext, CkksError> {
         let e = self.eval;
         let d = coeffs.len() - 1;
-        if d < basis.baby {
-            return self.leaf(basis, coeffs, target_scale);
-        }
-        let g = 1usize << (usize::BITS - 1 - d.leading_zeros());
+        let g = match self.plan(basis, d).0 {
+            Step::Split(g) => g,
+            Step::Leaf | Step::Constant => return self.leaf(basis, coeffs, target_scale),
+        };
         let (q, r) = divide(coeffs, g);
         let tg = &basis.powers[&g];
-        let lq = self.result_level(basis, q.len() - 1);
+        let lq = self.plan(basis, q.len() - 1).1;
         let lp = lq.min(tg.level());
         if lp == 0 {
             return Err(CkksError::NotEnoughLevels { op: "polynomial evaluation", level: 0, needed: 1 });
         }
         let prime = e.params().q()[lp] as f64;
         // q's scale makes q * T_g land exactly on target_scale after rescaling.
-        let q_ct = self.eval_rec(basis, &q, target_scale * prime / tg.scale())?;
-        let q_ct = e.drop_to_level(&q_ct, lp)?;
+        let q_scale = target_scale * prime / tg.scale();
         let tg = e.drop_to_level(tg, lp)?;
-        let mut prod = e.rescale(&e.mul_relin(&q_ct, &tg, self.rlk)?)?;
+        let mut prod = if let [c] = q[..] {
+            let mut term = e.mul_const_with_scale(&tg, c, prime * target_scale / tg.scale())?;
+            term.reset_scale(target_scale * prime);
+            e.rescale(&term)?
+        } else {
+            let q_ct = e.drop_to_level(&self.eval_rec(basis, &q, q_scale)?, lp)?;
+            e.rescale(&e.mul_relin(&q_ct, &tg, self.rlk)?)?
+        };
         prod.reset_scale(target_scale);
         let r_ct = self.eval_rec(basis, &r, target_scale)?;
         let level = prod.level().min(r_ct.level());
@@ -244,8 +280,7 @@ impl<'a> PolynomialEvaluator<'a> {
         // would be free but makes T_i's scale grow like half^i (and the leaf
         // constants lose precision), so it costs one honest level unless the
         // interval is already [-1, 1].
-        let unit = (half - 1.0).abs() < 1e-15 && mid.abs() < 1e-15;
-        let y = if unit {
+        let y = if poly.is_unit_interval() {
             ct.clone()
         } else {
             let shifted = if mid != 0.0 { e.add_const(ct, -mid)? } else { ct.clone() };
