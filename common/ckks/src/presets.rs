@@ -24,6 +24,7 @@ pub const NAMES: &[&str] = &[
     "INSECURE_N11_QP230_TEST",
     "INSECURE_N12_QP640_TEST",
     "INSECURE_N12_QP1121_H32_BOOT_TEST",
+    "INSECURE_N12_QP1500_DEEP_TEST",
     "N15_QP860_TERN",
     "N16_QP1500_TERN",
     "N16_QP1420_H192",
@@ -75,6 +76,9 @@ pub fn literal(name: &str) -> Result<ParametersLiteral, CkksError> {
             SparseTernary { hamming_weight: 32 },
             InsecureTestOnly,
         ),
+        // The N = 2^16 bench chain (27 levels of 40 bits) at test size, for
+        // deep circuits (operators) in the default suite.
+        "INSECURE_N12_QP1500_DEEP_TEST" => lit(12, chain(60, 40, 26), vec![50; 8], 3, 40, Ternary, InsecureTestOnly),
         "N15_QP860_TERN" => lit(15, chain(60, 40, 14), vec![60; 4], 3, 40, Ternary, Bits128),
         "N16_QP1500_TERN" | "bench-n16-l27" => lit(16, chain(60, 40, 26), vec![50; 8], 3, 40, Ternary, Bits128),
         "N16_QP1420_H192" => {

@@ -1,7 +1,27 @@
-//! NEXUS operators on top of `nexus-ckks`.
+//! NEXUS transformer operators on encrypted data, on top of `nexus-ckks`.
 //!
-//! This crate is a placeholder until the operators issue lands: it only
-//! re-exports the engine so that downstream crates already depend on the final
-//! crate graph (`nexus-ckks <- nexus-nn <- {client, worker, coordinator}`).
+//! Every operator states its cost ([`OpCost`]: levels, rotations, products,
+//! Galois elements), has an f64 twin that performs the same approximations
+//! (its tests compare against it), and refuses inputs outside the range it is
+//! valid on.
 
 pub use nexus_ckks as ckks;
+
+pub mod approx;
+pub mod cost;
+pub mod engine;
+pub mod error;
+pub mod functions;
+pub mod gelu;
+pub mod layernorm;
+pub mod layout;
+pub mod newton;
+pub mod softmax;
+
+pub use cost::OpCost;
+pub use engine::Engine;
+pub use error::NnError;
+pub use gelu::Gelu;
+pub use layernorm::LayerNorm;
+pub use layout::RowLayout;
+pub use softmax::Softmax;

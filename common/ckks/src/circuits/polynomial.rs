@@ -284,8 +284,22 @@ impl<'a> PolynomialEvaluator<'a> {
             ct.clone()
         } else {
             let shifted = if mid != 0.0 { e.add_const(ct, -mid)? } else { ct.clone() };
-            let mut y = e.rescale(&e.mul_const(&shifted, 1.0 / half)?)?;
-            y.reset_scale(ct.scale());
+            // The constant is the integer round(q / half); for a wide
+            // interval it has few bits (2^23 for half = 2^17), and T_63
+            // amplifies a relative error in y about 4000-fold near +-1. The
+            // rounding is known exactly, so it goes into the scale instead of
+            // the value: y is then (x - mid) / half to the noise.
+            // y is brought to the default scale whatever the input's scale
+            // (callers may fold a constant into the input's scale), so the
+            // T_i keep prime-sized scales.
+            let q = e.params().q()[shifted.level()] as f64;
+            let const_scale = q * e.params().default_scale() / shifted.scale();
+            let rounded = (const_scale / half).round();
+            if rounded < 1.0 {
+                return Err(CkksError::InvalidInput(format!("interval half-width {half} too large for the scale")));
+            }
+            let mut y = e.rescale(&e.mul_const_with_scale(&shifted, 1.0 / half, const_scale)?)?;
+            y.reset_scale(shifted.scale() * rounded * half / q);
             y
         };
         // A constant is evaluated as c0 + 0 T_1 (one level, like degree 1).

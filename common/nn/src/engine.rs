@@ -1,0 +1,77 @@
+//! The evaluation context the operators run in, and the few scale-exact
+//! arithmetic helpers they share.
+
+use crate::error::NnError;
+use nexus_ckks::circuits::{Chebyshev, PolynomialEvaluator};
+use nexus_ckks::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters, RelinKey};
+
+/// Evaluator, encoder and evaluation keys of one key set.
+#[derive(Clone, Copy, Debug)]
+pub struct Engine<'a> {
+    /// Homomorphic operations.
+    pub eval: &'a Evaluator,
+    /// Plaintext encoding (weights, masks, constants).
+    pub encoder: &'a Encoder,
+    /// Relinearisation key.
+    pub rlk: &'a RelinKey,
+    /// Galois keys (rotations, expansions).
+    pub galois: &'a GaloisKeys,
+}
+
+impl<'a> Engine<'a> {
+    /// Parameters of the key set.
+    pub fn params(&self) -> &Parameters {
+        self.eval.params()
+    }
+
+    /// `ct * values` (slot-wise, a plaintext vector) landing exactly at
+    /// `level` and `scale`: the plaintext is encoded at the scale that makes
+    /// the rescaled product hit `scale`. `ct` must be above `level`.
+    pub fn mul_plain_to(&self, ct: &Ciphertext, values: &[f64], level: usize, scale: f64) -> Result<Ciphertext, NnError> {
+        let e = self.eval;
+        let ct = e.drop_to_level(ct, level + 1)?;
+        let prime = self.params().q()[level + 1] as f64;
+        let pt = self.encoder.encode_real(values, level + 1, scale * prime / ct.scale())?;
+        let mut prod = e.mul_plain(&ct, &pt)?;
+        prod.set_scale(scale * prime)?;
+        Ok(e.rescale(&prod)?)
+    }
+
+    /// `ct * c` landing exactly at `level` and `scale` (see
+    /// [`mul_plain_to`](Self::mul_plain_to)).
+    pub fn mul_const_to(&self, ct: &Ciphertext, c: f64, level: usize, scale: f64) -> Result<Ciphertext, NnError> {
+        let e = self.eval;
+        let ct = e.drop_to_level(ct, level + 1)?;
+        let prime = self.params().q()[level + 1] as f64;
+        let mut prod = e.mul_const_with_scale(&ct, c, scale * prime / ct.scale())?;
+        prod.set_scale(scale * prime)?;
+        Ok(e.rescale(&prod)?)
+    }
+
+    /// `a * b` relinearised and rescaled, at the lower of the two levels.
+    pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, NnError> {
+        let e = self.eval;
+        let level = a.level().min(b.level());
+        let (a, b) = (e.drop_to_level(a, level)?, e.drop_to_level(b, level)?);
+        Ok(e.mul_relin_rescale(&a, &b, self.rlk)?)
+    }
+
+    /// `a + b` at the lower level; `b`'s scale must equal `a`'s.
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, NnError> {
+        let e = self.eval;
+        let level = a.level().min(b.level());
+        Ok(e.add(&e.drop_to_level(a, level)?, &e.drop_to_level(b, level)?)?)
+    }
+
+    /// `a - b` at the lower level; `b`'s scale must equal `a`'s.
+    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, NnError> {
+        let e = self.eval;
+        let level = a.level().min(b.level());
+        Ok(e.sub(&e.drop_to_level(a, level)?, &e.drop_to_level(b, level)?)?)
+    }
+
+    /// `poly(ct)` at scale `scale`.
+    pub fn polynomial(&self, ct: &Ciphertext, poly: &Chebyshev, scale: f64) -> Result<Ciphertext, NnError> {
+        Ok(PolynomialEvaluator::new(self.eval, self.rlk).evaluate(ct, poly, scale)?)
+    }
+}

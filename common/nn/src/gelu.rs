@@ -1,0 +1,103 @@
+//! GELU on `[-range, range]` as one Chebyshev polynomial.
+//!
+//! `x Phi(x)` is entire, so its Chebyshev interpolant converges
+//! geometrically: on [-8, 8] degree 31 is within 1e-4 and degree 47 within
+//! 2e-8 of it. One polynomial of depth 6 therefore replaces the reference's
+//! two sign evaluations and piecewise pieces (depth about 20) at a small
+//! fraction of the error. Outside the range the polynomial diverges, so the
+//! range is part of the operator's contract: the plaintext twin refuses
+//! inputs outside it and the model planner must guarantee it.
+
+use crate::cost::OpCost;
+use crate::engine::Engine;
+use crate::error::{check_range, invalid, NnError};
+use crate::functions::gelu;
+use crate::newton::polynomial_products;
+use nexus_ckks::circuits::Chebyshev;
+use nexus_ckks::Ciphertext;
+
+/// A fitted GELU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gelu {
+    poly: Chebyshev,
+    range: f64,
+    max_error: f64,
+}
+
+impl Gelu {
+    /// The lowest-degree interpolant on `[-range, range]` whose error
+    /// (measured on a dense grid) is at most `max_error`.
+    pub fn new(range: f64, max_error: f64) -> Result<Self, NnError> {
+        if !(range.is_finite() && range > 0.0 && range <= 64.0) {
+            return Err(invalid("gelu", format!("range {range} must be in (0, 64]")));
+        }
+        if !(max_error > 0.0 && max_error.is_finite()) {
+            return Err(invalid("gelu", format!("error bound {max_error} must be positive")));
+        }
+        for degree in (7..=255).step_by(4) {
+            let poly = Chebyshev::interpolate(gelu, -range, range, degree);
+            let err = (0..=8192)
+                .map(|i| -range + 2.0 * range * i as f64 / 8192.0)
+                .map(|x| (poly.evaluate(x) - gelu(x)).abs())
+                .fold(0.0, f64::max);
+            if err <= max_error {
+                return Ok(Self { poly, range, max_error: err });
+            }
+        }
+        Err(invalid("gelu", format!("no degree <= 255 reaches error {max_error} on [-{range}, {range}]")))
+    }
+
+    /// The default of the model: valid on [-8, 8] within 1e-4.
+    pub fn bert_default() -> Result<Self, NnError> {
+        Self::new(8.0, 1e-4)
+    }
+
+    /// Inputs must lie in `[-range, range]`.
+    pub fn range(&self) -> f64 {
+        self.range
+    }
+
+    /// Approximation error bound on the range (f64).
+    pub fn max_error(&self) -> f64 {
+        self.max_error
+    }
+
+    /// Polynomial degree.
+    pub fn degree(&self) -> usize {
+        self.poly.degree()
+    }
+
+    /// The f64 twin; refuses inputs outside the range.
+    pub fn plain(&self, x: &[f64]) -> Result<Vec<f64>, NnError> {
+        check_range("gelu", x, -self.range, self.range)?;
+        Ok(x.iter().map(|&v| self.poly.evaluate(v)).collect())
+    }
+
+    /// Levels, products; no rotations.
+    pub fn cost(&self) -> OpCost {
+        OpCost { levels: self.poly.depth(), products: polynomial_products(self.degree()), ..OpCost::default() }
+    }
+
+    /// Encrypted GELU, slot-wise; the scale is kept.
+    pub fn apply(&self, engine: &Engine<'_>, ct: &Ciphertext) -> Result<Ciphertext, NnError> {
+        engine.polynomial(ct, &self.poly, ct.scale())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_gelu_is_degree_31_and_within_bound() {
+        let g = Gelu::bert_default().unwrap();
+        assert!(g.degree() <= 35, "degree {}", g.degree());
+        assert!(g.max_error() <= 1e-4);
+        assert_eq!(g.cost().levels, 5 + 1); // degree <= 31 on a non-unit interval
+        assert!(g.plain(&[8.5]).is_err());
+        let y = g.plain(&[-8.0, -1.0, 0.0, 2.0, 8.0]).unwrap();
+        for (x, y) in [-8.0, -1.0, 0.0, 2.0, 8.0].iter().zip(y) {
+            assert!((y - gelu(*x)).abs() <= 1e-4);
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! `1/x` and `1/sqrt(x)` on a declared interval: a Chebyshev initial guess
+//! refined by Newton steps, with the degree and the step count chosen in
+//! code for the smallest depth that meets the requested relative error.
+//!
+//! - inverse: `y <- y (2 - x y)` (depth 2 per step);
+//! - inverse square root: `y <- 1.5 y + (-x/2 y) y^2`, with `-x/2` computed
+//!   once beside the initial guess, so a step costs depth 2, not 3.
+//!
+//! Relative error squares (times about 1.5 for the square root) per step,
+//! so a coarse polynomial plus two or three steps beats a fine polynomial.
+//!
+//! The iteration runs on `u = x / c` with `c = sqrt(lo hi)`, the geometric
+//! centre, so every intermediate (`u`, `y`, `y^2`) is of order one: CKKS
+//! noise is absolute (about 2^-28 per product at scale 2^40 and N = 2^12),
+//! so `y^2 = 5e-6` would keep only 4 significant digits. Dividing by `c` and
+//! multiplying the result back are both free: they only change the scale
+//! metadata, never the ciphertext.
+
+use crate::engine::Engine;
+use crate::error::{invalid, NnError};
+use nexus_ckks::circuits::Chebyshev;
+use nexus_ckks::Ciphertext;
+
+/// Which function is approximated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewtonTarget {
+    /// `1 / x`.
+    Inverse,
+    /// `1 / sqrt(x)`.
+    InverseSqrt,
+}
+
+/// A fitted initial guess and a number of Newton steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewtonApprox {
+    target: NewtonTarget,
+    centre: f64,
+    guess: Chebyshev,
+    steps: usize,
+    rel_error: f64,
+}
+
+const DEGREES: [usize; 5] = [3, 7, 15, 31, 63];
+const MAX_STEPS: usize = 8;
+const GRID: usize = 4096;
+
+impl NewtonApprox {
+    /// The shallowest (then cheapest) approximation of `target` on
+    /// `[lo, hi]` whose relative error, measured on a geometric grid, is at
+    /// most `max_rel_error`.
+    pub fn new(target: NewtonTarget, lo: f64, hi: f64, max_rel_error: f64) -> Result<Self, NnError> {
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && hi > lo) {
+            return Err(invalid("newton", format!("interval [{lo}, {hi}] must satisfy 0 < lo < hi")));
+        }
+        if !(max_rel_error > 0.0 && max_rel_error < 1.0) {
+            return Err(invalid("newton", format!("relative error {max_rel_error} must be in (0, 1)")));
+        }
+        let exact = move |x: f64| match target {
+            NewtonTarget::Inverse => 1.0 / x,
+            NewtonTarget::InverseSqrt => 1.0 / x.sqrt(),
+        };
+        let centre = (lo * hi).sqrt();
+        let mut best: Option<(usize, usize, Self)> = None;
+        for degree in DEGREES {
+            let guess = Chebyshev::interpolate(exact, lo / centre, hi / centre, degree);
+            for steps in 0..=MAX_STEPS {
+                let candidate = Self { target, centre, guess: guess.clone(), steps, rel_error: 0.0 };
+                let rel_error = candidate.measured_error(lo, hi);
+                if rel_error <= max_rel_error {
+                    let key = (candidate.depth(), candidate.products());
+                    if best.as_ref().is_none_or(|(d, p, _)| key < (*d, *p)) {
+                        best = Some((key.0, key.1, Self { rel_error, ..candidate }));
+                    }
+                    break;
+                }
+            }
+        }
+        best.map(|(_, _, a)| a).ok_or_else(|| {
+            invalid(
+                "newton",
+                format!("no degree <= 63 with <= {MAX_STEPS} steps reaches relative error {max_rel_error} on [{lo}, {hi}]"),
+            )
+        })
+    }
+
+    fn measured_error(&self, lo: f64, hi: f64) -> f64 {
+        let ratio = (hi / lo).powf(1.0 / (GRID - 1) as f64);
+        let mut worst = 0.0f64;
+        let mut x = lo;
+        for _ in 0..GRID {
+            let want = match self.target {
+                NewtonTarget::Inverse => 1.0 / x,
+                NewtonTarget::InverseSqrt => 1.0 / x.sqrt(),
+            };
+            let err = ((self.evaluate(x) - want) / want).abs();
+            // A diverging iteration gives NaN: treat it as a failure.
+            worst = if err.is_nan() { f64::INFINITY } else { worst.max(err) };
+            x = (x * ratio).min(hi);
+        }
+        worst
+    }
+
+    /// The f64 twin: exactly the arithmetic the encrypted path performs.
+    pub fn evaluate(&self, x: f64) -> f64 {
+        let x = x / self.centre;
+        let mut y = self.guess.evaluate(x);
+        for _ in 0..self.steps {
+            y = match self.target {
+                NewtonTarget::Inverse => y * (2.0 - x * y),
+                NewtonTarget::InverseSqrt => 1.5 * y + (-0.5 * x * y) * (y * y),
+            };
+        }
+        y / self.output_factor()
+    }
+
+    /// `f(x) = f(u) / factor` for `u = x / centre`.
+    fn output_factor(&self) -> f64 {
+        match self.target {
+            NewtonTarget::Inverse => self.centre,
+            NewtonTarget::InverseSqrt => self.centre.sqrt(),
+        }
+    }
+
+    /// Relative error bound measured on the interval.
+    pub fn rel_error(&self) -> f64 {
+        self.rel_error
+    }
+
+    /// Newton steps.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Degree of the initial guess.
+    pub fn degree(&self) -> usize {
+        self.guess.degree()
+    }
+
+    /// Levels consumed.
+    pub fn depth(&self) -> usize {
+        self.guess.depth() + 2 * self.steps
+    }
+
+    /// Ciphertext products (the initial guess's baby-step giant-step count is
+    /// bounded by its degree; Newton steps take 2 or 3 each).
+    pub fn products(&self) -> usize {
+        let per_step = match self.target {
+            NewtonTarget::Inverse => 2,
+            NewtonTarget::InverseSqrt => 3,
+        };
+        polynomial_products(self.guess.degree()) + per_step * self.steps
+    }
+
+    /// Encrypted evaluation; the result's scale is whatever the products
+    /// leave (decoding uses it).
+    pub fn apply(&self, engine: &Engine<'_>, x: &Ciphertext) -> Result<Ciphertext, NnError> {
+        let e = engine.eval;
+        let scale = engine.params().default_scale();
+        // The guess reads u = x / c through the scale metadata (free); the
+        // Newton steps need u at a prime-sized scale, which one constant
+        // product beside the guess provides (off the critical path).
+        let mut u_meta = x.clone();
+        u_meta.set_scale(x.scale() * self.centre)?;
+        let mut y = engine.polynomial(&u_meta, &self.guess, scale)?;
+        let below = x.level().saturating_sub(1);
+        match self.target {
+            NewtonTarget::Inverse => {
+                let u = engine.mul_const_to(x, 1.0 / self.centre, below, scale)?;
+                for _ in 0..self.steps {
+                    let uy = engine.mul(&u, &y)?;
+                    let two_minus = e.add_const(&e.neg(&uy), 2.0)?;
+                    y = engine.mul(&y, &two_minus)?;
+                }
+            }
+            NewtonTarget::InverseSqrt => {
+                let minus_half_u = engine.mul_const_to(x, -0.5 / self.centre, below, scale)?;
+                for _ in 0..self.steps {
+                    let a = engine.mul(&minus_half_u, &y)?;
+                    let b = engine.mul(&y, &y)?;
+                    let t = engine.mul(&a, &b)?;
+                    let linear = engine.mul_const_to(&y, 1.5, t.level(), t.scale())?;
+                    y = engine.add(&t, &linear)?;
+                }
+            }
+        }
+        let scale = y.scale() * self.output_factor();
+        y.set_scale(scale)?;
+        Ok(y)
+    }
+}
+
+/// Upper bound on the ciphertext products of a baby-step giant-step
+/// evaluation of degree `d` (baby steps plus giant steps plus one product
+/// per split).
+pub(crate) fn polynomial_products(d: usize) -> usize {
+    let baby = (d as f64).sqrt().ceil() as usize;
+    baby + d / baby.max(1) + (usize::BITS - d.leading_zeros()) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_meet_their_error_and_prefer_shallow_plans() {
+        for (target, lo, hi) in [(NewtonTarget::Inverse, 1.0, 128.0), (NewtonTarget::InverseSqrt, 0.25, 256.0)] {
+            let a = NewtonApprox::new(target, lo, hi, 1e-7).unwrap();
+            assert!(a.rel_error() <= 1e-7);
+            for i in 0..1000 {
+                let x = lo + (hi - lo) * i as f64 / 999.0;
+                let want = if target == NewtonTarget::Inverse { 1.0 / x } else { 1.0 / x.sqrt() };
+                assert!(((a.evaluate(x) - want) / want).abs() <= 1.01e-7, "{target:?} at {x}");
+            }
+            println!("{target:?} on [{lo}, {hi}]: degree {} + {} steps, depth {}", a.degree(), a.steps(), a.depth());
+            assert!(a.depth() <= 13, "{target:?}: depth {}", a.depth());
+        }
+        assert!(NewtonApprox::new(NewtonTarget::Inverse, 0.0, 1.0, 1e-3).is_err());
+        assert!(NewtonApprox::new(NewtonTarget::Inverse, 1.0, 2.0, 0.0).is_err());
+    }
+}
