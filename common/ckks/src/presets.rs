@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "INSECURE_N12_QP640_TEST",
     "INSECURE_N12_QP1121_H32_BOOT_TEST",
     "INSECURE_N12_QP1500_DEEP_TEST",
+    "N13_QP147_TERN",
     "N15_QP860_TERN",
     "N16_QP1500_TERN",
     "N16_QP1420_H192",
@@ -79,6 +80,11 @@ pub fn literal(name: &str) -> Result<ParametersLiteral, CkksError> {
         // The N = 2^16 bench chain (27 levels of 40 bits) at test size, for
         // deep circuits (operators) in the default suite.
         "INSECURE_N12_QP1500_DEEP_TEST" => lit(12, chain(60, 40, 26), vec![50; 8], 3, 40, Ternary, InsecureTestOnly),
+        // NEXUS compressed-input products: two 49-bit chain primes (IFMA
+        // NTTs) and one special prime, one prime per digit; scale 2^36 so the
+        // expansion's key-switch noise (about 2^22 per coefficient after 13
+        // steps) stays 2^-20 below the expanded values. log QP = 147 <= 218.
+        "N13_QP147_TERN" => lit(13, vec![49, 49], vec![49], 2, 36, Ternary, Bits128),
         "N15_QP860_TERN" => lit(15, chain(60, 40, 14), vec![60; 4], 3, 40, Ternary, Bits128),
         "N16_QP1500_TERN" | "bench-n16-l27" => lit(16, chain(60, 40, 26), vec![50; 8], 3, 40, Ternary, Bits128),
         "N16_QP1420_H192" => {

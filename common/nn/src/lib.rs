@@ -15,6 +15,7 @@ pub mod functions;
 pub mod gelu;
 pub mod layernorm;
 pub mod layout;
+pub mod matmul;
 pub mod newton;
 pub mod softmax;
 
@@ -24,4 +25,5 @@ pub use error::NnError;
 pub use gelu::Gelu;
 pub use layernorm::LayerNorm;
 pub use layout::RowLayout;
+pub use matmul::CompressedMatMul;
 pub use softmax::Softmax;
