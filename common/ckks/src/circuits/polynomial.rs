@@ -200,6 +200,29 @@ impl<'a> PolynomialEvaluator<'a> {
         }
     }
 
+    /// The cheapest step that returns at level `need` or above (leaves
+    /// wherever they are deep enough, so only the critical path is split),
+    /// with the level it returns at.
+    fn choose(&self, basis: &Basis, degree: usize, need: usize) -> (Step, usize) {
+        if degree == 0 {
+            return (Step::Constant, usize::MAX);
+        }
+        let leaf = (degree < basis.baby)
+            .then(|| (1..=degree).map(|i| basis.powers[&i].level()).min().unwrap_or(0).saturating_sub(1));
+        match leaf {
+            Some(l) if l >= need || degree == 1 => return (Step::Leaf, l),
+            _ => {}
+        }
+        let g = 1usize << (usize::BITS - 1 - degree.leading_zeros());
+        let (_, lq) = self.choose(basis, degree - g, need + 1);
+        let (_, lr) = self.choose(basis, g - 1, need);
+        let split = lq.min(basis.powers[&g].level()).saturating_sub(1).min(lr);
+        match leaf {
+            Some(l) if l >= split => (Step::Leaf, l),
+            _ => (Step::Split(g), split),
+        }
+    }
+
     fn leaf(&self, basis: &Basis, coeffs: &[f64], target_scale: f64) -> Result<Ciphertext, CkksError> {
         let e = self.eval;
         let m = coeffs.len().max(2) - 1;
@@ -231,16 +254,16 @@ impl<'a> PolynomialEvaluator<'a> {
         Ok(out)
     }
 
-    fn eval_rec(&self, basis: &Basis, coeffs: &[f64], target_scale: f64) -> Result<Ciphertext, CkksError> {
+    fn eval_rec(&self, basis: &Basis, coeffs: &[f64], target_scale: f64, need: usize) -> Result<Ciphertext, CkksError> {
         let e = self.eval;
         let d = coeffs.len() - 1;
-        let g = match self.plan(basis, d).0 {
+        let g = match self.choose(basis, d, need).0 {
             Step::Split(g) => g,
             Step::Leaf | Step::Constant => return self.leaf(basis, coeffs, target_scale),
         };
         let (q, r) = divide(coeffs, g);
         let tg = &basis.powers[&g];
-        let lq = self.plan(basis, q.len() - 1).1;
+        let lq = self.choose(basis, q.len() - 1, need + 1).1;
         let lp = lq.min(tg.level());
         if lp == 0 {
             return Err(CkksError::NotEnoughLevels { op: "polynomial evaluation", level: 0, needed: 1 });
@@ -254,11 +277,11 @@ impl<'a> PolynomialEvaluator<'a> {
             term.reset_scale(target_scale * prime);
             e.rescale(&term)?
         } else {
-            let q_ct = e.drop_to_level(&self.eval_rec(basis, &q, q_scale)?, lp)?;
+            let q_ct = e.drop_to_level(&self.eval_rec(basis, &q, q_scale, need + 1)?, lp)?;
             e.rescale(&e.mul_relin(&q_ct, &tg, self.rlk)?)?
         };
         prod.reset_scale(target_scale);
-        let r_ct = self.eval_rec(basis, &r, target_scale)?;
+        let r_ct = self.eval_rec(basis, &r, target_scale, need)?;
         let level = prod.level().min(r_ct.level());
         e.add(&e.drop_to_level(&prod, level)?, &e.drop_to_level(&r_ct, level)?)
     }
@@ -308,7 +331,9 @@ impl<'a> PolynomialEvaluator<'a> {
             coeffs.push(0.0);
         }
         let basis = self.basis(&y, coeffs.len() - 1)?;
-        self.eval_rec(&basis, &coeffs, target_scale)
+        // The best level any plan reaches; then the cheapest plan reaching it.
+        let need = self.plan(&basis, coeffs.len() - 1).1;
+        self.eval_rec(&basis, &coeffs, target_scale, need)
     }
 }
 

@@ -7,14 +7,15 @@
 //! take it back on allocation. The pool keeps at most
 //! [`DEFAULT_MAX_POOLED_BYTES`] (override with `NEXUS_POOL_MAX_BYTES`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 
 /// Default bound on pooled memory (1 GiB).
 pub const DEFAULT_MAX_POOLED_BYTES: usize = 1 << 30;
 
 struct Pool {
-    free: HashMap<usize, Vec<Vec<u64>>>,
+    /// Free buffers by capacity.
+    free: BTreeMap<usize, Vec<Vec<u64>>>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -24,7 +25,7 @@ fn pool() -> &'static Mutex<Pool> {
     POOL.get_or_init(|| {
         let max_bytes =
             std::env::var("NEXUS_POOL_MAX_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_POOLED_BYTES);
-        Mutex::new(Pool { free: HashMap::new(), bytes: 0, max_bytes })
+        Mutex::new(Pool { free: BTreeMap::new(), bytes: 0, max_bytes })
     })
 }
 
@@ -35,9 +36,13 @@ const MIN_POOLED_LEN: usize = 1 << 14;
 pub(crate) fn take(len: usize) -> Vec<u64> {
     if len >= MIN_POOLED_LEN {
         if let Ok(mut p) = pool().lock() {
-            if let Some(v) = p.free.get_mut(&len).and_then(|list| list.pop()) {
-                p.bytes -= len * 8;
-                debug_assert_eq!(v.len(), len);
+            // The smallest free buffer that holds `len` words, wasting at
+            // most half of it: ciphertexts shrink by one limb per level, so
+            // exact-size classes alone would rarely be reused.
+            let class = p.free.range(len..=2 * len).find(|(_, list)| !list.is_empty()).map(|(&c, _)| c);
+            if let Some(mut v) = class.and_then(|c| p.free.get_mut(&c).and_then(|list| list.pop())) {
+                p.bytes -= v.capacity() * 8;
+                v.truncate(len);
                 return v;
             }
         }
@@ -72,6 +77,15 @@ pub(crate) fn give(mut v: Vec<u64>) {
         v.resize(len, 0);
     }
     if let Ok(mut p) = pool().lock() {
+        // Over budget: evict from the largest other class first (stale
+        // sizes from earlier levels), so the working set stays pooled.
+        while p.bytes + len * 8 > p.max_bytes {
+            let victim = p.free.iter().filter(|(&c, l)| c != len && !l.is_empty()).map(|(&c, _)| c).next_back();
+            let Some(evicted) = victim.and_then(|c| p.free.get_mut(&c).and_then(|l| l.pop())) else {
+                break;
+            };
+            p.bytes -= evicted.capacity() * 8;
+        }
         if p.bytes + len * 8 <= p.max_bytes {
             p.bytes += len * 8;
             p.free.entry(len).or_default().push(v);

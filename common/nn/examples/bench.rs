@@ -1,0 +1,253 @@
+//! Operator benchmarks at 128-bit-secure parameters against the NEXUS
+//! reference's cases (same sizes, same inputs).
+//!
+//! `cargo run --release -p nexus-nn --example bench -- --case CASE --threads T --json`
+//! with CASE in matmul, gelu, layernorm, softmax prints one JSON object:
+//! `{"case", "ms", "mean_abs_err", "max_abs_err", "peak_rss_mb", "log_n", "secure"}`.
+//! `ms` is the median over `--repeats` runs of the operator alone (no key
+//! generation, encryption, decryption, or model-time weight encoding, which
+//! is reported separately as `prepare_ms`), like the reference's timers.
+
+use clap::Parser;
+use nexus_ckks::*;
+use nexus_nn::functions::gelu;
+use nexus_nn::matmul::expand::expansion_galois_elements;
+use nexus_nn::{CompressedMatMul, Engine, Gelu, LayerNorm, RowLayout, Softmax};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser, Debug)]
+#[command(about = "NEXUS operator benchmarks")]
+struct Args {
+    /// matmul, gelu, layernorm, softmax.
+    #[arg(long)]
+    case: String,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed repetitions (median reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Outcome {
+    ms: f64,
+    prepare_ms: f64,
+    got: Vec<f64>,
+    want: Vec<f64>,
+    params: Parameters,
+    detail: String,
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    let outcome = pool.install(|| match args.case.as_str() {
+        "matmul" => matmul(&args),
+        "gelu" => gelu_case(&args),
+        "layernorm" => layernorm(&args),
+        "softmax" => softmax(&args),
+        other => Err(format!("unknown case {other:?}: expected matmul, gelu, layernorm or softmax").into()),
+    })?;
+    let errs: Vec<f64> = outcome.got.iter().zip(&outcome.want).map(|(g, w)| (g - w).abs()).collect();
+    let mean = errs.iter().sum::<f64>() / errs.len().max(1) as f64;
+    let max = errs.iter().cloned().fold(0.0, f64::max);
+    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    let p = &outcome.params;
+    if args.json {
+        let line = serde_json::json!({
+            "case": args.case, "ms": outcome.ms, "mean_abs_err": mean, "max_abs_err": max,
+            "peak_rss_mb": rss, "log_n": p.log_n(), "secure": p.is_secure(), "threads": args.threads,
+            "prepare_ms": outcome.prepare_ms, "detail": outcome.detail,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "{}: {:.1} ms (prepare {:.1} ms), mean abs err {mean:.2e}, max {max:.2e}, peak RSS {rss:.0} MB, N = 2^{}, secure {}, {}",
+            args.case,
+            outcome.ms,
+            outcome.prepare_ms,
+            p.log_n(),
+            p.is_secure(),
+            outcome.detail
+        );
+    }
+    Ok(())
+}
+
+fn median_ms<T>(repeats: usize, mut f: impl FnMut() -> Result<T, BoxError>) -> Result<(f64, T), BoxError> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        last = Some(f()?);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let out = last.ok_or("no run")?;
+    Ok((times[times.len() / 2], out))
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Setup {
+    params: Parameters,
+    sk: SecretKey,
+    pk: PublicKey,
+    rlk: RelinKey,
+    galois: GaloisKeys,
+    eval: Evaluator,
+    encoder: Encoder,
+}
+
+impl Setup {
+    fn new(preset: &str, elements: &[usize], steps: &[i64]) -> Result<Self, BoxError> {
+        let params = Parameters::preset(preset)?;
+        let mut kg = KeyGenerator::new(&params);
+        let sk = kg.secret_key();
+        let pk = kg.public_key(&sk);
+        let rlk = kg.relin_key(&sk);
+        let mut elements = elements.to_vec();
+        elements.extend(steps.iter().map(|&s| params.galois_element_for_rotation(s)));
+        let galois = kg.galois_keys_for_elements(&sk, &elements)?;
+        Ok(Self { eval: Evaluator::new(&params), encoder: Encoder::new(&params), params, sk, pk, rlk, galois })
+    }
+    fn engine(&self) -> Engine<'_> {
+        Engine { eval: &self.eval, encoder: &self.encoder, rlk: &self.rlk, galois: &self.galois }
+    }
+    fn encrypt(&self, v: &[f64]) -> Result<Ciphertext, BoxError> {
+        let pt = self.encoder.encode_real(v, self.params.max_level(), self.params.default_scale())?;
+        Ok(Encryptor::new(&self.params).encrypt_pk(&pt, &self.pk)?)
+    }
+    fn decrypt(&self, ct: &Ciphertext) -> Result<Vec<f64>, BoxError> {
+        Ok(self.encoder.decode_real(&Decryptor::new(&self.params).decrypt(ct, &self.sk)?)?)
+    }
+}
+
+fn linspace(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    (0..n).map(|i| lo + (hi - lo) * i as f64 / (n - 1) as f64).collect()
+}
+
+/// 4096x768 (plaintext) by 768x64 (encrypted), uniform(-1, 1).
+fn matmul(args: &Args) -> Result<Outcome, BoxError> {
+    let (m, n, k) = (4096, 768, 64);
+    let params = Parameters::preset("N13_QP147_TERN")?;
+    let s = Setup::new("N13_QP147_TERN", &expansion_galois_elements(&params), &[])?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let a: Vec<f64> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let b: Vec<f64> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let mm = CompressedMatMul::new(&s.params, m, n, k)?;
+    let level = s.params.max_level();
+    let inputs = mm
+        .pack(&b)?
+        .iter()
+        .map(|c| {
+            let pt = s.encoder.encode_coefficients(c, level, s.params.default_scale())?;
+            Ok(Encryptor::new(&s.params).encrypt_sk(&pt, &s.sk)?)
+        })
+        .collect::<Result<Vec<_>, BoxError>>()?;
+    let t = Instant::now();
+    let weights = mm.encode_weights(&s.encoder, &a, level, 2f64.powi(30))?;
+    let prepare_ms = t.elapsed().as_secs_f64() * 1e3;
+    let engine = s.engine();
+    let (ms, out) = median_ms(args.repeats, || {
+        let partials = mm
+            .tiles()
+            .into_iter()
+            .map(|tile| mm.run_tile(&engine, tile, &inputs[tile.input], &weights))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(mm.assemble(&engine, partials)?)
+    })?;
+    let decoded = out
+        .iter()
+        .map(|cols| cols.iter().map(|c| s.decrypt(c)).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let got = mm.unpack(&decoded)?;
+    let want = mm.plain(&a, &b);
+    let detail = format!("{} input ciphertexts, {} key switches", mm.inputs(), n * k - mm.inputs());
+    Ok(Outcome { ms, prepare_ms, got, want, params: s.params, detail })
+}
+
+/// 32768 values linspace(-5, 5), one full-slot ciphertext.
+fn gelu_case(args: &Args) -> Result<Outcome, BoxError> {
+    let s = Setup::new("N16_QP1500_TERN", &[], &[])?;
+    let g = Gelu::bert_default()?;
+    let x = linspace(-5.0, 5.0, s.params.max_slots());
+    let ct = s.encrypt(&x)?;
+    let (ms, out) = median_ms(args.repeats, || Ok(g.apply(&s.engine(), &ct)?))?;
+    let got = s.decrypt(&out)?;
+    let want = x.iter().map(|&v| gelu(v)).collect();
+    let detail = format!("degree {} on [-{r}, {r}], {} levels", g.degree(), g.cost().levels, r = g.range());
+    Ok(Outcome { ms, prepare_ms: 0.0, got, want, params: s.params, detail })
+}
+
+/// 16 rows of 768, each linspace(-10, 10); gamma 1, beta 0 (the reference's
+/// case), but the mean, gamma and beta are computed.
+fn layernorm(args: &Args) -> Result<Outcome, BoxError> {
+    let params = Parameters::preset("N16_QP1500_TERN")?;
+    let layout = RowLayout::new(16, 768, params.max_slots())?;
+    let s = Setup::new("N16_QP1500_TERN", &[], &layout.sum_rotations())?;
+    let ln = LayerNorm::new(layout.clone(), vec![1.0; 768], vec![0.0; 768], 1e-12, (0.25, 256.0), 1e-6)?;
+    let rows = vec![linspace(-10.0, 10.0, 768); 16];
+    let ct = s.encrypt(&layout.pack(&rows)?)?;
+    let (ms, out) = median_ms(args.repeats, || Ok(ln.apply(&s.engine(), &ct)?))?;
+    let got: Vec<f64> = layout.unpack(&s.decrypt(&out)?)?.concat();
+    let want: Vec<f64> = rows
+        .iter()
+        .flat_map(|row| {
+            let mean = row.iter().sum::<f64>() / 768.0;
+            let sd = (row.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / 768.0).sqrt();
+            row.iter().map(move |x| (x - mean) / sd).collect::<Vec<_>>()
+        })
+        .collect();
+    let c = ln.cost(&s.params);
+    let detail = format!(
+        "variance in [0.25, 256], invsqrt degree {} + {} Newton steps, {} levels, {} rotations",
+        ln.invsqrt().degree(),
+        ln.invsqrt().steps(),
+        c.levels,
+        c.rotations
+    );
+    Ok(Outcome { ms, prepare_ms: 0.0, got, want, params: s.params, detail })
+}
+
+/// 128 rows of 128, each linspace(-10, 0); declared input range [-10, 0]
+/// with no assumption on the row maximum.
+fn softmax(args: &Args) -> Result<Outcome, BoxError> {
+    let params = Parameters::preset("N16_QP1500_TERN")?;
+    let layout = RowLayout::new(128, 128, params.max_slots())?;
+    let s = Setup::new("N16_QP1500_TERN", &[], &layout.sum_rotations())?;
+    let sm = Softmax::new(layout.clone(), -10.0, 0.0, -10.0, 1e-6)?;
+    let rows = vec![linspace(-10.0, 0.0, 128); 128];
+    let ct = s.encrypt(&layout.pack(&rows)?)?;
+    let (ms, out) = median_ms(args.repeats, || Ok(sm.apply(&s.engine(), &ct)?))?;
+    let got: Vec<f64> = layout.unpack(&s.decrypt(&out)?)?.concat();
+    let want: Vec<f64> = rows
+        .iter()
+        .flat_map(|row| {
+            let m = row.iter().cloned().fold(f64::MIN, f64::max);
+            let sum: f64 = row.iter().map(|x| (x - m).exp()).sum();
+            row.iter().map(move |x| (x - m).exp() / sum).collect::<Vec<_>>()
+        })
+        .collect();
+    let c = sm.cost(&s.params);
+    let detail = format!(
+        "exp degree {}, inverse degree {} + {} steps, {} levels, {} rotations",
+        sm.exp_degree(),
+        sm.inverse().degree(),
+        sm.inverse().steps(),
+        c.levels,
+        c.rotations
+    );
+    Ok(Outcome { ms, prepare_ms: 0.0, got, want, params: s.params, detail })
+}
