@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "INSECURE_N12_QP640_TEST",
     "INSECURE_N12_QP1121_H32_BOOT_TEST",
     "INSECURE_N12_QP1500_DEEP_TEST",
+    "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST",
     "N13_QP147_TERN",
     "N15_QP860_TERN",
     "N16_QP1500_TERN",
@@ -85,6 +86,17 @@ pub fn literal(name: &str) -> Result<ParametersLiteral, CkksError> {
         // expansion's key-switch noise (about 2^22 per coefficient after 13
         // steps) stays 2^-20 below the expanded values. log QP = 147 <= 218.
         "N13_QP147_TERN" => lit(13, vec![49, 49], vec![49], 2, 36, Ternary, Bits128),
+        // The test bootstrapping chain with ten more 40-bit levels after
+        // bootstrapping (13), for operators that refresh (comparisons).
+        "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST" => lit(
+            12,
+            std::iter::once(50).chain([40; 15]).chain([55; 9]).chain([60; 3]).collect(),
+            vec![49; 4],
+            10,
+            40,
+            SparseTernary { hamming_weight: 32 },
+            InsecureTestOnly,
+        ),
         "N15_QP860_TERN" => lit(15, chain(60, 40, 14), vec![60; 4], 3, 40, Ternary, Bits128),
         "N16_QP1500_TERN" | "bench-n16-l27" => lit(16, chain(60, 40, 26), vec![50; 8], 3, 40, Ternary, Bits128),
         "N16_QP1420_H192" => {

@@ -27,7 +27,13 @@ impl<'a> Engine<'a> {
     /// `ct * values` (slot-wise, a plaintext vector) landing exactly at
     /// `level` and `scale`: the plaintext is encoded at the scale that makes
     /// the rescaled product hit `scale`. `ct` must be above `level`.
-    pub fn mul_plain_to(&self, ct: &Ciphertext, values: &[f64], level: usize, scale: f64) -> Result<Ciphertext, NnError> {
+    pub fn mul_plain_to(
+        &self,
+        ct: &Ciphertext,
+        values: &[f64],
+        level: usize,
+        scale: f64,
+    ) -> Result<Ciphertext, NnError> {
         let e = self.eval;
         let ct = e.drop_to_level(ct, level + 1)?;
         let prime = self.params().q()[level + 1] as f64;

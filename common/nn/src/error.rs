@@ -10,7 +10,6 @@ pub enum NnError {
     /// The engine refused an operation.
     #[error(transparent)]
     Ckks(#[from] CkksError),
-    // TEMP Approx
     /// A configuration or shape is invalid.
     #[error("{op}: {msg}")]
     InvalidConfig {

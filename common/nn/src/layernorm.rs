@@ -40,7 +40,10 @@ impl LayerNorm {
     ) -> Result<Self, NnError> {
         let d = layout.row_len();
         if gamma.len() != d || beta.len() != d {
-            return Err(invalid("layernorm", format!("gamma/beta have {}/{} entries, rows have {d}", gamma.len(), beta.len())));
+            return Err(invalid(
+                "layernorm",
+                format!("gamma/beta have {}/{} entries, rows have {d}", gamma.len(), beta.len()),
+            ));
         }
         if !(eps >= 0.0 && eps.is_finite()) {
             return Err(invalid("layernorm", format!("eps {eps} must be finite and >= 0")));
@@ -100,7 +103,10 @@ impl LayerNorm {
         let d = self.layout.row_len() as f64;
         let level = x.level();
         if level < self.cost(engine.params()).levels {
-            return Err(invalid("layernorm", format!("input at level {level}, needs {}", self.cost(engine.params()).levels)));
+            return Err(invalid(
+                "layernorm",
+                format!("input at level {level}, needs {}", self.cost(engine.params()).levels),
+            ));
         }
         let sums = self.layout.row_sums(engine.eval, x, engine.galois)?;
         let mean_masked: Vec<f64> = self.layout.mask().iter().map(|m| m / d).collect();
@@ -111,7 +117,12 @@ impl LayerNorm {
         let var_sum = engine.eval.add_const(&var_sum, d * self.eps)?;
         let inv = self.invsqrt.apply(engine, &var_sum)?;
         let gamma: Vec<f64> = self.gamma.iter().map(|g| g * d.sqrt()).collect();
-        let scaled = engine.mul_plain_to(&centred, &self.broadcast(&gamma), centred.level() - 1, centred.scale())?;
+        let scaled = engine.mul_plain_to(
+            &centred,
+            &self.broadcast(&gamma),
+            centred.level().saturating_sub(1),
+            centred.scale(),
+        )?;
         let out = engine.mul(&scaled, &inv)?;
         let beta = engine.encoder.encode_real(&self.broadcast(&self.beta), out.level(), out.scale())?;
         Ok(engine.eval.add_plain(&out, &beta)?)

@@ -26,11 +26,16 @@ impl RowLayout {
     /// a power of two and `rows * next_pow2(row_len)` must divide `slots`.
     pub fn new(rows: usize, row_len: usize, slots: usize) -> Result<Self, NnError> {
         if rows == 0 || row_len == 0 || !rows.is_power_of_two() {
-            return Err(invalid("row layout", format!("{rows} rows of {row_len}: rows must be a power of two, lengths > 0")));
+            return Err(invalid(
+                "row layout",
+                format!("{rows} rows of {row_len}: rows must be a power of two, lengths > 0"),
+            ));
         }
         let padded_len = row_len.next_power_of_two();
         match rows.checked_mul(padded_len) {
-            Some(block) if block <= slots && slots % block == 0 => Ok(Self { rows, row_len, padded_len, slots }),
+            Some(block) if block <= slots && slots.is_multiple_of(block) => {
+                Ok(Self { rows, row_len, padded_len, slots })
+            }
             _ => Err(invalid(
                 "row layout",
                 format!("{rows} rows of {row_len} (padded to {padded_len}) do not tile {slots} slots"),
@@ -132,8 +137,8 @@ mod tests {
         let layout = RowLayout::new(4, 6, 64).unwrap();
         let rows: Vec<Vec<f64>> = (0..4).map(|r| (0..6).map(|j| (10 * r + j) as f64).collect()).collect();
         let packed = layout.pack(&rows).unwrap();
-        assert_eq!(packed[4 + 2], 12.0); // element 1 of row 2
-        assert_eq!(packed[32 + 4 + 2], 12.0); // second block repeats
+        assert_eq!(packed[4 + 2], 21.0); // element 1 of row 2
+        assert_eq!(packed[32 + 4 + 2], 21.0); // second block repeats
         assert_eq!(layout.unpack(&packed).unwrap(), rows);
         let mask = layout.mask();
         assert_eq!(mask.iter().sum::<f64>(), 2.0 * 24.0);

@@ -8,6 +8,8 @@
 pub use nexus_ckks as ckks;
 
 pub mod approx;
+pub mod argmax;
+pub mod compare;
 pub mod cost;
 pub mod engine;
 pub mod error;
@@ -19,6 +21,8 @@ pub mod matmul;
 pub mod newton;
 pub mod softmax;
 
+pub use argmax::Argmax;
+pub use compare::{Comparator, Refresh};
 pub use cost::OpCost;
 pub use engine::Engine;
 pub use error::NnError;

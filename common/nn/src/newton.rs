@@ -78,7 +78,9 @@ impl NewtonApprox {
         best.map(|(_, _, a)| a).ok_or_else(|| {
             invalid(
                 "newton",
-                format!("no degree <= 63 with <= {MAX_STEPS} steps reaches relative error {max_rel_error} on [{lo}, {hi}]"),
+                format!(
+                    "no degree <= 63 with <= {MAX_STEPS} steps reaches relative error {max_rel_error} on [{lo}, {hi}]"
+                ),
             )
         })
     }

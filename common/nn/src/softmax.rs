@@ -1,17 +1,21 @@
 //! Softmax over the rows of an interleaved [`RowLayout`].
 //!
-//! Every input must lie in a declared interval `[lo, hi]`; the operator
-//! subtracts the bound `hi` (softmax is shift-invariant), so `exp` is only
-//! ever evaluated on `[lo - hi, 0]` and the row sum `s` is provably in
-//! `[L e^(lo - hi), L]` (tighter if the caller also guarantees every row's
-//! maximum is at least `min_row_max`). That interval is what the inverse is
-//! fitted on, so no input in range can push it off its domain: this is the
-//! "proven range bound" form of max subtraction, at a fraction of the depth
-//! of an encrypted row maximum (log2 L comparisons).
+//! Every input must lie in a declared interval `[lo, hi]` of width `W`.
+//! Softmax is shift-invariant; the operator subtracts the row mean `mu`
+//! (one row sum, one level) plus `W/2`, instead of an encrypted row maximum
+//! (log2 L comparisons, each deeper than the whole operator). By Jensen's
+//! inequality `sum_j e^(x_j - mu) >= L`, and `x_j - mu <= W (1 - 1/L)`, so
+//! the row sum `s` provably lies in
+//! `[L e^(-W/2), (e^(W (1 - 1/L)) + L - 1) e^(-W/2)]`: a ratio of about
+//! `e^W / L` (173 for W = 10, L = 128) where subtracting the bound `hi`
+//! would leave `e^W` (22026), which costs three more Newton steps. That
+//! interval is what the inverse is fitted on, so no input in range can push
+//! it off its domain ("proven range bound" max subtraction), and every
+//! exponential stays below `e^(W/2)`.
 //!
-//! `exp(x - hi)` on `[lo, hi]` is one Chebyshev interpolant (degree 15 is
-//! within 3e-9 on a width of 10), the row sums take log2 L rotations and no
-//! levels, and `1/s` is an initial guess plus Newton steps.
+//! `exp` on `[-3W/2, W/2]` is one Chebyshev interpolant, the row sums take
+//! log2 L rotations and no levels, and `1/s` is an initial guess plus Newton
+//! steps.
 
 use crate::cost::OpCost;
 use crate::engine::Engine;
@@ -27,25 +31,29 @@ pub struct Softmax {
     layout: RowLayout,
     lo: f64,
     hi: f64,
+    shift: f64,
     exp: Chebyshev,
     inverse: NewtonApprox,
 }
 
 impl Softmax {
-    /// Inputs in `[lo, hi]`; `min_row_max` (at least `lo`) is a guaranteed
-    /// lower bound on each row's maximum, which shortens the inverse.
-    pub fn new(layout: RowLayout, lo: f64, hi: f64, min_row_max: f64, max_rel_error: f64) -> Result<Self, NnError> {
-        if !(lo.is_finite() && hi.is_finite() && hi > lo && hi - lo <= 40.0) {
-            return Err(invalid("softmax", format!("input interval [{lo}, {hi}] must be finite, non-empty, width <= 40")));
+    /// Inputs in `[lo, hi]` (width at most 30, so that `e^(W/2)` stays
+    /// well inside the modulus).
+    pub fn new(layout: RowLayout, lo: f64, hi: f64, max_rel_error: f64) -> Result<Self, NnError> {
+        let width = hi - lo;
+        if !(lo.is_finite() && hi.is_finite() && width > 0.0 && width <= 30.0) {
+            return Err(invalid(
+                "softmax",
+                format!("input interval [{lo}, {hi}] must be finite, non-empty, width <= 30"),
+            ));
         }
-        if !(lo..=hi).contains(&min_row_max) {
-            return Err(invalid("softmax", format!("row maximum bound {min_row_max} outside [{lo}, {hi}]")));
-        }
-        let exp = fit_exp(lo, hi, max_rel_error)?;
+        let shift = width / 2.0;
+        let exp = fit_exp(-width - shift, width - shift, max_rel_error)?;
         let len = layout.row_len() as f64;
-        let s_lo = (len * (lo - hi).exp()).max((min_row_max - hi).exp()) * (1.0 - 1e-6);
-        let inverse = NewtonApprox::new(NewtonTarget::Inverse, s_lo, len * (1.0 + 1e-6), max_rel_error)?;
-        Ok(Self { layout, lo, hi, exp, inverse })
+        let s_lo = len * (-shift).exp() * (1.0 - 1e-6);
+        let s_hi = ((width * (1.0 - 1.0 / len)).exp() + len - 1.0) * (-shift).exp() * (1.0 + 1e-6);
+        let inverse = NewtonApprox::new(NewtonTarget::Inverse, s_lo, s_hi, max_rel_error)?;
+        Ok(Self { layout, lo, hi, shift, exp, inverse })
     }
 
     /// The layout the operator reads and writes.
@@ -68,7 +76,8 @@ impl Softmax {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             check_range("softmax", row, self.lo, self.hi)?;
-            let e: Vec<f64> = row.iter().map(|&x| self.exp.evaluate(x)).collect();
+            let mean = row.iter().sum::<f64>() / row.len() as f64;
+            let e: Vec<f64> = row.iter().map(|&x| self.exp.evaluate(x - mean - self.shift)).collect();
             let inv = self.inverse.evaluate(e.iter().sum());
             out.push(e.iter().map(|v| v * inv).collect());
         }
@@ -80,8 +89,8 @@ impl Softmax {
         let sums = self.layout.sum_cost(params);
         let mask = usize::from(self.layout.is_padded());
         OpCost {
-            levels: self.exp.depth() + mask + self.inverse.depth() + 1,
-            rotations: sums.rotations,
+            levels: 1 + self.exp.depth() + mask + self.inverse.depth() + 1,
+            rotations: 2 * sums.rotations,
             products: polynomial_products(self.exp.degree()) + self.inverse.products() + 1,
             bootstraps: 0,
             galois_elements: sums.galois_elements,
@@ -94,9 +103,14 @@ impl Softmax {
         if x.level() < needed {
             return Err(invalid("softmax", format!("input at level {}, needs {needed}", x.level())));
         }
-        let mut e = engine.polynomial(x, &self.exp, x.scale())?;
+        let len = self.layout.row_len() as f64;
+        let sums = self.layout.row_sums(engine.eval, x, engine.galois)?;
+        let mean_mask: Vec<f64> = self.layout.mask().iter().map(|m| m / len).collect();
+        let mean = engine.mul_plain_to(&sums, &mean_mask, x.level().saturating_sub(1), x.scale())?;
+        let centred = engine.eval.add_const(&engine.sub(x, &mean)?, -self.shift)?;
+        let mut e = engine.polynomial(&centred, &self.exp, x.scale())?;
         if self.layout.is_padded() {
-            e = engine.mul_plain_to(&e, &self.layout.mask(), e.level() - 1, e.scale())?;
+            e = engine.mul_plain_to(&e, &self.layout.mask(), e.level().saturating_sub(1), e.scale())?;
         }
         let sums = self.layout.row_sums(engine.eval, &e, engine.galois)?;
         let inv = self.inverse.apply(engine, &sums)?;
@@ -104,14 +118,15 @@ impl Softmax {
     }
 }
 
-/// `exp(x - hi)` on `[lo, hi]`: the lowest degree whose relative error on a
-/// dense grid is at most `max_rel_error`.
+/// `exp` on `[lo, hi]`: the lowest degree whose error relative to
+/// `max(e^x, e^0)` on a dense grid is at most `max_rel_error` (values far
+/// below the row's typical `e^0` matter only absolutely).
 fn fit_exp(lo: f64, hi: f64, max_rel_error: f64) -> Result<Chebyshev, NnError> {
     for degree in 3..=63 {
-        let poly = Chebyshev::interpolate(|x| (x - hi).exp(), lo, hi, degree);
+        let poly = Chebyshev::interpolate(f64::exp, lo, hi, degree);
         let err = (0..=4096)
             .map(|i| lo + (hi - lo) * i as f64 / 4096.0)
-            .map(|x| ((poly.evaluate(x) - (x - hi).exp()) / (x - hi).exp()).abs())
+            .map(|x| ((poly.evaluate(x) - x.exp()) / x.exp().max(1.0)).abs())
             .fold(0.0, f64::max);
         if err <= max_rel_error {
             return Ok(poly);

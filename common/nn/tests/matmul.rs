@@ -34,11 +34,8 @@ fn compressed_product_matches_exact_product_over_tiles() {
         })
         .collect();
     let weights = mm.encode_weights(&encoder, &a, level, 2f64.powi(30)).unwrap();
-    let partials: Vec<_> = mm
-        .tiles()
-        .into_iter()
-        .map(|tile| mm.run_tile(&engine, tile, &inputs[tile.input], &weights).unwrap())
-        .collect();
+    let partials: Vec<_> =
+        mm.tiles().into_iter().map(|tile| mm.run_tile(&engine, tile, &inputs[tile.input], &weights).unwrap()).collect();
     assert_eq!(mm.tile_cost(&params, mm.tiles()[0]).rotations, 8191);
     let out = mm.assemble(&engine, partials).unwrap();
     let dec = Decryptor::new(&params);

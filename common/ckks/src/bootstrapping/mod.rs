@@ -62,7 +62,7 @@ impl BootstrapConfig {
     /// The circuit designed for a bootstrapping preset.
     pub fn for_preset(name: &str) -> Option<Self> {
         match name {
-            "INSECURE_N12_QP1121_H32_BOOT_TEST" => Some(Self::default()),
+            "INSECURE_N12_QP1121_H32_BOOT_TEST" | "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST" => Some(Self::default()),
             // h = 192: |t / q0| has standard deviation 4.0; K = 24 is 6 sigma
             // (failure about 1e-4 per bootstrap of 2^16 coefficients). With
             // r = 3 the cosine spans 18.9 rad; degree 55 approximates it to

@@ -297,6 +297,23 @@ impl<'a> PolynomialEvaluator<'a> {
         if !(a.is_finite() && b.is_finite() && b > a) {
             return Err(CkksError::InvalidInput(format!("interval [{a}, {b}] is empty or not finite")));
         }
+        // Products rescale by the primes they consume; with primes far from
+        // the working scale, T_i's scales would drift geometrically to 0 or
+        // infinity. The working scale is the input's (unit interval) or the
+        // prime below it (y is brought there).
+        let working =
+            if poly.is_unit_interval() { ct.scale() } else { e.params().q()[ct.level().saturating_sub(1)] as f64 };
+        let levels = poly.depth().min(ct.level() + 1);
+        for l in ct.level() + 1 - levels..=ct.level() {
+            let ratio = (e.params().q()[l] as f64).log2() - working.log2();
+            if ratio.abs() > 12.0 {
+                return Err(CkksError::InvalidInput(format!(
+                    "polynomial evaluation at level {}: prime {l} is 2^{ratio:.0} times the scale; evaluate at a level \
+                     whose primes match the scale (e.g. at or below a bootstrapping's output level)",
+                    ct.level()
+                )));
+            }
+        }
         let half = (b - a) / 2.0;
         let mid = (a + b) / 2.0;
         // y = (x - mid) / half. Dividing by `half` through the scale metadata
@@ -312,11 +329,12 @@ impl<'a> PolynomialEvaluator<'a> {
             // amplifies a relative error in y about 4000-fold near +-1. The
             // rounding is known exactly, so it goes into the scale instead of
             // the value: y is then (x - mid) / half to the noise.
-            // y is brought to the default scale whatever the input's scale
-            // (callers may fold a constant into the input's scale), so the
+            // y is brought to the scale of the prime below whatever the
+            // input's scale (callers may fold a constant into it), so the
             // T_i keep prime-sized scales.
             let q = e.params().q()[shifted.level()] as f64;
-            let const_scale = q * e.params().default_scale() / shifted.scale();
+            let working = e.params().q()[shifted.level().saturating_sub(1)] as f64;
+            let const_scale = q * working / shifted.scale();
             let rounded = (const_scale / half).round();
             if rounded < 1.0 {
                 return Err(CkksError::InvalidInput(format!("interval half-width {half} too large for the scale")));

@@ -15,6 +15,8 @@ use crate::ring::{Basis, Coeff, Ntt, Poly};
 use crate::Parameters;
 use num_complex::Complex64;
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Relative scale difference tolerated by additions.
 pub const SCALE_TOLERANCE: f64 = 1.0 / (1u64 << 20) as f64;
@@ -43,7 +45,13 @@ pub const SCALE_TOLERANCE: f64 = 1.0 / (1u64 << 20) as f64;
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     params: Parameters,
+    /// NTT forms of `X^k` by `(k mod 2N, level)`: an expansion multiplies
+    /// by the same 13 monomials tens of thousands of times.
+    monomials: Arc<Mutex<MonomialCache>>,
 }
+
+/// `(k mod 2N, level)` to the NTT form of `X^k`.
+type MonomialCache = HashMap<(usize, usize), Arc<Poly<Ntt>>>;
 
 fn same_scale(op: &'static str, a: f64, b: f64) -> Result<(), CkksError> {
     let rel = ((a - b) / a).abs();
@@ -77,7 +85,7 @@ fn degree_one(op: &'static str, ct: &Ciphertext) -> Result<(), CkksError> {
 impl Evaluator {
     /// An evaluator for `params`.
     pub fn new(params: &Parameters) -> Self {
-        Self { params: params.clone() }
+        Self { params: params.clone(), monomials: Arc::default() }
     }
 
     /// The parameters.
@@ -285,14 +293,28 @@ impl Evaluator {
         let ring = self.ring();
         let n = ring.n() as i64;
         let k = k.rem_euclid(2 * n);
-        let basis = Basis::q(ct.level);
-        let mut mono = Poly::<Coeff>::zero(ring, basis);
-        let (pos, negative) = if k < n { (k, false) } else { (k - n, true) };
-        for j in 0..basis.limbs() {
-            let m = ring.modulus_of(basis, j);
-            mono.limb_mut(j)[pos as usize] = if negative { m.neg(1) } else { 1 };
-        }
-        let mono = mono.into_ntt(ring);
+        let key = (k as usize, ct.level);
+        let cached = self.monomials.lock().ok().and_then(|m| m.get(&key).cloned());
+        let mono = match cached {
+            Some(m) => m,
+            None => {
+                let basis = Basis::q(ct.level);
+                let mut mono = Poly::<Coeff>::zero(ring, basis);
+                let (pos, negative) = if k < n { (k, false) } else { (k - n, true) };
+                for j in 0..basis.limbs() {
+                    let m = ring.modulus_of(basis, j);
+                    mono.limb_mut(j)[pos as usize] = if negative { m.neg(1) } else { 1 };
+                }
+                let mono = Arc::new(mono.into_ntt(ring));
+                if let Ok(mut cache) = self.monomials.lock() {
+                    // Bounded: a handful of monomials per level is the use.
+                    if cache.len() < 4096 {
+                        cache.insert(key, mono.clone());
+                    }
+                }
+                mono
+            }
+        };
         self.map_parts(ct, ct.scale, |p| p.mul_assign(ring, &mono))
     }
 

@@ -149,7 +149,10 @@ impl CompressedMatMul {
             return Err(invalid("matmul", "the encrypted operand must be coefficient-encoded"));
         }
         if tile.first_block >= tile.end_block || tile.end_block > weights.columns.len() {
-            return Err(invalid("matmul", format!("row blocks {}..{} of {}", tile.first_block, tile.end_block, weights.columns.len())));
+            return Err(invalid(
+                "matmul",
+                format!("row blocks {}..{} of {}", tile.first_block, tile.end_block, weights.columns.len()),
+            ));
         }
         let blocks = &weights.columns[tile.first_block..tile.end_block];
         if tile.input >= self.inputs() {
@@ -193,11 +196,7 @@ impl CompressedMatMul {
     }
 
     /// Adds tile partials into the output: `[row_block][column]`.
-    pub fn assemble(
-        &self,
-        engine: &Engine<'_>,
-        partials: Vec<Partial>,
-    ) -> Result<Vec<Vec<Ciphertext>>, NnError> {
+    pub fn assemble(&self, engine: &Engine<'_>, partials: Vec<Partial>) -> Result<Vec<Vec<Ciphertext>>, NnError> {
         let mut out: Vec<Vec<Option<Ciphertext>>> = vec![vec![None; self.k]; self.row_blocks()];
         for partial in partials {
             for ((block, l), ct) in partial {
