@@ -2,17 +2,20 @@
 //! reference's cases (same sizes, same inputs).
 //!
 //! `cargo run --release -p nexus-nn --example bench -- --case CASE --threads T --json`
-//! with CASE in matmul, gelu, layernorm, softmax prints one JSON object:
+//! with CASE in matmul, gelu, layernorm, softmax, argmax8, argmax30522
+//! prints one JSON object (for argmax the errors are against the exact
+//! one-hot vector):
 //! `{"case", "ms", "mean_abs_err", "max_abs_err", "peak_rss_mb", "log_n", "secure"}`.
 //! `ms` is the median over `--repeats` runs of the operator alone (no key
 //! generation, encryption, decryption, or model-time weight encoding, which
 //! is reported separately as `prepare_ms`), like the reference's timers.
 
 use clap::Parser;
+use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::*;
 use nexus_nn::functions::gelu;
 use nexus_nn::matmul::expand::expansion_galois_elements;
-use nexus_nn::{CompressedMatMul, Engine, Gelu, LayerNorm, RowLayout, Softmax};
+use nexus_nn::{Argmax, CompressedMatMul, Engine, Gelu, LayerNorm, Refresh, RowLayout, Softmax};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
@@ -52,7 +55,12 @@ fn main() -> Result<(), BoxError> {
         "gelu" => gelu_case(&args),
         "layernorm" => layernorm(&args),
         "softmax" => softmax(&args),
-        other => Err(format!("unknown case {other:?}: expected matmul, gelu, layernorm or softmax").into()),
+        "argmax8" => argmax(&args, 8),
+        "argmax30522" => argmax(&args, 30522),
+        other => {
+            Err(format!("unknown case {other:?}: expected matmul, gelu, layernorm, softmax, argmax8 or argmax30522")
+                .into())
+        }
     })?;
     let errs: Vec<f64> = outcome.got.iter().zip(&outcome.want).map(|(g, w)| (g - w).abs()).collect();
     let mean = errs.iter().sum::<f64>() / errs.len().max(1) as f64;
@@ -252,4 +260,42 @@ fn softmax(args: &Args) -> Result<Outcome, BoxError> {
         c.rotations
     );
     Ok(Outcome { ms, prepare_ms: 0.0, got, want, params: s.params, detail })
+}
+
+/// Argmax over `m` values uniform in [-0.5, 0.5] with the top value placed
+/// exactly the stated resolution above the runner-up, at the bootstrapping
+/// preset (one refresh whenever a sign stage runs out of levels).
+fn argmax(args: &Args, m: usize) -> Result<Outcome, BoxError> {
+    let preset = "N16_QP1505_H192";
+    let params = Parameters::preset(preset)?;
+    let config = BootstrapConfig::for_preset(preset).ok_or("no bootstrapping configuration")?;
+    let boot = Bootstrapper::new(&params, config)?;
+    let argmax = Argmax::new(m, 0.5, 2f64.powi(-8), 2f64.powi(-10), boot.output_level() - 3)?;
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = boot.generate_keys(&mut kg, &sk)?;
+    let galois = kg.galois_keys(&sk, &argmax.rotations(), false)?;
+    let (eval, encoder) = (Evaluator::new(&params), Encoder::new(&params));
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &keys.relin, galois: &galois };
+    let refresh = Refresh { bootstrapper: &boot, keys: &keys };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let mut values: Vec<f64> = (0..m).map(|_| rng.gen_range(-0.5..0.5 - argmax.min_gap())).collect();
+    let top = rng.gen_range(0..m);
+    let runner_up = values.iter().cloned().fold(f64::MIN, f64::max);
+    values[top] = runner_up + argmax.min_gap();
+    let pt =
+        encoder.encode_real(&argmax.pack(&values, params.max_slots())?, boot.output_level(), params.default_scale())?;
+    let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?;
+    let (ms, out) = median_ms(args.repeats, || Ok(argmax.apply(&engine, &ct, Some(&refresh))?))?;
+    let got = encoder.decode_real(&Decryptor::new(&params).decrypt(&out, &sk)?)?[..m].to_vec();
+    let want: Vec<f64> = (0..m).map(|i| if i == top { 1.0 } else { 0.0 }).collect();
+    let detail = format!(
+        "{} rounds, min gap {:.4} of [-0.5, 0.5], sign degrees {:?}, {} Galois keys for bootstrapping",
+        argmax.rounds(),
+        argmax.min_gap(),
+        argmax.comparator().sign().stages().iter().map(|s| s.degree()).collect::<Vec<_>>(),
+        keys.galois.len()
+    );
+    Ok(Outcome { ms, prepare_ms: 0.0, got, want, params, detail })
 }

@@ -106,15 +106,16 @@ impl Argmax {
         let e = engine.eval;
         let mut a = x.clone();
         for step in self.rotations() {
-            let needed = self.comparator.max_cost().levels;
+            // Two levels for the difference's scaling and halving; the sign
+            // stages refresh themselves as they go.
             a = match refresh {
-                Some(r) => r.ensure(engine, a, needed.min(r.bootstrapper.output_level()))?,
+                Some(r) => r.ensure(engine, a, 2)?,
                 None => a,
             };
             let b = e.rotate(&a, step, engine.galois)?;
             a = self.comparator.max(engine, &a, &b, refresh)?;
         }
-        let shifted = e.add_const(&engine.sub(x, &a)?, self.min_gap() / 2.0)?;
+        let shifted = e.add_const(&engine.sub_aligned(x, &a)?, self.min_gap() / 2.0)?;
         let sign = self.comparator.sign_of_difference(engine, &shifted, refresh)?;
         let sign = match refresh {
             Some(r) => r.ensure(engine, sign, 1)?,

@@ -126,12 +126,14 @@ impl Comparator {
         let sum = engine.add(a, b)?;
         let sign = self.sign_of_difference(engine, &diff, refresh)?;
         let sign = refresh_to(engine, sign, 1, refresh)?;
-        // (a - b)/2 at the sign's level (off the critical path when the
-        // inputs kept their levels; refreshed too if the sign was).
-        let diff = refresh_to(engine, diff, sign.level() + 1, refresh)?;
-        let half_diff = engine.mul_const_to(&diff, 0.5, sign.level(), sign.scale())?;
+        // (a - b)/2 computed beside the sign (off the critical path), at the
+        // sign's level or one below the difference's, whichever is lower (a
+        // refreshed sign sits above the unrefreshed inputs).
+        let diff = refresh_to(engine, diff, 2, refresh)?;
+        let sum = refresh_to(engine, sum, 2, refresh)?;
+        let level = sign.level().min(diff.level() - 1);
+        let half_diff = engine.mul_const_to(&diff, 0.5, level, sign.scale())?;
         let prod = engine.mul(&half_diff, &sign)?;
-        let sum = refresh_to(engine, sum, prod.level() + 1, refresh)?;
         let half_sum = engine.mul_const_to(&sum, 0.5, prod.level(), prod.scale())?;
         engine.add(&prod, &half_sum)
     }

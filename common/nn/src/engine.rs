@@ -76,6 +76,27 @@ impl<'a> Engine<'a> {
         Ok(e.sub(&e.drop_to_level(a, level)?, &e.drop_to_level(b, level)?)?)
     }
 
+    /// `a - b` for operands whose scales may differ (products drift the
+    /// scale by the ratio of prime to scale): the higher operand is brought
+    /// to the other's level and scale by a constant product (one level of
+    /// it); at equal levels both drop one.
+    pub fn sub_aligned(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, NnError> {
+        if (a.scale() / b.scale() - 1.0).abs() < 1e-9 {
+            return self.sub(a, b);
+        }
+        let (a, b) = match a.level().cmp(&b.level()) {
+            std::cmp::Ordering::Greater => (self.mul_const_to(a, 1.0, b.level(), b.scale())?, b.clone()),
+            std::cmp::Ordering::Less => (a.clone(), self.mul_const_to(b, 1.0, a.level(), a.scale())?),
+            std::cmp::Ordering::Equal => {
+                let level = a.level().checked_sub(1).ok_or_else(|| {
+                    crate::error::invalid("align", "operands at level 0 with different scales cannot be aligned")
+                })?;
+                (self.eval.drop_to_level(a, level)?, self.mul_const_to(b, 1.0, level, a.scale())?)
+            }
+        };
+        self.sub(&a, &b)
+    }
+
     /// `poly(ct)` at scale `scale`.
     pub fn polynomial(&self, ct: &Ciphertext, poly: &Chebyshev, scale: f64) -> Result<Ciphertext, NnError> {
         Ok(PolynomialEvaluator::new(self.eval, self.rlk).evaluate(ct, poly, scale)?)

@@ -58,3 +58,46 @@ fn compressed_product_matches_exact_product_over_tiles() {
     assert!(mm.pack(&b[1..]).is_err());
     assert!(CompressedMatMul::new(&params, 0, 1, 1).is_err());
 }
+
+#[test]
+fn diagonal_product_matches_exact_product_and_the_cost_model_respects_layouts() {
+    use nexus_nn::matmul::cost_model::{choose, diagonal_work, Method, OperandLayout};
+    use nexus_nn::matmul::DiagonalMatMul;
+    let params = Parameters::preset("INSECURE_N12_QP640_TEST").unwrap();
+    let (d_in, d_out, tokens) = (40, 24, 40);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let w: Vec<f64> = (0..d_in * d_out).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let x: Vec<Vec<f64>> = (0..tokens).map(|_| (0..d_in).map(|_| rng.gen_range(-1.0..1.0)).collect()).collect();
+    let mm = DiagonalMatMul::new(&w, d_in, d_out, params.max_slots()).unwrap();
+    assert_eq!(mm.tokens_per_ciphertext(), 32);
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let rlk = kg.relin_key(&sk);
+    let galois = kg.galois_keys(&sk, &mm.rotations(), false).unwrap();
+    let (eval, encoder) = (Evaluator::new(&params), Encoder::new(&params));
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &rlk, galois: &galois };
+    let want = mm.plain(&x, &w);
+    let mut got = Vec::new();
+    for (i, slots) in mm.pack(&x).unwrap().iter().enumerate() {
+        let pt = encoder.encode_real(slots, params.max_level(), params.default_scale()).unwrap();
+        let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
+        let out = mm.apply(&engine, &ct).unwrap();
+        assert_eq!(out.level(), params.max_level() - mm.cost(&params).levels);
+        let dec = encoder.decode_real(&Decryptor::new(&params).decrypt(&out, &sk).unwrap()).unwrap();
+        got.extend(mm.unpack(&dec, tokens - i * 32));
+    }
+    let err = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    println!(
+        "diagonal product: {} rotations, {} plaintext products, max err {err:.2e}",
+        mm.cost(&params).rotations,
+        mm.plaintext_products()
+    );
+    assert!(err < 1e-5, "{err}");
+    assert!(mm.cost(&params).rotations <= 2 * 12, "BSGS: {} rotations", mm.cost(&params).rotations);
+    // The cost model never picks the compressed method for slot-packed operands.
+    let d = diagonal_work(&params, &mm, tokens, params.max_level());
+    assert_eq!(choose(OperandLayout::Slots, Some(0.0), Some(d)).unwrap().method, Method::Diagonal);
+    assert_eq!(choose(OperandLayout::Coefficients, Some(1.0), Some(0.5)).unwrap().method, Method::Compressed);
+    assert!(DiagonalMatMul::new(&w[1..], d_in, d_out, params.max_slots()).is_err());
+}

@@ -1,8 +1,26 @@
-//! Nexus wire messages, framing over QUIC streams and metric names.
+//! Nexus wire messages, framing and blob streaming.
 //!
-//! Placeholder until the cluster issue lands. It deliberately does not depend
-//! on `nexus-ckks`: ciphertexts cross the wire as checked byte envelopes that
-//! only the engine decodes.
+//! - [`ids`]: content-addressed key sets, queries, tasks, tenants, workers.
+//! - [`messages`]: every message between client, coordinator and worker,
+//!   serde types encoded with MessagePack (rmp-serde).
+//! - [`frame`]: a 12-byte header (magic, version, kind, length) in front of
+//!   every payload; the length is checked against a limit before anything is
+//!   allocated.
+//! - [`blob`]: keys and ciphertexts travel as chunk frames after the message
+//!   that announces them (length and SHA-256 declared up front), so large
+//!   blobs are never copied into one message.
+//!
+//! It deliberately does not depend on `nexus-ckks`: ciphertexts and keys
+//! cross the wire as byte envelopes that only the engine decodes (and checks
+//! against its parameters).
 
-/// The protocol version that every message header will carry.
+pub mod blob;
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod messages;
+
+pub use error::ProtoError;
+
+/// The protocol version every frame header carries.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,292 @@
+//! Every message between client, coordinator and worker. Blobs (keys,
+//! ciphertexts) are announced by [`BlobRef`] and follow as chunk frames.
+
+use crate::blob::BlobRef;
+use crate::ids::{KeySetId, QueryId, TaskId, TenantId, WorkerId};
+use serde::{Deserialize, Serialize};
+
+/// Client to coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Upload evaluation keys once (content-addressed; a re-upload of a known
+    /// id is answered without the blob being read).
+    RegisterKeySet {
+        /// Tenant.
+        tenant: TenantId,
+        /// Tenant token.
+        token: String,
+        /// SHA-256 of the key set's bytes.
+        key_set: KeySetId,
+        /// Digest of the CKKS parameters the keys belong to.
+        params_digest: [u8; 32],
+        /// The keys (chunks follow).
+        keys: BlobRef,
+    },
+    /// Submit an encrypted query.
+    SubmitQuery {
+        /// Tenant.
+        tenant: TenantId,
+        /// Tenant token.
+        token: String,
+        /// Key set the input is encrypted under.
+        key_set: KeySetId,
+        /// Model name.
+        model: String,
+        /// Encrypted input ciphertexts (chunks follow, in order).
+        inputs: Vec<BlobRef>,
+    },
+    /// Progress of a query.
+    Status {
+        /// The query.
+        query: QueryId,
+    },
+    /// The encrypted result of a finished query.
+    FetchResult {
+        /// The query.
+        query: QueryId,
+    },
+}
+
+/// Coordinator to client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// Keys stored (or already present).
+    KeySetRegistered {
+        /// The key set.
+        key_set: KeySetId,
+        /// Whether the coordinator already had it.
+        already_present: bool,
+    },
+    /// Query admitted (replicated, so it will not be lost).
+    QueryAccepted {
+        /// Its id.
+        query: QueryId,
+        /// Position in the queue.
+        position: u32,
+    },
+    /// Progress.
+    Status(QueryStatus),
+    /// The encrypted outputs (chunks follow, in order).
+    Result {
+        /// The query.
+        query: QueryId,
+        /// Output ciphertexts.
+        outputs: Vec<BlobRef>,
+    },
+    /// A refusal.
+    Error(ErrorReply),
+}
+
+/// Where a query is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryState {
+    /// Waiting for a batch.
+    Queued {
+        /// Queries ahead of it.
+        position: u32,
+    },
+    /// Tasks are running.
+    Running,
+    /// Finished; the result can be fetched.
+    Done,
+    /// Failed for good.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Progress of a query, per layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryStatus {
+    /// The query.
+    pub query: QueryId,
+    /// State.
+    pub state: QueryState,
+    /// Layers finished.
+    pub layers_done: u32,
+    /// Layers in the plan.
+    pub layers_total: u32,
+    /// Tasks finished.
+    pub tasks_done: u32,
+    /// Tasks in the plan.
+    pub tasks_total: u32,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Malformed or inconsistent request.
+    BadRequest,
+    /// Unknown tenant or wrong token.
+    Unauthorized,
+    /// The tenant's quota is used up.
+    QuotaExceeded,
+    /// The admission queue is full: retry later (backpressure).
+    Busy,
+    /// Unknown query or key set.
+    NotFound,
+    /// Not the raft leader: ask the leader named in the message.
+    NotLeader,
+    /// A bug or an unavailable dependency.
+    Internal,
+}
+
+/// A refusal with a message naming what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Machine-readable class.
+    pub code: ErrorCode,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+/// A worker's resources.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// CPU threads it runs tasks with.
+    pub threads: u32,
+    /// Memory budget for keys and tasks.
+    pub memory_bytes: u64,
+    /// GPUs (name, memory).
+    pub gpus: Vec<(String, u64)>,
+}
+
+/// Element-wise operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElementwiseOp {
+    /// GELU.
+    Gelu,
+    /// Softmax over rows.
+    Softmax,
+    /// LayerNorm over rows.
+    LayerNorm,
+}
+
+/// What a task computes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// One tile of a compressed-input product.
+    MatMulTile {
+        /// Layer in the model plan.
+        layer: u32,
+        /// Input ciphertext index.
+        input: u32,
+        /// First output row block.
+        first_block: u32,
+        /// One past the last output row block.
+        end_block: u32,
+    },
+    /// A rotation-based product of one ciphertext.
+    MatMulDiagonal {
+        /// Layer.
+        layer: u32,
+    },
+    /// Attention of one head.
+    Attention {
+        /// Layer.
+        layer: u32,
+        /// Head.
+        head: u32,
+    },
+    /// An element-wise operator on one ciphertext.
+    Elementwise {
+        /// Layer.
+        layer: u32,
+        /// Operator.
+        op: ElementwiseOp,
+    },
+    /// Bootstrap one ciphertext.
+    Bootstrap,
+    /// One argmax comparison round.
+    ArgmaxRound {
+        /// Round index.
+        round: u32,
+    },
+}
+
+/// A task sent to a worker (input ciphertexts follow as chunks).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    /// Idempotent id.
+    pub task: TaskId,
+    /// Evaluation keys it needs.
+    pub key_set: KeySetId,
+    /// What to compute.
+    pub kind: TaskKind,
+    /// Inputs.
+    pub inputs: Vec<BlobRef>,
+}
+
+/// Worker to coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorkerMessage {
+    /// Join the cluster.
+    Register {
+        /// Resources.
+        capabilities: Capabilities,
+        /// Key sets already cached (after a restart).
+        cached: Vec<KeySetId>,
+    },
+    /// Liveness and load.
+    Heartbeat {
+        /// Sender.
+        worker: WorkerId,
+        /// Tasks running.
+        running: u32,
+        /// Key sets cached.
+        cached: Vec<KeySetId>,
+    },
+    /// Ask for a key set it lacks (the coordinator streams it once).
+    FetchKeys {
+        /// The key set.
+        key_set: KeySetId,
+    },
+    /// A task finished (outputs follow as chunks) or failed.
+    TaskResult {
+        /// The task.
+        task: TaskId,
+        /// Outputs, or why not.
+        outcome: TaskOutcome,
+    },
+}
+
+/// How a task ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// Outputs (chunks follow, in order).
+    Done {
+        /// Output ciphertexts.
+        outputs: Vec<BlobRef>,
+        /// Worker-side time in microseconds.
+        micros: u64,
+    },
+    /// Failed; `retryable` failures are rescheduled elsewhere.
+    Failed {
+        /// Why.
+        reason: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
+/// Coordinator to worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
+    /// Registration accepted.
+    Registered {
+        /// The worker's id.
+        worker: WorkerId,
+    },
+    /// Run a task.
+    Assign(TaskAssignment),
+    /// A key set (chunks follow).
+    Keys {
+        /// The key set.
+        key_set: KeySetId,
+        /// Its bytes.
+        keys: BlobRef,
+    },
+    /// Drain and stop.
+    Shutdown,
+}
