@@ -72,6 +72,13 @@ fn median_ms(repeats: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+fn rss(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -320,6 +327,12 @@ fn run_bootstrap(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + S
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
     let keys = boot.generate_keys(&mut kg, &sk)?;
+    eprintln!(
+        "bootstrapping keys: {} Galois keys, {:.0} MB in memory (RSS now {:.0} MB)",
+        keys.galois.len(),
+        keys.galois.memory_bytes() as f64 / 1048576.0,
+        rss("VmRSS:").unwrap_or(f64::NAN)
+    );
     let enc = Encoder::new(&params);
     let eval = Evaluator::new(&params);
     let dec = Decryptor::new(&params);

@@ -379,14 +379,27 @@ fn switching_key_from_wire(
     w: &SwitchingKeyWire,
     what: &'static str,
 ) -> Result<SwitchingKey, CkksError> {
-    let digits = params.q().len().div_ceil(params.alpha());
-    if w.b.len() != digits {
-        return Err(decode_err(what, format!("{} digits, the parameters use {digits}", w.b.len())));
+    // Keys may be restricted to a level: chain limbs 0..=level and the
+    // digits those limbs need (SlotToCoeff keys of bootstrapping).
+    let full = Basis { q: params.q().len(), p: params.p().len() };
+    let q = w.b.first().map_or(0, |p| p.q as usize);
+    if q == 0 || q > full.q {
+        return Err(decode_err(what, format!("{q} chain limbs, the parameters have 1..={}", full.q)));
     }
-    let basis = Basis { q: params.q().len(), p: params.p().len() };
+    let digits = q.div_ceil(params.alpha());
+    if w.b.len() != digits {
+        return Err(decode_err(what, format!("{} digits for {q} chain limbs, expected {digits}", w.b.len())));
+    }
+    let basis = Basis { q, p: full.p };
     let b = w.b.iter().map(|p| unpack(params, p, basis, what)).collect::<Result<Vec<_>, _>>()?;
+    // `a` is regenerated in full from the seed (as it was sampled), then
+    // restricted like `b`.
     let mut sampler = Sampler::from_seed(w.seed);
-    let a = (0..digits).map(|_| sampler.uniform_ntt(params.ring(), basis)).collect();
+    let a = (0..params.q().len().div_ceil(params.alpha()))
+        .map(|_| sampler.uniform_ntt(params.ring(), full))
+        .take(digits)
+        .map(|p| if q == full.q { p } else { p.restricted(basis) })
+        .collect();
     Ok(SwitchingKey { b, a, seed: w.seed, digest: params.digest() })
 }
 

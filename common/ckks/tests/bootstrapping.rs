@@ -126,3 +126,18 @@ fn secure_n16_full_slot_bootstrapping() {
     println!("N16_QP1505_H192: min {:.1} bits, mean {:.1} bits", -max.log2(), -mean.log2());
     assert!(-max.log2() > 15.0 && -mean.log2() > 17.0);
 }
+
+#[test]
+fn slot_to_coeff_only_keys_are_restricted() {
+    let params = Parameters::preset("INSECURE_N12_QP1121_H32_BOOT_TEST").unwrap();
+    let boot = Bootstrapper::new(&params, config()).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    let restricted =
+        keys.galois.elements().filter(|&g| keys.galois.get(g).unwrap().max_level() < params.max_level()).count();
+    println!("{restricted} of {} keys restricted, {} MB", keys.galois.len(), keys.galois.memory_bytes() >> 20);
+    // Every key SlotToCoeff alone uses is restricted, and it still works
+    // (bootstrapping_refreshes_full_slot_ciphertexts runs with these keys).
+    assert!(restricted > 0);
+}

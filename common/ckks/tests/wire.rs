@@ -140,3 +140,31 @@ fn wrong_level_in_payload_is_refused() {
     tampered[HEADER_LEN + 1] = 100;
     assert!(decode_error(&params, &tampered).contains("exceeds the maximum"));
 }
+
+#[test]
+fn level_restricted_galois_keys_round_trip_rotate_below_and_refuse_above() {
+    let params = Parameters::preset("INSECURE_N12_QP640_TEST").unwrap();
+    let mut kg = KeyGenerator::from_seed_insecure(&params, [3; 32]);
+    let sk = kg.secret_key();
+    let g = params.galois_element_for_rotation(5);
+    let full = kg.galois_key(&sk, g).unwrap();
+    let low = full.restricted_to_level(&params, 3);
+    assert_eq!((full.max_level(), low.max_level()), (params.max_level(), 3));
+    assert!(low.key_digits() < full.key_digits());
+    let bytes = low.to_bytes(&params).unwrap();
+    assert!(bytes.len() < full.to_bytes(&params).unwrap().len() / 2);
+    let back = GaloisKey::from_bytes(&params, &bytes, LIMIT).unwrap();
+    assert_eq!(back, low);
+    let mut keys = GaloisKeys::new();
+    keys.insert(back);
+    let (enc, eval, dec) = (Encoder::new(&params), Evaluator::new(&params), Decryptor::new(&params));
+    let v: Vec<f64> = (0..params.max_slots()).map(|i| (i as f64 * 0.01).sin()).collect();
+    let ct = Encryptor::new(&params).encrypt_sk(&enc.encode_real(&v, 3, params.default_scale()).unwrap(), &sk).unwrap();
+    let got = enc.decode_real(&dec.decrypt(&eval.rotate(&ct, 5, &keys).unwrap(), &sk).unwrap()).unwrap();
+    let err = (0..v.len()).map(|i| (got[i] - v[(i + 5) % v.len()]).abs()).fold(0.0, f64::max);
+    assert!(err < 1e-6, "{err}");
+    let high =
+        Encryptor::new(&params).encrypt_sk(&enc.encode_real(&v, 4, params.default_scale()).unwrap(), &sk).unwrap();
+    let msg = eval.rotate(&high, 5, &keys).unwrap_err().to_string();
+    assert!(msg.contains("restricted to level 3"), "{msg}");
+}

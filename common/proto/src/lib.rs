@@ -6,6 +6,8 @@
 //! - [`frame`]: a 12-byte header (magic, version, kind, length) in front of
 //!   every payload; the length is checked against a limit before anything is
 //!   allocated.
+//! - [`tls`]: the cluster CA, leaf certificates, mutual-TLS endpoint configs.
+//! - [`quic`]: the same frames and blobs on QUIC streams (async).
 //! - [`blob`]: keys and ciphertexts travel as chunk frames after the message
 //!   that announces them (length and SHA-256 declared up front), so large
 //!   blobs are never copied into one message.
@@ -19,6 +21,8 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod messages;
+pub mod quic;
+pub mod tls;
 
 pub use error::ProtoError;
 

@@ -240,12 +240,27 @@ impl Bootstrapper {
         g
     }
 
-    /// Generates the bootstrapping keys (client side).
+    /// Generates the bootstrapping keys (client side). Keys only
+    /// SlotToCoeff uses are restricted to its input level: it runs after
+    /// CoeffToSlot and EvalMod have consumed most of the chain, so those
+    /// keys need a fraction of the limbs and digits (about a third less
+    /// key memory at N = 2^16).
     pub fn generate_keys(&self, keygen: &mut KeyGenerator, sk: &SecretKey) -> Result<BootstrapKeys, CkksError> {
-        Ok(BootstrapKeys {
-            relin: keygen.relin_key(sk),
-            galois: keygen.galois_keys_for_elements(sk, &self.galois_elements())?,
-        })
+        let mut top: Vec<usize> = self.cts.iter().flat_map(|t| t.galois_elements(&self.params)).collect();
+        top.push(self.params.galois_element_conjugate());
+        let stc_level = self.output_level() + self.config.stc_levels;
+        let mut galois = GaloisKeys::new();
+        // One key at a time, restricted at once, so the full-size set never
+        // exists in memory.
+        for g in self.galois_elements() {
+            let key = keygen.galois_key(sk, g)?;
+            if top.contains(&g) {
+                galois.insert(key);
+            } else {
+                galois.insert(key.restricted_to_level(&self.params, stc_level));
+            }
+        }
+        Ok(BootstrapKeys { relin: keygen.relin_key(sk), galois })
     }
 
     /// Lifts a level-0 ciphertext to the top level; scale metadata `q0`.
@@ -318,7 +333,16 @@ impl Bootstrapper {
         keys: &BootstrapKeys,
     ) -> Result<Ciphertext, CkksError> {
         let mut x = ct.clone();
-        for t in self.cts.iter().chain(&self.stc) {
+        for t in &self.cts {
+            x = t.evaluate(eval, &self.encoder, &x, &keys.galois)?;
+        }
+        // SlotToCoeff runs where bootstrapping runs it (its keys are
+        // restricted to that level).
+        let stc_level = self.output_level() + self.config.stc_levels;
+        if x.level() > stc_level {
+            x = eval.drop_to_level(&x, stc_level)?;
+        }
+        for t in &self.stc {
             x = t.evaluate(eval, &self.encoder, &x, &keys.galois)?;
         }
         Ok(x)

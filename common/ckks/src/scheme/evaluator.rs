@@ -75,6 +75,17 @@ fn same_encoding(op: &'static str, a: Encoding, b: Encoding) -> Result<(), CkksE
     Ok(())
 }
 
+fn key_covers(key: &crate::scheme::keys::GaloisKey, level: usize) -> Result<(), CkksError> {
+    if key.max_level() < level {
+        return Err(CkksError::InvalidInput(format!(
+            "Galois key for element {} is restricted to level {}, ciphertext at level {level}",
+            key.element(),
+            key.max_level()
+        )));
+    }
+    Ok(())
+}
+
 fn degree_one(op: &'static str, ct: &Ciphertext) -> Result<(), CkksError> {
     if ct.parts.len() != 2 {
         return Err(CkksError::DegreeMismatch { op, degree: ct.parts.len() - 1, expected: 1 });
@@ -428,6 +439,7 @@ impl Evaluator {
         if key.key.digest != self.params.digest() {
             return Err(CkksError::ParametersMismatch("Galois key"));
         }
+        key_covers(key, ct.level)?;
         let ring = self.ring();
         let c1 = ct.parts[1].automorphism(ring, g);
         let (k0, k1) = switch(&self.params, &c1, &key.key);
@@ -474,6 +486,7 @@ impl Evaluator {
                 if key.key.digest != self.params.digest() {
                     return Err(CkksError::ParametersMismatch("Galois key"));
                 }
+                key_covers(key, ct.level)?;
             }
         }
         let ring = self.ring();

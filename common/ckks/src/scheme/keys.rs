@@ -61,6 +61,33 @@ pub struct SwitchingKey {
 }
 
 impl SwitchingKey {
+    /// Highest ciphertext level the key can switch (keys restricted to a
+    /// lower level store fewer chain limbs and digits).
+    pub fn max_level(&self) -> usize {
+        self.b.first().map_or(0, |p| p.basis().q.saturating_sub(1))
+    }
+
+    /// The same key with chain limbs above `level` and the digits it no
+    /// longer needs dropped. Valid because every RNS limb of the key equation
+    /// holds on its own, and a key switch at level `l` reads exactly limbs
+    /// `0..=l`, the special limbs and `ceil((l + 1) / alpha)` digits.
+    pub(crate) fn restricted(&self, alpha: usize, level: usize) -> SwitchingKey {
+        let level = level.min(self.max_level());
+        let digits = (level + 1).div_ceil(alpha).min(self.b.len());
+        let restrict = |p: &Poly<Ntt>| p.restricted(Basis { q: level + 1, p: p.basis().p });
+        SwitchingKey {
+            b: self.b[..digits].iter().map(restrict).collect(),
+            a: self.a[..digits].iter().map(restrict).collect(),
+            seed: self.seed,
+            digest: self.digest,
+        }
+    }
+
+    /// Bytes held in memory (both components of every digit).
+    pub fn memory_bytes(&self) -> usize {
+        self.b.iter().chain(&self.a).map(|p| p.basis().limbs() * p.n() * 8).sum()
+    }
+
     /// Number of digits.
     pub fn digits(&self) -> usize {
         self.b.len()
@@ -87,6 +114,22 @@ impl GaloisKey {
     /// Number of key-switching digits.
     pub fn key_digits(&self) -> usize {
         self.key.digits()
+    }
+
+    /// Highest ciphertext level this key can rotate.
+    pub fn max_level(&self) -> usize {
+        self.key.max_level()
+    }
+
+    /// Bytes held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.key.memory_bytes()
+    }
+
+    /// This key restricted to ciphertexts at `level` or below (less memory:
+    /// fewer chain limbs and digits).
+    pub fn restricted_to_level(&self, params: &crate::Parameters, level: usize) -> GaloisKey {
+        GaloisKey { element: self.element, key: self.key.restricted(params.alpha(), level) }
     }
 }
 
@@ -116,6 +159,10 @@ impl GaloisKeys {
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+    /// Bytes held in memory by all keys.
+    pub fn memory_bytes(&self) -> usize {
+        self.keys.values().map(GaloisKey::memory_bytes).sum()
     }
     /// Whether empty.
     pub fn is_empty(&self) -> bool {

@@ -47,7 +47,8 @@ pub(crate) fn decompose(params: &Parameters, c: &Poly<Ntt>) -> Decomposed {
 }
 
 fn key_limbs<'a>(params: &Parameters, p: &'a Poly<Ntt>) -> KeyLimbs<'a> {
-    let split = params.q().len() * params.n();
+    // Keys may be restricted to fewer chain limbs than the parameters have.
+    let split = p.basis().q * params.n();
     KeyLimbs { q: &p.data()[..split], p: &p.data()[split..] }
 }
 
