@@ -4,4 +4,5 @@
 //! Until the cluster lands, the demo runs the encrypted computation in this
 //! process with the engine directly (no coordinator or workers yet).
 
+pub mod cluster;
 pub mod demo;

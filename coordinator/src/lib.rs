@@ -1,5 +1,358 @@
-//! Nexus coordinator: admission, batching, planning and scheduling.
+//! Nexus coordinator: accepts tenants' clients (token-authenticated) and
+//! workers (certificate-authenticated) on one mutual-TLS QUIC endpoint,
+//! stores key sets by content address, admits queries into a bounded
+//! queue, expands each into ciphertext-level tasks and dispatches them with
+//! key affinity (workers that already hold the key set first, then the
+//! least loaded), retrying failed tasks elsewhere (task ids are idempotent).
 //!
-//! Placeholder until the cluster issue lands.
+//! This is the cluster's first vertical slice: one coordinator (raft comes
+//! with the HA issue), the `gelu` model (one task per input ciphertext).
+
+mod plan;
+mod state;
+
+use nexus_proto::blob::BlobRef;
+use nexus_proto::frame::DEFAULT_MAX_FRAME;
+use nexus_proto::ids::{KeySetId, QueryId, TaskId, TenantId, WorkerId};
+use nexus_proto::messages::*;
+use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
+use nexus_proto::tls::{peer_is_authenticated, server_config, Identity};
+use nexus_proto::ProtoError;
+use quinn::rustls::pki_types::CertificateDer;
+use state::{QueryRecord, State, WorkerEntry};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::Mutex;
 
 pub use nexus_proto::PROTOCOL_VERSION;
+pub use state::Stats;
+
+/// Coordinator failures.
+#[derive(Debug, Error)]
+pub enum CoordinatorError {
+    /// Protocol or transport error.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// Endpoint error.
+    #[error("endpoint: {0}")]
+    Endpoint(String),
+}
+
+/// Coordinator configuration.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Cluster CA (workers' certificates are verified against it).
+    pub ca: CertificateDer<'static>,
+    /// The coordinator's certificate and key.
+    pub identity: Identity,
+    /// Tenant name to token.
+    pub tenants: HashMap<String, String>,
+    /// Queries admitted but not finished, at most.
+    pub max_queued: usize,
+    /// Largest blob accepted (key sets, ciphertexts).
+    pub max_blob: u64,
+    /// Attempts per task before the query fails.
+    pub max_attempts: u32,
+}
+
+/// A running coordinator.
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    endpoint: quinn::Endpoint,
+    state: Arc<Mutex<State>>,
+    config: Arc<CoordinatorConfig>,
+}
+
+impl Coordinator {
+    /// Binds the endpoint and starts accepting connections.
+    pub fn start(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        let server = server_config(&config.ca, &config.identity)?;
+        let endpoint =
+            quinn::Endpoint::server(server, config.listen).map_err(|e| CoordinatorError::Endpoint(e.to_string()))?;
+        let me = Self { endpoint, state: Arc::new(Mutex::new(State::default())), config: Arc::new(config) };
+        let accept = me.clone();
+        tokio::spawn(async move { accept.accept_loop().await });
+        Ok(me)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, CoordinatorError> {
+        self.endpoint.local_addr().map_err(|e| CoordinatorError::Endpoint(e.to_string()))
+    }
+
+    /// Counters so far.
+    pub async fn stats(&self) -> Stats {
+        self.state.lock().await.stats.clone()
+    }
+
+    /// Number of registered workers.
+    pub async fn workers(&self) -> usize {
+        self.state.lock().await.workers.len()
+    }
+
+    /// Asks every worker to stop and closes the endpoint.
+    pub async fn shutdown(&self) {
+        let conns: Vec<quinn::Connection> = self.state.lock().await.workers.iter().map(|w| w.conn.clone()).collect();
+        for conn in conns {
+            if let Ok((mut send, _recv)) = conn.open_bi().await {
+                let _ = send_message(&mut send, "shutdown", &CoordinatorMessage::Shutdown, DEFAULT_MAX_FRAME).await;
+                let _ = send.finish();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    async fn accept_loop(self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                if peer_is_authenticated(&conn) {
+                    me.serve_worker(conn).await;
+                } else {
+                    me.serve_client(conn).await;
+                }
+            });
+        }
+    }
+
+    async fn serve_worker(&self, conn: quinn::Connection) {
+        // First stream: registration.
+        let Ok((mut send, mut recv)) = conn.accept_bi().await else { return };
+        let Ok(WorkerMessage::Register { capabilities, cached }) =
+            recv_message::<_, WorkerMessage>(&mut recv, "worker registration", DEFAULT_MAX_FRAME).await
+        else {
+            conn.close(1u32.into(), b"expected registration");
+            return;
+        };
+        let id = {
+            let mut st = self.state.lock().await;
+            let id = WorkerId(st.next_worker);
+            st.next_worker += 1;
+            st.workers.push(WorkerEntry::new(id, conn.clone(), capabilities, cached));
+            id
+        };
+        if send_message(&mut send, "registered", &CoordinatorMessage::Registered { worker: id }, DEFAULT_MAX_FRAME)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = send.finish();
+        // Then: key fetches.
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let Ok(WorkerMessage::FetchKeys { key_set }) =
+                    recv_message::<_, WorkerMessage>(&mut recv, "worker request", DEFAULT_MAX_FRAME).await
+                else {
+                    return;
+                };
+                let bytes = me.state.lock().await.key_sets.get(&key_set).cloned();
+                let Some(bytes) = bytes else { return };
+                let msg = CoordinatorMessage::Keys { key_set, keys: BlobRef::of(&bytes) };
+                if send_message(&mut send, "keys", &msg, DEFAULT_MAX_FRAME).await.is_ok()
+                    && send_blob(&mut send, &bytes).await.is_ok()
+                {
+                    let _ = send.finish();
+                    let mut st = me.state.lock().await;
+                    st.stats.key_bytes_sent += bytes.len() as u64;
+                    *st.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
+                    if let Some(w) = st.workers.iter_mut().find(|w| w.id == id) {
+                        w.cached.insert(key_set);
+                    }
+                }
+            });
+        }
+        // Connection gone: forget the worker (its running tasks are retried).
+        self.state.lock().await.workers.retain(|w| w.id != id);
+    }
+
+    async fn serve_client(&self, conn: quinn::Connection) {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let reply = match recv_message::<_, ClientRequest>(&mut recv, "client request", DEFAULT_MAX_FRAME).await
+                {
+                    Ok(req) => me.handle(req, &mut recv).await,
+                    Err(e) => Err(reply(ErrorCode::BadRequest, e.to_string())),
+                };
+                let (response, blobs) = match reply {
+                    Ok(ok) => ok,
+                    Err(err) => (ClientResponse::Error(err), vec![]),
+                };
+                if send_message(&mut send, "response", &response, DEFAULT_MAX_FRAME).await.is_ok() {
+                    for b in &blobs {
+                        if send_blob(&mut send, b).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = send.finish();
+                }
+            });
+        }
+    }
+
+    fn authorize(&self, tenant: &TenantId, token: &str) -> Result<(), ErrorReply> {
+        match self.config.tenants.get(tenant.as_str()) {
+            Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(reply(ErrorCode::Unauthorized, format!("unknown tenant {tenant} or wrong token"))),
+        }
+    }
+
+    async fn handle(
+        &self,
+        req: ClientRequest,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<(ClientResponse, Vec<Arc<Vec<u8>>>), ErrorReply> {
+        let max = self.config.max_blob;
+        match req {
+            ClientRequest::RegisterKeySet { tenant, token, key_set, keys, .. } => {
+                self.authorize(&tenant, &token)?;
+                let bytes =
+                    recv_blob(recv, &keys, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
+                if KeySetId::of(&bytes) != key_set {
+                    return Err(reply(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}")));
+                }
+                let mut st = self.state.lock().await;
+                let already_present = st.key_sets.contains_key(&key_set);
+                st.key_sets.entry(key_set).or_insert_with(|| Arc::new(bytes));
+                Ok((ClientResponse::KeySetRegistered { key_set, already_present }, vec![]))
+            }
+            ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs } => {
+                self.authorize(&tenant, &token)?;
+                let kinds = plan::tasks(&model, inputs.len()).map_err(|m| reply(ErrorCode::BadRequest, m))?;
+                let mut blobs = Vec::with_capacity(inputs.len());
+                for b in &inputs {
+                    blobs.push(Arc::new(
+                        recv_blob(recv, b, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?,
+                    ));
+                }
+                let (query, position) = {
+                    let mut st = self.state.lock().await;
+                    if !st.key_sets.contains_key(&key_set) {
+                        return Err(reply(ErrorCode::NotFound, format!("key set {key_set} is not registered")));
+                    }
+                    let pending = st.queries.values().filter(|q| !q.finished()).count();
+                    if pending >= self.config.max_queued {
+                        return Err(reply(ErrorCode::Busy, format!("{pending} queries pending; retry later")));
+                    }
+                    let query = QueryId(st.next_query);
+                    st.next_query += 1;
+                    st.queries.insert(query, QueryRecord::new(tenant, key_set, kinds.len()));
+                    (query, pending as u32)
+                };
+                for (index, (kind, input)) in kinds.into_iter().zip(blobs).enumerate() {
+                    let me = self.clone();
+                    let task = TaskId { query, index: index as u32 };
+                    tokio::spawn(async move { me.dispatch(task, key_set, kind, input).await });
+                }
+                Ok((ClientResponse::QueryAccepted { query, position }, vec![]))
+            }
+            ClientRequest::Status { query } => {
+                let st = self.state.lock().await;
+                let q =
+                    st.queries.get(&query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                Ok((ClientResponse::Status(q.status(query)), vec![]))
+            }
+            ClientRequest::FetchResult { query } => {
+                let st = self.state.lock().await;
+                let q =
+                    st.queries.get(&query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                let outputs = q
+                    .outputs()
+                    .ok_or_else(|| reply(ErrorCode::BadRequest, format!("query {query} is not finished")))?;
+                let refs = outputs.iter().map(|o| BlobRef::of(o)).collect();
+                Ok((ClientResponse::Result { query, outputs: refs }, outputs))
+            }
+        }
+    }
+
+    /// Runs one task to completion, retrying on other workers.
+    async fn dispatch(&self, task: TaskId, key_set: KeySetId, kind: TaskKind, input: Arc<Vec<u8>>) {
+        let mut failure = String::from("no attempt");
+        for attempt in 0..self.config.max_attempts {
+            let Some((worker, conn)) = self.pick_worker(key_set).await else {
+                failure = "no worker available".into();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match self.run_on(&conn, task, key_set, kind.clone(), &input).await {
+                Ok(output) => {
+                    let mut st = self.state.lock().await;
+                    st.release(worker, Some(key_set));
+                    st.stats.tasks_done += 1;
+                    if let Some(q) = st.queries.get_mut(&task.query) {
+                        q.complete(task.index as usize, Arc::new(output));
+                    }
+                    return;
+                }
+                Err((reason, retryable)) => {
+                    let mut st = self.state.lock().await;
+                    st.release(worker, None);
+                    st.stats.tasks_retried += u64::from(attempt + 1 < self.config.max_attempts && retryable);
+                    failure = reason;
+                    if !retryable {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(q) = self.state.lock().await.queries.get_mut(&task.query) {
+            q.fail(format!("task {} failed: {failure}", task.index));
+        }
+    }
+
+    async fn pick_worker(&self, key_set: KeySetId) -> Option<(WorkerId, quinn::Connection)> {
+        let mut st = self.state.lock().await;
+        let best = st.workers.iter_mut().min_by_key(|w| (!w.cached.contains(&key_set), w.running))?;
+        best.running += 1;
+        Some((best.id, best.conn.clone()))
+    }
+
+    async fn run_on(
+        &self,
+        conn: &quinn::Connection,
+        task: TaskId,
+        key_set: KeySetId,
+        kind: TaskKind,
+        input: &[u8],
+    ) -> Result<Vec<u8>, (String, bool)> {
+        let net = |e: String| (e, true);
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| net(e.to_string()))?;
+        let assign =
+            CoordinatorMessage::Assign(TaskAssignment { task, key_set, kind, inputs: vec![BlobRef::of(input)] });
+        send_message(&mut send, "assign", &assign, DEFAULT_MAX_FRAME).await.map_err(|e| net(e.to_string()))?;
+        send_blob(&mut send, input).await.map_err(|e| net(e.to_string()))?;
+        send.finish().map_err(|e| net(e.to_string()))?;
+        match recv_message::<_, WorkerMessage>(&mut recv, "task result", DEFAULT_MAX_FRAME)
+            .await
+            .map_err(|e| net(e.to_string()))?
+        {
+            WorkerMessage::TaskResult { task: got, outcome: TaskOutcome::Done { outputs, .. } } if got == task => {
+                let first = outputs.first().ok_or_else(|| ("task returned no output".to_string(), false))?;
+                recv_blob(&mut recv, first, self.config.max_blob).await.map_err(|e| net(e.to_string()))
+            }
+            WorkerMessage::TaskResult { outcome: TaskOutcome::Failed { reason, retryable }, .. } => {
+                Err((reason, retryable))
+            }
+            other => Err((format!("unexpected worker reply {other:?}"), true)),
+        }
+    }
+}
+
+fn reply(code: ErrorCode, message: String) -> ErrorReply {
+    ErrorReply { code, message }
+}
+
+/// Token comparison whose time does not depend on where the first
+/// difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

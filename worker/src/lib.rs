@@ -1,5 +1,188 @@
-//! Nexus worker: executes ciphertext-level tasks with a key cache.
-//!
-//! Placeholder until the cluster issue lands.
+//! Nexus worker: registers with the coordinator over mutual-TLS QUIC,
+//! receives tasks on coordinator-opened streams, fetches each key set once
+//! into a byte-budgeted LRU cache, runs the task with `nexus-nn` on a
+//! blocking thread, and streams the outputs back.
+
+pub mod cache;
+pub mod execute;
+
+use cache::KeyCache;
+use nexus_proto::blob::BlobRef;
+use nexus_proto::frame::DEFAULT_MAX_FRAME;
+use nexus_proto::ids::{KeySetId, WorkerId};
+use nexus_proto::messages::{Capabilities, CoordinatorMessage, TaskAssignment, TaskOutcome, WorkerMessage};
+use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
+use nexus_proto::tls::{client_config, Identity};
+use nexus_proto::ProtoError;
+use quinn::rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use thiserror::Error;
+use tokio::sync::Mutex;
 
 pub use nexus_proto::PROTOCOL_VERSION;
+
+/// Largest blob a worker accepts (keys of the N = 2^16 bootstrapping set
+/// are about 9 GB; ciphertexts far less).
+pub const MAX_BLOB: u64 = 16 << 30;
+
+/// Worker failures.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// Protocol or transport error.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// QUIC connection error.
+    #[error("connection to the coordinator: {0}")]
+    Connection(String),
+    /// The coordinator answered out of protocol.
+    #[error("coordinator: unexpected {0}")]
+    Unexpected(String),
+}
+
+/// Worker configuration.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Coordinator address.
+    pub coordinator: SocketAddr,
+    /// Name in the coordinator's certificate.
+    pub server_name: String,
+    /// Cluster CA.
+    pub ca: CertificateDer<'static>,
+    /// This worker's certificate and key.
+    pub identity: Identity,
+    /// Threads for task execution.
+    pub threads: u32,
+    /// Key-cache budget in bytes.
+    pub key_cache_bytes: u64,
+    /// Accept key sets at parameters marked insecure (test clusters only).
+    pub allow_insecure_parameters: bool,
+}
+
+/// Runs until the coordinator sends `Shutdown` or closes the connection.
+pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
+    let conn_err = |e: String| WorkerError::Connection(e);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().map_err(|e| conn_err(format!("{e}")))?)
+        .map_err(|e| conn_err(e.to_string()))?;
+    endpoint.set_default_client_config(client_config(&config.ca, Some(&config.identity))?);
+    let conn = endpoint
+        .connect(config.coordinator, &config.server_name)
+        .map_err(|e| conn_err(e.to_string()))?
+        .await
+        .map_err(|e| conn_err(e.to_string()))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(e.to_string()))?;
+    let capabilities = Capabilities { threads: config.threads, memory_bytes: config.key_cache_bytes, gpus: vec![] };
+    send_message(&mut send, "register", &WorkerMessage::Register { capabilities, cached: vec![] }, DEFAULT_MAX_FRAME)
+        .await?;
+    send.finish().map_err(|e| conn_err(e.to_string()))?;
+    let id = match recv_message(&mut recv, "registration", DEFAULT_MAX_FRAME).await? {
+        CoordinatorMessage::Registered { worker } => worker,
+        other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
+    };
+    let cache = Arc::new(Mutex::new(KeyCache::new(config.key_cache_bytes)));
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(quinn::ConnectionError::ApplicationClosed(_)) | Err(quinn::ConnectionError::LocallyClosed) => {
+                return Ok(())
+            }
+            Err(e) => return Err(conn_err(e.to_string())),
+        };
+        let (conn, cache) = (conn.clone(), cache.clone());
+        let insecure = config.allow_insecure_parameters;
+        tokio::spawn(async move {
+            // A failed stream is reported to the coordinator as a failed
+            // task where possible; either way the worker keeps serving.
+            let _ = serve_stream(id, conn, cache, insecure, send, recv).await;
+        });
+    }
+}
+
+async fn serve_stream(
+    _id: WorkerId,
+    conn: quinn::Connection,
+    cache: Arc<Mutex<KeyCache>>,
+    insecure: bool,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), WorkerError> {
+    let task = match recv_message(&mut recv, "coordinator message", DEFAULT_MAX_FRAME).await? {
+        CoordinatorMessage::Assign(task) => task,
+        CoordinatorMessage::Shutdown => {
+            conn.close(0u32.into(), b"shutdown");
+            return Ok(());
+        }
+        other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
+    };
+    let mut inputs = Vec::with_capacity(task.inputs.len());
+    for blob in &task.inputs {
+        inputs.push(recv_blob(&mut recv, blob, MAX_BLOB).await?);
+    }
+    let started = Instant::now();
+    let outcome = match keys_for(&conn, &cache, task.key_set, insecure).await {
+        Ok(keys) => run_task(task.clone(), keys, inputs).await,
+        Err(e) => Err((e.to_string(), true)),
+    };
+    let (message, outputs) = match outcome {
+        Ok(outputs) => {
+            let refs = outputs.iter().map(|o| BlobRef::of(o)).collect();
+            let micros = started.elapsed().as_micros() as u64;
+            (
+                WorkerMessage::TaskResult { task: task.task, outcome: TaskOutcome::Done { outputs: refs, micros } },
+                outputs,
+            )
+        }
+        Err((reason, retryable)) => {
+            (WorkerMessage::TaskResult { task: task.task, outcome: TaskOutcome::Failed { reason, retryable } }, vec![])
+        }
+    };
+    send_message(&mut send, "task result", &message, DEFAULT_MAX_FRAME).await?;
+    for o in &outputs {
+        send_blob(&mut send, o).await?;
+    }
+    send.finish().map_err(|e| WorkerError::Connection(e.to_string()))?;
+    Ok(())
+}
+
+/// The key set from the cache, fetched from the coordinator on a miss.
+async fn keys_for(
+    conn: &quinn::Connection,
+    cache: &Mutex<KeyCache>,
+    key_set: KeySetId,
+    insecure: bool,
+) -> Result<Arc<nexus_nn::KeySet>, WorkerError> {
+    let mut guard = cache.lock().await;
+    if let Some(keys) = guard.get(&key_set) {
+        return Ok(keys);
+    }
+    // Holding the lock while fetching makes concurrent tasks of the same key
+    // set wait for one transfer instead of starting several.
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| WorkerError::Connection(e.to_string()))?;
+    send_message(&mut send, "fetch keys", &WorkerMessage::FetchKeys { key_set }, DEFAULT_MAX_FRAME).await?;
+    send.finish().map_err(|e| WorkerError::Connection(e.to_string()))?;
+    let blob = match recv_message(&mut recv, "keys", DEFAULT_MAX_FRAME).await? {
+        CoordinatorMessage::Keys { key_set: got, keys } if got == key_set => keys,
+        other => return Err(WorkerError::Unexpected(format!("{other:?} for key set {key_set}"))),
+    };
+    let bytes = recv_blob(&mut recv, &blob, MAX_BLOB).await?;
+    if KeySetId::of(&bytes) != key_set {
+        return Err(WorkerError::Unexpected(format!("key set bytes do not hash to {key_set}")));
+    }
+    let keys = tokio::task::spawn_blocking(move || nexus_nn::KeySet::from_bytes(&bytes, MAX_BLOB as usize, insecure))
+        .await
+        .map_err(|e| WorkerError::Unexpected(e.to_string()))?
+        .map_err(|e| WorkerError::Unexpected(format!("key set {key_set}: {e}")))?;
+    Ok(guard.insert(key_set, keys))
+}
+
+async fn run_task(
+    task: TaskAssignment,
+    keys: Arc<nexus_nn::KeySet>,
+    inputs: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>, (String, bool)> {
+    tokio::task::spawn_blocking(move || execute::execute(&task.kind, &keys, &inputs))
+        .await
+        .map_err(|e| (format!("task panicked: {e}"), false))?
+        .map_err(|e| (e, false))
+}

@@ -505,12 +505,23 @@ pub fn parameters_to_bytes(params: &Parameters) -> Result<Vec<u8>, CkksError> {
 
 /// Parses and validates serialized parameters (`limit` bytes at most).
 pub fn parameters_from_bytes(bytes: &[u8], limit: usize) -> Result<Parameters, CkksError> {
+    parameters_from_bytes_checked(bytes, limit, false)
+}
+
+/// As [`parameters_from_bytes`]; `allow_insecure_test_only` also admits
+/// parameters marked insecure (test clusters at small sizes; a production
+/// process never sets it).
+pub fn parameters_from_bytes_checked(
+    bytes: &[u8],
+    limit: usize,
+    allow_insecure_test_only: bool,
+) -> Result<Parameters, CkksError> {
     if bytes.len() > limit {
         return Err(decode_err("parameters", format!("{} bytes exceed the limit of {limit}", bytes.len())));
     }
     let literal: crate::ParametersLiteral =
         rmp_serde::from_slice(bytes).map_err(|e| decode_err("parameters", format!("malformed: {e}")))?;
-    if literal.security != crate::SecurityLevel::Bits128 {
+    if literal.security != crate::SecurityLevel::Bits128 && !allow_insecure_test_only {
         return Err(decode_err("parameters", "only 128-bit-secure parameters are accepted from the wire"));
     }
     Parameters::new(literal)

@@ -1,0 +1,158 @@
+//! Talking to a coordinator: upload keys once, submit encrypted queries,
+//! poll status, fetch encrypted results. Tenants authenticate with a token;
+//! the coordinator is verified against the cluster CA.
+
+use nexus_proto::blob::BlobRef;
+use nexus_proto::frame::DEFAULT_MAX_FRAME;
+use nexus_proto::ids::{KeySetId, QueryId, TenantId};
+use nexus_proto::messages::{ClientRequest, ClientResponse, ErrorReply, QueryState, QueryStatus};
+use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
+use nexus_proto::tls::client_config;
+use nexus_proto::ProtoError;
+use quinn::rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Client failures.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// Protocol or transport error.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// Connection error.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The coordinator refused the request.
+    #[error("coordinator refused ({:?}): {}", .0.code, .0.message)]
+    Refused(ErrorReply),
+    /// Reply out of protocol.
+    #[error("unexpected reply {0}")]
+    Unexpected(String),
+    /// The query failed or did not finish in time.
+    #[error("query {0}: {1}")]
+    Query(QueryId, String),
+}
+
+/// A tenant's connection to the coordinator.
+#[derive(Debug)]
+pub struct ClusterClient {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    tenant: TenantId,
+    token: String,
+    max_blob: u64,
+}
+
+impl ClusterClient {
+    /// Connects to `addr` (certificate name `server_name`, trusted via `ca`).
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        ca: &CertificateDer<'static>,
+        tenant: TenantId,
+        token: String,
+    ) -> Result<Self, ClientError> {
+        let cerr = |e: String| ClientError::Connection(e);
+        let local: SocketAddr =
+            if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|e| cerr(format!("{e}")))?;
+        let mut endpoint = quinn::Endpoint::client(local).map_err(|e| cerr(e.to_string()))?;
+        endpoint.set_default_client_config(client_config(ca, None)?);
+        let conn = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| cerr(e.to_string()))?
+            .await
+            .map_err(|e| cerr(e.to_string()))?;
+        Ok(Self { _endpoint: endpoint, conn, tenant, token, max_blob: 16 << 30 })
+    }
+
+    async fn call(
+        &self,
+        req: &ClientRequest,
+        blobs: &[&[u8]],
+    ) -> Result<(ClientResponse, quinn::RecvStream), ClientError> {
+        let cerr = |e: String| ClientError::Connection(e);
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| cerr(e.to_string()))?;
+        send_message(&mut send, "request", req, DEFAULT_MAX_FRAME).await?;
+        for b in blobs {
+            send_blob(&mut send, b).await?;
+        }
+        send.finish().map_err(|e| cerr(e.to_string()))?;
+        match recv_message(&mut recv, "response", DEFAULT_MAX_FRAME).await? {
+            ClientResponse::Error(e) => Err(ClientError::Refused(e)),
+            ok => Ok((ok, recv)),
+        }
+    }
+
+    /// Uploads a key set (a no-op if the coordinator has it); returns its id
+    /// and whether it was already present.
+    pub async fn register_keys(&self, bytes: &[u8], params_digest: [u8; 32]) -> Result<(KeySetId, bool), ClientError> {
+        let key_set = KeySetId::of(bytes);
+        let req = ClientRequest::RegisterKeySet {
+            tenant: self.tenant.clone(),
+            token: self.token.clone(),
+            key_set,
+            params_digest,
+            keys: BlobRef::of(bytes),
+        };
+        match self.call(&req, &[bytes]).await?.0 {
+            ClientResponse::KeySetRegistered { key_set: got, already_present } if got == key_set => {
+                Ok((key_set, already_present))
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Submits an encrypted query.
+    pub async fn submit(&self, key_set: KeySetId, model: &str, inputs: &[Vec<u8>]) -> Result<QueryId, ClientError> {
+        let req = ClientRequest::SubmitQuery {
+            tenant: self.tenant.clone(),
+            token: self.token.clone(),
+            key_set,
+            model: model.to_string(),
+            inputs: inputs.iter().map(|b| BlobRef::of(b)).collect(),
+        };
+        let blobs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        match self.call(&req, &blobs).await?.0 {
+            ClientResponse::QueryAccepted { query, .. } => Ok(query),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Progress of a query.
+    pub async fn status(&self, query: QueryId) -> Result<QueryStatus, ClientError> {
+        match self.call(&ClientRequest::Status { query }, &[]).await?.0 {
+            ClientResponse::Status(s) => Ok(s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Polls until the query is done (or failed, or `timeout` passes).
+    pub async fn wait(&self, query: QueryId, timeout: Duration) -> Result<QueryStatus, ClientError> {
+        let start = Instant::now();
+        loop {
+            let status = self.status(query).await?;
+            match &status.state {
+                QueryState::Done => return Ok(status),
+                QueryState::Failed { reason } => return Err(ClientError::Query(query, reason.clone())),
+                _ if start.elapsed() > timeout => return Err(ClientError::Query(query, "timed out".into())),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// The encrypted outputs of a finished query.
+    pub async fn fetch(&self, query: QueryId) -> Result<Vec<Vec<u8>>, ClientError> {
+        let (reply, mut recv) = self.call(&ClientRequest::FetchResult { query }, &[]).await?;
+        match reply {
+            ClientResponse::Result { query: got, outputs } if got == query => {
+                let mut out = Vec::with_capacity(outputs.len());
+                for b in &outputs {
+                    out.push(recv_blob(&mut recv, b, self.max_blob).await?);
+                }
+                Ok(out)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! An in-process cluster over real loopback QUIC with mutual TLS: one
+//! coordinator, two workers, a tenant's client. The encrypted outputs must
+//! be byte-identical to running the same operator in this process, and each
+//! worker must receive the key set at most once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use nexus_ckks::*;
+use nexus_client::cluster::{ClientError, ClusterClient};
+use nexus_coordinator::{Coordinator, CoordinatorConfig};
+use nexus_nn::{Engine, Gelu, KeySet};
+use nexus_proto::ids::TenantId;
+use nexus_proto::messages::ErrorCode;
+use nexus_proto::tls::ClusterCa;
+use nexus_worker::{run, WorkerConfig};
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
+    // The data owner's side.
+    let params = Parameters::preset("INSECURE_N12_QP1500_DEEP_TEST").unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois: GaloisKeys::new() };
+    let key_bytes = keys.to_bytes().unwrap();
+    let encoder = Encoder::new(&params);
+    let slots = params.max_slots();
+    let inputs: Vec<Ciphertext> = (0..3)
+        .map(|k| {
+            let v: Vec<f64> =
+                (0..slots).map(|i| -8.0 + 16.0 * ((i * 7 + k * 13) % slots) as f64 / slots as f64).collect();
+            let pt = encoder.encode_real(&v, 8, params.default_scale()).unwrap();
+            Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap()
+        })
+        .collect();
+    let input_bytes: Vec<Vec<u8>> = inputs.iter().map(|c| c.to_bytes(&params).unwrap()).collect();
+    // The same computation in this process.
+    let eval = Evaluator::new(&params);
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &keys.relin, galois: &keys.galois };
+    let gelu = Gelu::bert_default().unwrap();
+    let expected: Vec<Vec<u8>> =
+        inputs.iter().map(|c| gelu.apply(&engine, c).unwrap().to_bytes(&params).unwrap()).collect();
+
+    // The cluster.
+    let ca = ClusterCa::generate("nexus test").unwrap();
+    let config = CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ca: ca.certificate(),
+        identity: ca.issue("coordinator", &["localhost", "127.0.0.1"]).unwrap(),
+        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
+        max_queued: 16,
+        max_blob: 1 << 32,
+        max_attempts: 3,
+    };
+    let coordinator = Coordinator::start(config).unwrap();
+    let addr = coordinator.local_addr().unwrap();
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        let name = format!("worker-{i}");
+        let config = WorkerConfig {
+            coordinator: addr,
+            server_name: "localhost".into(),
+            ca: ca.certificate(),
+            identity: ca.issue(&name, &[&name]).unwrap(),
+            threads: 1,
+            key_cache_bytes: 1 << 30,
+            allow_insecure_parameters: true,
+        };
+        workers.push(tokio::spawn(run(config)));
+    }
+    for _ in 0..200 {
+        if coordinator.workers().await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(coordinator.workers().await, 2);
+
+    let tenant = TenantId::new("acme").unwrap();
+    let client =
+        ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant.clone(), "s3cret".into()).await.unwrap();
+    let (key_set, present) = client.register_keys(&key_bytes, params.digest()).await.unwrap();
+    assert!(!present);
+    assert!(client.register_keys(&key_bytes, params.digest()).await.unwrap().1, "re-upload is recognised");
+    for round in 0..3 {
+        let query = client.submit(key_set, "gelu", &input_bytes).await.unwrap();
+        let status = client.wait(query, Duration::from_secs(120)).await.unwrap();
+        assert_eq!((status.tasks_done, status.tasks_total), (3, 3));
+        let outputs = client.fetch(query).await.unwrap();
+        assert_eq!(outputs, expected, "round {round}: outputs differ from the in-process computation");
+    }
+    let stats = coordinator.stats().await;
+    assert_eq!(stats.tasks_done, 9);
+    assert!(stats.key_sets_sent.values().all(|&n| n <= 1), "a worker got the key set twice: {stats:?}");
+    println!("cluster stats: {stats:?}");
+
+    // Refusals name what was wrong and lose nothing.
+    let intruder = ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant, "wrong".into()).await.unwrap();
+    match intruder.submit(key_set, "gelu", &input_bytes).await {
+        Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::Unauthorized),
+        other => panic!("{other:?}"),
+    }
+    match client.submit(key_set, "bert-large", &input_bytes).await {
+        Err(ClientError::Refused(e)) => assert!(e.code == ErrorCode::BadRequest && e.message.contains("bert-large")),
+        other => panic!("{other:?}"),
+    }
+    coordinator.shutdown().await;
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+    }
+}
