@@ -1,30 +1,57 @@
-//! `nexus demo`: an encrypted linear layer with a square activation over a
-//! batch of token embeddings, at a 128-bit-secure preset, checked against the
-//! same computation in plaintext f64.
-//!
-//! Layout: `tokens` rows of `features` values, row `t` in slots
-//! `t*features .. (t+1)*features`. The server multiplies by the plaintext
-//! weight row (repeated per token), sums each row with log2(features)
-//! rotations, adds the bias and squares: slot `t*features` then holds
-//! `(x_t . w + b)^2`.
+//! `nexus demo`: a whole cluster in this process (one coordinator, two
+//! workers, real QUIC with mutual TLS on loopback) runs an encrypted
+//! inference of the embedded model `mlp-demo` (`y = GELU(x W1) W2`, see
+//! `nexus_nn::model`) at a 128-bit-secure preset. The client generates keys,
+//! uploads them once, submits the encrypted token batch, watches per-layer
+//! progress, fetches and decrypts the result and prints it next to the
+//! plaintext f64 computation of the same model.
 
-use nexus_ckks::{Ciphertext, CkksError, Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, Parameters};
-use std::time::Instant;
+use crate::cluster::{ClientError, ClusterClient};
+use nexus_ckks::{Ciphertext, CkksError, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Wire};
+use nexus_coordinator::{Coordinator, CoordinatorConfig};
+use nexus_nn::{DemoMlp, KeySet, NnError, DEMO_MODEL};
+use nexus_proto::ids::TenantId;
+use nexus_proto::tls::ClusterCa;
+use nexus_proto::ProtoError;
+use nexus_worker::{run as run_worker, WorkerConfig};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Demo failures.
+#[derive(Debug, Error)]
+pub enum DemoError {
+    /// Engine error.
+    #[error(transparent)]
+    Ckks(#[from] CkksError),
+    /// Operator error.
+    #[error(transparent)]
+    Nn(#[from] NnError),
+    /// Protocol error.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// Client error.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Cluster setup error.
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
 
 /// Demo settings.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
     /// Parameter preset.
     pub preset: String,
-    /// Number of tokens in the batch.
+    /// Tokens in the batch.
     pub tokens: usize,
-    /// Features per token (a power of two).
-    pub features: usize,
+    /// Worker processes' stand-ins (separate QUIC endpoints in this process).
+    pub workers: usize,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self { preset: "N16_QP1500_TERN".into(), tokens: 128, features: 256 }
+        Self { preset: "N15_QP860_TERN".into(), tokens: 2048, workers: 2 }
     }
 }
 
@@ -35,97 +62,190 @@ pub struct DemoReport {
     pub preset: String,
     /// Whether the preset is 128-bit secure.
     pub secure: bool,
-    /// Decrypted outputs, one per token.
-    pub encrypted: Vec<f64>,
-    /// Plaintext f64 outputs, one per token.
-    pub plaintext: Vec<f64>,
+    /// Workers in the cluster.
+    pub workers: usize,
+    /// Decrypted outputs, one row per token.
+    pub encrypted: Vec<Vec<f64>>,
+    /// Plaintext f64 outputs.
+    pub plaintext: Vec<Vec<f64>>,
     /// Max absolute error.
     pub max_abs_error: f64,
+    /// Wall time of the whole run.
+    pub seconds: f64,
     /// Timings in milliseconds: (phase, ms).
     pub timings_ms: Vec<(&'static str, f64)>,
 }
 
-/// Deterministic pseudo-embeddings in [-1, 1] (a stand-in for real token
-/// embeddings until the model issue lands).
+/// Deterministic pseudo-embeddings in [-1, 1] (the tokenizer and the real
+/// embedding table come with the model issue).
 fn synthetic(i: usize, salt: u64) -> f64 {
     let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(salt).rotate_left(17) ^ salt;
     (x % 20001) as f64 / 10000.0 - 1.0
 }
 
 /// Runs the demo, reporting progress lines through `progress`.
-pub fn run(config: &DemoConfig, mut progress: impl FnMut(&str)) -> Result<DemoReport, CkksError> {
-    let params = Parameters::preset(&config.preset)?;
-    let (tokens, features) = (config.tokens, config.features);
-    if !features.is_power_of_two() || tokens == 0 || tokens * features > params.max_slots() {
-        return Err(CkksError::InvalidInput(format!(
-            "{tokens} tokens x {features} features must fit {} slots with features a power of two",
-            params.max_slots()
-        )));
-    }
+pub fn run(config: &DemoConfig, progress: impl FnMut(&str) + Send) -> Result<DemoReport, DemoError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| DemoError::Cluster(e.to_string()))?;
+    runtime.block_on(run_async(config, progress))
+}
+
+async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -> Result<DemoReport, DemoError> {
+    let start = Instant::now();
     let mut timings = Vec::new();
     let mut timed = |name: &'static str, t: Instant, progress: &mut dyn FnMut(&str)| {
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        progress(&format!("{name:<28} {ms:>9.1} ms"));
+        progress(&format!("  {name:<34} {ms:>9.1} ms"));
         timings.push((name, ms));
     };
-    let steps: Vec<i64> = (0..features.trailing_zeros()).map(|i| 1i64 << i).collect();
-
+    let params = Parameters::preset(&config.preset)?;
+    let model = DemoMlp::embedded(params.max_slots())?;
+    model.check(&params)?;
+    if config.tokens == 0 || config.workers == 0 {
+        return Err(DemoError::Cluster("need at least one token and one worker".into()));
+    }
     progress(&format!(
-        "preset {} (N = 2^{}, log QP = {:.0}, {}), {tokens} tokens x {features} features",
+        "nexus demo: model {DEMO_MODEL} ({} -> {} -> GELU -> {}), {} tokens, preset {} (N = 2^{}, {}), {} workers",
+        model.d_in,
+        model.hidden,
+        model.d_out,
+        config.tokens,
         config.preset,
         params.log_n(),
-        params.log_qp(),
-        if params.is_secure() { "128-bit secure" } else { "INSECURE test parameters" }
+        if params.is_secure() { "128-bit secure" } else { "INSECURE test size" },
+        config.workers
     ));
+
+    // Client: keys.
     let t = Instant::now();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let rlk = kg.relin_key(&sk);
-    let gks = kg.galois_keys(&sk, &steps, false)?;
+    let keys = KeySet {
+        params: params.clone(),
+        relin: kg.relin_key(&sk),
+        galois: kg.galois_keys(&sk, &model.rotations(), false)?,
+    };
+    let key_bytes = keys.to_bytes()?;
     timed("client: key generation", t, &mut progress);
 
-    let x: Vec<f64> = (0..tokens * features).map(|i| synthetic(i, 1)).collect();
-    let w: Vec<f64> = (0..features).map(|i| synthetic(i, 2) / (features as f64).sqrt()).collect();
-    let bias = 0.125;
-    let enc = Encoder::new(&params);
+    // Client: encrypt the batch.
     let t = Instant::now();
-    let pt = enc.encode_real_slots(&x, params.max_slots(), params.max_level(), params.default_scale())?;
-    let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?;
+    let tokens: Vec<Vec<f64>> =
+        (0..config.tokens).map(|r| (0..model.d_in).map(|c| synthetic(r * model.d_in + c, 11)).collect()).collect();
+    let encoder = Encoder::new(&params);
+    let encryptor = Encryptor::new(&params);
+    let inputs = model
+        .pack(&tokens)?
+        .iter()
+        .map(|slots| {
+            let pt = encoder.encode_real(slots, model.levels(), params.default_scale())?;
+            encryptor.encrypt_pk(&pt, &pk)?.to_bytes(&params)
+        })
+        .collect::<Result<Vec<_>, CkksError>>()?;
     timed("client: encode + encrypt", t, &mut progress);
 
-    let eval = Evaluator::new(&params);
+    // The cluster.
     let t = Instant::now();
-    let w_rep: Vec<f64> = (0..tokens * features).map(|i| w[i % features]).collect();
-    let level = ct.level();
-    let w_pt = enc.encode_real_slots(&w_rep, params.max_slots(), level, params.q()[level] as f64)?;
-    let mut acc: Ciphertext = eval.rescale(&eval.mul_plain(&ct, &w_pt)?)?;
-    for &s in &steps {
-        let r = eval.rotate(&acc, s, &gks)?;
-        eval.add_assign(&mut acc, &r)?;
+    let ca = ClusterCa::generate("nexus demo CA")?;
+    let coordinator = Coordinator::start(CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().map_err(|e| DemoError::Cluster(format!("{e}")))?,
+        ca: ca.certificate(),
+        identity: ca.issue("coordinator", &["localhost", "127.0.0.1"])?,
+        tenants: HashMap::from([("demo".to_string(), "demo-token".to_string())]),
+        max_queued: 8,
+        max_blob: 8 << 30,
+        max_attempts: 3,
+    })
+    .map_err(|e| DemoError::Cluster(e.to_string()))?;
+    let addr = coordinator.local_addr().map_err(|e| DemoError::Cluster(e.to_string()))?;
+    let mut workers = Vec::new();
+    for i in 0..config.workers {
+        let name = format!("worker-{i}");
+        workers.push(tokio::spawn(run_worker(WorkerConfig {
+            coordinator: addr,
+            server_name: "localhost".into(),
+            ca: ca.certificate(),
+            identity: ca.issue(&name, &[&name])?,
+            threads: 1,
+            key_cache_bytes: 4 << 30,
+            allow_insecure_parameters: !params.is_secure(),
+        })));
     }
-    let acc = eval.add_const(&acc, bias)?;
-    let out = eval.mul_relin_rescale(&acc, &acc, &rlk)?;
-    timed("server: linear + square", t, &mut progress);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while coordinator.workers().await < config.workers {
+        if Instant::now() > deadline {
+            return Err(DemoError::Cluster("workers did not register".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    timed("cluster: start (QUIC, mutual TLS)", t, &mut progress);
 
+    // Client: upload keys once, submit, watch, fetch.
     let t = Instant::now();
-    let slots = enc.decode_real(&Decryptor::new(&params).decrypt(&out, &sk)?)?;
-    timed("client: decrypt + decode", t, &mut progress);
+    let tenant = TenantId::new("demo")?;
+    let client = ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant, "demo-token".into()).await?;
+    let (key_set, _) = client.register_keys(&key_bytes, params.digest()).await?;
+    timed("client: upload evaluation keys", t, &mut progress);
+    let t = Instant::now();
+    let query = client.submit(key_set, DEMO_MODEL, &inputs).await?;
+    let mut last = (u32::MAX, u32::MAX);
+    let status = loop {
+        let s = client.status(query).await?;
+        if (s.layers_done, s.tasks_done) != last {
+            last = (s.layers_done, s.tasks_done);
+            progress(&format!(
+                "  query {query}: layer {}/{} done, tasks {}/{} ({:?})",
+                s.layers_done, s.layers_total, s.tasks_done, s.tasks_total, s.state
+            ));
+        }
+        match &s.state {
+            nexus_proto::messages::QueryState::Done => break s,
+            nexus_proto::messages::QueryState::Failed { reason } => return Err(DemoError::Cluster(reason.clone())),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let outputs = client.fetch(query).await?;
+    timed("cluster: encrypted inference", t, &mut progress);
+    let stats = coordinator.stats().await;
+    coordinator.shutdown().await;
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+    }
 
-    let encrypted: Vec<f64> = (0..tokens).map(|t| slots[t * features]).collect();
-    let plaintext: Vec<f64> = (0..tokens)
-        .map(|t| {
-            let dot: f64 = (0..features).map(|i| x[t * features + i] * w[i]).sum::<f64>() + bias;
-            dot * dot
-        })
-        .collect();
-    let max_abs_error = encrypted.iter().zip(&plaintext).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    // Client: decrypt and compare.
+    let t = Instant::now();
+    let decryptor = Decryptor::new(&params);
+    let per_ct = model.tokens_per_ciphertext();
+    let mut encrypted = Vec::with_capacity(config.tokens);
+    for (i, bytes) in outputs.iter().enumerate() {
+        let ct = Ciphertext::from_bytes(&params, bytes, 1 << 30)?;
+        let slots = encoder.decode_real(&decryptor.decrypt(&ct, &sk)?)?;
+        encrypted.extend(model.unpack(&slots, config.tokens - i * per_ct));
+    }
+    timed("client: decrypt + decode", t, &mut progress);
+    let plaintext = model.plain(&tokens)?;
+    let max_abs_error =
+        encrypted.iter().flatten().zip(plaintext.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    progress(&format!(
+        "  {} tasks on {} workers, key set sent {} times ({:.1} MB), {} retries",
+        status.tasks_total,
+        config.workers,
+        stats.key_sets_sent.values().sum::<u32>(),
+        stats.key_bytes_sent as f64 / 1e6,
+        stats.tasks_retried
+    ));
     Ok(DemoReport {
         preset: config.preset.clone(),
         secure: params.is_secure(),
+        workers: config.workers,
         encrypted,
         plaintext,
         max_abs_error,
+        seconds: start.elapsed().as_secs_f64(),
         timings_ms: timings,
     })
 }
@@ -135,13 +255,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn demo_matches_plaintext_on_test_parameters() {
-        let config = DemoConfig { preset: "INSECURE_N12_QP640_TEST".into(), tokens: 16, features: 64 };
+    fn demo_cluster_matches_plaintext_on_test_parameters() {
+        let config = DemoConfig { preset: "INSECURE_N12_QP640_TEST".into(), tokens: 300, workers: 2 };
         let report = run(&config, |_| {}).unwrap();
-        assert_eq!(report.encrypted.len(), 16);
+        assert_eq!(report.encrypted.len(), 300);
+        assert_eq!(report.encrypted[0].len(), 4);
         assert!(report.max_abs_error < 1e-4, "max error {}", report.max_abs_error);
         assert!(!report.secure);
-        let bad = DemoConfig { features: 48, ..config };
+        let bad = DemoConfig { workers: 0, ..config };
         assert!(run(&bad, |_| {}).is_err());
     }
 }

@@ -227,7 +227,10 @@ impl Coordinator {
             }
             ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs } => {
                 self.authorize(&tenant, &token)?;
-                let kinds = plan::tasks(&model, inputs.len()).map_err(|m| reply(ErrorCode::BadRequest, m))?;
+                let chain = plan::chain(&model).map_err(|m| reply(ErrorCode::BadRequest, m))?;
+                if inputs.is_empty() {
+                    return Err(reply(ErrorCode::BadRequest, "a query needs at least one input ciphertext".into()));
+                }
                 let mut blobs = Vec::with_capacity(inputs.len());
                 for b in &inputs {
                     blobs.push(Arc::new(
@@ -245,13 +248,13 @@ impl Coordinator {
                     }
                     let query = QueryId(st.next_query);
                     st.next_query += 1;
-                    st.queries.insert(query, QueryRecord::new(tenant, key_set, kinds.len()));
+                    st.queries.insert(query, QueryRecord::new(tenant, key_set, blobs.len(), chain.len()));
                     (query, pending as u32)
                 };
-                for (index, (kind, input)) in kinds.into_iter().zip(blobs).enumerate() {
-                    let me = self.clone();
-                    let task = TaskId { query, index: index as u32 };
-                    tokio::spawn(async move { me.dispatch(task, key_set, kind, input).await });
+                let count = blobs.len();
+                for (index, input) in blobs.into_iter().enumerate() {
+                    let (me, chain, model) = (self.clone(), chain.clone(), model.clone());
+                    tokio::spawn(async move { me.run_chain(query, index, count, key_set, model, chain, input).await });
                 }
                 Ok((ClientResponse::QueryAccepted { query, position }, vec![]))
             }
@@ -274,8 +277,53 @@ impl Coordinator {
         }
     }
 
+    /// Runs input `index`'s chain of layer tasks; each task may run on a
+    /// different worker (outputs flow through the coordinator).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_chain(
+        &self,
+        query: QueryId,
+        index: usize,
+        inputs: usize,
+        key_set: KeySetId,
+        model: String,
+        chain: Vec<TaskKind>,
+        input: Arc<Vec<u8>>,
+    ) {
+        let mut current = input;
+        for (layer, kind) in chain.into_iter().enumerate() {
+            let task = TaskId { query, index: (layer * inputs + index) as u32 };
+            match self.dispatch(task, key_set, &model, kind, &current).await {
+                Ok(output) => {
+                    current = Arc::new(output);
+                    let mut st = self.state.lock().await;
+                    st.stats.tasks_done += 1;
+                    if let Some(q) = st.queries.get_mut(&query) {
+                        q.task_done();
+                    }
+                }
+                Err(failure) => {
+                    if let Some(q) = self.state.lock().await.queries.get_mut(&query) {
+                        q.fail(format!("task {} (layer {layer}) failed: {failure}", task.index));
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(q) = self.state.lock().await.queries.get_mut(&query) {
+            q.complete(index, current);
+        }
+    }
+
     /// Runs one task to completion, retrying on other workers.
-    async fn dispatch(&self, task: TaskId, key_set: KeySetId, kind: TaskKind, input: Arc<Vec<u8>>) {
+    async fn dispatch(
+        &self,
+        task: TaskId,
+        key_set: KeySetId,
+        model: &str,
+        kind: TaskKind,
+        input: &[u8],
+    ) -> Result<Vec<u8>, String> {
         let mut failure = String::from("no attempt");
         for attempt in 0..self.config.max_attempts {
             let Some((worker, conn)) = self.pick_worker(key_set).await else {
@@ -283,15 +331,10 @@ impl Coordinator {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            match self.run_on(&conn, task, key_set, kind.clone(), &input).await {
+            match self.run_on(&conn, task, key_set, model, kind.clone(), input).await {
                 Ok(output) => {
-                    let mut st = self.state.lock().await;
-                    st.release(worker, Some(key_set));
-                    st.stats.tasks_done += 1;
-                    if let Some(q) = st.queries.get_mut(&task.query) {
-                        q.complete(task.index as usize, Arc::new(output));
-                    }
-                    return;
+                    self.state.lock().await.release(worker, Some(key_set));
+                    return Ok(output);
                 }
                 Err((reason, retryable)) => {
                     let mut st = self.state.lock().await;
@@ -304,9 +347,7 @@ impl Coordinator {
                 }
             }
         }
-        if let Some(q) = self.state.lock().await.queries.get_mut(&task.query) {
-            q.fail(format!("task {} failed: {failure}", task.index));
-        }
+        Err(failure)
     }
 
     async fn pick_worker(&self, key_set: KeySetId) -> Option<(WorkerId, quinn::Connection)> {
@@ -321,13 +362,19 @@ impl Coordinator {
         conn: &quinn::Connection,
         task: TaskId,
         key_set: KeySetId,
+        model: &str,
         kind: TaskKind,
         input: &[u8],
     ) -> Result<Vec<u8>, (String, bool)> {
         let net = |e: String| (e, true);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| net(e.to_string()))?;
-        let assign =
-            CoordinatorMessage::Assign(TaskAssignment { task, key_set, kind, inputs: vec![BlobRef::of(input)] });
+        let assign = CoordinatorMessage::Assign(TaskAssignment {
+            task,
+            model: model.to_string(),
+            key_set,
+            kind,
+            inputs: vec![BlobRef::of(input)],
+        });
         send_message(&mut send, "assign", &assign, DEFAULT_MAX_FRAME).await.map_err(|e| net(e.to_string()))?;
         send_blob(&mut send, input).await.map_err(|e| net(e.to_string()))?;
         send.finish().map_err(|e| net(e.to_string()))?;

@@ -1,15 +1,19 @@
-//! Model plans: which tasks a query becomes.
+//! Model plans: which chain of tasks each input ciphertext becomes. Layer
+//! indices must match the workers' model definitions (`nexus-nn`).
 
 use nexus_proto::messages::{ElementwiseOp, TaskKind};
 
-/// Tasks for `model` over `inputs` ciphertexts, or why the model is unknown.
-pub fn tasks(model: &str, inputs: usize) -> Result<Vec<TaskKind>, String> {
-    if inputs == 0 {
-        return Err("a query needs at least one input ciphertext".into());
-    }
+/// The chain of tasks every input ciphertext of `model` goes through.
+pub fn chain(model: &str) -> Result<Vec<TaskKind>, String> {
     match model {
-        // GELU on every input ciphertext: one element-wise task each.
-        "gelu" => Ok((0..inputs).map(|_| TaskKind::Elementwise { layer: 0, op: ElementwiseOp::Gelu }).collect()),
-        other => Err(format!("unknown model {other:?}; this coordinator serves: gelu")),
+        // GELU on every input ciphertext.
+        "gelu" => Ok(vec![TaskKind::Elementwise { layer: 0, op: ElementwiseOp::Gelu }]),
+        // nexus_nn::DemoMlp: product, GELU, product.
+        "mlp-demo" => Ok(vec![
+            TaskKind::MatMulDiagonal { layer: 0 },
+            TaskKind::Elementwise { layer: 1, op: ElementwiseOp::Gelu },
+            TaskKind::MatMulDiagonal { layer: 2 },
+        ]),
+        other => Err(format!("unknown model {other:?}; this coordinator serves: gelu, mlp-demo")),
     }
 }

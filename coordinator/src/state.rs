@@ -42,12 +42,18 @@ pub(crate) struct QueryRecord {
     #[allow(dead_code)] // batching by key set
     pub key_set: KeySetId,
     outputs: Vec<Option<Arc<Vec<u8>>>>,
+    layers: usize,
+    tasks_done: usize,
     failed: Option<String>,
 }
 
 impl QueryRecord {
-    pub fn new(tenant: TenantId, key_set: KeySetId, tasks: usize) -> Self {
-        Self { tenant, key_set, outputs: vec![None; tasks], failed: None }
+    pub fn new(tenant: TenantId, key_set: KeySetId, inputs: usize, layers: usize) -> Self {
+        Self { tenant, key_set, outputs: vec![None; inputs], layers, tasks_done: 0, failed: None }
+    }
+
+    pub fn task_done(&mut self) {
+        self.tasks_done += 1;
     }
 
     pub fn complete(&mut self, index: usize, output: Arc<Vec<u8>>) {
@@ -73,21 +79,21 @@ impl QueryRecord {
     }
 
     pub fn status(&self, query: QueryId) -> QueryStatus {
-        let done = self.outputs.iter().filter(|o| o.is_some()).count() as u32;
-        let total = self.outputs.len() as u32;
-        let state = match (&self.failed, done == total) {
+        let total = self.outputs.len() * self.layers;
+        let finished = self.outputs.iter().all(Option::is_some);
+        let state = match (&self.failed, finished) {
             (Some(reason), _) => QueryState::Failed { reason: reason.clone() },
             (None, true) => QueryState::Done,
-            (None, false) if done == 0 => QueryState::Queued { position: 0 },
+            (None, false) if self.tasks_done == 0 => QueryState::Queued { position: 0 },
             (None, false) => QueryState::Running,
         };
         QueryStatus {
             query,
             state,
-            layers_done: u32::from(done == total),
-            layers_total: 1,
-            tasks_done: done,
-            tasks_total: total,
+            layers_done: (self.tasks_done / self.outputs.len().max(1)) as u32,
+            layers_total: self.layers as u32,
+            tasks_done: self.tasks_done as u32,
+            tasks_total: total as u32,
         }
     }
 }

@@ -181,7 +181,7 @@ async fn run_task(
     keys: Arc<nexus_nn::KeySet>,
     inputs: Vec<Vec<u8>>,
 ) -> Result<Vec<Vec<u8>>, (String, bool)> {
-    tokio::task::spawn_blocking(move || execute::execute(&task.kind, &keys, &inputs))
+    tokio::task::spawn_blocking(move || execute::execute(&task.model, &task.kind, &keys, &inputs))
         .await
         .map_err(|e| (format!("task panicked: {e}"), false))?
         .map_err(|e| (e, false))

@@ -19,6 +19,7 @@ pub mod keyset;
 pub mod layernorm;
 pub mod layout;
 pub mod matmul;
+pub mod model;
 pub mod newton;
 pub mod softmax;
 
@@ -32,4 +33,5 @@ pub use keyset::KeySet;
 pub use layernorm::LayerNorm;
 pub use layout::RowLayout;
 pub use matmul::CompressedMatMul;
+pub use model::{DemoMlp, DEMO_MODEL};
 pub use softmax::Softmax;

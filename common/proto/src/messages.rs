@@ -210,6 +210,8 @@ pub enum TaskKind {
 pub struct TaskAssignment {
     /// Idempotent id.
     pub task: TaskId,
+    /// Model the task belongs to (layer indices refer to its plan).
+    pub model: String,
     /// Evaluation keys it needs.
     pub key_set: KeySetId,
     /// What to compute.

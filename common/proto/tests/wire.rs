@@ -52,7 +52,15 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
     ];
     let mut coord: Vec<CoordinatorMessage> = kinds
         .into_iter()
-        .map(|kind| CoordinatorMessage::Assign(TaskAssignment { task, key_set, kind, inputs: vec![keys] }))
+        .map(|kind| {
+            CoordinatorMessage::Assign(TaskAssignment {
+                task,
+                model: "mlp-demo".into(),
+                key_set,
+                kind,
+                inputs: vec![keys],
+            })
+        })
         .collect();
     coord.push(CoordinatorMessage::Registered { worker: WorkerId(0) });
     coord.push(CoordinatorMessage::Keys { key_set, keys });
