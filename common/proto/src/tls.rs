@@ -41,6 +41,36 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+impl Identity {
+    /// PEM of the certificate chain and of the private key (for
+    /// `nexus-coordinator init-certs`).
+    pub fn to_pem(&self) -> (String, String) {
+        let chain: String =
+            self.chain.iter().map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))).collect();
+        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", self.key.secret_pkcs8_der().to_vec()));
+        (chain, key)
+    }
+
+    /// An identity from PEM files' contents (chain, PKCS#8 key).
+    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Self, ProtoError> {
+        use rustls::pki_types::pem::PemObject;
+        let err = tls_err("PEM identity");
+        let chain =
+            CertificateDer::pem_slice_iter(chain).collect::<Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(err("no certificate in the chain file".into()));
+        }
+        let key = PrivatePkcs8KeyDer::from_pem_slice(key).map_err(|e| err(e.to_string()))?;
+        Ok(Self { chain, key })
+    }
+}
+
+/// A certificate (the cluster CA) from PEM.
+pub fn certificate_from_pem(pem: &[u8]) -> Result<CertificateDer<'static>, ProtoError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem).map_err(|e| tls_err("PEM certificate")(e.to_string()))
+}
+
 /// The cluster's certificate authority.
 pub struct ClusterCa {
     cert: rcgen::Certificate,

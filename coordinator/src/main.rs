@@ -1,0 +1,142 @@
+//! `nexus-coordinator`: a thin binary over the library.
+//!
+//! - `init-certs --dir DIR --workers N`: writes the cluster CA, the
+//!   coordinator's certificate and one certificate per worker (PEM).
+//! - `run [--config FILE] [--listen ADDR] [--certs DIR] [--tenant NAME=TOKEN]...`:
+//!   serves until interrupted. The TOML file holds the same keys as the
+//!   flags (`listen`, `certs`, `max_queued`, `max_blob`, `max_attempts`,
+//!   `[tenants]`); flags override it.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use nexus_coordinator::{Coordinator, CoordinatorConfig};
+use nexus_proto::tls::{certificate_from_pem, ClusterCa, Identity};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "nexus-coordinator", version, about = "Nexus coordinator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a CA and leaf certificates for a cluster.
+    InitCerts {
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Worker certificates to issue (worker-0 ...).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Names the coordinator is reached by (DNS names or IPs).
+        #[arg(long = "name", default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+    },
+    /// Serve.
+    Run {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Directory with ca.pem, coordinator.pem, coordinator.key.
+        #[arg(long)]
+        certs: Option<PathBuf>,
+        /// Tenant credentials, NAME=TOKEN (repeatable).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Print the bound address on stdout once listening (for scripts).
+        #[arg(long)]
+        print_addr: bool,
+    },
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    certs: Option<PathBuf>,
+    max_queued: Option<usize>,
+    max_blob: Option<u64>,
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    tenants: HashMap<String, String>,
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+fn init_certs(dir: &Path, workers: usize, names: &[String]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = ClusterCa::generate("nexus cluster CA")?;
+    write(&dir.join("ca.pem"), &ca.certificate_pem())?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (chain, key) = ca.issue("coordinator", &names)?.to_pem();
+    write(&dir.join("coordinator.pem"), &chain)?;
+    write(&dir.join("coordinator.key"), &key)?;
+    for i in 0..workers {
+        let name = format!("worker-{i}");
+        let (chain, key) = ca.issue(&name, &[&name])?.to_pem();
+        write(&dir.join(format!("{name}.pem")), &chain)?;
+        write(&dir.join(format!("{name}.key")), &key)?;
+    }
+    eprintln!("wrote ca.pem, coordinator.{{pem,key}} and {workers} worker certificates to {}", dir.display());
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::InitCerts { dir, workers, names } => init_certs(&dir, workers, &names),
+        Command::Run { config, listen, certs, tenants, print_addr } => {
+            let file: FileConfig = match &config {
+                Some(path) => {
+                    let text = String::from_utf8(read(path)?).context("config is not UTF-8")?;
+                    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+                }
+                None => FileConfig::default(),
+            };
+            let mut tenant_map = file.tenants;
+            for t in tenants {
+                let Some((name, token)) = t.split_once('=') else { bail!("--tenant {t:?}: expected NAME=TOKEN") };
+                tenant_map.insert(name.to_string(), token.to_string());
+            }
+            if tenant_map.is_empty() {
+                bail!("no tenants configured: pass --tenant NAME=TOKEN or a [tenants] table");
+            }
+            let certs = certs.or(file.certs).context("no certificate directory: pass --certs or set `certs`")?;
+            let ca = certificate_from_pem(&read(&certs.join("ca.pem"))?)?;
+            let identity =
+                Identity::from_pem(&read(&certs.join("coordinator.pem"))?, &read(&certs.join("coordinator.key"))?)?;
+            let config = CoordinatorConfig {
+                listen: listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7443))),
+                ca,
+                identity,
+                tenants: tenant_map,
+                max_queued: file.max_queued.unwrap_or(64),
+                max_blob: file.max_blob.unwrap_or(16 << 30),
+                max_attempts: file.max_attempts.unwrap_or(3),
+            };
+            let coordinator = Coordinator::start(config)?;
+            let addr = coordinator.local_addr()?;
+            if print_addr {
+                println!("{addr}");
+            }
+            eprintln!("nexus-coordinator listening on {addr}");
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            coordinator.shutdown().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `nexus-worker`: a thin binary over the library. Connects to the
+//! coordinator with its certificate from `--certs DIR` (`ca.pem`,
+//! `NAME.pem`, `NAME.key` as written by `nexus-coordinator init-certs`) and
+//! runs tasks until the coordinator shuts it down.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use nexus_proto::tls::{certificate_from_pem, Identity};
+use nexus_worker::{run, WorkerConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "nexus-worker", version, about = "Nexus worker")]
+struct Cli {
+    /// Coordinator address.
+    #[arg(long)]
+    coordinator: SocketAddr,
+    /// Name in the coordinator's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Certificate directory.
+    #[arg(long)]
+    certs: PathBuf,
+    /// This worker's certificate name (worker-0 ...).
+    #[arg(long)]
+    name: String,
+    /// Threads for task execution (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Key-cache budget in MiB.
+    #[arg(long, default_value_t = 12 * 1024)]
+    key_cache_mib: u64,
+    /// Accept key sets at insecure test parameters (never in production).
+    #[arg(long)]
+    allow_insecure_parameters: bool,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = cli.threads {
+        pool = pool.num_threads(t);
+    }
+    pool.build_global().context("thread pool")?;
+    let config = WorkerConfig {
+        coordinator: cli.coordinator,
+        server_name: cli.server_name,
+        ca: certificate_from_pem(&read(&cli.certs.join("ca.pem"))?)?,
+        identity: Identity::from_pem(
+            &read(&cli.certs.join(format!("{}.pem", cli.name)))?,
+            &read(&cli.certs.join(format!("{}.key", cli.name)))?,
+        )?,
+        threads: rayon::current_num_threads() as u32,
+        key_cache_bytes: cli.key_cache_mib << 20,
+        allow_insecure_parameters: cli.allow_insecure_parameters,
+    };
+    eprintln!("nexus-worker {}: connecting to {}", cli.name, config.coordinator);
+    run(config).await?;
+    eprintln!("nexus-worker: coordinator shut down");
+    Ok(())
+}
