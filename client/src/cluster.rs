@@ -74,13 +74,23 @@ impl ClusterClient {
         let cerr = |e: String| ClientError::Connection(e);
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| cerr(e.to_string()))?;
         send_message(&mut send, "request", req, DEFAULT_MAX_FRAME).await?;
+        // A refusal (bad token, unknown model) may arrive before the blobs
+        // were read: the coordinator then stops the stream, and its reply is
+        // what matters, not the interrupted upload.
+        let mut upload: Result<(), ClientError> = Ok(());
         for b in blobs {
-            send_blob(&mut send, b).await?;
+            if let Err(e) = send_blob(&mut send, b).await {
+                upload = Err(e.into());
+                break;
+            }
         }
-        send.finish().map_err(|e| cerr(e.to_string()))?;
-        match recv_message(&mut recv, "response", DEFAULT_MAX_FRAME).await? {
-            ClientResponse::Error(e) => Err(ClientError::Refused(e)),
-            ok => Ok((ok, recv)),
+        if upload.is_ok() {
+            send.finish().map_err(|e| cerr(e.to_string()))?;
+        }
+        match recv_message(&mut recv, "response", DEFAULT_MAX_FRAME).await {
+            Ok(ClientResponse::Error(e)) => Err(ClientError::Refused(e)),
+            Ok(ok) => upload.map(|()| (ok, recv)),
+            Err(e) => Err(upload.err().unwrap_or(e.into())),
         }
     }
 
