@@ -159,7 +159,9 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
         max_queued: 8,
         max_blob: 8 << 30,
         max_attempts: 3,
+        metrics_listen: None,
     })
+    .await
     .map_err(|e| DemoError::Cluster(e.to_string()))?;
     let addr = coordinator.local_addr().map_err(|e| DemoError::Cluster(e.to_string()))?;
     let mut workers = Vec::new();
@@ -172,6 +174,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
             identity: ca.issue(&name, &[&name])?,
             threads: 1,
             key_cache_bytes: 4 << 30,
+            metrics_listen: None,
             allow_insecure_parameters: !params.is_secure(),
         })));
     }

@@ -1,8 +1,6 @@
-//! Nexus client library: key generation, encryption and decryption on the
-//! data owner's side, and the `nexus demo` walkthrough.
-//!
-//! Until the cluster lands, the demo runs the encrypted computation in this
-//! process with the engine directly (no coordinator or workers yet).
+//! Nexus client library: talking to a coordinator ([`cluster`]) and the
+//! `nexus demo` walkthrough ([`demo`]), which starts a whole cluster in one
+//! process (coordinator and workers on loopback QUIC with mutual TLS).
 
 pub mod cluster;
 pub mod demo;

@@ -15,6 +15,7 @@ use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, QueryId, TaskId, TenantId, WorkerId};
 use nexus_proto::messages::*;
+use nexus_proto::metrics::CoordinatorMetrics;
 use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
 use nexus_proto::tls::{peer_is_authenticated, server_config, Identity};
 use nexus_proto::ProtoError;
@@ -58,6 +59,8 @@ pub struct CoordinatorConfig {
     pub max_blob: u64,
     /// Attempts per task before the query fails.
     pub max_attempts: u32,
+    /// Where to serve Prometheus `/metrics` (none: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A running coordinator.
@@ -66,15 +69,29 @@ pub struct Coordinator {
     endpoint: quinn::Endpoint,
     state: Arc<Mutex<State>>,
     config: Arc<CoordinatorConfig>,
+    metrics: CoordinatorMetrics,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Coordinator {
-    /// Binds the endpoint and starts accepting connections.
-    pub fn start(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+    /// Binds the endpoint (and the metrics endpoint) and starts accepting
+    /// connections.
+    pub async fn start(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
         let server = server_config(&config.ca, &config.identity)?;
         let endpoint =
             quinn::Endpoint::server(server, config.listen).map_err(|e| CoordinatorError::Endpoint(e.to_string()))?;
-        let me = Self { endpoint, state: Arc::new(Mutex::new(State::default())), config: Arc::new(config) };
+        let metrics = CoordinatorMetrics::new()?;
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => Some(nexus_proto::metrics::serve(metrics.registry.clone(), addr).await?),
+            None => None,
+        };
+        let me = Self {
+            endpoint,
+            state: Arc::new(Mutex::new(State::default())),
+            config: Arc::new(config),
+            metrics,
+            metrics_addr,
+        };
         let accept = me.clone();
         tokio::spawn(async move { accept.accept_loop().await });
         Ok(me)
@@ -83,6 +100,16 @@ impl Coordinator {
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr, CoordinatorError> {
         self.endpoint.local_addr().map_err(|e| CoordinatorError::Endpoint(e.to_string()))
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The Prometheus collectors.
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.metrics
     }
 
     /// Counters so far.
@@ -136,6 +163,7 @@ impl Coordinator {
             let id = WorkerId(st.next_worker);
             st.next_worker += 1;
             st.workers.push(WorkerEntry::new(id, conn.clone(), capabilities, cached));
+            self.metrics.workers.set(st.workers.len() as i64);
             id
         };
         if send_message(&mut send, "registered", &CoordinatorMessage::Registered { worker: id }, DEFAULT_MAX_FRAME)
@@ -161,6 +189,8 @@ impl Coordinator {
                     && send_blob(&mut send, &bytes).await.is_ok()
                 {
                     let _ = send.finish();
+                    me.metrics.key_bytes_sent.inc_by(bytes.len() as u64);
+                    me.metrics.bytes_sent.inc_by(bytes.len() as u64);
                     let mut st = me.state.lock().await;
                     st.stats.key_bytes_sent += bytes.len() as u64;
                     *st.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
@@ -171,7 +201,9 @@ impl Coordinator {
             });
         }
         // Connection gone: forget the worker (its running tasks are retried).
-        self.state.lock().await.workers.retain(|w| w.id != id);
+        let mut st = self.state.lock().await;
+        st.workers.retain(|w| w.id != id);
+        self.metrics.workers.set(st.workers.len() as i64);
     }
 
     async fn serve_client(&self, conn: quinn::Connection) {
@@ -192,6 +224,7 @@ impl Coordinator {
                         if send_blob(&mut send, b).await.is_err() {
                             return;
                         }
+                        me.metrics.bytes_sent.inc_by(b.len() as u64);
                     }
                     let _ = send.finish();
                 }
@@ -217,6 +250,7 @@ impl Coordinator {
                 self.authorize(&tenant, &token)?;
                 let bytes =
                     recv_blob(recv, &keys, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
+                self.metrics.bytes_received.inc_by(bytes.len() as u64);
                 if KeySetId::of(&bytes) != key_set {
                     return Err(reply(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}")));
                 }
@@ -249,6 +283,9 @@ impl Coordinator {
                     let query = QueryId(st.next_query);
                     st.next_query += 1;
                     st.queries.insert(query, QueryRecord::new(tenant, key_set, blobs.len(), chain.len()));
+                    self.metrics.queries_admitted.inc();
+                    self.metrics.queue_depth.inc();
+                    self.metrics.bytes_received.inc_by(blobs.iter().map(|b| b.len() as u64).sum());
                     (query, pending as u32)
                 };
                 let count = blobs.len();
@@ -304,14 +341,24 @@ impl Coordinator {
                 }
                 Err(failure) => {
                     if let Some(q) = self.state.lock().await.queries.get_mut(&query) {
+                        let was_finished = q.finished();
                         q.fail(format!("task {} (layer {layer}) failed: {failure}", task.index));
+                        if !was_finished {
+                            self.metrics.queries_failed.inc();
+                            self.metrics.queue_depth.dec();
+                        }
                     }
                     return;
                 }
             }
         }
         if let Some(q) = self.state.lock().await.queries.get_mut(&query) {
+            let was_finished = q.finished();
             q.complete(index, current);
+            if !was_finished && q.finished() {
+                self.metrics.queries_finished.inc();
+                self.metrics.queue_depth.dec();
+            }
         }
     }
 
@@ -325,6 +372,8 @@ impl Coordinator {
         input: &[u8],
     ) -> Result<Vec<u8>, String> {
         let mut failure = String::from("no attempt");
+        let label = kind_label(&kind);
+        let timer = self.metrics.task_seconds.with_label_values(&[label]).start_timer();
         for attempt in 0..self.config.max_attempts {
             let Some((worker, conn)) = self.pick_worker(key_set).await else {
                 failure = "no worker available".into();
@@ -334,12 +383,18 @@ impl Coordinator {
             match self.run_on(&conn, task, key_set, model, kind.clone(), input).await {
                 Ok(output) => {
                     self.state.lock().await.release(worker, Some(key_set));
+                    timer.observe_duration();
+                    self.metrics.tasks.with_label_values(&[label]).inc();
                     return Ok(output);
                 }
                 Err((reason, retryable)) => {
                     let mut st = self.state.lock().await;
                     st.release(worker, None);
-                    st.stats.tasks_retried += u64::from(attempt + 1 < self.config.max_attempts && retryable);
+                    let retried = attempt + 1 < self.config.max_attempts && retryable;
+                    st.stats.tasks_retried += u64::from(retried);
+                    if retried {
+                        self.metrics.tasks_retried.inc();
+                    }
                     failure = reason;
                     if !retryable {
                         break;
@@ -391,6 +446,19 @@ impl Coordinator {
             }
             other => Err((format!("unexpected worker reply {other:?}"), true)),
         }
+    }
+}
+
+fn kind_label(kind: &TaskKind) -> &'static str {
+    match kind {
+        TaskKind::MatMulTile { .. } => "matmul_tile",
+        TaskKind::MatMulDiagonal { .. } => "matmul_diagonal",
+        TaskKind::Attention { .. } => "attention",
+        TaskKind::Elementwise { op: ElementwiseOp::Gelu, .. } => "gelu",
+        TaskKind::Elementwise { op: ElementwiseOp::Softmax, .. } => "softmax",
+        TaskKind::Elementwise { op: ElementwiseOp::LayerNorm, .. } => "layernorm",
+        TaskKind::Bootstrap => "bootstrap",
+        TaskKind::ArgmaxRound { .. } => "argmax_round",
     }
 }
 

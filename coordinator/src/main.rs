@@ -54,6 +54,9 @@ enum Command {
         /// Print the bound address on stdout once listening (for scripts).
         #[arg(long)]
         print_addr: bool,
+        /// Serve Prometheus metrics on this address.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
     },
 }
 
@@ -65,6 +68,7 @@ struct FileConfig {
     max_queued: Option<usize>,
     max_blob: Option<u64>,
     max_attempts: Option<u32>,
+    metrics: Option<SocketAddr>,
     #[serde(default)]
     tenants: HashMap<String, String>,
 }
@@ -99,7 +103,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::InitCerts { dir, workers, names } => init_certs(&dir, workers, &names),
-        Command::Run { config, listen, certs, tenants, print_addr } => {
+        Command::Run { config, listen, certs, tenants, print_addr, metrics } => {
             let file: FileConfig = match &config {
                 Some(path) => {
                     let text = String::from_utf8(read(path)?).context("config is not UTF-8")?;
@@ -127,8 +131,12 @@ async fn main() -> Result<()> {
                 max_queued: file.max_queued.unwrap_or(64),
                 max_blob: file.max_blob.unwrap_or(16 << 30),
                 max_attempts: file.max_attempts.unwrap_or(3),
+                metrics_listen: metrics.or(file.metrics),
             };
-            let coordinator = Coordinator::start(config)?;
+            let coordinator = Coordinator::start(config).await?;
+            if let Some(m) = coordinator.metrics_addr() {
+                eprintln!("metrics at http://{m}/metrics");
+            }
             let addr = coordinator.local_addr()?;
             if print_addr {
                 println!("{addr}");

@@ -53,8 +53,9 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
         max_queued: 16,
         max_blob: 1 << 32,
         max_attempts: 3,
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
     };
-    let coordinator = Coordinator::start(config).unwrap();
+    let coordinator = Coordinator::start(config).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
     let mut workers = Vec::new();
     for i in 0..2 {
@@ -66,6 +67,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
             identity: ca.issue(&name, &[&name]).unwrap(),
             threads: 1,
             key_cache_bytes: 1 << 30,
+            metrics_listen: None,
             allow_insecure_parameters: true,
         };
         workers.push(tokio::spawn(run(config)));
@@ -95,6 +97,19 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
     assert_eq!(stats.tasks_done, 9);
     assert!(stats.key_sets_sent.values().all(|&n| n <= 1), "a worker got the key set twice: {stats:?}");
     println!("cluster stats: {stats:?}");
+    // The Prometheus endpoint serves the same counts.
+    let body = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(coordinator.metrics_addr().unwrap()).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("nexus_coordinator_tasks_total{kind=\"gelu\"} 9"), "{body}");
+    assert!(body.contains("nexus_coordinator_queries_finished_total 3"), "{body}");
+    assert!(body.contains("nexus_coordinator_queue_depth_queries 0"), "{body}");
 
     // Refusals name what was wrong and lose nothing.
     let intruder = ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant, "wrong".into()).await.unwrap();

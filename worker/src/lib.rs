@@ -11,6 +11,7 @@ use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, WorkerId};
 use nexus_proto::messages::{Capabilities, CoordinatorMessage, TaskAssignment, TaskOutcome, WorkerMessage};
+use nexus_proto::metrics::WorkerMetrics;
 use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
 use nexus_proto::tls::{client_config, Identity};
 use nexus_proto::ProtoError;
@@ -58,6 +59,8 @@ pub struct WorkerConfig {
     pub key_cache_bytes: u64,
     /// Accept key sets at parameters marked insecure (test clusters only).
     pub allow_insecure_parameters: bool,
+    /// Where to serve Prometheus `/metrics` (none: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs until the coordinator sends `Shutdown` or closes the connection.
@@ -81,6 +84,10 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
     };
     let cache = Arc::new(Mutex::new(KeyCache::new(config.key_cache_bytes)));
+    let metrics = Arc::new(WorkerMetrics::new()?);
+    if let Some(addr) = config.metrics_listen {
+        nexus_proto::metrics::serve(metrics.registry.clone(), addr).await?;
+    }
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -89,12 +96,16 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             }
             Err(e) => return Err(conn_err(e.to_string())),
         };
-        let (conn, cache) = (conn.clone(), cache.clone());
+        let (conn, cache, metrics) = (conn.clone(), cache.clone(), metrics.clone());
         let insecure = config.allow_insecure_parameters;
         tokio::spawn(async move {
             // A failed stream is reported to the coordinator as a failed
             // task where possible; either way the worker keeps serving.
-            let _ = serve_stream(id, conn, cache, insecure, send, recv).await;
+            metrics.busy.inc();
+            let timer = metrics.task_seconds.start_timer();
+            let _ = serve_stream(id, conn, cache, &metrics, insecure, send, recv).await;
+            timer.observe_duration();
+            metrics.busy.dec();
         });
     }
 }
@@ -103,6 +114,7 @@ async fn serve_stream(
     _id: WorkerId,
     conn: quinn::Connection,
     cache: Arc<Mutex<KeyCache>>,
+    metrics: &WorkerMetrics,
     insecure: bool,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -120,7 +132,8 @@ async fn serve_stream(
         inputs.push(recv_blob(&mut recv, blob, MAX_BLOB).await?);
     }
     let started = Instant::now();
-    let outcome = match keys_for(&conn, &cache, task.key_set, insecure).await {
+    metrics.tasks.inc();
+    let outcome = match keys_for(&conn, &cache, metrics, task.key_set, insecure).await {
         Ok(keys) => run_task(task.clone(), keys, inputs).await,
         Err(e) => Err((e.to_string(), true)),
     };
@@ -149,13 +162,16 @@ async fn serve_stream(
 async fn keys_for(
     conn: &quinn::Connection,
     cache: &Mutex<KeyCache>,
+    metrics: &WorkerMetrics,
     key_set: KeySetId,
     insecure: bool,
 ) -> Result<Arc<nexus_nn::KeySet>, WorkerError> {
     let mut guard = cache.lock().await;
     if let Some(keys) = guard.get(&key_set) {
+        metrics.key_cache_hits.inc();
         return Ok(keys);
     }
+    metrics.key_cache_misses.inc();
     // Holding the lock while fetching makes concurrent tasks of the same key
     // set wait for one transfer instead of starting several.
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| WorkerError::Connection(e.to_string()))?;
@@ -173,7 +189,11 @@ async fn keys_for(
         .await
         .map_err(|e| WorkerError::Unexpected(e.to_string()))?
         .map_err(|e| WorkerError::Unexpected(format!("key set {key_set}: {e}")))?;
-    Ok(guard.insert(key_set, keys))
+    let evictions = guard.stats().evictions;
+    let keys = guard.insert(key_set, keys);
+    metrics.key_cache_evictions.inc_by(guard.stats().evictions - evictions);
+    metrics.key_cache_bytes.set(guard.stats().bytes as i64);
+    Ok(keys)
 }
 
 async fn run_task(

@@ -34,6 +34,9 @@ struct Cli {
     /// Accept key sets at insecure test parameters (never in production).
     #[arg(long)]
     allow_insecure_parameters: bool,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -59,6 +62,7 @@ async fn main() -> Result<()> {
         threads: rayon::current_num_threads() as u32,
         key_cache_bytes: cli.key_cache_mib << 20,
         allow_insecure_parameters: cli.allow_insecure_parameters,
+        metrics_listen: cli.metrics,
     };
     eprintln!("nexus-worker {}: connecting to {}", cli.name, config.coordinator);
     run(config).await?;

@@ -21,6 +21,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod messages;
+pub mod metrics;
 pub mod quic;
 pub mod tls;
 

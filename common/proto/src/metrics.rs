@@ -1,0 +1,174 @@
+//! Metric names and collectors, declared once (`nexus_<component>_<what>_<unit>`),
+//! and a minimal `/metrics` HTTP endpoint in the Prometheus text format.
+
+use crate::error::ProtoError;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn reg_err(e: prometheus::Error) -> ProtoError {
+    ProtoError::Io(format!("metrics registry: {e}"))
+}
+
+/// The coordinator's metrics.
+#[derive(Debug, Clone)]
+pub struct CoordinatorMetrics {
+    /// Registry they are registered in.
+    pub registry: Registry,
+    /// Queries admitted.
+    pub queries_admitted: IntCounter,
+    /// Queries finished.
+    pub queries_finished: IntCounter,
+    /// Queries failed.
+    pub queries_failed: IntCounter,
+    /// Queries admitted and not finished.
+    pub queue_depth: IntGauge,
+    /// Tasks finished, by kind.
+    pub tasks: IntCounterVec,
+    /// Task latency (dispatch to result), by kind.
+    pub task_seconds: HistogramVec,
+    /// Task attempts retried.
+    pub tasks_retried: IntCounter,
+    /// Key-set bytes sent to workers.
+    pub key_bytes_sent: IntCounter,
+    /// Bytes received from clients and workers.
+    pub bytes_received: IntCounter,
+    /// Bytes sent to clients and workers.
+    pub bytes_sent: IntCounter,
+    /// Registered workers.
+    pub workers: IntGauge,
+}
+
+impl CoordinatorMetrics {
+    /// Fresh collectors in a fresh registry.
+    pub fn new() -> Result<Self, ProtoError> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, ProtoError> {
+            let c = IntCounter::new(name, help).map_err(reg_err)?;
+            registry.register(Box::new(c.clone())).map_err(reg_err)?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, ProtoError> {
+            let g = IntGauge::new(name, help).map_err(reg_err)?;
+            registry.register(Box::new(g.clone())).map_err(reg_err)?;
+            Ok(g)
+        };
+        let tasks = IntCounterVec::new(Opts::new("nexus_coordinator_tasks_total", "Tasks finished"), &["kind"])
+            .map_err(reg_err)?;
+        registry.register(Box::new(tasks.clone())).map_err(reg_err)?;
+        let buckets = prometheus::exponential_buckets(0.01, 2.0, 16).map_err(reg_err)?;
+        let task_seconds = HistogramVec::new(
+            HistogramOpts::new("nexus_coordinator_task_duration_seconds", "Task latency from dispatch to result")
+                .buckets(buckets),
+            &["kind"],
+        )
+        .map_err(reg_err)?;
+        registry.register(Box::new(task_seconds.clone())).map_err(reg_err)?;
+        Ok(Self {
+            queries_admitted: counter("nexus_coordinator_queries_admitted_total", "Queries admitted")?,
+            queries_finished: counter("nexus_coordinator_queries_finished_total", "Queries finished")?,
+            queries_failed: counter("nexus_coordinator_queries_failed_total", "Queries failed")?,
+            queue_depth: gauge("nexus_coordinator_queue_depth_queries", "Queries admitted and not finished")?,
+            tasks,
+            task_seconds,
+            tasks_retried: counter("nexus_coordinator_tasks_retried_total", "Task attempts retried")?,
+            key_bytes_sent: counter("nexus_coordinator_key_sent_bytes_total", "Key-set bytes sent to workers")?,
+            bytes_received: counter("nexus_coordinator_received_bytes_total", "Bytes received")?,
+            bytes_sent: counter("nexus_coordinator_sent_bytes_total", "Bytes sent")?,
+            workers: gauge("nexus_coordinator_workers", "Registered workers")?,
+            registry,
+        })
+    }
+}
+
+/// A worker's metrics.
+#[derive(Debug, Clone)]
+pub struct WorkerMetrics {
+    /// Registry they are registered in.
+    pub registry: Registry,
+    /// Key-cache hits.
+    pub key_cache_hits: IntCounter,
+    /// Key-cache misses (fetches).
+    pub key_cache_misses: IntCounter,
+    /// Key sets evicted.
+    pub key_cache_evictions: IntCounter,
+    /// Bytes of key sets held.
+    pub key_cache_bytes: IntGauge,
+    /// Tasks run.
+    pub tasks: IntCounter,
+    /// Tasks running now.
+    pub busy: IntGauge,
+    /// Task execution time.
+    pub task_seconds: Histogram,
+}
+
+impl WorkerMetrics {
+    /// Fresh collectors in a fresh registry.
+    pub fn new() -> Result<Self, ProtoError> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, ProtoError> {
+            let c = IntCounter::new(name, help).map_err(reg_err)?;
+            registry.register(Box::new(c.clone())).map_err(reg_err)?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, ProtoError> {
+            let g = IntGauge::new(name, help).map_err(reg_err)?;
+            registry.register(Box::new(g.clone())).map_err(reg_err)?;
+            Ok(g)
+        };
+        let buckets = prometheus::exponential_buckets(0.01, 2.0, 16).map_err(reg_err)?;
+        let task_seconds = Histogram::with_opts(
+            HistogramOpts::new("nexus_worker_task_duration_seconds", "Task execution time").buckets(buckets),
+        )
+        .map_err(reg_err)?;
+        registry.register(Box::new(task_seconds.clone())).map_err(reg_err)?;
+        Ok(Self {
+            key_cache_hits: counter("nexus_worker_key_cache_hits_total", "Key-cache hits")?,
+            key_cache_misses: counter("nexus_worker_key_cache_misses_total", "Key-cache misses (fetches)")?,
+            key_cache_evictions: counter("nexus_worker_key_cache_evictions_total", "Key sets evicted")?,
+            key_cache_bytes: gauge("nexus_worker_key_cache_bytes", "Bytes of key sets held")?,
+            tasks: counter("nexus_worker_tasks_total", "Tasks run")?,
+            busy: gauge("nexus_worker_busy_tasks", "Tasks running now")?,
+            task_seconds,
+            registry,
+        })
+    }
+}
+
+/// The registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for the text format.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Serves `GET /metrics` on `addr` (plain HTTP/1.1, one response per
+/// connection); returns the bound address.
+pub async fn serve(registry: Registry, addr: SocketAddr) -> Result<SocketAddr, ProtoError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| ProtoError::Io(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| ProtoError::Io(e.to_string()))?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 1024];
+                let n = stream.read(&mut req).await.unwrap_or(0);
+                let (status, body) = if req[..n].starts_with(b"GET /metrics") {
+                    ("200 OK", render(&registry))
+                } else {
+                    ("404 Not Found", "only GET /metrics is served\n".to_string())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    Ok(bound)
+}
