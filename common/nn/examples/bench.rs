@@ -15,7 +15,7 @@ use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::*;
 use nexus_nn::functions::gelu;
 use nexus_nn::matmul::expand::expansion_galois_elements;
-use nexus_nn::{Argmax, CompressedMatMul, Engine, Gelu, LayerNorm, Refresh, RowLayout, Softmax};
+use nexus_nn::{Argmax, CompressedMatMul, Engine, Gelu, HeadAttention, LayerNorm, Refresh, RowLayout, Softmax};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
@@ -55,6 +55,7 @@ fn main() -> Result<(), BoxError> {
         "gelu" => gelu_case(&args),
         "layernorm" => layernorm(&args),
         "softmax" => softmax(&args),
+        "attention" => attention(&args),
         "argmax8" => argmax(&args, 8),
         "argmax30522" => argmax(&args, 30522),
         other => {
@@ -298,4 +299,37 @@ fn argmax(args: &Args, m: usize) -> Result<Outcome, BoxError> {
         keys.galois.len()
     );
     Ok(Outcome { ms, prepare_ms: 0.0, got, want, params, detail })
+}
+
+/// One BERT-base head: Q K^T and A V for 128 tokens, head dimension 64,
+/// uniform(-1, 1) inputs (A uniform in [0, 1/64]); `ms` is both products.
+fn attention(args: &Args) -> Result<Outcome, BoxError> {
+    let params = Parameters::preset("N16_QP1500_TERN")?;
+    let head = HeadAttention::new(128, 64, params.max_slots())?;
+    let s = Setup::new("N16_QP1500_TERN", &[], &head.rotations())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let mut mat = |rows: usize, cols: usize, hi: f64, lo: f64| -> Vec<Vec<f64>> {
+        (0..rows).map(|_| (0..cols).map(|_| rng.gen_range(lo..hi)).collect()).collect()
+    };
+    let (q, k, v) = (mat(128, 64, 1.0, -1.0), mat(128, 64, 1.0, -1.0), mat(128, 64, 1.0, -1.0));
+    let a = mat(128, 128, 1.0 / 64.0, 0.0);
+    let qc = s.encrypt(&head.pack_interleaved(&q)?, head.scores_cost(&s.params).levels)?;
+    let kc = s.encrypt(&head.pack_row_major(&k)?, head.scores_cost(&s.params).levels)?;
+    let ac = s.encrypt(&head.pack_scores(&a)?, head.weighted_sum_cost(&s.params).levels)?;
+    let vc = s.encrypt(&head.pack_row_major(&v)?, head.weighted_sum_cost(&s.params).levels)?;
+    let engine = s.engine();
+    let (ms, (sc, oc)) =
+        median_ms(args.repeats, || Ok((head.scores(&engine, &qc, &kc)?, head.weighted_sum(&engine, &ac, &vc)?)))?;
+    let mut got: Vec<f64> = head.unpack_scores(&s.decrypt(&sc)?).concat();
+    got.extend(head.unpack_interleaved(&s.decrypt(&oc)?).concat());
+    let mut want: Vec<f64> = HeadAttention::plain_scores(&q, &k).concat();
+    want.extend(HeadAttention::plain_weighted_sum(&a, &v).concat());
+    let detail = format!(
+        "128 tokens, head dim 64: {} + {} rotations, {} + {} levels",
+        head.scores_cost(&s.params).rotations,
+        head.weighted_sum_cost(&s.params).rotations,
+        head.scores_cost(&s.params).levels,
+        head.weighted_sum_cost(&s.params).levels
+    );
+    Ok(Outcome { ms, prepare_ms: 0.0, got, want, params: s.params, detail })
 }

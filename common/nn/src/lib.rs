@@ -9,6 +9,7 @@ pub use nexus_ckks as ckks;
 
 pub mod approx;
 pub mod argmax;
+pub mod attention;
 pub mod compare;
 pub mod cost;
 pub mod engine;
@@ -24,6 +25,7 @@ pub mod newton;
 pub mod softmax;
 
 pub use argmax::Argmax;
+pub use attention::HeadAttention;
 pub use compare::{Comparator, Refresh};
 pub use cost::OpCost;
 pub use engine::Engine;
