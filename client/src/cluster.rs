@@ -131,7 +131,8 @@ impl ClusterClient {
 
     /// Progress of a query.
     pub async fn status(&self, query: QueryId) -> Result<QueryStatus, ClientError> {
-        match self.call(&ClientRequest::Status { query }, &[]).await?.0 {
+        let req = ClientRequest::Status { tenant: self.tenant.clone(), token: self.token.clone(), query };
+        match self.call(&req, &[]).await?.0 {
             ClientResponse::Status(s) => Ok(s),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -153,7 +154,8 @@ impl ClusterClient {
 
     /// The encrypted outputs of a finished query.
     pub async fn fetch(&self, query: QueryId) -> Result<Vec<Vec<u8>>, ClientError> {
-        let (reply, mut recv) = self.call(&ClientRequest::FetchResult { query }, &[]).await?;
+        let req = ClientRequest::FetchResult { tenant: self.tenant.clone(), token: self.token.clone(), query };
+        let (reply, mut recv) = self.call(&req, &[]).await?;
         match reply {
             ClientResponse::Result { query: got, outputs } if got == query => {
                 let mut out = Vec::with_capacity(outputs.len());

@@ -295,16 +295,20 @@ impl Coordinator {
                 }
                 Ok((ClientResponse::QueryAccepted { query, position }, vec![]))
             }
-            ClientRequest::Status { query } => {
+            ClientRequest::Status { tenant, token, query } => {
+                self.authorize(&tenant, &token)?;
                 let st = self.state.lock().await;
-                let q =
-                    st.queries.get(&query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                let q = st
+                    .query_of(&tenant, query)
+                    .ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
                 Ok((ClientResponse::Status(q.status(query)), vec![]))
             }
-            ClientRequest::FetchResult { query } => {
+            ClientRequest::FetchResult { tenant, token, query } => {
+                self.authorize(&tenant, &token)?;
                 let st = self.state.lock().await;
-                let q =
-                    st.queries.get(&query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                let q = st
+                    .query_of(&tenant, query)
+                    .ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
                 let outputs = q
                     .outputs()
                     .ok_or_else(|| reply(ErrorCode::BadRequest, format!("query {query} is not finished")))?;

@@ -37,7 +37,6 @@ impl WorkerEntry {
 
 #[derive(Debug)]
 pub(crate) struct QueryRecord {
-    #[allow(dead_code)] // per-tenant quotas
     pub tenant: TenantId,
     #[allow(dead_code)] // batching by key set
     pub key_set: KeySetId,
@@ -109,6 +108,12 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// A query, only if it belongs to `tenant` (another tenant's query
+    /// looks like a missing one).
+    pub fn query_of(&self, tenant: &TenantId, query: QueryId) -> Option<&QueryRecord> {
+        self.queries.get(&query).filter(|q| &q.tenant == tenant)
+    }
+
     /// A task left `worker`; on success it now caches `key_set`.
     pub fn release(&mut self, worker: WorkerId, key_set: Option<KeySetId>) {
         if let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) {

@@ -126,3 +126,103 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
         let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_interleave_without_mixing_keys_or_results() {
+    let params = Parameters::preset("INSECURE_N12_QP1500_DEEP_TEST").unwrap();
+    let encoder = Encoder::new(&params);
+    // Each tenant: its own secret key, key set and inputs.
+    /// A tenant's secret key, key-set bytes, encrypted inputs and plain values.
+    type Tenant = (SecretKey, Vec<u8>, Vec<Vec<u8>>, Vec<f64>);
+    let tenants: Vec<Tenant> = (0..2)
+        .map(|n| {
+            let mut kg = KeyGenerator::new(&params);
+            let sk = kg.secret_key();
+            let pk = kg.public_key(&sk);
+            let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois: GaloisKeys::new() };
+            let v: Vec<f64> = (0..params.max_slots()).map(|i| (i as f64 * 0.01 + n as f64).sin() * 6.0).collect();
+            let pt = encoder.encode_real(&v, 8, params.default_scale()).unwrap();
+            let inputs = (0..2)
+                .map(|_| Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap().to_bytes(&params).unwrap())
+                .collect();
+            (sk, keys.to_bytes().unwrap(), inputs, v)
+        })
+        .collect();
+    let ca = ClusterCa::generate("two tenants").unwrap();
+    let coordinator = Coordinator::start(CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ca: ca.certificate(),
+        identity: ca.issue("coordinator", &["localhost"]).unwrap(),
+        tenants: HashMap::from([("alice".to_string(), "a".to_string()), ("bob".to_string(), "b".to_string())]),
+        max_queued: 16,
+        max_blob: 1 << 32,
+        max_attempts: 3,
+        metrics_listen: None,
+    })
+    .await
+    .unwrap();
+    let addr = coordinator.local_addr().unwrap();
+    for i in 0..2 {
+        let name = format!("worker-{i}");
+        tokio::spawn(run(WorkerConfig {
+            coordinator: addr,
+            server_name: "localhost".into(),
+            ca: ca.certificate(),
+            identity: ca.issue(&name, &[&name]).unwrap(),
+            threads: 1,
+            key_cache_bytes: 1 << 30,
+            metrics_listen: None,
+            allow_insecure_parameters: true,
+        }));
+    }
+    let mut clients = Vec::new();
+    for (name, token) in [("alice", "a"), ("bob", "b")] {
+        clients.push(
+            ClusterClient::connect(addr, "localhost", &ca.certificate(), TenantId::new(name).unwrap(), token.into())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut key_sets = Vec::new();
+    for (c, t) in clients.iter().zip(&tenants) {
+        key_sets.push(c.register_keys(&t.1, params.digest()).await.unwrap().0);
+    }
+    assert_ne!(key_sets[0], key_sets[1]);
+    // Interleave: submit both tenants' queries before waiting for either.
+    let mut queries: Vec<(usize, usize, nexus_proto::ids::QueryId)> = Vec::new();
+    for round in 0..2 {
+        for (i, c) in clients.iter().enumerate() {
+            queries.push((i, round, c.submit(key_sets[i], "gelu", &tenants[i].2).await.unwrap()));
+        }
+    }
+    // Another tenant's query looks like a missing one.
+    let (_, _, alices) = queries[0];
+    match clients[1].fetch(alices).await {
+        Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::NotFound),
+        other => panic!("{other:?}"),
+    }
+    for (i, _, q) in queries {
+        clients[i].wait(q, Duration::from_secs(120)).await.unwrap();
+        for bytes in clients[i].fetch(q).await.unwrap() {
+            let ct = Ciphertext::from_bytes(&params, &bytes, 1 << 30).unwrap();
+            // Decrypts correctly only under its own tenant's key.
+            let got = encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &tenants[i].0).unwrap()).unwrap();
+            let err = got
+                .iter()
+                .zip(&tenants[i].3)
+                .map(|(g, x)| (g - nexus_nn::functions::gelu(*x)).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-3, "tenant {i}: {err}");
+            let other = encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &tenants[1 - i].0).unwrap()).unwrap();
+            assert!(
+                other
+                    .iter()
+                    .zip(&tenants[i].3)
+                    .map(|(g, x)| (g - nexus_nn::functions::gelu(*x)).abs())
+                    .fold(0.0, f64::max)
+                    > 1.0
+            );
+        }
+    }
+    coordinator.shutdown().await;
+}

@@ -35,13 +35,21 @@ pub enum ClientRequest {
         /// Encrypted input ciphertexts (chunks follow, in order).
         inputs: Vec<BlobRef>,
     },
-    /// Progress of a query.
+    /// Progress of a query (only its tenant may ask).
     Status {
+        /// Tenant.
+        tenant: TenantId,
+        /// Tenant token.
+        token: String,
         /// The query.
         query: QueryId,
     },
-    /// The encrypted result of a finished query.
+    /// The encrypted result of a finished query (only its tenant may ask).
     FetchResult {
+        /// Tenant.
+        tenant: TenantId,
+        /// Tenant token.
+        token: String,
         /// The query.
         query: QueryId,
     },

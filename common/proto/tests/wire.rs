@@ -29,8 +29,8 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
             model: "bert-tiny".into(),
             inputs: vec![keys; 3],
         },
-        ClientRequest::Status { query: QueryId(1) },
-        ClientRequest::FetchResult { query: QueryId(u64::MAX) },
+        ClientRequest::Status { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(1) },
+        ClientRequest::FetchResult { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(u64::MAX) },
     ];
     let worker = vec![
         WorkerMessage::Register {
@@ -99,7 +99,7 @@ fn every_message_round_trips() {
 
 #[test]
 fn malformed_frames_are_refused_with_reasons() {
-    let m = ClientRequest::Status { query: QueryId(1) };
+    let m = ClientRequest::Status { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(1) };
     let good = encode_message("req", &m, DEFAULT_MAX_FRAME).unwrap();
     let decode = |b: &[u8]| decode_message::<ClientRequest>("req", b, DEFAULT_MAX_FRAME);
     let mut bad = good.clone();
@@ -134,7 +134,12 @@ fn malformed_frames_are_refused_with_reasons() {
     assert!(matches!(encode_message("req", &big, 1000), Err(ProtoError::FrameTooLarge { .. })));
     // Invalid tenant names are refused, also when decoding.
     assert!(TenantId::new("Acme").is_err() && TenantId::new("").is_err() && TenantId::new(&"a".repeat(65)).is_err());
-    let mut forged = encode_message("req", &ClientRequest::Status { query: QueryId(1) }, DEFAULT_MAX_FRAME).unwrap();
+    let mut forged = encode_message(
+        "req",
+        &ClientRequest::Status { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(1) },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
     forged.truncate(HEADER_LEN);
     let body = rmp_serde::to_vec_named(&("RegisterKeySet",)).unwrap();
     forged.extend_from_slice(&body);
