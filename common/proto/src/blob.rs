@@ -45,33 +45,72 @@ pub fn write_blob<W: Write>(w: &mut W, bytes: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
+/// Reassembly of one announced blob: the checks the sync and async readers
+/// share (limit before allocating, chunk kind, no overrun, digest at the end).
+pub(crate) struct Assembly<'a> {
+    blob: &'a BlobRef,
+    total: usize,
+    pub(crate) out: Vec<u8>,
+}
+
+impl<'a> Assembly<'a> {
+    pub(crate) fn new(blob: &'a BlobRef, max_len: u64) -> Result<Self, ProtoError> {
+        let me = Self { blob, total: 0, out: Vec::new() };
+        if blob.len > max_len {
+            return Err(me.err(format!("announced {} bytes, limit {max_len}", blob.len)));
+        }
+        let total = usize::try_from(blob.len).map_err(|_| me.err("length does not fit memory".into()))?;
+        Ok(Self { total, out: Vec::with_capacity(total), ..me })
+    }
+
+    pub(crate) fn err(&self, msg: String) -> ProtoError {
+        ProtoError::Blob { blob: self.blob.name(), msg }
+    }
+
+    pub(crate) fn done(&self) -> bool {
+        self.out.len() >= self.total
+    }
+
+    pub(crate) fn ended(&self) -> ProtoError {
+        self.err(format!("stream ended after {} of {} bytes", self.out.len(), self.total))
+    }
+
+    /// Checks a chunk header and makes room: the range of `out` to fill.
+    pub(crate) fn accept(&mut self, h: &[u8; HEADER_LEN]) -> Result<std::ops::Range<usize>, ProtoError> {
+        let (kind, len) = parse_header(h, CHUNK as u32)?;
+        let start = self.out.len();
+        if kind != FrameKind::BlobChunk {
+            return Err(
+                self.err(format!("expected a chunk after {start} of {} bytes, got kind {}", self.total, kind as u8))
+            );
+        }
+        let len = len as usize;
+        if start + len > self.total {
+            return Err(self.err(format!("chunk of {len} bytes overruns the announced {} at {start}", self.total)));
+        }
+        self.out.resize(start + len, 0);
+        Ok(start..start + len)
+    }
+
+    pub(crate) fn finish(self) -> Result<Vec<u8>, ProtoError> {
+        let digest: [u8; 32] = Sha256::digest(&self.out).into();
+        if digest != self.blob.sha256 {
+            return Err(self.err("SHA-256 mismatch: the bytes differ from what was announced".into()));
+        }
+        Ok(self.out)
+    }
+}
+
 /// Reads the blob announced by `blob`, refusing it if it is longer than
 /// `max_len`, if a chunk overruns it, or if the digest differs.
 pub fn read_blob<R: Read>(r: &mut R, blob: &BlobRef, max_len: u64) -> Result<Vec<u8>, ProtoError> {
-    let err = |msg: String| ProtoError::Blob { blob: blob.name(), msg };
-    if blob.len > max_len {
-        return Err(err(format!("announced {} bytes, limit {max_len}", blob.len)));
-    }
-    let total = usize::try_from(blob.len).map_err(|_| err("length does not fit memory".into()))?;
-    let mut out = Vec::with_capacity(total);
-    while out.len() < total {
+    let mut a = Assembly::new(blob, max_len)?;
+    while !a.done() {
         let mut h = [0u8; HEADER_LEN];
-        r.read_exact(&mut h).map_err(|_| err(format!("stream ended after {} of {total} bytes", out.len())))?;
-        let (kind, len) = parse_header(&h, CHUNK as u32)?;
-        if kind != FrameKind::BlobChunk {
-            return Err(err(format!("expected a chunk after {} of {total} bytes, got kind {}", out.len(), kind as u8)));
-        }
-        let len = len as usize;
-        if out.len() + len > total {
-            return Err(err(format!("chunk of {len} bytes overruns the announced {total} at {}", out.len())));
-        }
-        let start = out.len();
-        out.resize(start + len, 0);
-        r.read_exact(&mut out[start..]).map_err(|_| err(format!("stream ended inside a chunk at {start}")))?;
+        r.read_exact(&mut h).map_err(|_| a.ended())?;
+        let range = a.accept(&h)?;
+        let start = range.start;
+        r.read_exact(&mut a.out[range]).map_err(|_| a.err(format!("stream ended inside a chunk at {start}")))?;
     }
-    let digest: [u8; 32] = Sha256::digest(&out).into();
-    if digest != blob.sha256 {
-        return Err(err("SHA-256 mismatch: the bytes differ from what was announced".into()));
-    }
-    Ok(out)
+    a.finish()
 }

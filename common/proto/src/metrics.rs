@@ -12,6 +12,18 @@ fn reg_err(e: prometheus::Error) -> ProtoError {
     ProtoError::Io(format!("metrics registry: {e}"))
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, ProtoError> {
+    let c = IntCounter::new(name, help).map_err(reg_err)?;
+    registry.register(Box::new(c.clone())).map_err(reg_err)?;
+    Ok(c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, ProtoError> {
+    let g = IntGauge::new(name, help).map_err(reg_err)?;
+    registry.register(Box::new(g.clone())).map_err(reg_err)?;
+    Ok(g)
+}
+
 /// The coordinator's metrics.
 #[derive(Debug, Clone)]
 pub struct CoordinatorMetrics {
@@ -45,16 +57,8 @@ impl CoordinatorMetrics {
     /// Fresh collectors in a fresh registry.
     pub fn new() -> Result<Self, ProtoError> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| -> Result<IntCounter, ProtoError> {
-            let c = IntCounter::new(name, help).map_err(reg_err)?;
-            registry.register(Box::new(c.clone())).map_err(reg_err)?;
-            Ok(c)
-        };
-        let gauge = |name: &str, help: &str| -> Result<IntGauge, ProtoError> {
-            let g = IntGauge::new(name, help).map_err(reg_err)?;
-            registry.register(Box::new(g.clone())).map_err(reg_err)?;
-            Ok(g)
-        };
+        let counter = |name: &str, help: &str| counter(&registry, name, help);
+        let gauge = |name: &str, help: &str| gauge(&registry, name, help);
         let tasks = IntCounterVec::new(Opts::new("nexus_coordinator_tasks_total", "Tasks finished"), &["kind"])
             .map_err(reg_err)?;
         registry.register(Box::new(tasks.clone())).map_err(reg_err)?;
@@ -108,16 +112,8 @@ impl WorkerMetrics {
     /// Fresh collectors in a fresh registry.
     pub fn new() -> Result<Self, ProtoError> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| -> Result<IntCounter, ProtoError> {
-            let c = IntCounter::new(name, help).map_err(reg_err)?;
-            registry.register(Box::new(c.clone())).map_err(reg_err)?;
-            Ok(c)
-        };
-        let gauge = |name: &str, help: &str| -> Result<IntGauge, ProtoError> {
-            let g = IntGauge::new(name, help).map_err(reg_err)?;
-            registry.register(Box::new(g.clone())).map_err(reg_err)?;
-            Ok(g)
-        };
+        let counter = |name: &str, help: &str| counter(&registry, name, help);
+        let gauge = |name: &str, help: &str| gauge(&registry, name, help);
         let buckets = prometheus::exponential_buckets(0.01, 2.0, 16).map_err(reg_err)?;
         let task_seconds = Histogram::with_opts(
             HistogramOpts::new("nexus_worker_task_duration_seconds", "Task execution time").buckets(buckets),

@@ -152,24 +152,24 @@ pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Resul
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    let mut transport = quinn::TransportConfig::default();
-    // Large blobs: generous flow-control windows so a 1 GB/s transfer is
-    // not window-bound on loopback.
-    transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
-    transport.receive_window(quinn::VarInt::from_u32(256 << 20));
-    transport.send_window(256 << 20);
-    transport.mtu_discovery_config(Some(mtu_discovery()));
-    config.transport_config(Arc::new(transport));
+    config.transport_config(transport());
     Ok(config)
 }
 
-/// Path-MTU discovery up to jumbo sizes: on loopback and in-cluster networks
-/// with large MTUs, 1452-byte packets cap a blob transfer at a few hundred
+/// Transport settings shared by both ends. Large blobs: generous
+/// flow-control windows so a 1 GB/s transfer is not window-bound on
+/// loopback; path-MTU discovery up to jumbo sizes, since on loopback and
+/// in-cluster networks 1452-byte packets cap a transfer at a few hundred
 /// MB/s of per-packet crypto and syscall overhead.
-fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
+    transport.receive_window(quinn::VarInt::from_u32(256 << 20));
+    transport.send_window(256 << 20);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(16384);
-    mtu
+    transport.mtu_discovery_config(Some(mtu));
+    Arc::new(transport)
 }
 
 /// A worker's or client's configuration: trusts `ca`; presents `identity`
@@ -192,12 +192,7 @@ pub fn client_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    let mut transport = quinn::TransportConfig::default();
-    transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
-    transport.receive_window(quinn::VarInt::from_u32(256 << 20));
-    transport.send_window(256 << 20);
-    transport.mtu_discovery_config(Some(mtu_discovery()));
-    config.transport_config(Arc::new(transport));
+    config.transport_config(transport());
     Ok(config)
 }
 
