@@ -154,7 +154,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
     let coordinator = Coordinator::start(CoordinatorConfig {
         listen: "127.0.0.1:0".parse().map_err(|e| DemoError::Cluster(format!("{e}")))?,
         ca: ca.certificate(),
-        identity: ca.issue("coordinator", &["localhost", "127.0.0.1"])?,
+        identity: ca.issue_coordinator(&["localhost", "127.0.0.1"])?,
         tenants: HashMap::from([("demo".to_string(), "demo-token".to_string())]),
         max_queued: 8,
         max_blob: 8 << 30,

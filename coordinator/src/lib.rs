@@ -8,6 +8,7 @@
 //! This is the cluster's first vertical slice: one coordinator (raft comes
 //! with the HA issue), the `gelu` model (one task per input ciphertext).
 
+pub mod consensus;
 mod plan;
 mod state;
 

@@ -82,7 +82,7 @@ fn init_certs(dir: &Path, workers: usize, names: &[String]) -> Result<()> {
     let ca = ClusterCa::generate("nexus cluster CA")?;
     write(&dir.join("ca.pem"), &ca.certificate_pem())?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (chain, key) = ca.issue("coordinator", &names)?.to_pem();
+    let (chain, key) = ca.issue_coordinator(&names)?.to_pem();
     write(&dir.join("coordinator.pem"), &chain)?;
     write(&dir.join("coordinator.key"), &key)?;
     for i in 0..workers {

@@ -65,7 +65,7 @@ async fn main() -> Result<(), BoxError> {
     let coordinator = Coordinator::start(CoordinatorConfig {
         listen: "127.0.0.1:0".parse()?,
         ca: ca.certificate(),
-        identity: ca.issue("coordinator", &["localhost"])?,
+        identity: ca.issue_coordinator(&["localhost"])?,
         tenants: HashMap::from([("bench".to_string(), "t".to_string())]),
         max_queued: 8,
         max_blob: 8 << 30,

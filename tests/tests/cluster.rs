@@ -48,7 +48,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
     let config = CoordinatorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ca: ca.certificate(),
-        identity: ca.issue("coordinator", &["localhost", "127.0.0.1"]).unwrap(),
+        identity: ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap(),
         tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
         max_queued: 16,
         max_blob: 1 << 32,
@@ -152,7 +152,7 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
     let coordinator = Coordinator::start(CoordinatorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ca: ca.certificate(),
-        identity: ca.issue("coordinator", &["localhost"]).unwrap(),
+        identity: ca.issue_coordinator(&["localhost"]).unwrap(),
         tenants: HashMap::from([("alice".to_string(), "a".to_string()), ("bob".to_string(), "b".to_string())]),
         max_queued: 16,
         max_blob: 1 << 32,

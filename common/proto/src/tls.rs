@@ -16,6 +16,19 @@ use std::sync::Arc;
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"nexus/1";
 
+/// The name every coordinator certificate carries (besides its addresses):
+/// raft peers dial each other by it and accept only certificates with it,
+/// so a worker's certificate cannot speak raft.
+pub const COORDINATOR_PEER_NAME: &str = "nexus-coordinator";
+
+/// QUIC keep-alive interval: the liveness heartbeat between coordinator
+/// and workers.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A connection silent this long is dead: a lost worker's tasks are
+/// reassigned after it, and a worker looks for a new leader.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn tls_err(what: &'static str) -> impl Fn(String) -> ProtoError {
     move |msg| ProtoError::InvalidId { what, msg }
 }
@@ -106,8 +119,16 @@ impl ClusterCa {
         self.cert.pem()
     }
 
-    /// A leaf for `names` (DNS names or IP addresses), valid for server and
-    /// client authentication.
+    /// A coordinator's leaf: valid for `names` (how clients and workers
+    /// reach it) and for [`COORDINATOR_PEER_NAME`] (how raft peers know it).
+    pub fn issue_coordinator(&self, names: &[&str]) -> Result<Identity, ProtoError> {
+        let mut all = names.to_vec();
+        all.push(COORDINATOR_PEER_NAME);
+        self.issue("coordinator", &all)
+    }
+
+    /// A leaf certificate for `common_name`, valid for `names` (DNS names or
+    /// IP addresses), usable as server and client certificate.
     pub fn issue(&self, common_name: &str, names: &[&str]) -> Result<Identity, ProtoError> {
         let err = tls_err("leaf certificate");
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -169,6 +190,8 @@ fn transport() -> Arc<quinn::TransportConfig> {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(16384);
     transport.mtu_discovery_config(Some(mtu));
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     Arc::new(transport)
 }
 
@@ -202,4 +225,15 @@ pub fn peer_is_authenticated(conn: &quinn::Connection) -> bool {
     conn.peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .is_some_and(|chain| !chain.is_empty())
+}
+
+/// Whether the peer of `conn` presented a CA-verified certificate valid for
+/// `name` (a DNS subject alternative name).
+pub fn peer_has_name(conn: &quinn::Connection, name: &str) -> bool {
+    let Some(chain) = conn.peer_identity().and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok()) else {
+        return false;
+    };
+    let Some(leaf) = chain.first() else { return false };
+    let Ok(server_name) = rustls::pki_types::ServerName::try_from(name) else { return false };
+    webpki::EndEntityCert::try_from(leaf).is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok())
 }

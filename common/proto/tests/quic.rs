@@ -55,7 +55,7 @@ async fn register(endpoint: &quinn::Endpoint, addr: SocketAddr, bytes: &[u8]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_blobs_over_loopback_quic() {
     let ca = ClusterCa::generate("nexus test ca").unwrap();
-    let coordinator = ca.issue("coordinator", &["localhost", "127.0.0.1"]).unwrap();
+    let coordinator = ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap();
     let worker = ca.issue("worker-0", &["worker-0"]).unwrap();
     let server = quinn::Endpoint::server(
         server_config(&ca.certificate(), &coordinator).unwrap(),
