@@ -5,7 +5,7 @@
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, QueryId, TenantId};
-use nexus_proto::messages::{ClientRequest, ClientResponse, ErrorReply, QueryState, QueryStatus};
+use nexus_proto::messages::{ClientRequest, ClientResponse, ErrorCode, ErrorReply, QueryState, QueryStatus};
 use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
 use nexus_proto::tls::client_config;
 use nexus_proto::ProtoError;
@@ -13,6 +13,7 @@ use quinn::rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use tokio::sync::Mutex;
 
 /// Client failures.
 #[derive(Debug, Error)]
@@ -34,14 +35,30 @@ pub enum ClientError {
     Query(QueryId, String),
 }
 
-/// A tenant's connection to the coordinator.
+/// A tenant's connection to the coordinator group. Requests go to the
+/// raft leader: a follower's `NotLeader` reply or a lost connection sends
+/// the request to the named leader or the next coordinator, until
+/// `failover_timeout` passes. Every request is safe to repeat (a query
+/// submission carries a random request id that the group deduplicates).
 #[derive(Debug)]
 pub struct ClusterClient {
-    _endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    addrs: Vec<String>,
+    server_name: String,
+    current: Mutex<Current>,
     tenant: TenantId,
     token: String,
     max_blob: u64,
+    /// How long a request keeps looking for the leader.
+    pub failover_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Current {
+    conn: Option<quinn::Connection>,
+    /// Leader named by the last redirect.
+    hint: Option<String>,
+    next: usize,
 }
 
 impl ClusterClient {
@@ -53,30 +70,113 @@ impl ClusterClient {
         tenant: TenantId,
         token: String,
     ) -> Result<Self, ClientError> {
-        let cerr = |e: String| ClientError::Connection(e);
-        let local: SocketAddr =
-            if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|e| cerr(format!("{e}")))?;
-        let mut endpoint = quinn::Endpoint::client(local).map_err(|e| cerr(e.to_string()))?;
-        endpoint.set_default_client_config(client_config(ca, None)?);
-        let conn = endpoint
-            .connect(addr, server_name)
-            .map_err(|e| cerr(e.to_string()))?
-            .await
-            .map_err(|e| cerr(e.to_string()))?;
-        Ok(Self { _endpoint: endpoint, conn, tenant, token, max_blob: 16 << 30 })
+        Self::connect_any(&[addr.to_string()], server_name, ca, tenant, token).await
     }
 
+    /// Connects to the first reachable of `addrs` (host:port, every member
+    /// of the coordinator group).
+    pub async fn connect_any(
+        addrs: &[String],
+        server_name: &str,
+        ca: &CertificateDer<'static>,
+        tenant: TenantId,
+        token: String,
+    ) -> Result<Self, ClientError> {
+        let cerr = |e: String| ClientError::Connection(e);
+        if addrs.is_empty() {
+            return Err(cerr("no coordinator address given".into()));
+        }
+        let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|e| cerr(format!("{e}")))?)
+            .map_err(|e| cerr(e.to_string()))?;
+        endpoint.set_default_client_config(client_config(ca, None)?);
+        let me = Self {
+            endpoint,
+            addrs: addrs.to_vec(),
+            server_name: server_name.to_string(),
+            current: Mutex::new(Current::default()),
+            tenant,
+            token,
+            max_blob: 16 << 30,
+            failover_timeout: Duration::from_secs(30),
+        };
+        me.connection().await?;
+        Ok(me)
+    }
+
+    /// The open connection, or a new one to the hinted leader or the next
+    /// address.
+    async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut cur = self.current.lock().await;
+        if let Some(c) = cur.conn.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(c.clone());
+        }
+        let target = match cur.hint.take() {
+            Some(h) => h,
+            None => {
+                cur.next += 1;
+                self.addrs[(cur.next - 1) % self.addrs.len()].clone()
+            }
+        };
+        let cerr = |e: String| ClientError::Connection(format!("{target}: {e}"));
+        let addr = tokio::net::lookup_host(&target)
+            .await
+            .map_err(|e| cerr(e.to_string()))?
+            .next()
+            .ok_or_else(|| cerr("resolves to no address".into()))?;
+        let connecting = self.endpoint.connect(addr, &self.server_name).map_err(|e| cerr(e.to_string()))?;
+        let conn = tokio::time::timeout(Duration::from_secs(2), connecting)
+            .await
+            .map_err(|_| cerr("connection timed out".into()))?
+            .map_err(|e| cerr(e.to_string()))?;
+        cur.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends a request to the leader, following redirects and failovers.
     async fn call(
         &self,
         req: &ClientRequest,
         blobs: &[&[u8]],
     ) -> Result<(ClientResponse, quinn::RecvStream), ClientError> {
+        let deadline = Instant::now() + self.failover_timeout;
+        loop {
+            let result = match self.connection().await {
+                Ok(conn) => self.call_once(&conn, req, blobs).await,
+                Err(e) => Err(e),
+            };
+            let retry = match &result {
+                Err(ClientError::Refused(e)) if e.code == ErrorCode::NotLeader => {
+                    let mut cur = self.current.lock().await;
+                    cur.conn = None;
+                    cur.hint = e.leader.clone();
+                    true
+                }
+                Err(ClientError::Connection(_)) | Err(ClientError::Proto(ProtoError::Io(_)))
+                | Err(ClientError::Proto(ProtoError::Truncated { .. })) => {
+                    self.current.lock().await.conn = None;
+                    true
+                }
+                _ => false,
+            };
+            if !retry || Instant::now() >= deadline {
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn call_once(
+        &self,
+        conn: &quinn::Connection,
+        req: &ClientRequest,
+        blobs: &[&[u8]],
+    ) -> Result<(ClientResponse, quinn::RecvStream), ClientError> {
         let cerr = |e: String| ClientError::Connection(e);
-        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| cerr(e.to_string()))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| cerr(e.to_string()))?;
         send_message(&mut send, "request", req, DEFAULT_MAX_FRAME).await?;
-        // A refusal (bad token, unknown model) may arrive before the blobs
-        // were read: the coordinator then stops the stream, and its reply is
-        // what matters, not the interrupted upload.
+        // A refusal (bad token, unknown model, not the leader) may arrive
+        // before the blobs were read: the coordinator then stops the
+        // stream, and its reply is what matters, not the interrupted upload.
         let mut upload: Result<(), ClientError> = Ok(());
         for b in blobs {
             if let Err(e) = send_blob(&mut send, b).await {
@@ -121,6 +221,7 @@ impl ClusterClient {
             key_set,
             model: model.to_string(),
             inputs: inputs.iter().map(|b| BlobRef::of(b)).collect(),
+            request: rand::random(),
         };
         let blobs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
         match self.call(&req, &blobs).await?.0 {

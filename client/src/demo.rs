@@ -8,7 +8,7 @@
 
 use crate::cluster::{ClientError, ClusterClient};
 use nexus_ckks::{Ciphertext, CkksError, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Wire};
-use nexus_coordinator::{Coordinator, CoordinatorConfig};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
 use nexus_nn::{DemoMlp, KeySet, NnError, DEMO_MODEL};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
@@ -160,6 +160,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
         max_blob: 8 << 30,
         max_attempts: 3,
         metrics_listen: None,
+        raft: RaftSettings::default(),
     })
     .await
     .map_err(|e| DemoError::Cluster(e.to_string()))?;
@@ -168,13 +169,14 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
     for i in 0..config.workers {
         let name = format!("worker-{i}");
         workers.push(tokio::spawn(run_worker(WorkerConfig {
-            coordinator: addr,
+            coordinators: vec![addr.to_string()],
             server_name: "localhost".into(),
             ca: ca.certificate(),
             identity: ca.issue(&name, &[&name])?,
             threads: 1,
             key_cache_bytes: 4 << 30,
             metrics_listen: None,
+            reconnect_for: std::time::Duration::from_secs(10),
             allow_insecure_parameters: !params.is_secure(),
         })));
     }

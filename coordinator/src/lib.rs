@@ -3,15 +3,23 @@
 //! stores key sets by content address, admits queries into a bounded
 //! queue, expands each into ciphertext-level tasks and dispatches them with
 //! key affinity (workers that already hold the key set first, then the
-//! least loaded), retrying failed tasks elsewhere (task ids are idempotent).
+//! least loaded), retrying failed tasks elsewhere.
 //!
-//! This is the cluster's first vertical slice: one coordinator (raft comes
-//! with the HA issue), the `gelu` model (one task per input ciphertext).
+//! Coordinators form a raft group ([`consensus`]): key sets, admitted
+//! queries and every input's checkpoint after each layer are in the
+//! replicated log ([`replicated`]), so no accepted query is lost when a
+//! coordinator dies. Only the leader serves clients and workers and
+//! schedules; followers answer `NotLeader` with the leader's address. A new
+//! leader resumes every unfinished query from its last checkpoint; a late
+//! result from before the failover is ignored (checkpoints only advance by
+//! one layer). A single coordinator is a group of one.
 
 pub mod consensus;
 mod plan;
+pub mod replicated;
 mod state;
 
+use consensus::{LogStorage, PeerAddress, ProposeError, RaftTransport, Replica, ReplicaConfig, Role};
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, QueryId, TaskId, TenantId, WorkerId};
@@ -21,13 +29,15 @@ use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
 use nexus_proto::tls::{peer_is_authenticated, server_config, Identity};
 use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
-use state::{QueryRecord, State, WorkerEntry};
+use replicated::{Command, Outcome, Replicated};
+use state::{Local, WorkerEntry};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 pub use nexus_proto::PROTOCOL_VERSION;
 pub use state::Stats;
@@ -41,6 +51,46 @@ pub enum CoordinatorError {
     /// Endpoint error.
     #[error("endpoint: {0}")]
     Endpoint(String),
+    /// The raft log or group could not start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// One member of the coordinator group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Raft id (1, 2, 3, ...).
+    pub id: u64,
+    /// Its raft endpoint (host:port).
+    pub raft: String,
+    /// Its client and worker endpoint (host:port), given to redirected
+    /// clients and workers.
+    pub public: String,
+}
+
+/// The raft group this coordinator belongs to.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    /// This coordinator's raft id.
+    pub id: u64,
+    /// Every member, this one included; empty: a group of one.
+    pub peers: Vec<PeerConfig>,
+    /// Where the raft endpoint listens (needed with peers).
+    pub listen: Option<SocketAddr>,
+    /// Directory of the raft log; none: in memory (a group of one that
+    /// need not survive a restart, like the embedded demo).
+    pub dir: Option<PathBuf>,
+    /// Raft tick (elections after 10-20 ticks, heartbeats every 3).
+    pub tick: Duration,
+    /// Largest raft message accepted from a peer.
+    pub max_message: u64,
+}
+
+impl Default for RaftSettings {
+    /// A group of one, in memory.
+    fn default() -> Self {
+        Self { id: 1, peers: vec![], listen: None, dir: None, tick: Duration::from_millis(100), max_message: 64 << 30 }
+    }
 }
 
 /// Coordinator configuration.
@@ -62,22 +112,65 @@ pub struct CoordinatorConfig {
     pub max_attempts: u32,
     /// Where to serve Prometheus `/metrics` (none: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// The raft group.
+    pub raft: RaftSettings,
 }
+
+/// How long a task waits for any worker before it counts as a failed
+/// attempt (workers reconnect after a failover within a few seconds).
+const WORKER_WAIT: Duration = Duration::from_secs(30);
+
+type Reply = Result<(ClientResponse, Vec<Arc<Vec<u8>>>), ErrorReply>;
 
 /// A running coordinator.
 #[derive(Debug, Clone)]
 pub struct Coordinator {
     endpoint: quinn::Endpoint,
-    state: Arc<Mutex<State>>,
+    replica: Replica<Replicated>,
+    transport: Option<RaftTransport>,
+    local: Arc<Mutex<Local>>,
+    worker_joined: Arc<Notify>,
     config: Arc<CoordinatorConfig>,
     metrics: CoordinatorMetrics,
     metrics_addr: Option<SocketAddr>,
 }
 
 impl Coordinator {
-    /// Binds the endpoint (and the metrics endpoint) and starts accepting
-    /// connections.
+    /// Opens the raft log, joins the group, binds the endpoints and starts
+    /// serving.
     pub async fn start(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        let raft_err = |e: String| CoordinatorError::Raft(e);
+        let settings = &config.raft;
+        let voters: Vec<u64> =
+            if settings.peers.is_empty() { vec![settings.id] } else { settings.peers.iter().map(|p| p.id).collect() };
+        if !voters.contains(&settings.id) {
+            return Err(raft_err(format!("raft id {} is not among the peers {voters:?}", settings.id)));
+        }
+        let storage = match &settings.dir {
+            Some(dir) => LogStorage::open(dir, &voters).map_err(|e| raft_err(e.to_string()))?,
+            None => LogStorage::in_memory(&voters),
+        };
+        let mut replica_config = ReplicaConfig::new(settings.id, voters.clone());
+        replica_config.tick = settings.tick;
+        let (transport, outbox): (_, consensus::replica::Outbox) = if voters.len() > 1 {
+            let listen = settings.listen.ok_or_else(|| raft_err("a raft group needs a raft listen address".into()))?;
+            let t = RaftTransport::bind(listen, &config.ca, &config.identity, settings.max_message).map_err(raft_err)?;
+            let others: Vec<PeerAddress> = settings
+                .peers
+                .iter()
+                .filter(|p| p.id != settings.id)
+                .map(|p| PeerAddress { id: p.id, raft: p.raft.clone() })
+                .collect();
+            let outbox = t.outbox(&others);
+            (Some(t), outbox)
+        } else {
+            (None, Box::new(|_| {}))
+        };
+        let replica = Replica::start(replica_config, storage, Replicated::default(), outbox).map_err(raft_err)?;
+        if let Some(t) = &transport {
+            let r = replica.clone();
+            t.serve(move |m| r.step(m));
+        }
         let server = server_config(&config.ca, &config.identity)?;
         let endpoint =
             quinn::Endpoint::server(server, config.listen).map_err(|e| CoordinatorError::Endpoint(e.to_string()))?;
@@ -88,19 +181,29 @@ impl Coordinator {
         };
         let me = Self {
             endpoint,
-            state: Arc::new(Mutex::new(State::default())),
+            replica,
+            transport,
+            local: Arc::new(Mutex::new(Local::default())),
+            worker_joined: Arc::new(Notify::new()),
             config: Arc::new(config),
             metrics,
             metrics_addr,
         };
         let accept = me.clone();
         tokio::spawn(async move { accept.accept_loop().await });
+        let watch = me.clone();
+        tokio::spawn(async move { watch.follow_leadership().await });
         Ok(me)
     }
 
-    /// The bound address.
+    /// The bound client/worker address.
     pub fn local_addr(&self) -> Result<SocketAddr, CoordinatorError> {
         self.endpoint.local_addr().map_err(|e| CoordinatorError::Endpoint(e.to_string()))
+    }
+
+    /// The bound raft address (groups of more than one).
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
+        self.transport.as_ref().and_then(|t| t.local_addr().ok())
     }
 
     /// Where `/metrics` is served, if it is.
@@ -113,27 +216,119 @@ impl Coordinator {
         &self.metrics
     }
 
+    /// Where this coordinator stands in the raft group.
+    pub fn role(&self) -> Role {
+        self.replica.role()
+    }
+
     /// Counters so far.
     pub async fn stats(&self) -> Stats {
-        self.state.lock().await.stats.clone()
+        self.local.lock().await.stats.clone()
     }
 
     /// Number of registered workers.
     pub async fn workers(&self) -> usize {
-        self.state.lock().await.workers.len()
+        self.local.lock().await.workers.len()
     }
 
-    /// Asks every worker to stop and closes the endpoint.
+    /// Stops this coordinator. A group of one takes its workers down with
+    /// it; a member of a larger group leaves them to the next leader.
     pub async fn shutdown(&self) {
-        let conns: Vec<quinn::Connection> = self.state.lock().await.workers.iter().map(|w| w.conn.clone()).collect();
-        for conn in conns {
-            if let Ok((mut send, _recv)) = conn.open_bi().await {
-                let _ = send_message(&mut send, "shutdown", &CoordinatorMessage::Shutdown, DEFAULT_MAX_FRAME).await;
-                let _ = send.finish();
+        let alone = self.config.raft.peers.len() <= 1;
+        if alone {
+            let conns: Vec<quinn::Connection> =
+                self.local.lock().await.workers.iter().map(|w| w.conn.clone()).collect();
+            for conn in conns {
+                if let Ok((mut send, _recv)) = conn.open_bi().await {
+                    let _ =
+                        send_message(&mut send, "shutdown", &CoordinatorMessage::Shutdown, DEFAULT_MAX_FRAME).await;
+                    let _ = send.finish();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.endpoint.close(0u32.into(), if alone { SHUTDOWN_REASON } else { b"coordinator stopping" });
+        if let Some(t) = &self.transport {
+            t.close();
+        }
+        self.replica.stop();
+    }
+
+    /// Reacts to leadership changes: a leader resumes every unfinished
+    /// query; a deposed one drops its workers (they find the new leader).
+    async fn follow_leadership(self) {
+        let mut watch = self.replica.watch();
+        let mut led_term = None;
+        loop {
+            let role = watch.borrow_and_update().clone();
+            self.metrics.raft_term.set(role.term as i64);
+            self.metrics.raft_leader.set(i64::from(role.leader_ready));
+            if role.leader_ready && led_term != Some(role.term) {
+                led_term = Some(role.term);
+                self.metrics.raft_leader_changes.inc();
+                let unfinished = self.replica.read(|s| s.unfinished());
+                let queries: std::collections::HashSet<QueryId> = unfinished.iter().map(|(q, _)| *q).collect();
+                self.metrics.queries_resumed.inc_by(queries.len() as u64);
+                self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
+                for (query, input) in unfinished {
+                    self.start_chain(query, input).await;
+                }
+            } else if !role.leader_ready && led_term.is_some() {
+                led_term = None;
+                let mut local = self.local.lock().await;
+                for w in local.workers.drain(..) {
+                    w.conn.close(3u32.into(), b"not the leader any more");
+                }
+                self.metrics.workers.set(0);
+            }
+            if role.stopped || watch.changed().await.is_err() {
+                return;
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    /// The leader's public address, for redirects.
+    fn leader_hint(&self, role: &Role) -> Option<String> {
+        self.config.raft.peers.iter().find(|p| p.id == role.leader && role.leader != 0).map(|p| p.public.clone())
+    }
+
+    /// Ok if this coordinator leads (waiting briefly for a fresh election
+    /// to settle), else the `NotLeader` reply naming the leader.
+    async fn require_leader(&self) -> Result<(), ErrorReply> {
+        let mut watch = self.replica.watch();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let role = watch.borrow_and_update().clone();
+            if role.leader_ready {
+                return Ok(());
+            }
+            let leader_elsewhere = role.leader != 0 && role.leader != self.replica.id();
+            if leader_elsewhere
+                || role.stopped
+                || tokio::time::timeout_at(deadline, watch.changed()).await.map_or(true, |r| r.is_err())
+            {
+                let hint = self.leader_hint(&role);
+                let message = match &hint {
+                    Some(addr) => format!("not the leader; the leader is at {addr}"),
+                    None => "not the leader; no leader is known yet, retry".to_string(),
+                };
+                return Err(ErrorReply { code: ErrorCode::NotLeader, message, leader: hint });
+            }
+        }
+    }
+
+    /// Replicates a command; the error is the reply to give a client.
+    async fn propose(&self, command: &Command) -> Result<Outcome, ErrorReply> {
+        let data = command.encode().map_err(|m| reply(ErrorCode::Internal, m))?;
+        match self.replica.propose(data).await {
+            Ok(outcome) => Ok(outcome),
+            Err(ProposeError::NotLeader(_)) => {
+                let role = self.replica.role();
+                let hint = self.leader_hint(&role);
+                Err(ErrorReply { code: ErrorCode::NotLeader, message: "leadership moved; retry".into(), leader: hint })
+            }
+            Err(e) => Err(reply(ErrorCode::NotLeader, format!("{e}; retry with the same request id"))),
+        }
     }
 
     async fn accept_loop(self) {
@@ -159,14 +354,27 @@ impl Coordinator {
             conn.close(1u32.into(), b"expected registration");
             return;
         };
+        if let Err(e) = self.require_leader().await {
+            let _ = send_message(
+                &mut send,
+                "redirect",
+                &CoordinatorMessage::NotLeader { leader: e.leader },
+                DEFAULT_MAX_FRAME,
+            )
+            .await;
+            let _ = send.finish();
+            let _ = send.stopped().await;
+            return;
+        }
         let id = {
-            let mut st = self.state.lock().await;
-            let id = WorkerId(st.next_worker);
-            st.next_worker += 1;
-            st.workers.push(WorkerEntry::new(id, conn.clone(), capabilities, cached));
-            self.metrics.workers.set(st.workers.len() as i64);
+            let mut local = self.local.lock().await;
+            let id = WorkerId(local.next_worker);
+            local.next_worker += 1;
+            local.workers.push(WorkerEntry::new(id, conn.clone(), capabilities, cached));
+            self.metrics.workers.set(local.workers.len() as i64);
             id
         };
+        self.worker_joined.notify_waiters();
         if send_message(&mut send, "registered", &CoordinatorMessage::Registered { worker: id }, DEFAULT_MAX_FRAME)
             .await
             .is_err()
@@ -183,7 +391,7 @@ impl Coordinator {
                 else {
                     return;
                 };
-                let bytes = me.state.lock().await.key_sets.get(&key_set).cloned();
+                let bytes = me.replica.read(|s| s.key_sets.get(&key_set).map(|k| k.bytes.clone()));
                 let Some(bytes) = bytes else { return };
                 let msg = CoordinatorMessage::Keys { key_set, keys: BlobRef::of(&bytes) };
                 if send_message(&mut send, "keys", &msg, DEFAULT_MAX_FRAME).await.is_ok()
@@ -192,19 +400,20 @@ impl Coordinator {
                     let _ = send.finish();
                     me.metrics.key_bytes_sent.inc_by(bytes.len() as u64);
                     me.metrics.bytes_sent.inc_by(bytes.len() as u64);
-                    let mut st = me.state.lock().await;
-                    st.stats.key_bytes_sent += bytes.len() as u64;
-                    *st.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
-                    if let Some(w) = st.workers.iter_mut().find(|w| w.id == id) {
+                    let mut local = me.local.lock().await;
+                    local.stats.key_bytes_sent += bytes.len() as u64;
+                    *local.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
+                    if let Some(w) = local.workers.iter_mut().find(|w| w.id == id) {
                         w.cached.insert(key_set);
                     }
                 }
             });
         }
-        // Connection gone: forget the worker (its running tasks are retried).
-        let mut st = self.state.lock().await;
-        st.workers.retain(|w| w.id != id);
-        self.metrics.workers.set(st.workers.len() as i64);
+        // Connection gone (or silent past the idle timeout): forget the
+        // worker; its running tasks fail and are retried elsewhere.
+        let mut local = self.local.lock().await;
+        local.workers.retain(|w| w.id != id);
+        self.metrics.workers.set(local.workers.len() as i64);
     }
 
     async fn serve_client(&self, conn: quinn::Connection) {
@@ -240,129 +449,144 @@ impl Coordinator {
         }
     }
 
-    async fn handle(
-        &self,
-        req: ClientRequest,
-        recv: &mut quinn::RecvStream,
-    ) -> Result<(ClientResponse, Vec<Arc<Vec<u8>>>), ErrorReply> {
+    async fn handle(&self, req: ClientRequest, recv: &mut quinn::RecvStream) -> Reply {
         let max = self.config.max_blob;
         match req {
             ClientRequest::RegisterKeySet { tenant, token, key_set, keys, .. } => {
                 self.authorize(&tenant, &token)?;
+                self.require_leader().await?;
                 let bytes =
                     recv_blob(recv, &keys, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
                 self.metrics.bytes_received.inc_by(bytes.len() as u64);
                 if KeySetId::of(&bytes) != key_set {
                     return Err(reply(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}")));
                 }
-                let mut st = self.state.lock().await;
-                let already_present = st.key_sets.contains_key(&key_set);
-                st.key_sets.entry(key_set).or_insert_with(|| Arc::new(bytes));
-                Ok((ClientResponse::KeySetRegistered { key_set, already_present }, vec![]))
+                let owned =
+                    self.replica.read(|s| s.key_sets.get(&key_set).is_some_and(|k| k.owners.contains(&tenant)));
+                if owned {
+                    return Ok((ClientResponse::KeySetRegistered { key_set, already_present: true }, vec![]));
+                }
+                match self.propose(&Command::RegisterKeySet { tenant, key_set, keys: bytes }).await? {
+                    Outcome::KeySetRegistered { already_present } => {
+                        Ok((ClientResponse::KeySetRegistered { key_set, already_present }, vec![]))
+                    }
+                    other => Err(refusal(other)),
+                }
             }
-            ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs } => {
+            ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs, request } => {
                 self.authorize(&tenant, &token)?;
                 let chain = plan::chain(&model).map_err(|m| reply(ErrorCode::BadRequest, m))?;
                 if inputs.is_empty() {
                     return Err(reply(ErrorCode::BadRequest, "a query needs at least one input ciphertext".into()));
                 }
+                self.require_leader().await?;
                 let mut blobs = Vec::with_capacity(inputs.len());
                 for b in &inputs {
-                    blobs.push(Arc::new(
-                        recv_blob(recv, b, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?,
-                    ));
+                    let bytes =
+                        recv_blob(recv, b, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
+                    blobs.push(serde_bytes::ByteBuf::from(bytes));
                 }
-                let (query, position) = {
-                    let mut st = self.state.lock().await;
-                    if !st.key_sets.contains_key(&key_set) {
-                        return Err(reply(ErrorCode::NotFound, format!("key set {key_set} is not registered")));
-                    }
-                    let pending = st.queries.values().filter(|q| !q.finished()).count();
-                    if pending >= self.config.max_queued {
-                        return Err(reply(ErrorCode::Busy, format!("{pending} queries pending; retry later")));
-                    }
-                    let query = QueryId(st.next_query);
-                    st.next_query += 1;
-                    st.queries.insert(query, QueryRecord::new(tenant, key_set, blobs.len(), chain.len()));
-                    self.metrics.queries_admitted.inc();
-                    self.metrics.queue_depth.inc();
-                    self.metrics.bytes_received.inc_by(blobs.iter().map(|b| b.len() as u64).sum());
-                    (query, pending as u32)
+                self.metrics.bytes_received.inc_by(blobs.iter().map(|b| b.len() as u64).sum());
+                let command = Command::Admit {
+                    query: QueryId(rand::random::<u64>().max(1)),
+                    request,
+                    tenant,
+                    key_set,
+                    model,
+                    layers: chain.len() as u32,
+                    max_pending: self.config.max_queued.min(u32::MAX as usize) as u32,
+                    inputs: blobs,
                 };
-                let count = blobs.len();
-                for (index, input) in blobs.into_iter().enumerate() {
-                    let (me, chain, model) = (self.clone(), chain.clone(), model.clone());
-                    tokio::spawn(async move { me.run_chain(query, index, count, key_set, model, chain, input).await });
+                let count = inputs.len() as u32;
+                match self.propose(&command).await? {
+                    Outcome::Admitted { query, position } => {
+                        self.metrics.queries_admitted.inc();
+                        self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
+                        for input in 0..count {
+                            self.start_chain(query, input).await;
+                        }
+                        Ok((ClientResponse::QueryAccepted { query, position }, vec![]))
+                    }
+                    other => Err(refusal(other)),
                 }
-                Ok((ClientResponse::QueryAccepted { query, position }, vec![]))
             }
             ClientRequest::Status { tenant, token, query } => {
                 self.authorize(&tenant, &token)?;
-                let st = self.state.lock().await;
-                let q = st
-                    .query_of(&tenant, query)
-                    .ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
-                Ok((ClientResponse::Status(q.status(query)), vec![]))
+                self.require_leader().await?;
+                self.replica.read(|s| {
+                    let q = s.query_of(&tenant, query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                    Ok((ClientResponse::Status(q.status(query, s.position(q))), vec![]))
+                })
             }
             ClientRequest::FetchResult { tenant, token, query } => {
                 self.authorize(&tenant, &token)?;
-                let st = self.state.lock().await;
-                let q = st
-                    .query_of(&tenant, query)
-                    .ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
-                let outputs = q
-                    .outputs()
-                    .ok_or_else(|| reply(ErrorCode::BadRequest, format!("query {query} is not finished")))?;
-                let refs = outputs.iter().map(|o| BlobRef::of(o)).collect();
-                Ok((ClientResponse::Result { query, outputs: refs }, outputs))
+                self.require_leader().await?;
+                self.replica.read(|s| {
+                    let q = s.query_of(&tenant, query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                    if let Some(reason) = &q.failed {
+                        return Err(reply(ErrorCode::BadRequest, format!("query {query} failed: {reason}")));
+                    }
+                    if !q.done() {
+                        return Err(reply(ErrorCode::BadRequest, format!("query {query} is not finished")));
+                    }
+                    let outputs: Vec<Arc<Vec<u8>>> = q.inputs.iter().map(|p| p.current.clone()).collect();
+                    let refs = outputs.iter().map(|o| BlobRef::of(o)).collect();
+                    Ok((ClientResponse::Result { query, outputs: refs }, outputs))
+                })
             }
         }
     }
 
-    /// Runs input `index`'s chain of layer tasks; each task may run on a
-    /// different worker (outputs flow through the coordinator).
-    #[allow(clippy::too_many_arguments)]
-    async fn run_chain(
-        &self,
-        query: QueryId,
-        index: usize,
-        inputs: usize,
-        key_set: KeySetId,
-        model: String,
-        chain: Vec<TaskKind>,
-        input: Arc<Vec<u8>>,
-    ) {
-        let mut current = input;
-        for (layer, kind) in chain.into_iter().enumerate() {
-            let task = TaskId { query, index: (layer * inputs + index) as u32 };
+    /// Starts driving input `input` of `query` unless already driven here.
+    async fn start_chain(&self, query: QueryId, input: u32) {
+        if !self.local.lock().await.running.insert((query, input)) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.run_chain(query, input).await;
+            me.local.lock().await.running.remove(&(query, input));
+        });
+    }
+
+    /// Runs input `input`'s remaining layers from its checkpoint, recording
+    /// a checkpoint after each (outputs flow through the coordinator, each
+    /// task may run on a different worker). Stops when the query finishes,
+    /// fails, or this coordinator stops leading.
+    async fn run_chain(&self, query: QueryId, input: u32) {
+        loop {
+            let next = self.replica.read(|s| {
+                let q = s.queries.get(&query).filter(|q| q.failed.is_none())?;
+                let p = q.inputs.get(input as usize).filter(|p| p.layers_done < q.layers)?;
+                Some((q.key_set, q.model.clone(), q.inputs.len() as u32, p.layers_done, p.current.clone()))
+            });
+            let Some((key_set, model, inputs, layer, current)) = next else { return };
+            let Ok(chain) = plan::chain(&model) else { return };
+            let Some(kind) = chain.get(layer as usize).cloned() else { return };
+            let task = TaskId { query, index: layer * inputs + input };
             match self.dispatch(task, key_set, &model, kind, &current).await {
                 Ok(output) => {
-                    current = Arc::new(output);
-                    let mut st = self.state.lock().await;
-                    st.stats.tasks_done += 1;
-                    if let Some(q) = st.queries.get_mut(&query) {
-                        q.task_done();
+                    let command = Command::Checkpoint { query, input, layer: layer + 1, output };
+                    match self.propose(&command).await {
+                        Ok(Outcome::Checkpointed { completed, .. }) => {
+                            self.local.lock().await.stats.tasks_done += 1;
+                            if completed {
+                                self.metrics.queries_finished.inc();
+                            }
+                            self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
+                        }
+                        _ => return,
                     }
                 }
-                Err(failure) => {
-                    if let Some(q) = self.state.lock().await.queries.get_mut(&query) {
-                        let was_finished = q.finished();
-                        q.fail(format!("task {} (layer {layer}) failed: {failure}", task.index));
-                        if !was_finished {
-                            self.metrics.queries_failed.inc();
-                            self.metrics.queue_depth.dec();
-                        }
+                Err(Dispatch::Abandoned) => return,
+                Err(Dispatch::Failed(failure)) => {
+                    let reason = format!("task {} (layer {layer}) failed: {failure}", task.index);
+                    if self.propose(&Command::Fail { query, reason }).await.is_ok() {
+                        self.metrics.queries_failed.inc();
+                        self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
                     }
                     return;
                 }
-            }
-        }
-        if let Some(q) = self.state.lock().await.queries.get_mut(&query) {
-            let was_finished = q.finished();
-            q.complete(index, current);
-            if !was_finished && q.finished() {
-                self.metrics.queries_finished.inc();
-                self.metrics.queue_depth.dec();
             }
         }
     }
@@ -375,28 +599,27 @@ impl Coordinator {
         model: &str,
         kind: TaskKind,
         input: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, Dispatch> {
         let mut failure = String::from("no attempt");
         let label = kind_label(&kind);
         let timer = self.metrics.task_seconds.with_label_values(&[label]).start_timer();
         for attempt in 0..self.config.max_attempts {
-            let Some((worker, conn)) = self.pick_worker(key_set).await else {
-                failure = "no worker available".into();
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some((worker, conn)) = self.wait_for_worker(key_set).await? else {
+                failure = format!("no worker registered for {} s", WORKER_WAIT.as_secs());
                 continue;
             };
             match self.run_on(&conn, task, key_set, model, kind.clone(), input).await {
                 Ok(output) => {
-                    self.state.lock().await.release(worker, Some(key_set));
+                    self.local.lock().await.release(worker, Some(key_set));
                     timer.observe_duration();
                     self.metrics.tasks.with_label_values(&[label]).inc();
                     return Ok(output);
                 }
                 Err((reason, retryable)) => {
-                    let mut st = self.state.lock().await;
-                    st.release(worker, None);
+                    let mut local = self.local.lock().await;
+                    local.release(worker, None);
                     let retried = attempt + 1 < self.config.max_attempts && retryable;
-                    st.stats.tasks_retried += u64::from(retried);
+                    local.stats.tasks_retried += u64::from(retried);
                     if retried {
                         self.metrics.tasks_retried.inc();
                     }
@@ -407,12 +630,31 @@ impl Coordinator {
                 }
             }
         }
-        Err(failure)
+        Err(Dispatch::Failed(failure))
+    }
+
+    /// A worker for `key_set`, waiting for one to register; `Abandoned`
+    /// once this coordinator no longer leads.
+    async fn wait_for_worker(&self, key_set: KeySetId) -> Result<Option<(WorkerId, quinn::Connection)>, Dispatch> {
+        let deadline = tokio::time::Instant::now() + WORKER_WAIT;
+        loop {
+            if !self.replica.role().leader_ready {
+                return Err(Dispatch::Abandoned);
+            }
+            let joined = self.worker_joined.notified();
+            if let Some(w) = self.pick_worker(key_set).await {
+                return Ok(Some(w));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), joined).await;
+        }
     }
 
     async fn pick_worker(&self, key_set: KeySetId) -> Option<(WorkerId, quinn::Connection)> {
-        let mut st = self.state.lock().await;
-        let best = st.workers.iter_mut().min_by_key(|w| (!w.cached.contains(&key_set), w.running))?;
+        let mut local = self.local.lock().await;
+        let best = local.workers.iter_mut().min_by_key(|w| (!w.cached.contains(&key_set), w.running))?;
         best.running += 1;
         Some((best.id, best.conn.clone()))
     }
@@ -454,6 +696,14 @@ impl Coordinator {
     }
 }
 
+/// Why a task has no output.
+enum Dispatch {
+    /// Every attempt failed.
+    Failed(String),
+    /// This coordinator stopped leading; the new leader runs it.
+    Abandoned,
+}
+
 fn kind_label(kind: &TaskKind) -> &'static str {
     match kind {
         TaskKind::MatMulTile { .. } => "matmul_tile",
@@ -468,7 +718,15 @@ fn kind_label(kind: &TaskKind) -> &'static str {
 }
 
 fn reply(code: ErrorCode, message: String) -> ErrorReply {
-    ErrorReply { code, message }
+    ErrorReply { code, message, leader: None }
+}
+
+/// The client's reply for an outcome that is not the one asked for.
+fn refusal(outcome: Outcome) -> ErrorReply {
+    match outcome {
+        Outcome::Rejected(code, message) => reply(code, message),
+        other => reply(ErrorCode::Internal, format!("unexpected raft outcome {other:?}")),
+    }
 }
 
 /// Token comparison whose time does not depend on where the first

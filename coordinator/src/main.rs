@@ -5,11 +5,17 @@
 //! - `run [--config FILE] [--listen ADDR] [--certs DIR] [--tenant NAME=TOKEN]...`:
 //!   serves until interrupted. The TOML file holds the same keys as the
 //!   flags (`listen`, `certs`, `max_queued`, `max_blob`, `max_attempts`,
-//!   `[tenants]`); flags override it.
+//!   `metrics`, `raft_id`, `raft_listen`, `data_dir`, `[tenants]`,
+//!   `[[peers]]` with `id`, `raft`, `public`); flags override it.
+//!
+//! A raft group of three: start each with its own `--id`, `--raft-listen`
+//! and `--data-dir`, and the same three `--peer ID=RAFT_ADDR=PUBLIC_ADDR`.
+//! Without peers the coordinator is a group of one (durable if
+//! `--data-dir` is given).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use nexus_coordinator::{Coordinator, CoordinatorConfig};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
 use nexus_proto::tls::{certificate_from_pem, ClusterCa, Identity};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -57,6 +63,19 @@ enum Command {
         /// Serve Prometheus metrics on this address.
         #[arg(long)]
         metrics: Option<SocketAddr>,
+        /// This coordinator's raft id.
+        #[arg(long)]
+        id: Option<u64>,
+        /// Raft group member, ID=RAFT_ADDR=PUBLIC_ADDR (repeat for every
+        /// member, this one included).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Raft endpoint listen address.
+        #[arg(long)]
+        raft_listen: Option<SocketAddr>,
+        /// Directory of the raft log (durable state).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -69,8 +88,31 @@ struct FileConfig {
     max_blob: Option<u64>,
     max_attempts: Option<u32>,
     metrics: Option<SocketAddr>,
+    raft_id: Option<u64>,
+    raft_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
     #[serde(default)]
     tenants: HashMap<String, String>,
+    #[serde(default)]
+    peers: Vec<FilePeer>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct FilePeer {
+    id: u64,
+    raft: String,
+    public: String,
+}
+
+fn parse_peer(spec: &str) -> Result<PeerConfig> {
+    let parts: Vec<&str> = spec.split('=').collect();
+    let [id, raft, public] = parts[..] else { bail!("--peer {spec:?}: expected ID=RAFT_ADDR=PUBLIC_ADDR") };
+    let id = id.parse().with_context(|| format!("--peer {spec:?}: id {id:?} is not a number"))?;
+    if id == 0 {
+        bail!("--peer {spec:?}: raft ids start at 1");
+    }
+    Ok(PeerConfig { id, raft: raft.to_string(), public: public.to_string() })
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {
@@ -103,7 +145,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::InitCerts { dir, workers, names } => init_certs(&dir, workers, &names),
-        Command::Run { config, listen, certs, tenants, print_addr, metrics } => {
+        Command::Run { config, listen, certs, tenants, print_addr, metrics, id, peers, raft_listen, data_dir } => {
             let file: FileConfig = match &config {
                 Some(path) => {
                     let text = String::from_utf8(read(path)?).context("config is not UTF-8")?;
@@ -132,6 +174,17 @@ async fn main() -> Result<()> {
                 max_blob: file.max_blob.unwrap_or(16 << 30),
                 max_attempts: file.max_attempts.unwrap_or(3),
                 metrics_listen: metrics.or(file.metrics),
+                raft: RaftSettings {
+                    id: id.or(file.raft_id).unwrap_or(1),
+                    peers: if peers.is_empty() {
+                        file.peers.into_iter().map(|p| PeerConfig { id: p.id, raft: p.raft, public: p.public }).collect()
+                    } else {
+                        peers.iter().map(|p| parse_peer(p)).collect::<Result<_>>()?
+                    },
+                    listen: raft_listen.or(file.raft_listen),
+                    dir: data_dir.or(file.data_dir),
+                    ..RaftSettings::default()
+                },
             };
             let coordinator = Coordinator::start(config).await?;
             if let Some(m) = coordinator.metrics_addr() {
@@ -140,6 +193,9 @@ async fn main() -> Result<()> {
             let addr = coordinator.local_addr()?;
             if print_addr {
                 println!("{addr}");
+                if let Some(raft) = coordinator.raft_addr() {
+                    println!("{raft}");
+                }
             }
             eprintln!("nexus-coordinator listening on {addr}");
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;

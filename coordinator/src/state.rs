@@ -1,10 +1,10 @@
-//! The coordinator's in-memory state (replicated through raft with the HA
-//! issue).
+//! The coordinator's local, unreplicated state: connected workers, the
+//! chains it is driving, counters. Everything that must survive a crash is
+//! in [`crate::replicated`].
 
-use nexus_proto::ids::{KeySetId, QueryId, TenantId, WorkerId};
-use nexus_proto::messages::{Capabilities, QueryState, QueryStatus};
+use nexus_proto::ids::{KeySetId, QueryId, WorkerId};
+use nexus_proto::messages::Capabilities;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// Counters exported as metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,85 +35,16 @@ impl WorkerEntry {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct QueryRecord {
-    pub tenant: TenantId,
-    #[allow(dead_code)] // batching by key set
-    pub key_set: KeySetId,
-    outputs: Vec<Option<Arc<Vec<u8>>>>,
-    layers: usize,
-    tasks_done: usize,
-    failed: Option<String>,
-}
-
-impl QueryRecord {
-    pub fn new(tenant: TenantId, key_set: KeySetId, inputs: usize, layers: usize) -> Self {
-        Self { tenant, key_set, outputs: vec![None; inputs], layers, tasks_done: 0, failed: None }
-    }
-
-    pub fn task_done(&mut self) {
-        self.tasks_done += 1;
-    }
-
-    pub fn complete(&mut self, index: usize, output: Arc<Vec<u8>>) {
-        // Idempotent: a retried task's second result changes nothing.
-        if let Some(slot) = self.outputs.get_mut(index) {
-            slot.get_or_insert(output);
-        }
-    }
-
-    pub fn fail(&mut self, reason: String) {
-        self.failed.get_or_insert(reason);
-    }
-
-    pub fn finished(&self) -> bool {
-        self.failed.is_some() || self.outputs.iter().all(Option::is_some)
-    }
-
-    pub fn outputs(&self) -> Option<Vec<Arc<Vec<u8>>>> {
-        if self.failed.is_some() {
-            return None;
-        }
-        self.outputs.iter().cloned().collect()
-    }
-
-    pub fn status(&self, query: QueryId) -> QueryStatus {
-        let total = self.outputs.len() * self.layers;
-        let finished = self.outputs.iter().all(Option::is_some);
-        let state = match (&self.failed, finished) {
-            (Some(reason), _) => QueryState::Failed { reason: reason.clone() },
-            (None, true) => QueryState::Done,
-            (None, false) if self.tasks_done == 0 => QueryState::Queued { position: 0 },
-            (None, false) => QueryState::Running,
-        };
-        QueryStatus {
-            query,
-            state,
-            layers_done: (self.tasks_done / self.outputs.len().max(1)) as u32,
-            layers_total: self.layers as u32,
-            tasks_done: self.tasks_done as u32,
-            tasks_total: total as u32,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
-pub(crate) struct State {
-    pub key_sets: HashMap<KeySetId, Arc<Vec<u8>>>,
-    pub queries: HashMap<QueryId, QueryRecord>,
+pub(crate) struct Local {
     pub workers: Vec<WorkerEntry>,
-    pub next_query: u64,
     pub next_worker: u32,
+    /// (query, input) chains this coordinator is driving now.
+    pub running: HashSet<(QueryId, u32)>,
     pub stats: Stats,
 }
 
-impl State {
-    /// A query, only if it belongs to `tenant` (another tenant's query
-    /// looks like a missing one).
-    pub fn query_of(&self, tenant: &TenantId, query: QueryId) -> Option<&QueryRecord> {
-        self.queries.get(&query).filter(|q| &q.tenant == tenant)
-    }
-
+impl Local {
     /// A task left `worker`; on success it now caches `key_set`.
     pub fn release(&mut self, worker: WorkerId, key_set: Option<KeySetId>) {
         if let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) {

@@ -10,7 +10,7 @@
 
 use nexus_ckks::*;
 use nexus_client::cluster::ClusterClient;
-use nexus_coordinator::{Coordinator, CoordinatorConfig};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
 use nexus_nn::{Engine, Gelu, KeySet};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
@@ -71,11 +71,12 @@ async fn main() -> Result<(), BoxError> {
         max_blob: 8 << 30,
         max_attempts: 1,
         metrics_listen: None,
+        raft: RaftSettings::default(),
     })
     .await?;
     let addr = coordinator.local_addr()?;
     tokio::spawn(run(WorkerConfig {
-        coordinator: addr,
+        coordinators: vec![addr.to_string()],
         server_name: "localhost".into(),
         ca: ca.certificate(),
         identity: ca.issue("worker-0", &["worker-0"])?,
@@ -83,6 +84,7 @@ async fn main() -> Result<(), BoxError> {
         key_cache_bytes: 8 << 30,
         allow_insecure_parameters: !params.is_secure(),
         metrics_listen: None,
+        reconnect_for: std::time::Duration::from_secs(10),
     }));
     while coordinator.workers().await < 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -7,7 +7,7 @@
 
 use nexus_ckks::*;
 use nexus_client::cluster::{ClientError, ClusterClient};
-use nexus_coordinator::{Coordinator, CoordinatorConfig};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
 use nexus_nn::{Engine, Gelu, KeySet};
 use nexus_proto::ids::TenantId;
 use nexus_proto::messages::ErrorCode;
@@ -54,6 +54,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
         max_blob: 1 << 32,
         max_attempts: 3,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        raft: RaftSettings::default(),
     };
     let coordinator = Coordinator::start(config).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
@@ -61,13 +62,14 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
     for i in 0..2 {
         let name = format!("worker-{i}");
         let config = WorkerConfig {
-            coordinator: addr,
+            coordinators: vec![addr.to_string()],
             server_name: "localhost".into(),
             ca: ca.certificate(),
             identity: ca.issue(&name, &[&name]).unwrap(),
             threads: 1,
             key_cache_bytes: 1 << 30,
             metrics_listen: None,
+            reconnect_for: std::time::Duration::from_secs(10),
             allow_insecure_parameters: true,
         };
         workers.push(tokio::spawn(run(config)));
@@ -158,6 +160,7 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
         max_blob: 1 << 32,
         max_attempts: 3,
         metrics_listen: None,
+        raft: RaftSettings::default(),
     })
     .await
     .unwrap();
@@ -165,13 +168,14 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
     for i in 0..2 {
         let name = format!("worker-{i}");
         tokio::spawn(run(WorkerConfig {
-            coordinator: addr,
+            coordinators: vec![addr.to_string()],
             server_name: "localhost".into(),
             ca: ca.certificate(),
             identity: ca.issue(&name, &[&name]).unwrap(),
             threads: 1,
             key_cache_bytes: 1 << 30,
             metrics_listen: None,
+            reconnect_for: std::time::Duration::from_secs(10),
             allow_insecure_parameters: true,
         }));
     }

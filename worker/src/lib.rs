@@ -10,7 +10,9 @@ use cache::KeyCache;
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, WorkerId};
-use nexus_proto::messages::{Capabilities, CoordinatorMessage, TaskAssignment, TaskOutcome, WorkerMessage};
+use nexus_proto::messages::{
+    Capabilities, CoordinatorMessage, TaskAssignment, TaskOutcome, WorkerMessage, SHUTDOWN_REASON,
+};
 use nexus_proto::metrics::WorkerMetrics;
 use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
 use nexus_proto::tls::{client_config, Identity};
@@ -18,7 +20,7 @@ use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::Mutex;
 
@@ -45,8 +47,9 @@ pub enum WorkerError {
 /// Worker configuration.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// Coordinator address.
-    pub coordinator: SocketAddr,
+    /// Coordinator addresses (host:port): every member of the raft group,
+    /// tried in turn; a follower redirects to the leader.
+    pub coordinators: Vec<String>,
     /// Name in the coordinator's certificate.
     pub server_name: String,
     /// Cluster CA.
@@ -61,40 +64,102 @@ pub struct WorkerConfig {
     pub allow_insecure_parameters: bool,
     /// Where to serve Prometheus `/metrics` (none: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// Give up after this long without reaching any coordinator.
+    pub reconnect_for: Duration,
 }
 
-/// Runs until the coordinator sends `Shutdown` or closes the connection.
+/// How a session with one coordinator ended.
+enum SessionEnd {
+    /// The coordinator told this worker to stop.
+    Shutdown,
+    /// A follower named the leader (or knows none yet).
+    Redirect(Option<String>),
+    /// The connection was lost after registering.
+    Lost,
+}
+
+/// Runs until a coordinator sends `Shutdown`, following the raft leader
+/// across failovers (the key cache survives reconnections).
 pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let conn_err = |e: String| WorkerError::Connection(e);
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().map_err(|e| conn_err(format!("{e}")))?)
+    if config.coordinators.is_empty() {
+        return Err(conn_err("no coordinator address given".into()));
+    }
+    let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|e| conn_err(format!("{e}")))?)
         .map_err(|e| conn_err(e.to_string()))?;
     endpoint.set_default_client_config(client_config(&config.ca, Some(&config.identity))?);
-    let conn = endpoint
-        .connect(config.coordinator, &config.server_name)
-        .map_err(|e| conn_err(e.to_string()))?
-        .await
-        .map_err(|e| conn_err(e.to_string()))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(e.to_string()))?;
-    let capabilities = Capabilities { threads: config.threads, memory_bytes: config.key_cache_bytes, gpus: vec![] };
-    send_message(&mut send, "register", &WorkerMessage::Register { capabilities, cached: vec![] }, DEFAULT_MAX_FRAME)
-        .await?;
-    send.finish().map_err(|e| conn_err(e.to_string()))?;
-    let id = match recv_message(&mut recv, "registration", DEFAULT_MAX_FRAME).await? {
-        CoordinatorMessage::Registered { worker } => worker,
-        other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
-    };
     let cache = Arc::new(Mutex::new(KeyCache::new(config.key_cache_bytes)));
     let metrics = Arc::new(WorkerMetrics::new()?);
     if let Some(addr) = config.metrics_listen {
         nexus_proto::metrics::serve(metrics.registry.clone(), addr).await?;
     }
+    let mut next = 0usize;
+    let mut hint: Option<String> = None;
+    let mut last_contact = Instant::now();
+    loop {
+        let target = hint.take().unwrap_or_else(|| {
+            next += 1;
+            config.coordinators[(next - 1) % config.coordinators.len()].clone()
+        });
+        match session(&endpoint, &target, &config, &cache, &metrics).await {
+            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Redirect(leader)) => {
+                last_contact = Instant::now();
+                if leader.is_none() {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                hint = leader;
+            }
+            Ok(SessionEnd::Lost) => last_contact = Instant::now(),
+            Err(e) => {
+                if last_contact.elapsed() > config.reconnect_for {
+                    return Err(e);
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Pause between connection attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+async fn session(
+    endpoint: &quinn::Endpoint,
+    target: &str,
+    config: &WorkerConfig,
+    cache: &Arc<Mutex<KeyCache>>,
+    metrics: &Arc<WorkerMetrics>,
+) -> Result<SessionEnd, WorkerError> {
+    let conn_err = |e: String| WorkerError::Connection(format!("{target}: {e}"));
+    let addr = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| conn_err(e.to_string()))?
+        .next()
+        .ok_or_else(|| conn_err("resolves to no address".into()))?;
+    let conn = endpoint
+        .connect(addr, &config.server_name)
+        .map_err(|e| conn_err(e.to_string()))?
+        .await
+        .map_err(|e| conn_err(e.to_string()))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(e.to_string()))?;
+    let capabilities = Capabilities { threads: config.threads, memory_bytes: config.key_cache_bytes, gpus: vec![] };
+    let cached = cache.lock().await.ids();
+    send_message(&mut send, "register", &WorkerMessage::Register { capabilities, cached }, DEFAULT_MAX_FRAME).await?;
+    send.finish().map_err(|e| conn_err(e.to_string()))?;
+    let id = match recv_message(&mut recv, "registration", DEFAULT_MAX_FRAME).await? {
+        CoordinatorMessage::Registered { worker } => worker,
+        CoordinatorMessage::NotLeader { leader } => return Ok(SessionEnd::Redirect(leader)),
+        other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
+    };
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
-            Err(quinn::ConnectionError::ApplicationClosed(_)) | Err(quinn::ConnectionError::LocallyClosed) => {
-                return Ok(())
+            Err(quinn::ConnectionError::LocallyClosed) => return Ok(SessionEnd::Shutdown),
+            Err(quinn::ConnectionError::ApplicationClosed(close)) if close.reason.as_ref() == SHUTDOWN_REASON => {
+                return Ok(SessionEnd::Shutdown)
             }
-            Err(e) => return Err(conn_err(e.to_string())),
+            Err(_) => return Ok(SessionEnd::Lost),
         };
         let (conn, cache, metrics) = (conn.clone(), cache.clone(), metrics.clone());
         let insecure = config.allow_insecure_parameters;

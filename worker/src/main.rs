@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(name = "nexus-worker", version, about = "Nexus worker")]
 struct Cli {
-    /// Coordinator address.
-    #[arg(long)]
-    coordinator: SocketAddr,
+    /// Coordinator address, host:port (repeat for every member of the raft
+    /// group; the worker follows the leader).
+    #[arg(long = "coordinator", required = true)]
+    coordinators: Vec<String>,
     /// Name in the coordinator's certificate.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -37,6 +38,9 @@ struct Cli {
     /// Serve Prometheus metrics on this address.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Exit after this many seconds without reaching any coordinator.
+    #[arg(long, default_value_t = 60)]
+    reconnect_secs: u64,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -52,7 +56,7 @@ async fn main() -> Result<()> {
     }
     pool.build_global().context("thread pool")?;
     let config = WorkerConfig {
-        coordinator: cli.coordinator,
+        coordinators: cli.coordinators,
         server_name: cli.server_name,
         ca: certificate_from_pem(&read(&cli.certs.join("ca.pem"))?)?,
         identity: Identity::from_pem(
@@ -63,8 +67,9 @@ async fn main() -> Result<()> {
         key_cache_bytes: cli.key_cache_mib << 20,
         allow_insecure_parameters: cli.allow_insecure_parameters,
         metrics_listen: cli.metrics,
+        reconnect_for: std::time::Duration::from_secs(cli.reconnect_secs),
     };
-    eprintln!("nexus-worker {}: connecting to {}", cli.name, config.coordinator);
+    eprintln!("nexus-worker {}: connecting to {}", cli.name, config.coordinators.join(", "));
     run(config).await?;
     eprintln!("nexus-worker: coordinator shut down");
     Ok(())

@@ -34,6 +34,9 @@ pub enum ClientRequest {
         model: String,
         /// Encrypted input ciphertexts (chunks follow, in order).
         inputs: Vec<BlobRef>,
+        /// Client-chosen random id: resubmitting after a lost reply or a
+        /// failover returns the query already admitted, never a second one.
+        request: u64,
     },
     /// Progress of a query (only its tenant may ask).
     Status {
@@ -147,6 +150,8 @@ pub struct ErrorReply {
     pub code: ErrorCode,
     /// Human-readable reason.
     pub message: String,
+    /// With `NotLeader`: the leader's client address, if known.
+    pub leader: Option<String>,
 }
 
 /// A worker's resources.
@@ -280,6 +285,11 @@ pub enum TaskOutcome {
     },
 }
 
+/// Close reason of a coordinator that stops the whole cluster (a group of
+/// one): its workers stop too. A member of a larger group closes with
+/// another reason and its workers move on to the new leader.
+pub const SHUTDOWN_REASON: &[u8] = b"shutdown";
+
 /// Coordinator to worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CoordinatorMessage {
@@ -299,4 +309,10 @@ pub enum CoordinatorMessage {
     },
     /// Drain and stop.
     Shutdown,
+    /// This coordinator does not lead: register with the leader (its
+    /// worker address, if known).
+    NotLeader {
+        /// The leader's address for workers.
+        leader: Option<String>,
+    },
 }

@@ -51,6 +51,14 @@ pub struct CoordinatorMetrics {
     pub bytes_sent: IntCounter,
     /// Registered workers.
     pub workers: IntGauge,
+    /// Raft term this coordinator is in.
+    pub raft_term: IntGauge,
+    /// 1 while this coordinator leads (and schedules), else 0.
+    pub raft_leader: IntGauge,
+    /// Times this coordinator became leader.
+    pub raft_leader_changes: IntCounter,
+    /// Queries resumed from the replicated log after a failover or restart.
+    pub queries_resumed: IntCounter,
 }
 
 impl CoordinatorMetrics {
@@ -82,6 +90,10 @@ impl CoordinatorMetrics {
             bytes_received: counter("nexus_coordinator_received_bytes_total", "Bytes received")?,
             bytes_sent: counter("nexus_coordinator_sent_bytes_total", "Bytes sent")?,
             workers: gauge("nexus_coordinator_workers", "Registered workers")?,
+            raft_term: gauge("nexus_coordinator_raft_term", "Raft term")?,
+            raft_leader: gauge("nexus_coordinator_raft_leader", "1 while this coordinator leads")?,
+            raft_leader_changes: counter("nexus_coordinator_raft_leader_changes_total", "Times this became leader")?,
+            queries_resumed: counter("nexus_coordinator_queries_resumed_total", "Queries resumed after failover")?,
             registry,
         })
     }

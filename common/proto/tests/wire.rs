@@ -28,6 +28,7 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
             key_set,
             model: "bert-tiny".into(),
             inputs: vec![keys; 3],
+            request: 77,
         },
         ClientRequest::Status { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(1) },
         ClientRequest::FetchResult { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(u64::MAX) },
@@ -65,6 +66,7 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
     coord.push(CoordinatorMessage::Registered { worker: WorkerId(0) });
     coord.push(CoordinatorMessage::Keys { key_set, keys });
     coord.push(CoordinatorMessage::Shutdown);
+    coord.push(CoordinatorMessage::NotLeader { leader: Some("10.0.0.2:7443".into()) });
     (client, worker, coord)
 }
 
@@ -130,6 +132,7 @@ fn malformed_frames_are_refused_with_reasons() {
         key_set: KeySetId([0; 32]),
         model: "m".into(),
         inputs: vec![],
+        request: 0,
     };
     assert!(matches!(encode_message("req", &big, 1000), Err(ProtoError::FrameTooLarge { .. })));
     // Invalid tenant names are refused, also when decoding.

@@ -1,0 +1,421 @@
+//! The coordinators' replicated state: key sets, admitted queries with their
+//! inputs, and each input's checkpoint (the ciphertext after its last
+//! finished layer). Every change is a [`Command`] in the raft log, applied
+//! in log order on every coordinator, so a new leader (or a restarted
+//! cluster) resumes every query from its last checkpoint.
+//!
+//! Commands and snapshots are MessagePack behind a version byte. Applying
+//! is deterministic and total: a command that does not decode or does not
+//! fit the state is rejected with a reason, never a panic.
+
+use nexus_proto::ids::{KeySetId, QueryId, TenantId};
+use nexus_proto::messages::{ErrorCode, QueryState, QueryStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::consensus::StateMachine;
+
+const COMMAND_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// A state change.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Command {
+    /// A tenant's key set (content-addressed).
+    RegisterKeySet {
+        /// Owner.
+        tenant: TenantId,
+        /// SHA-256 of `keys`.
+        key_set: KeySetId,
+        /// The evaluation keys' wire bytes.
+        #[serde(with = "serde_bytes")]
+        keys: Vec<u8>,
+    },
+    /// A query enters the queue.
+    Admit {
+        /// Its id (random, chosen by the leader).
+        query: QueryId,
+        /// The client's idempotency key.
+        request: u64,
+        /// Owner.
+        tenant: TenantId,
+        /// Key set its inputs are encrypted under.
+        key_set: KeySetId,
+        /// Model name.
+        model: String,
+        /// Layers in its plan.
+        layers: u32,
+        /// Refuse if this many queries are pending (the admission bound).
+        max_pending: u32,
+        /// Input ciphertexts.
+        inputs: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Input `input` of `query` finished layer `layer - 1`: its ciphertext
+    /// is now `output`.
+    Checkpoint {
+        /// The query.
+        query: QueryId,
+        /// Which input.
+        input: u32,
+        /// Layers done after this one.
+        layer: u32,
+        /// The layer's output.
+        #[serde(with = "serde_bytes")]
+        output: Vec<u8>,
+    },
+    /// The query cannot finish.
+    Fail {
+        /// The query.
+        query: QueryId,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Command {
+    /// Version byte and MessagePack.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut out = vec![COMMAND_VERSION];
+        rmp_serde::encode::write(&mut out, self).map_err(|e| format!("encoding a raft command: {e}"))?;
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&COMMAND_VERSION, body)) => {
+                rmp_serde::from_slice(body).map_err(|e| format!("raft command does not decode: {e}"))
+            }
+            Some((v, _)) => Err(format!("raft command version {v}, this coordinator reads {COMMAND_VERSION}")),
+            None => Err("empty raft command".into()),
+        }
+    }
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Key set stored (or already there).
+    KeySetRegistered {
+        /// It was there before.
+        already_present: bool,
+    },
+    /// Query admitted (or, for a repeated request, admitted before).
+    Admitted {
+        /// Its id.
+        query: QueryId,
+        /// Pending queries ahead of it.
+        position: u32,
+    },
+    /// Checkpoint recorded.
+    Checkpointed {
+        /// `false`: a stale or duplicate result, ignored.
+        advanced: bool,
+        /// This checkpoint finished the query.
+        completed: bool,
+    },
+    /// Failure recorded.
+    Failed,
+    /// Refused: the state does not allow it.
+    Rejected(ErrorCode, String),
+}
+
+mod arc_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(v: &Arc<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(v.as_slice(), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Vec<u8>>, D::Error> {
+        Ok(Arc::new(serde_bytes::ByteBuf::deserialize(d)?.into_vec()))
+    }
+}
+
+/// A key set and the tenants that registered it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeySetEntry {
+    /// Tenants allowed to use it.
+    pub owners: BTreeSet<TenantId>,
+    /// Wire bytes.
+    #[serde(with = "arc_bytes")]
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// One input's progress through the plan.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Progress {
+    /// Layers finished.
+    pub layers_done: u32,
+    /// The input after those layers (the output once all are done).
+    #[serde(with = "arc_bytes")]
+    pub current: Arc<Vec<u8>>,
+}
+
+/// An admitted query.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Query {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Key set.
+    pub key_set: KeySetId,
+    /// Model name.
+    pub model: String,
+    /// Layers in the plan.
+    pub layers: u32,
+    /// Admission order.
+    pub seq: u64,
+    /// Per input.
+    pub inputs: Vec<Progress>,
+    /// Set once it cannot finish.
+    pub failed: Option<String>,
+}
+
+impl Query {
+    /// Every input went through every layer.
+    pub fn done(&self) -> bool {
+        self.inputs.iter().all(|p| p.layers_done == self.layers)
+    }
+
+    /// Done or failed.
+    pub fn finished(&self) -> bool {
+        self.failed.is_some() || self.done()
+    }
+
+    /// Progress as the client sees it.
+    pub fn status(&self, query: QueryId, position: u32) -> QueryStatus {
+        let tasks_done: u32 = self.inputs.iter().map(|p| p.layers_done).sum();
+        let state = match (&self.failed, self.done()) {
+            (Some(reason), _) => QueryState::Failed { reason: reason.clone() },
+            (None, true) => QueryState::Done,
+            (None, false) if tasks_done == 0 => QueryState::Queued { position },
+            (None, false) => QueryState::Running,
+        };
+        QueryStatus {
+            query,
+            state,
+            layers_done: self.inputs.iter().map(|p| p.layers_done).min().unwrap_or(0),
+            layers_total: self.layers,
+            tasks_done,
+            tasks_total: self.layers * self.inputs.len() as u32,
+        }
+    }
+}
+
+/// The replicated state.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Replicated {
+    /// Key sets by id.
+    pub key_sets: HashMap<KeySetId, KeySetEntry>,
+    /// Queries by id.
+    pub queries: HashMap<QueryId, Query>,
+    /// (tenant, request id) of every admission, for idempotent resubmission.
+    requests: HashMap<TenantId, HashMap<u64, QueryId>>,
+    next_seq: u64,
+}
+
+impl Replicated {
+    /// A query, only if `tenant` owns it (another tenant's query looks like
+    /// a missing one).
+    pub fn query_of(&self, tenant: &TenantId, query: QueryId) -> Option<&Query> {
+        self.queries.get(&query).filter(|q| &q.tenant == tenant)
+    }
+
+    /// Queries admitted and not finished.
+    pub fn pending(&self) -> usize {
+        self.queries.values().filter(|q| !q.finished()).count()
+    }
+
+    /// Pending queries admitted before `query`.
+    pub fn position(&self, query: &Query) -> u32 {
+        self.queries.values().filter(|q| !q.finished() && q.seq < query.seq).count() as u32
+    }
+
+    /// Unfinished (query, input) pairs, oldest query first.
+    pub fn unfinished(&self) -> Vec<(QueryId, u32)> {
+        let mut qs: Vec<(&QueryId, &Query)> = self.queries.iter().filter(|(_, q)| !q.finished()).collect();
+        qs.sort_by_key(|(_, q)| q.seq);
+        qs.into_iter()
+            .flat_map(|(id, q)| {
+                q.inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.layers_done < q.layers)
+                    .map(move |(i, _)| (*id, i as u32))
+            })
+            .collect()
+    }
+
+    fn apply_command(&mut self, command: Command) -> Outcome {
+        match command {
+            Command::RegisterKeySet { tenant, key_set, keys } => {
+                if KeySetId::of(&keys) != key_set {
+                    return Outcome::Rejected(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}"));
+                }
+                let entry = self
+                    .key_sets
+                    .entry(key_set)
+                    .or_insert_with(|| KeySetEntry { owners: BTreeSet::new(), bytes: Arc::new(keys) });
+                let already_present = !entry.owners.insert(tenant);
+                Outcome::KeySetRegistered { already_present }
+            }
+            Command::Admit { query, request, tenant, key_set, model, layers, max_pending, inputs } => {
+                if let Some(&existing) = self.requests.get(&tenant).and_then(|r| r.get(&request)) {
+                    let position = self.queries.get(&existing).map(|q| self.position(q)).unwrap_or(0);
+                    return Outcome::Admitted { query: existing, position };
+                }
+                if !self.key_sets.get(&key_set).is_some_and(|k| k.owners.contains(&tenant)) {
+                    return Outcome::Rejected(
+                        ErrorCode::NotFound,
+                        format!("key set {key_set} is not registered for tenant {tenant}"),
+                    );
+                }
+                if inputs.is_empty() || layers == 0 {
+                    return Outcome::Rejected(ErrorCode::BadRequest, "a query needs inputs and layers".into());
+                }
+                if self.queries.contains_key(&query) {
+                    return Outcome::Rejected(ErrorCode::Internal, format!("query id {query} collides; resubmit"));
+                }
+                let pending = self.pending();
+                if pending >= max_pending as usize {
+                    return Outcome::Rejected(ErrorCode::Busy, format!("{pending} queries pending; retry later"));
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let inputs =
+                    inputs.into_iter().map(|b| Progress { layers_done: 0, current: Arc::new(b.into_vec()) }).collect();
+                self.queries.insert(query, Query { tenant: tenant.clone(), key_set, model, layers, seq, inputs, failed: None });
+                self.requests.entry(tenant).or_default().insert(request, query);
+                Outcome::Admitted { query, position: pending as u32 }
+            }
+            Command::Checkpoint { query, input, layer, output } => {
+                let Some(q) = self.queries.get_mut(&query) else {
+                    return Outcome::Rejected(ErrorCode::NotFound, format!("no query {query}"));
+                };
+                const STALE: Outcome = Outcome::Checkpointed { advanced: false, completed: false };
+                if q.failed.is_some() {
+                    return STALE;
+                }
+                let Some(p) = q.inputs.get_mut(input as usize) else {
+                    return Outcome::Rejected(ErrorCode::BadRequest, format!("query {query} has no input {input}"));
+                };
+                // Only the next layer advances: a late duplicate (a task run
+                // twice across a failover) changes nothing.
+                if layer != p.layers_done + 1 || layer > q.layers {
+                    return STALE;
+                }
+                p.layers_done = layer;
+                p.current = Arc::new(output);
+                Outcome::Checkpointed { advanced: true, completed: q.done() }
+            }
+            Command::Fail { query, reason } => {
+                if let Some(q) = self.queries.get_mut(&query) {
+                    if !q.done() {
+                        q.failed.get_or_insert(reason);
+                    }
+                }
+                Outcome::Failed
+            }
+        }
+    }
+}
+
+impl StateMachine for Replicated {
+    type Output = Outcome;
+
+    fn apply(&mut self, data: &[u8]) -> Outcome {
+        match Command::decode(data) {
+            Ok(command) => self.apply_command(command),
+            Err(reason) => Outcome::Rejected(ErrorCode::Internal, reason),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // Encoding plain maps, strings and byte strings into a Vec cannot
+        // fail; an empty snapshot would still be refused on restore.
+        if rmp_serde::encode::write(&mut out, self).is_err() {
+            out.truncate(1);
+        }
+        out
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        match data.split_first() {
+            Some((&SNAPSHOT_VERSION, body)) => {
+                *self = rmp_serde::from_slice(body).map_err(|e| format!("snapshot does not decode: {e}"))?;
+                Ok(())
+            }
+            Some((v, _)) => Err(format!("snapshot version {v}, this coordinator reads {SNAPSHOT_VERSION}")),
+            None => Err("empty snapshot".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn apply(state: &mut Replicated, c: Command) -> Outcome {
+        state.apply(&c.encode().unwrap())
+    }
+
+    fn admit(request: u64, query: u64, tenant: &TenantId, key_set: KeySetId) -> Command {
+        Command::Admit {
+            query: QueryId(query),
+            request,
+            tenant: tenant.clone(),
+            key_set,
+            model: "gelu".into(),
+            layers: 2,
+            max_pending: 2,
+            inputs: vec![serde_bytes::ByteBuf::from(vec![1u8, 2]), serde_bytes::ByteBuf::from(vec![3u8])],
+        }
+    }
+
+    #[test]
+    fn admission_checkpoints_and_snapshot_round_trip() {
+        let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+        let keys = b"keys".to_vec();
+        let ks = KeySetId::of(&keys);
+        let mut s = Replicated::default();
+        // b cannot use a key set only a registered.
+        apply(&mut s, Command::RegisterKeySet { tenant: a.clone(), key_set: ks, keys: keys.clone() });
+        assert!(matches!(apply(&mut s, admit(1, 10, &b, ks)), Outcome::Rejected(ErrorCode::NotFound, _)));
+        assert_eq!(apply(&mut s, admit(1, 10, &a, ks)), Outcome::Admitted { query: QueryId(10), position: 0 });
+        // The same request again (a retry after failover) is the same query.
+        assert_eq!(apply(&mut s, admit(1, 11, &a, ks)), Outcome::Admitted { query: QueryId(10), position: 0 });
+        assert_eq!(apply(&mut s, admit(2, 12, &a, ks)), Outcome::Admitted { query: QueryId(12), position: 1 });
+        assert!(matches!(apply(&mut s, admit(3, 13, &a, ks)), Outcome::Rejected(ErrorCode::Busy, _)));
+        let cp = |input, layer, out: u8| Command::Checkpoint {
+            query: QueryId(10),
+            input,
+            layer,
+            output: vec![out],
+        };
+        let (advanced, stale) = (
+            Outcome::Checkpointed { advanced: true, completed: false },
+            Outcome::Checkpointed { advanced: false, completed: false },
+        );
+        assert_eq!(apply(&mut s, cp(0, 1, 7)), advanced);
+        assert_eq!(apply(&mut s, cp(0, 1, 8)), stale, "duplicate layer ignored");
+        assert_eq!(apply(&mut s, cp(0, 3, 8)), stale, "skipping a layer ignored");
+        assert_eq!(s.unfinished(), vec![(QueryId(10), 0), (QueryId(10), 1), (QueryId(12), 0), (QueryId(12), 1)]);
+        let mut restored = Replicated::default();
+        restored.restore(&s.snapshot()).unwrap();
+        for r in [&mut s, &mut restored] {
+            apply(r, cp(0, 2, 9));
+            apply(r, cp(1, 1, 5));
+            assert_eq!(apply(r, cp(1, 2, 6)), Outcome::Checkpointed { advanced: true, completed: true });
+            let q = r.query_of(&a, QueryId(10)).unwrap();
+            assert!(q.done());
+            assert_eq!(q.inputs.iter().map(|p| p.current[0]).collect::<Vec<_>>(), vec![9, 6]);
+            assert!(r.query_of(&b, QueryId(10)).is_none());
+            assert_eq!(r.unfinished().len(), 2);
+        }
+        assert!(matches!(s.apply(&[9, 1, 2]), Outcome::Rejected(ErrorCode::Internal, _)));
+        assert!(s.restore(&[]).is_err());
+    }
+}
