@@ -53,6 +53,10 @@ pub struct ClusterClient {
     pub failover_timeout: Duration,
 }
 
+/// How long a request without blobs (status, fetch) waits for its reply
+/// header before trying another coordinator.
+pub const REPLY_WITHIN: Duration = Duration::from_millis(1500);
+
 #[derive(Debug, Default)]
 struct Current {
     conn: Option<quinn::Connection>,
@@ -133,6 +137,8 @@ impl ClusterClient {
     }
 
     /// Sends a request to the leader, following redirects and failovers.
+    /// Requests without blobs expect their reply within [`REPLY_WITHIN`]
+    /// (a dead coordinator is then left before the idle timeout).
     async fn call(
         &self,
         req: &ClientRequest,
@@ -141,6 +147,11 @@ impl ClusterClient {
         let deadline = Instant::now() + self.failover_timeout;
         loop {
             let result = match self.connection().await {
+                Ok(conn) if blobs.is_empty() => {
+                    tokio::time::timeout(REPLY_WITHIN, self.call_once(&conn, req, blobs)).await.unwrap_or_else(|_| {
+                        Err(ClientError::Connection(format!("no reply within {REPLY_WITHIN:?}")))
+                    })
+                }
                 Ok(conn) => self.call_once(&conn, req, blobs).await,
                 Err(e) => Err(e),
             };

@@ -591,7 +591,10 @@ impl Coordinator {
         }
     }
 
-    /// Runs one task to completion, retrying on other workers.
+    /// Runs one task to completion, retrying elsewhere. Only failures the
+    /// worker reports count against `max_attempts`; a lost worker (killed,
+    /// or silent past the idle timeout) costs no attempt, up to
+    /// [`MAX_LOST`] losses per task.
     async fn dispatch(
         &self,
         task: TaskId,
@@ -600,37 +603,46 @@ impl Coordinator {
         kind: TaskKind,
         input: &[u8],
     ) -> Result<Vec<u8>, Dispatch> {
-        let mut failure = String::from("no attempt");
         let label = kind_label(&kind);
         let timer = self.metrics.task_seconds.with_label_values(&[label]).start_timer();
-        for attempt in 0..self.config.max_attempts {
+        let (mut failed, mut lost) = (0u32, 0u32);
+        loop {
             let Some((worker, conn)) = self.wait_for_worker(key_set).await? else {
-                failure = format!("no worker registered for {} s", WORKER_WAIT.as_secs());
-                continue;
+                return Err(Dispatch::Failed(format!("no worker registered for {} s", WORKER_WAIT.as_secs())));
             };
-            match self.run_on(&conn, task, key_set, model, kind.clone(), input).await {
+            let failure = match self.run_on(&conn, task, key_set, model, kind.clone(), input).await {
                 Ok(output) => {
                     self.local.lock().await.release(worker, Some(key_set));
                     timer.observe_duration();
                     self.metrics.tasks.with_label_values(&[label]).inc();
                     return Ok(output);
                 }
-                Err((reason, retryable)) => {
-                    let mut local = self.local.lock().await;
-                    local.release(worker, None);
-                    let retried = attempt + 1 < self.config.max_attempts && retryable;
-                    local.stats.tasks_retried += u64::from(retried);
-                    if retried {
-                        self.metrics.tasks_retried.inc();
+                Err(f) => f,
+            };
+            let mut local = self.local.lock().await;
+            local.release(worker, None);
+            let give_up = match &failure {
+                Failure::Lost(_) => {
+                    if conn.close_reason().is_some() {
+                        // Forget a dead worker now rather than when its
+                        // connection task notices.
+                        local.workers.retain(|w| w.id != worker);
+                        self.metrics.workers.set(local.workers.len() as i64);
                     }
-                    failure = reason;
-                    if !retryable {
-                        break;
-                    }
+                    lost += 1;
+                    lost >= MAX_LOST
                 }
+                Failure::Reported { retryable, .. } => {
+                    failed += 1;
+                    !retryable || failed >= self.config.max_attempts
+                }
+            };
+            if give_up {
+                return Err(Dispatch::Failed(failure.to_string()));
             }
+            local.stats.tasks_retried += 1;
+            self.metrics.tasks_retried.inc();
         }
-        Err(Dispatch::Failed(failure))
     }
 
     /// A worker for `key_set`, waiting for one to register; `Abandoned`
@@ -667,9 +679,9 @@ impl Coordinator {
         model: &str,
         kind: TaskKind,
         input: &[u8],
-    ) -> Result<Vec<u8>, (String, bool)> {
-        let net = |e: String| (e, true);
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| net(e.to_string()))?;
+    ) -> Result<Vec<u8>, Failure> {
+        let lost = |e: String| Failure::Lost(e);
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
         let assign = CoordinatorMessage::Assign(TaskAssignment {
             task,
             model: model.to_string(),
@@ -677,21 +689,44 @@ impl Coordinator {
             kind,
             inputs: vec![BlobRef::of(input)],
         });
-        send_message(&mut send, "assign", &assign, DEFAULT_MAX_FRAME).await.map_err(|e| net(e.to_string()))?;
-        send_blob(&mut send, input).await.map_err(|e| net(e.to_string()))?;
-        send.finish().map_err(|e| net(e.to_string()))?;
+        send_message(&mut send, "assign", &assign, DEFAULT_MAX_FRAME).await.map_err(|e| lost(e.to_string()))?;
+        send_blob(&mut send, input).await.map_err(|e| lost(e.to_string()))?;
+        send.finish().map_err(|e| lost(e.to_string()))?;
         match recv_message::<_, WorkerMessage>(&mut recv, "task result", DEFAULT_MAX_FRAME)
             .await
-            .map_err(|e| net(e.to_string()))?
+            .map_err(|e| lost(e.to_string()))?
         {
             WorkerMessage::TaskResult { task: got, outcome: TaskOutcome::Done { outputs, .. } } if got == task => {
-                let first = outputs.first().ok_or_else(|| ("task returned no output".to_string(), false))?;
-                recv_blob(&mut recv, first, self.config.max_blob).await.map_err(|e| net(e.to_string()))
+                let first = outputs
+                    .first()
+                    .ok_or_else(|| Failure::Reported { reason: "task returned no output".into(), retryable: false })?;
+                recv_blob(&mut recv, first, self.config.max_blob).await.map_err(|e| lost(e.to_string()))
             }
             WorkerMessage::TaskResult { outcome: TaskOutcome::Failed { reason, retryable }, .. } => {
-                Err((reason, retryable))
+                Err(Failure::Reported { reason, retryable })
             }
-            other => Err((format!("unexpected worker reply {other:?}"), true)),
+            other => Err(Failure::Reported { reason: format!("unexpected worker reply {other:?}"), retryable: true }),
+        }
+    }
+}
+
+/// Connection losses tolerated per task.
+const MAX_LOST: u32 = 8;
+
+/// Why one attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// The worker's connection broke.
+    Lost(String),
+    /// The worker ran the task and reported a failure.
+    Reported { reason: String, retryable: bool },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Lost(e) => write!(f, "worker lost: {e}"),
+            Failure::Reported { reason, .. } => f.write_str(reason),
         }
     }
 }

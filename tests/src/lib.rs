@@ -1,1 +1,136 @@
-//! Cross-crate system tests live in `tests/tests/`.
+//! Support for the cross-crate system tests in `tests/tests/`: the real
+//! binaries as processes, free loopback ports, the demo model's encrypted
+//! inputs and their check, and reading Prometheus metrics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support fails loudly on purpose
+
+use nexus_ckks::*;
+use nexus_nn::{DemoMlp, KeySet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// The workspace binary `name` of package `package`, built if missing
+/// (`cargo test --workspace` has built it already).
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let path = dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", package, "--bin", name]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building {name}");
+    }
+    path
+}
+
+/// Child processes killed (SIGKILL) when dropped.
+#[derive(Debug, Default)]
+pub struct Killed(pub Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A loopback UDP port free right now (QUIC endpoints).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A loopback TCP port free right now (metrics endpoints).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET /metrics` from `addr`, if it answers within a second.
+pub fn scrape(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The demo model's client side at test parameters: keys, encrypted
+/// inputs, and the check of decrypted outputs against the plaintext model.
+pub struct DemoClient {
+    /// Parameters.
+    pub params: Parameters,
+    model: DemoMlp,
+    sk: SecretKey,
+    /// The evaluation key set's wire bytes.
+    pub keys: Vec<u8>,
+    tokens: Vec<Vec<f64>>,
+    pk: PublicKey,
+}
+
+impl std::fmt::Debug for DemoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret key.
+        f.debug_struct("DemoClient").field("tokens", &self.tokens.len()).finish_non_exhaustive()
+    }
+}
+
+impl DemoClient {
+    /// Keys for `INSECURE_N12_QP640_TEST` and `tokens` input rows.
+    pub fn new(tokens: usize) -> Self {
+        let params = Parameters::preset("INSECURE_N12_QP640_TEST").unwrap();
+        let model = DemoMlp::embedded(params.max_slots()).unwrap();
+        let mut kg = KeyGenerator::new(&params);
+        let sk = kg.secret_key();
+        let pk = kg.public_key(&sk);
+        let keys = KeySet {
+            params: params.clone(),
+            relin: kg.relin_key(&sk),
+            galois: kg.galois_keys(&sk, &model.rotations(), false).unwrap(),
+        };
+        let tokens: Vec<Vec<f64>> =
+            (0..tokens).map(|t| (0..16).map(|c| ((t * 16 + c) as f64 * 0.37).sin()).collect()).collect();
+        Self { keys: keys.to_bytes().unwrap(), params, model, sk, tokens, pk }
+    }
+
+    /// Freshly encrypted input ciphertexts (wire bytes).
+    pub fn inputs(&self) -> Vec<Vec<u8>> {
+        let encoder = Encoder::new(&self.params);
+        self.model
+            .pack(&self.tokens)
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let pt = encoder.encode_real(s, self.model.levels(), self.params.default_scale()).unwrap();
+                Encryptor::new(&self.params).encrypt_pk(&pt, &self.pk).unwrap().to_bytes(&self.params).unwrap()
+            })
+            .collect()
+    }
+
+    /// Largest absolute error of decrypted `outputs` against the model.
+    pub fn max_error(&self, outputs: &[Vec<u8>]) -> f64 {
+        let encoder = Encoder::new(&self.params);
+        let want = self.model.plain(&self.tokens).unwrap();
+        let mut got: Vec<Vec<f64>> = Vec::new();
+        for o in outputs {
+            let ct = Ciphertext::from_bytes(&self.params, o, 1 << 30).unwrap();
+            let slots = encoder.decode_real(&Decryptor::new(&self.params).decrypt(&ct, &self.sk).unwrap()).unwrap();
+            got.extend(self.model.unpack(&slots, self.tokens.len() - got.len()));
+        }
+        assert_eq!(got.len(), want.len(), "outputs cover every token");
+        got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+    }
+}
