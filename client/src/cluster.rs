@@ -10,6 +10,7 @@ use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
 use nexus_proto::tls::client_config;
 use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -55,14 +56,49 @@ pub struct ClusterClient {
 
 /// How long a request without blobs (status, fetch) waits for its reply
 /// header before trying another coordinator.
-pub const REPLY_WITHIN: Duration = Duration::from_millis(1500);
+pub const REPLY_WITHIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Current {
     conn: Option<quinn::Connection>,
+    /// Address of `conn`.
+    target: Option<String>,
     /// Leader named by the last redirect.
     hint: Option<String>,
     next: usize,
+    /// Addresses that failed recently, and when: tried last.
+    suspect: HashMap<String, Instant>,
+}
+
+/// How long a failed address is tried only after the others.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
+
+impl Current {
+    /// The redirect's leader, else the next address not failed recently.
+    fn pick(&mut self, addrs: &[String]) -> String {
+        if let Some(h) = self.hint.take() {
+            return h;
+        }
+        self.suspect.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+        for _ in 0..addrs.len() {
+            self.next += 1;
+            let a = &addrs[(self.next - 1) % addrs.len()];
+            if !self.suspect.contains_key(a) {
+                return a.clone();
+            }
+        }
+        // Everything failed recently: the least recently failed.
+        let oldest = self.suspect.iter().min_by_key(|(_, at)| **at).map(|(a, _)| a.clone());
+        oldest.unwrap_or_else(|| addrs[0].clone())
+    }
+
+    /// Drops the connection; `failed` marks its address suspect.
+    fn drop_connection(&mut self, failed: bool) {
+        self.conn = None;
+        if let (true, Some(t)) = (failed, self.target.take()) {
+            self.suspect.insert(t, Instant::now());
+        }
+    }
 }
 
 impl ClusterClient {
@@ -114,13 +150,8 @@ impl ClusterClient {
         if let Some(c) = cur.conn.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(c.clone());
         }
-        let target = match cur.hint.take() {
-            Some(h) => h,
-            None => {
-                cur.next += 1;
-                self.addrs[(cur.next - 1) % self.addrs.len()].clone()
-            }
-        };
+        let target = cur.pick(&self.addrs);
+        cur.target = Some(target.clone());
         let cerr = |e: String| ClientError::Connection(format!("{target}: {e}"));
         let addr = tokio::net::lookup_host(&target)
             .await
@@ -128,10 +159,17 @@ impl ClusterClient {
             .next()
             .ok_or_else(|| cerr("resolves to no address".into()))?;
         let connecting = self.endpoint.connect(addr, &self.server_name).map_err(|e| cerr(e.to_string()))?;
-        let conn = tokio::time::timeout(Duration::from_secs(2), connecting)
-            .await
-            .map_err(|_| cerr("connection timed out".into()))?
-            .map_err(|e| cerr(e.to_string()))?;
+        let conn = match tokio::time::timeout(Duration::from_secs(1), connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                cur.drop_connection(true);
+                return Err(cerr(e.to_string()));
+            }
+            Err(_) => {
+                cur.drop_connection(true);
+                return Err(cerr("no handshake within 1 s".into()));
+            }
+        };
         cur.conn = Some(conn.clone());
         Ok(conn)
     }
@@ -147,24 +185,23 @@ impl ClusterClient {
         let deadline = Instant::now() + self.failover_timeout;
         loop {
             let result = match self.connection().await {
-                Ok(conn) if blobs.is_empty() => {
-                    tokio::time::timeout(REPLY_WITHIN, self.call_once(&conn, req, blobs)).await.unwrap_or_else(|_| {
-                        Err(ClientError::Connection(format!("no reply within {REPLY_WITHIN:?}")))
-                    })
-                }
+                Ok(conn) if blobs.is_empty() => tokio::time::timeout(REPLY_WITHIN, self.call_once(&conn, req, blobs))
+                    .await
+                    .unwrap_or_else(|_| Err(ClientError::Connection(format!("no reply within {REPLY_WITHIN:?}")))),
                 Ok(conn) => self.call_once(&conn, req, blobs).await,
                 Err(e) => Err(e),
             };
             let retry = match &result {
                 Err(ClientError::Refused(e)) if e.code == ErrorCode::NotLeader => {
                     let mut cur = self.current.lock().await;
-                    cur.conn = None;
+                    cur.drop_connection(false);
                     cur.hint = e.leader.clone();
                     true
                 }
-                Err(ClientError::Connection(_)) | Err(ClientError::Proto(ProtoError::Io(_)))
+                Err(ClientError::Connection(_))
+                | Err(ClientError::Proto(ProtoError::Io(_)))
                 | Err(ClientError::Proto(ProtoError::Truncated { .. })) => {
-                    self.current.lock().await.conn = None;
+                    self.current.lock().await.drop_connection(true);
                     true
                 }
                 _ => false,

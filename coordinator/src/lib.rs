@@ -80,7 +80,7 @@ pub struct RaftSettings {
     /// Directory of the raft log; none: in memory (a group of one that
     /// need not survive a restart, like the embedded demo).
     pub dir: Option<PathBuf>,
-    /// Raft tick (elections after 10-20 ticks, heartbeats every 3).
+    /// Raft tick (elections after 8-16 ticks, heartbeats every 2).
     pub tick: Duration,
     /// Largest raft message accepted from a peer.
     pub max_message: u64,
@@ -154,7 +154,8 @@ impl Coordinator {
         replica_config.tick = settings.tick;
         let (transport, outbox): (_, consensus::replica::Outbox) = if voters.len() > 1 {
             let listen = settings.listen.ok_or_else(|| raft_err("a raft group needs a raft listen address".into()))?;
-            let t = RaftTransport::bind(listen, &config.ca, &config.identity, settings.max_message).map_err(raft_err)?;
+            let t =
+                RaftTransport::bind(listen, &config.ca, &config.identity, settings.max_message).map_err(raft_err)?;
             let others: Vec<PeerAddress> = settings
                 .peers
                 .iter()
@@ -240,8 +241,7 @@ impl Coordinator {
                 self.local.lock().await.workers.iter().map(|w| w.conn.clone()).collect();
             for conn in conns {
                 if let Ok((mut send, _recv)) = conn.open_bi().await {
-                    let _ =
-                        send_message(&mut send, "shutdown", &CoordinatorMessage::Shutdown, DEFAULT_MAX_FRAME).await;
+                    let _ = send_message(&mut send, "shutdown", &CoordinatorMessage::Shutdown, DEFAULT_MAX_FRAME).await;
                     let _ = send.finish();
                 }
             }
@@ -461,8 +461,7 @@ impl Coordinator {
                 if KeySetId::of(&bytes) != key_set {
                     return Err(reply(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}")));
                 }
-                let owned =
-                    self.replica.read(|s| s.key_sets.get(&key_set).is_some_and(|k| k.owners.contains(&tenant)));
+                let owned = self.replica.read(|s| s.key_sets.get(&key_set).is_some_and(|k| k.owners.contains(&tenant)));
                 if owned {
                     return Ok((ClientResponse::KeySetRegistered { key_set, already_present: true }, vec![]));
                 }
@@ -514,7 +513,9 @@ impl Coordinator {
                 self.authorize(&tenant, &token)?;
                 self.require_leader().await?;
                 self.replica.read(|s| {
-                    let q = s.query_of(&tenant, query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                    let q = s
+                        .query_of(&tenant, query)
+                        .ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
                     Ok((ClientResponse::Status(q.status(query, s.position(q))), vec![]))
                 })
             }
@@ -522,7 +523,9 @@ impl Coordinator {
                 self.authorize(&tenant, &token)?;
                 self.require_leader().await?;
                 self.replica.read(|s| {
-                    let q = s.query_of(&tenant, query).ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
+                    let q = s
+                        .query_of(&tenant, query)
+                        .ok_or_else(|| reply(ErrorCode::NotFound, format!("no query {query}")))?;
                     if let Some(reason) = &q.failed {
                         return Err(reply(ErrorCode::BadRequest, format!("query {query} failed: {reason}")));
                     }

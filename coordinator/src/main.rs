@@ -177,7 +177,10 @@ async fn main() -> Result<()> {
                 raft: RaftSettings {
                     id: id.or(file.raft_id).unwrap_or(1),
                     peers: if peers.is_empty() {
-                        file.peers.into_iter().map(|p| PeerConfig { id: p.id, raft: p.raft, public: p.public }).collect()
+                        file.peers
+                            .into_iter()
+                            .map(|p| PeerConfig { id: p.id, raft: p.raft, public: p.public })
+                            .collect()
                     } else {
                         peers.iter().map(|p| parse_peer(p)).collect::<Result<_>>()?
                     },

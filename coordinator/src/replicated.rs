@@ -238,11 +238,7 @@ impl Replicated {
         qs.sort_by_key(|(_, q)| q.seq);
         qs.into_iter()
             .flat_map(|(id, q)| {
-                q.inputs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.layers_done < q.layers)
-                    .map(move |(i, _)| (*id, i as u32))
+                q.inputs.iter().enumerate().filter(|(_, p)| p.layers_done < q.layers).map(move |(i, _)| (*id, i as u32))
             })
             .collect()
     }
@@ -285,7 +281,8 @@ impl Replicated {
                 self.next_seq += 1;
                 let inputs =
                     inputs.into_iter().map(|b| Progress { layers_done: 0, current: Arc::new(b.into_vec()) }).collect();
-                self.queries.insert(query, Query { tenant: tenant.clone(), key_set, model, layers, seq, inputs, failed: None });
+                self.queries
+                    .insert(query, Query { tenant: tenant.clone(), key_set, model, layers, seq, inputs, failed: None });
                 self.requests.entry(tenant).or_default().insert(request, query);
                 Outcome::Admitted { query, position: pending as u32 }
             }
@@ -389,12 +386,7 @@ mod tests {
         assert_eq!(apply(&mut s, admit(1, 11, &a, ks)), Outcome::Admitted { query: QueryId(10), position: 0 });
         assert_eq!(apply(&mut s, admit(2, 12, &a, ks)), Outcome::Admitted { query: QueryId(12), position: 1 });
         assert!(matches!(apply(&mut s, admit(3, 13, &a, ks)), Outcome::Rejected(ErrorCode::Busy, _)));
-        let cp = |input, layer, out: u8| Command::Checkpoint {
-            query: QueryId(10),
-            input,
-            layer,
-            output: vec![out],
-        };
+        let cp = |input, layer, out: u8| Command::Checkpoint { query: QueryId(10), input, layer, output: vec![out] };
         let (advanced, stale) = (
             Outcome::Checkpointed { advanced: true, completed: false },
             Outcome::Checkpointed { advanced: false, completed: false },

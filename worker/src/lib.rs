@@ -198,10 +198,21 @@ async fn serve_stream(
     }
     let started = Instant::now();
     metrics.tasks.inc();
-    let outcome = match keys_for(&conn, &cache, metrics, task.key_set, insecure).await {
+    let keys = keys_for(&conn, &cache, metrics, task.key_set, insecure).await;
+    let keys_ms = started.elapsed().as_millis();
+    let outcome = match keys {
         Ok(keys) => run_task(task.clone(), keys, inputs).await,
         Err(e) => Err((e.to_string(), true)),
     };
+    if std::env::var_os("NEXUS_WORKER_LOG_TASKS").is_some() {
+        eprintln!(
+            "task {}:{} {:?}: keys {keys_ms} ms, total {} ms",
+            task.task.query,
+            task.task.index,
+            task.kind,
+            started.elapsed().as_millis()
+        );
+    }
     let (message, outputs) = match outcome {
         Ok(outputs) => {
             let refs = outputs.iter().map(|o| BlobRef::of(o)).collect();

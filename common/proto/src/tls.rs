@@ -21,18 +21,15 @@ pub const ALPN: &[u8] = b"nexus/1";
 /// so a worker's certificate cannot speak raft.
 pub const COORDINATOR_PEER_NAME: &str = "nexus-coordinator";
 
-/// QUIC keep-alive interval: the liveness heartbeat between coordinator
-/// and workers.
-pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+/// QUIC keep-alive interval: the liveness heartbeat on every connection
+/// (coordinator and workers, clients, raft peers). Keep-alives run on the
+/// async runtime, not the compute threads, so a long task does not
+/// silence them.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A connection silent this long is dead: a lost worker's tasks are
-/// reassigned after it, and a worker looks for a new leader.
-pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Tenants' clients notice a dead coordinator sooner (the smaller of the
-/// two ends' idle timeouts applies), so they find a new leader within the
-/// failover target.
-pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// reassigned after it, and workers and clients look for a new leader.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn tls_err(what: &'static str) -> impl Fn(String) -> ProtoError {
     move |msg| ProtoError::InvalidId { what, msg }
@@ -178,7 +175,7 @@ pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Resul
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport(IDLE_TIMEOUT));
+    config.transport_config(transport());
     Ok(config)
 }
 
@@ -187,7 +184,7 @@ pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Resul
 /// loopback; path-MTU discovery up to jumbo sizes, since on loopback and
 /// in-cluster networks 1452-byte packets cap a transfer at a few hundred
 /// MB/s of per-packet crypto and syscall overhead.
-fn transport(idle: std::time::Duration) -> Arc<quinn::TransportConfig> {
+fn transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
     transport.receive_window(quinn::VarInt::from_u32(256 << 20));
@@ -195,8 +192,8 @@ fn transport(idle: std::time::Duration) -> Arc<quinn::TransportConfig> {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(16384);
     transport.mtu_discovery_config(Some(mtu));
-    transport.keep_alive_interval(Some(KEEP_ALIVE.min(idle / 4)));
-    transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     Arc::new(transport)
 }
 
@@ -220,7 +217,7 @@ pub fn client_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport(if identity.is_some() { IDLE_TIMEOUT } else { CLIENT_IDLE_TIMEOUT }));
+    config.transport_config(transport());
     Ok(config)
 }
 

@@ -53,15 +53,16 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    /// Defaults: 100 ms ticks, elections after 1-2 s, heartbeats every
-    /// 300 ms, a snapshot every 256 entries or 1 GiB of log.
+    /// Defaults: 100 ms ticks, elections after 0.8-1.6 s without a
+    /// leader, heartbeats every 200 ms, a snapshot every 256 entries or
+    /// 1 GiB of log.
     pub fn new(id: u64, voters: Vec<u64>) -> Self {
         Self {
             id,
             voters,
             tick: Duration::from_millis(100),
-            election_ticks: 10,
-            heartbeat_ticks: 3,
+            election_ticks: 8,
+            heartbeat_ticks: 2,
             snapshot_entries: 256,
             snapshot_bytes: 1 << 30,
         }

@@ -270,7 +270,10 @@ impl Core {
 impl Storage for LogStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let core = self.read();
-        Ok(RaftState { hard_state: core.hard.clone(), conf_state: core.snapshot.get_metadata().get_conf_state().clone() })
+        Ok(RaftState {
+            hard_state: core.hard.clone(),
+            conf_state: core.snapshot.get_metadata().get_conf_state().clone(),
+        })
     }
 
     fn entries(
@@ -421,11 +424,7 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.to_vec().into();
-        e
+        Entry { index, term, data: data.to_vec().into(), ..Default::default() }
     }
 
     fn all(s: &LogStorage) -> Vec<(u64, u64, Vec<u8>)> {
@@ -444,10 +443,7 @@ mod tests {
         s.append(&[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")]).unwrap();
         // A new leader overwrites 3 and appends 4.
         s.append(&[entry(3, 2, b"C"), entry(4, 2, b"d")]).unwrap();
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.vote = 3;
-        hs.commit = 4;
+        let hs = HardState { term: 2, vote: 3, commit: 4, ..Default::default() };
         s.set_hardstate(hs.clone()).unwrap();
         drop(s);
         let s = LogStorage::open(dir.path(), &[9]).unwrap();

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use rand::{Rng, SeedableRng};
 use raft::eraftpb::Message;
+use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ impl StateMachine for Values {
         self.0.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        if data.len() % 8 != 0 {
+        if !data.len().is_multiple_of(8) {
             return Err(format!("{} bytes is not a list of u64", data.len()));
         }
         self.0 = data.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
@@ -46,10 +46,11 @@ struct Network {
 
 impl Network {
     fn deliver(self: &Arc<Self>, m: Message) {
-        if {
+        let cut = {
             let iso = self.isolated.lock().unwrap();
             iso.contains(&m.from) || iso.contains(&m.to)
-        } {
+        };
+        if cut {
             return;
         }
         let (drop, dup, delay) = {
