@@ -2,15 +2,18 @@
 //! through a coordinator and one worker over loopback QUIC (mutual TLS,
 //! SHA-256-checked blobs), side by side, as a ratio.
 //!
-//! `cargo run --release -p nexus-tests --example overhead -- [PRESET] [INPUTS] [REPEATS]`
-//! (defaults: N16_QP1500_TERN, 4 ciphertexts, 3 repeats). The cluster time
+//! `cargo run --release -p nexus-tests --example overhead -- [PRESET] [INPUTS] [REPEATS] [--ha]`
+//! (defaults: N16_QP1500_TERN, 4 ciphertexts, 3 repeats). `--ha` runs three
+//! coordinators as a raft group with on-disk logs (every admission and
+//! every layer checkpoint replicated and fsynced) instead of a group of
+//! one in memory. The cluster time
 //! covers submit, dispatch, transfers both ways, execution, status polling
 //! and fetch; keys are uploaded and cached once beforehand (as in steady
 //! state); the local time covers the same GELU evaluations.
 
 use nexus_ckks::*;
 use nexus_client::cluster::ClusterClient;
-use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
 use nexus_nn::{Engine, Gelu, KeySet};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
@@ -20,6 +23,15 @@ use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Workers registered with whichever coordinator leads.
+async fn leader_workers(coordinators: &[Coordinator]) -> usize {
+    let mut n = 0;
+    for c in coordinators {
+        n = n.max(c.workers().await);
+    }
+    n
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -27,7 +39,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let ha = args.iter().any(|a| a == "--ha");
+    args.retain(|a| a != "--ha");
     let preset = args.first().cloned().unwrap_or_else(|| "N16_QP1500_TERN".into());
     let count: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(4);
     let repeats: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(3);
@@ -60,23 +74,52 @@ async fn main() -> Result<(), BoxError> {
         local.push(t.elapsed().as_secs_f64());
     }
 
-    // Cluster: one coordinator, one worker, loopback QUIC.
+    // Cluster: one coordinator (or a raft group of three), one worker,
+    // loopback QUIC.
     let ca = ClusterCa::generate("overhead")?;
-    let coordinator = Coordinator::start(CoordinatorConfig {
-        listen: "127.0.0.1:0".parse()?,
-        ca: ca.certificate(),
-        identity: ca.issue_coordinator(&["localhost"])?,
-        tenants: HashMap::from([("bench".to_string(), "t".to_string())]),
-        max_queued: 8,
-        max_blob: 8 << 30,
-        max_attempts: 1,
-        metrics_listen: None,
-        raft: RaftSettings::default(),
-    })
-    .await?;
-    let addr = coordinator.local_addr()?;
+    let members = if ha { 3 } else { 1 };
+    let free = || -> Result<u16, BoxError> { Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()) };
+    let ports: Vec<(u16, u16)> = (0..members).map(|_| Ok((free()?, free()?))).collect::<Result<_, BoxError>>()?;
+    let dir = std::env::temp_dir().join(format!("nexus-overhead-{}", std::process::id()));
+    let peers: Vec<PeerConfig> = if ha {
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, (public, raft))| PeerConfig {
+                id: i as u64 + 1,
+                raft: format!("127.0.0.1:{raft}"),
+                public: format!("127.0.0.1:{public}"),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    let mut coordinators = Vec::new();
+    for (i, (public, raft)) in ports.iter().enumerate() {
+        coordinators.push(
+            Coordinator::start(CoordinatorConfig {
+                listen: format!("127.0.0.1:{public}").parse()?,
+                ca: ca.certificate(),
+                identity: ca.issue_coordinator(&["localhost"])?,
+                tenants: HashMap::from([("bench".to_string(), "t".to_string())]),
+                max_queued: 8,
+                max_blob: 8 << 30,
+                max_attempts: 1,
+                metrics_listen: None,
+                raft: RaftSettings {
+                    id: i as u64 + 1,
+                    peers: peers.clone(),
+                    listen: ha.then(|| format!("127.0.0.1:{raft}").parse()).transpose()?,
+                    dir: ha.then(|| dir.join(format!("raft-{}", i + 1))),
+                    ..RaftSettings::default()
+                },
+            })
+            .await?,
+        );
+    }
+    let addrs: Vec<String> = ports.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
     tokio::spawn(run(WorkerConfig {
-        coordinators: vec![addr.to_string()],
+        coordinators: addrs.clone(),
         server_name: "localhost".into(),
         ca: ca.certificate(),
         identity: ca.issue("worker-0", &["worker-0"])?,
@@ -86,11 +129,11 @@ async fn main() -> Result<(), BoxError> {
         metrics_listen: None,
         reconnect_for: std::time::Duration::from_secs(10),
     }));
-    while coordinator.workers().await < 1 {
+    while leader_workers(&coordinators).await < 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let client =
-        ClusterClient::connect(addr, "localhost", &ca.certificate(), TenantId::new("bench")?, "t".into()).await?;
+        ClusterClient::connect_any(&addrs, "localhost", &ca.certificate(), TenantId::new("bench")?, "t".into()).await?;
     let (key_set, _) = client.register_keys(&keys.to_bytes()?, params.digest()).await?;
     // Warm-up: the worker fetches and caches the key set.
     let q = client.submit(key_set, "gelu", &input_bytes[..1]).await?;
@@ -104,10 +147,13 @@ async fn main() -> Result<(), BoxError> {
         cluster.push(t.elapsed().as_secs_f64());
         assert_eq!(out.len(), count);
     }
-    coordinator.shutdown().await;
+    for c in &coordinators {
+        c.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     let (l, c) = (median(local), median(cluster));
     println!(
-        "{{\"case\": \"gelu\", \"preset\": \"{preset}\", \"ciphertexts\": {count}, \"local_s\": {l:.3}, \"cluster_s\": {c:.3}, \"ratio\": {:.3}, \"repeats\": {repeats}}}",
+        "{{\"case\": \"gelu\", \"preset\": \"{preset}\", \"ciphertexts\": {count}, \"coordinators\": {members}, \"local_s\": {l:.3}, \"cluster_s\": {c:.3}, \"ratio\": {:.3}, \"repeats\": {repeats}}}",
         c / l
     );
     Ok(())
