@@ -31,9 +31,10 @@ use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
 use replicated::{Command, Outcome, Replicated};
 use state::{Local, WorkerEntry};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -130,6 +131,9 @@ pub struct Coordinator {
     transport: Option<RaftTransport>,
     local: Arc<Mutex<Local>>,
     worker_joined: Arc<Notify>,
+    /// The term in which this leader finished taking over (tenants
+    /// replicated, queries resumed): it serves requests only then.
+    serving_term: Arc<AtomicU64>,
     config: Arc<CoordinatorConfig>,
     metrics: CoordinatorMetrics,
     metrics_addr: Option<SocketAddr>,
@@ -186,6 +190,7 @@ impl Coordinator {
             transport,
             local: Arc::new(Mutex::new(Local::default())),
             worker_joined: Arc::new(Notify::new()),
+            serving_term: Arc::new(AtomicU64::new(0)),
             config: Arc::new(config),
             metrics,
             metrics_addr,
@@ -266,6 +271,18 @@ impl Coordinator {
             if role.leader_ready && led_term != Some(role.term) {
                 led_term = Some(role.term);
                 self.metrics.raft_leader_changes.inc();
+                // This leader's tenant configuration becomes everyone's
+                // before it serves a request.
+                let tenants = self.configured_tenants();
+                if self.replica.read(|s| s.tenants != tenants)
+                    && self.propose(&Command::SetTenants { tenants }).await.is_err()
+                {
+                    // Lost leadership meanwhile, or retry the takeover.
+                    led_term = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                self.serving_term.store(role.term, Ordering::SeqCst);
                 let unfinished = self.replica.read(|s| s.unfinished());
                 let queries: std::collections::HashSet<QueryId> = unfinished.iter().map(|(q, _)| *q).collect();
                 self.metrics.queries_resumed.inc_by(queries.len() as u64);
@@ -299,21 +316,21 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
             let role = watch.borrow_and_update().clone();
-            if role.leader_ready {
+            if role.leader_ready && self.serving_term.load(Ordering::SeqCst) == role.term {
                 return Ok(());
             }
             let leader_elsewhere = role.leader != 0 && role.leader != self.replica.id();
-            if leader_elsewhere
-                || role.stopped
-                || tokio::time::timeout_at(deadline, watch.changed()).await.map_or(true, |r| r.is_err())
-            {
-                let hint = self.leader_hint(&role);
+            if leader_elsewhere || role.stopped || tokio::time::Instant::now() >= deadline {
+                let hint = self.leader_hint(&role).filter(|_| leader_elsewhere);
                 let message = match &hint {
                     Some(addr) => format!("not the leader; the leader is at {addr}"),
-                    None => "not the leader; no leader is known yet, retry".to_string(),
+                    None => "not the leader; no leader is ready yet, retry".to_string(),
                 };
                 return Err(ErrorReply { code: ErrorCode::NotLeader, message, leader: hint });
             }
+            // Role changes wake this at once; taking over (tenants,
+            // resumption) is polled.
+            let _ = tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
         }
     }
 
@@ -442,11 +459,22 @@ impl Coordinator {
         }
     }
 
+    /// Checks the token against the replicated tenant table.
     fn authorize(&self, tenant: &TenantId, token: &str) -> Result<(), ErrorReply> {
-        match self.config.tenants.get(tenant.as_str()) {
-            Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => Ok(()),
-            _ => Err(reply(ErrorCode::Unauthorized, format!("unknown tenant {tenant} or wrong token"))),
+        if self.replica.read(|s| s.authorize(tenant, token)) {
+            Ok(())
+        } else {
+            Err(reply(ErrorCode::Unauthorized, format!("unknown tenant {tenant} or wrong token")))
         }
+    }
+
+    /// The configured tenants as a replicated table (token hashes).
+    fn configured_tenants(&self) -> BTreeMap<TenantId, replicated::TokenHash> {
+        self.config
+            .tenants
+            .iter()
+            .filter_map(|(name, token)| Some((TenantId::new(name).ok()?, replicated::token_hash(token))))
+            .collect()
     }
 
     async fn handle(&self, req: ClientRequest, recv: &mut quinn::RecvStream) -> Reply {
@@ -494,6 +522,7 @@ impl Coordinator {
                     model,
                     layers: chain.len() as u32,
                     max_pending: self.config.max_queued.min(u32::MAX as usize) as u32,
+                    admitted_ms: unix_ms(),
                     inputs: blobs,
                 };
                 let count = inputs.len() as u32;
@@ -575,6 +604,10 @@ impl Coordinator {
                             self.local.lock().await.stats.tasks_done += 1;
                             if completed {
                                 self.metrics.queries_finished.inc();
+                                let admitted = self.replica.read(|s| s.queries.get(&query).map(|q| q.admitted_ms));
+                                if let Some(at) = admitted {
+                                    self.metrics.query_seconds.observe(unix_ms().saturating_sub(at) as f64 / 1e3);
+                                }
                             }
                             self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
                         }
@@ -755,6 +788,11 @@ fn kind_label(kind: &TaskKind) -> &'static str {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn reply(code: ErrorCode, message: String) -> ErrorReply {
     ErrorReply { code, message, leader: None }
 }
@@ -765,10 +803,4 @@ fn refusal(outcome: Outcome) -> ErrorReply {
         Outcome::Rejected(code, message) => reply(code, message),
         other => reply(ErrorCode::Internal, format!("unexpected raft outcome {other:?}")),
     }
-}
-
-/// Token comparison whose time does not depend on where the first
-/// difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -11,7 +11,7 @@
 use nexus_proto::ids::{KeySetId, QueryId, TenantId};
 use nexus_proto::messages::{ErrorCode, QueryState, QueryStatus};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::consensus::StateMachine;
@@ -19,9 +19,24 @@ use crate::consensus::StateMachine;
 const COMMAND_VERSION: u8 = 1;
 const SNAPSHOT_VERSION: u8 = 1;
 
+/// SHA-256 of a tenant's token: the log and snapshots never hold tokens.
+pub type TokenHash = [u8; 32];
+
+/// The hash stored for `token`.
+pub fn token_hash(token: &str) -> TokenHash {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 /// A state change.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Command {
+    /// The tenants and their token hashes (a new leader replicates its
+    /// configuration, so every member authenticates alike).
+    SetTenants {
+        /// Tenant to token hash.
+        tenants: BTreeMap<TenantId, TokenHash>,
+    },
     /// A tenant's key set (content-addressed).
     RegisterKeySet {
         /// Owner.
@@ -48,6 +63,9 @@ pub enum Command {
         layers: u32,
         /// Refuse if this many queries are pending (the admission bound).
         max_pending: u32,
+        /// Admission time on the leader's clock (ms since the Unix epoch),
+        /// for the latency metric.
+        admitted_ms: u64,
         /// Input ciphertexts.
         inputs: Vec<serde_bytes::ByteBuf>,
     },
@@ -95,6 +113,8 @@ impl Command {
 /// What applying a command did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// Tenant table replaced.
+    TenantsSet,
     /// Key set stored (or already there).
     KeySetRegistered {
         /// It was there before.
@@ -166,6 +186,8 @@ pub struct Query {
     pub layers: u32,
     /// Admission order.
     pub seq: u64,
+    /// Admission time, ms since the Unix epoch (leader's clock).
+    pub admitted_ms: u64,
     /// Per input.
     pub inputs: Vec<Progress>,
     /// Set once it cannot finish.
@@ -206,6 +228,8 @@ impl Query {
 /// The replicated state.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Replicated {
+    /// Tenants and their token hashes.
+    pub tenants: BTreeMap<TenantId, TokenHash>,
     /// Key sets by id.
     pub key_sets: HashMap<KeySetId, KeySetEntry>,
     /// Queries by id.
@@ -216,6 +240,13 @@ pub struct Replicated {
 }
 
 impl Replicated {
+    /// Whether `token` is `tenant`'s (compared in constant time).
+    pub fn authorize(&self, tenant: &TenantId, token: &str) -> bool {
+        let Some(expected) = self.tenants.get(tenant) else { return false };
+        let got = token_hash(token);
+        expected.iter().zip(&got).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
     /// A query, only if `tenant` owns it (another tenant's query looks like
     /// a missing one).
     pub fn query_of(&self, tenant: &TenantId, query: QueryId) -> Option<&Query> {
@@ -245,6 +276,10 @@ impl Replicated {
 
     fn apply_command(&mut self, command: Command) -> Outcome {
         match command {
+            Command::SetTenants { tenants } => {
+                self.tenants = tenants;
+                Outcome::TenantsSet
+            }
             Command::RegisterKeySet { tenant, key_set, keys } => {
                 if KeySetId::of(&keys) != key_set {
                     return Outcome::Rejected(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}"));
@@ -256,7 +291,7 @@ impl Replicated {
                 let already_present = !entry.owners.insert(tenant);
                 Outcome::KeySetRegistered { already_present }
             }
-            Command::Admit { query, request, tenant, key_set, model, layers, max_pending, inputs } => {
+            Command::Admit { query, request, tenant, key_set, model, layers, max_pending, admitted_ms, inputs } => {
                 if let Some(&existing) = self.requests.get(&tenant).and_then(|r| r.get(&request)) {
                     let position = self.queries.get(&existing).map(|q| self.position(q)).unwrap_or(0);
                     return Outcome::Admitted { query: existing, position };
@@ -281,8 +316,10 @@ impl Replicated {
                 self.next_seq += 1;
                 let inputs =
                     inputs.into_iter().map(|b| Progress { layers_done: 0, current: Arc::new(b.into_vec()) }).collect();
-                self.queries
-                    .insert(query, Query { tenant: tenant.clone(), key_set, model, layers, seq, inputs, failed: None });
+                self.queries.insert(
+                    query,
+                    Query { tenant: tenant.clone(), key_set, model, layers, seq, admitted_ms, inputs, failed: None },
+                );
                 self.requests.entry(tenant).or_default().insert(request, query);
                 Outcome::Admitted { query, position: pending as u32 }
             }
@@ -368,6 +405,7 @@ mod tests {
             model: "gelu".into(),
             layers: 2,
             max_pending: 2,
+            admitted_ms: 0,
             inputs: vec![serde_bytes::ByteBuf::from(vec![1u8, 2]), serde_bytes::ByteBuf::from(vec![3u8])],
         }
     }
@@ -408,6 +446,10 @@ mod tests {
             assert_eq!(r.unfinished().len(), 2);
         }
         assert!(matches!(s.apply(&[9, 1, 2]), Outcome::Rejected(ErrorCode::Internal, _)));
+        let tenants = BTreeMap::from([(a.clone(), token_hash("s3cret"))]);
+        assert_eq!(apply(&mut s, Command::SetTenants { tenants }), Outcome::TenantsSet);
+        assert!(s.authorize(&a, "s3cret") && !s.authorize(&a, "s3cret ") && !s.authorize(&b, "s3cret"));
+        assert!(!String::from_utf8_lossy(&s.snapshot()).contains("s3cret"), "tokens are stored hashed");
         assert!(s.restore(&[]).is_err());
     }
 }

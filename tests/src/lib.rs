@@ -12,22 +12,21 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-/// The workspace binary `name` of package `package`, built if missing
-/// (`cargo test --workspace` has built it already).
+/// The workspace binary `name` of package `package`, brought up to date
+/// first: cargo builds another package's binaries for this package's tests
+/// only if asked, and a stale binary would test old code (a no-op build
+/// takes a fraction of a second).
 pub fn binary(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let path = dir.join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", package, "--bin", name]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "building {name}");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if dir.ends_with("release") {
+        cmd.arg("--release");
     }
-    path
+    assert!(cmd.status().unwrap().success(), "building {name}");
+    dir.join(name)
 }
 
 /// Child processes killed (SIGKILL) when dropped.

@@ -306,7 +306,15 @@ async fn random_kill_sequences_lose_no_accepted_query() {
             .unwrap_or_else(|e| panic!("seed {seed} sequence {s}: fetch: {e}; logs in {}", cluster.dir.display()));
         let err = demo.max_error(&outputs);
         assert!(err < 1e-4, "seed {seed} sequence {s}: max error {err}");
-        eprintln!("  done in {:.1} s, max error {err:.2e}", started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        eprintln!("  done in {:.1} s, max error {err:.2e}", took.as_secs_f64());
+        // One kill costs seconds (failure detection, election, restart); a
+        // minute means something waited on a timeout it should not have.
+        assert!(
+            took < Duration::from_secs(60),
+            "seed {seed} sequence {s} ({target:?} during {phase:?}) took {took:?}; logs in {}",
+            cluster.dir.display()
+        );
         cluster.restart_missing();
     }
     if !failovers.is_empty() {

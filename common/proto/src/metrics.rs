@@ -41,6 +41,8 @@ pub struct CoordinatorMetrics {
     pub tasks: IntCounterVec,
     /// Task latency (dispatch to result), by kind.
     pub task_seconds: HistogramVec,
+    /// Query latency, admission to the last checkpoint.
+    pub query_seconds: Histogram,
     /// Task attempts retried.
     pub tasks_retried: IntCounter,
     /// Key-set bytes sent to workers.
@@ -78,6 +80,12 @@ impl CoordinatorMetrics {
         )
         .map_err(reg_err)?;
         registry.register(Box::new(task_seconds.clone())).map_err(reg_err)?;
+        let query_seconds = Histogram::with_opts(
+            HistogramOpts::new("nexus_coordinator_query_duration_seconds", "Query latency from admission to result")
+                .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0]),
+        )
+        .map_err(reg_err)?;
+        registry.register(Box::new(query_seconds.clone())).map_err(reg_err)?;
         Ok(Self {
             queries_admitted: counter("nexus_coordinator_queries_admitted_total", "Queries admitted")?,
             queries_finished: counter("nexus_coordinator_queries_finished_total", "Queries finished")?,
@@ -85,6 +93,7 @@ impl CoordinatorMetrics {
             queue_depth: gauge("nexus_coordinator_queue_depth_queries", "Queries admitted and not finished")?,
             tasks,
             task_seconds,
+            query_seconds,
             tasks_retried: counter("nexus_coordinator_tasks_retried_total", "Task attempts retried")?,
             key_bytes_sent: counter("nexus_coordinator_key_sent_bytes_total", "Key-set bytes sent to workers")?,
             bytes_received: counter("nexus_coordinator_received_bytes_total", "Bytes received")?,
