@@ -54,12 +54,21 @@ pub fn free_tcp_port() -> u16 {
 
 /// `GET /metrics` from `addr`, if it answers within a second.
 pub fn scrape(addr: SocketAddr) -> Option<String> {
+    http_get(addr, "/metrics")
+}
+
+/// The body of `GET path` from `addr` (HTTP/1.1, no chunked encoding), if
+/// it answers 200 within a few seconds.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    Some(out)
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
 }
 
 /// The value of an unlabelled metric in Prometheus text.
