@@ -76,6 +76,15 @@ enum Command {
         /// Directory of the raft log (durable state).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Queries admitted and not finished, at most (default 64).
+        #[arg(long)]
+        max_queued: Option<usize>,
+        /// Largest blob accepted in bytes (default 16 GiB).
+        #[arg(long)]
+        max_blob: Option<u64>,
+        /// Attempts per task before its query fails (default 3).
+        #[arg(long)]
+        max_attempts: Option<u32>,
     },
 }
 
@@ -145,7 +154,21 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::InitCerts { dir, workers, names } => init_certs(&dir, workers, &names),
-        Command::Run { config, listen, certs, tenants, print_addr, metrics, id, peers, raft_listen, data_dir } => {
+        Command::Run {
+            config,
+            listen,
+            certs,
+            tenants,
+            print_addr,
+            metrics,
+            id,
+            peers,
+            raft_listen,
+            data_dir,
+            max_queued,
+            max_blob,
+            max_attempts,
+        } => {
             let file: FileConfig = match &config {
                 Some(path) => {
                     let text = String::from_utf8(read(path)?).context("config is not UTF-8")?;
@@ -170,9 +193,9 @@ async fn main() -> Result<()> {
                 ca,
                 identity,
                 tenants: tenant_map,
-                max_queued: file.max_queued.unwrap_or(64),
-                max_blob: file.max_blob.unwrap_or(16 << 30),
-                max_attempts: file.max_attempts.unwrap_or(3),
+                max_queued: max_queued.or(file.max_queued).unwrap_or(64),
+                max_blob: max_blob.or(file.max_blob).unwrap_or(16 << 30),
+                max_attempts: max_attempts.or(file.max_attempts).unwrap_or(3),
                 metrics_listen: metrics.or(file.metrics),
                 raft: RaftSettings {
                     id: id.or(file.raft_id).unwrap_or(1),
