@@ -44,48 +44,52 @@ enum Command {
         names: Vec<String>,
     },
     /// Serve.
-    Run {
-        /// TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Listen address.
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Directory with ca.pem, coordinator.pem, coordinator.key.
-        #[arg(long)]
-        certs: Option<PathBuf>,
-        /// Tenant credentials, NAME=TOKEN (repeatable).
-        #[arg(long = "tenant")]
-        tenants: Vec<String>,
-        /// Print the bound address on stdout once listening (for scripts).
-        #[arg(long)]
-        print_addr: bool,
-        /// Serve Prometheus metrics on this address.
-        #[arg(long)]
-        metrics: Option<SocketAddr>,
-        /// This coordinator's raft id.
-        #[arg(long)]
-        id: Option<u64>,
-        /// Raft group member, ID=RAFT_ADDR=PUBLIC_ADDR (repeat for every
-        /// member, this one included).
-        #[arg(long = "peer")]
-        peers: Vec<String>,
-        /// Raft endpoint listen address.
-        #[arg(long)]
-        raft_listen: Option<SocketAddr>,
-        /// Directory of the raft log (durable state).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Queries admitted and not finished, at most (default 64).
-        #[arg(long)]
-        max_queued: Option<usize>,
-        /// Largest blob accepted in bytes (default 16 GiB).
-        #[arg(long)]
-        max_blob: Option<u64>,
-        /// Attempts per task before its query fails (default 3).
-        #[arg(long)]
-        max_attempts: Option<u32>,
-    },
+    Run(Box<RunArgs>),
+}
+
+/// `run`'s flags.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory with ca.pem, coordinator.pem, coordinator.key.
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// Tenant credentials, NAME=TOKEN (repeatable).
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    /// Print the bound address on stdout once listening (for scripts).
+    #[arg(long)]
+    print_addr: bool,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// This coordinator's raft id.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Raft group member, ID=RAFT_ADDR=PUBLIC_ADDR (repeat for every
+    /// member, this one included).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Raft endpoint listen address.
+    #[arg(long)]
+    raft_listen: Option<SocketAddr>,
+    /// Directory of the raft log (durable state).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Queries admitted and not finished, at most (default 64).
+    #[arg(long)]
+    max_queued: Option<usize>,
+    /// Largest blob accepted in bytes (default 16 GiB).
+    #[arg(long)]
+    max_blob: Option<u64>,
+    /// Attempts per task before its query fails (default 3).
+    #[arg(long)]
+    max_attempts: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -154,21 +158,22 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::InitCerts { dir, workers, names } => init_certs(&dir, workers, &names),
-        Command::Run {
-            config,
-            listen,
-            certs,
-            tenants,
-            print_addr,
-            metrics,
-            id,
-            peers,
-            raft_listen,
-            data_dir,
-            max_queued,
-            max_blob,
-            max_attempts,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                config,
+                listen,
+                certs,
+                tenants,
+                print_addr,
+                metrics,
+                id,
+                peers,
+                raft_listen,
+                data_dir,
+                max_queued,
+                max_blob,
+                max_attempts,
+            } = *args;
             let file: FileConfig = match &config {
                 Some(path) => {
                     let text = String::from_utf8(read(path)?).context("config is not UTF-8")?;
