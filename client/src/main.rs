@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use nexus_client::demo::{run, DemoConfig};
+use nexus_client::scaling;
 
 #[derive(Parser, Debug)]
 #[command(name = "nexus", version, about = "Nexus: transformer inference on homomorphically encrypted data")]
@@ -33,11 +34,150 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cluster benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+    /// Scaling projection: calibrate per-task costs here, run the batch
+    /// through 1 and 2 worker processes, validate the discrete-event model
+    /// against both, and project throughput for 1 to 256 workers (one JSON
+    /// object per line).
+    Sim {
+        /// Parameter preset.
+        #[arg(long, default_value = "N15_QP860_TERN")]
+        preset: String,
+        /// Tokens per query.
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+        /// Queries per worker in each batch (the batch grows with the cluster).
+        #[arg(long, default_value_t = 8)]
+        queries_per_worker: usize,
+        /// Worker counts to project.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,256")]
+        workers: Vec<usize>,
+        /// The coordinator's link in the projection, Gbit/s.
+        #[arg(long, default_value_t = 10.0)]
+        link_gbps: f64,
+        /// Link used for validation on this machine (loopback QUIC with
+        /// TLS and hashing), GB/s.
+        #[arg(long, default_value_t = 0.2)]
+        loopback_gbs: f64,
+        /// Coordinator CPU per task (dispatch and replicated checkpoint), ms;
+        /// replaced by the value measured in the 1-worker run unless
+        /// --no-validate.
+        #[arg(long, default_value_t = 2.0)]
+        coordinator_ms: f64,
+        /// Skip the cluster runs (projection only).
+        #[arg(long)]
+        no_validate: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// A batch of queries through K local worker processes: throughput and
+    /// latency percentiles (one JSON object).
+    Cluster {
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Queries in the batch.
+        #[arg(long, default_value_t = 8)]
+        queries: usize,
+        /// Parameter preset.
+        #[arg(long, default_value = "N15_QP860_TERN")]
+        preset: String,
+        /// Tokens per query.
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+    },
+}
+
+/// The `nexus-worker` binary next to this one.
+fn worker_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("nexus-worker");
+    if !path.exists() {
+        anyhow::bail!("{} not found: build it with `cargo build --release -p nexus-worker`", path.display());
+    }
+    Ok(path)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    Ok(serde_json::to_string(v)?)
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench { what: BenchCommand::Cluster { workers, queries, preset, tokens } } => {
+            let report = runtime()?
+                .block_on(scaling::bench_cluster(&preset, tokens, workers, queries, &worker_binary()?))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", json(&report)?);
+            Ok(())
+        }
+        Command::Sim {
+            preset,
+            tokens,
+            queries_per_worker,
+            workers,
+            link_gbps,
+            loopback_gbs,
+            coordinator_ms,
+            no_validate,
+        } => {
+            // Costs at one engine thread: what each worker process uses.
+            rayon::ThreadPoolBuilder::new().num_threads(1).build_global()?;
+            let costs = scaling::calibrate(&preset, tokens, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", json(&serde_json::json!({"costs": costs}))?);
+            let mut coordinator_s = coordinator_ms / 1e3;
+            if !no_validate {
+                for k in [1usize, 2] {
+                    let q = queries_per_worker * k;
+                    let measured = runtime()?
+                        .block_on(scaling::bench_cluster(&preset, tokens, k, q, &worker_binary()?))
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if k == 1 {
+                        // The coordinator's measured CPU per task replaces the default.
+                        coordinator_s = measured.coordinator_cpu_s_per_task;
+                    }
+                    let local = scaling::SimCluster {
+                        coordinator_s_per_task: coordinator_s,
+                        link_bytes_per_s: loopback_gbs * 1e9,
+                    };
+                    let projected = scaling::simulate(&costs, local, k, q, true);
+                    let error = projected.throughput_qps / measured.throughput_qps - 1.0;
+                    println!(
+                        "{}",
+                        json(
+                            &serde_json::json!({"validation": {"workers": k, "measured": measured, "simulated": projected, "relative_error": error}})
+                        )?
+                    );
+                }
+            }
+            let link =
+                scaling::SimCluster { coordinator_s_per_task: coordinator_s, link_bytes_per_s: link_gbps * 1e9 / 8.0 };
+            // Steady state (key sets cached) and a cold first batch (every
+            // worker fetches the key set from the coordinator).
+            for warm in [true, false] {
+                let base = scaling::simulate(&costs, link, 1, queries_per_worker, warm);
+                for &k in &workers {
+                    let r = scaling::simulate(&costs, link, k, queries_per_worker * k, warm);
+                    let efficiency = r.throughput_qps / (base.throughput_qps * k as f64);
+                    println!(
+                        "{}",
+                        json(&serde_json::json!({"projection": r, "warm_key_caches": warm, "efficiency": efficiency}))?
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Demo { preset, tokens, workers, threads, json } => {
             let mut builder = rayon::ThreadPoolBuilder::new();
             if let Some(t) = threads {

@@ -1,0 +1,462 @@
+//! Horizontal scaling: measure and project.
+//!
+//! - [`calibrate`]: per-task costs of the embedded model measured in this
+//!   process (each layer on one ciphertext, median of repeats), ciphertext
+//!   and key-set sizes.
+//! - [`bench_cluster`]: a batch of queries through an in-process
+//!   coordinator and K worker *processes* over loopback QUIC; throughput and
+//!   latency percentiles.
+//! - [`simulate`]: a discrete-event model of the cluster (coordinator CPU,
+//!   the coordinator's network link, workers) fed with the calibrated costs;
+//!   it projects throughput for any number of workers and names the busiest
+//!   resource. It is validated against `bench_cluster` at 1 and 2 workers.
+
+use crate::cluster::ClusterClient;
+use nexus_ckks::{Encoder, Encryptor, Evaluator, KeyGenerator, Parameters, Wire};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_nn::{DemoMlp, Engine, KeySet, DEMO_MODEL};
+use nexus_proto::ids::TenantId;
+use nexus_proto::tls::ClusterCa;
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The workload and its measured costs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Costs {
+    /// Parameter preset.
+    pub preset: String,
+    /// Engine threads per worker the costs were measured with.
+    pub threads: usize,
+    /// Seconds per task, layer by layer (the chain every input goes through).
+    pub task_seconds: Vec<f64>,
+    /// Input ciphertexts per query.
+    pub inputs_per_query: usize,
+    /// Bytes of a ciphertext entering each layer, and of the final output.
+    pub ciphertext_bytes: Vec<u64>,
+    /// Bytes of the evaluation key set.
+    pub key_bytes: u64,
+}
+
+/// A client side of the demo model: keys and encrypted queries.
+struct Workload {
+    params: Parameters,
+    keys: Vec<u8>,
+    inputs: Vec<Vec<u8>>,
+    model: DemoMlp,
+    key_set: KeySet,
+}
+
+fn workload(preset: &str, tokens: usize) -> Result<Workload, BoxError> {
+    let params = Parameters::preset(preset)?;
+    let model = DemoMlp::embedded(params.max_slots())?;
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let key_set = KeySet {
+        params: params.clone(),
+        relin: kg.relin_key(&sk),
+        galois: kg.galois_keys(&sk, &model.rotations(), false)?,
+    };
+    let rows: Vec<Vec<f64>> =
+        (0..tokens).map(|t| (0..model.d_in).map(|c| ((t * 31 + c * 7) as f64 * 0.013).sin()).collect()).collect();
+    let encoder = Encoder::new(&params);
+    let inputs = model
+        .pack(&rows)?
+        .iter()
+        .map(|s| -> Result<Vec<u8>, BoxError> {
+            let pt = encoder.encode_real(s, model.levels(), params.default_scale())?;
+            Ok(Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Workload { keys: key_set.to_bytes()?, params, inputs, model, key_set })
+}
+
+/// Measures each task's cost as a worker pays it, in this process (on the
+/// caller's rayon pool), median of `repeats`: decode and check the input
+/// (with its SHA-256), run the layer, encode the output (and hash it).
+pub fn calibrate(preset: &str, tokens: usize, repeats: usize) -> Result<Costs, BoxError> {
+    let w = workload(preset, tokens)?;
+    let eval = Evaluator::new(&w.params);
+    let encoder = Encoder::new(&w.params);
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &w.key_set.relin, galois: &w.key_set.galois };
+    let first = w.inputs.first().ok_or("no input ciphertext")?;
+    let mut ct = nexus_ckks::Ciphertext::from_bytes(&w.params, first, 1 << 32)?;
+    let mut task_seconds = Vec::new();
+    let mut ciphertext_bytes = vec![first.len() as u64];
+    for layer in 0..w.model.layers().len() {
+        let mut times = Vec::new();
+        let mut out = None;
+        let bytes = ct.to_bytes(&w.params)?;
+        for _ in 0..repeats.max(1) {
+            let t = Instant::now();
+            let input = nexus_ckks::Ciphertext::from_bytes(&w.params, &bytes, 1 << 32)?;
+            let _ = nexus_proto::ids::KeySetId::of(&bytes);
+            let y = w.model.run_layer(layer, &engine, &input)?;
+            let _ = nexus_proto::ids::KeySetId::of(&y.to_bytes(&w.params)?);
+            times.push(t.elapsed().as_secs_f64());
+            out = Some(y);
+        }
+        times.sort_by(f64::total_cmp);
+        task_seconds.push(times[times.len() / 2]);
+        ct = out.ok_or("no output")?;
+        ciphertext_bytes.push(ct.to_bytes(&w.params)?.len() as u64);
+    }
+    Ok(Costs {
+        preset: preset.to_string(),
+        threads: rayon::current_num_threads(),
+        task_seconds,
+        inputs_per_query: w.inputs.len(),
+        ciphertext_bytes,
+        key_bytes: w.keys.len() as u64,
+    })
+}
+
+/// What a cluster run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Worker processes.
+    pub workers: usize,
+    /// Queries in the batch.
+    pub queries: usize,
+    /// Tasks run.
+    pub tasks: usize,
+    /// First submission to last completion.
+    pub makespan_s: f64,
+    /// Queries per second.
+    pub throughput_qps: f64,
+    /// Query latency percentiles (submission to done).
+    pub latency_p50_s: f64,
+    /// 95th percentile.
+    pub latency_p95_s: f64,
+    /// 99th percentile.
+    pub latency_p99_s: f64,
+    /// CPU this process (the coordinator; the client only polls) spent per
+    /// task during the batch.
+    pub coordinator_cpu_s_per_task: f64,
+}
+
+/// CPU seconds this process has used (Linux `/proc/self/stat`; 0 elsewhere).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0)
+}
+
+/// Runs `queries` queries of `tokens` tokens at once through an in-process
+/// coordinator and `workers` worker processes (`worker_bin`, one engine
+/// thread each), after a warm-up that gives every worker the key set.
+pub async fn bench_cluster(
+    preset: &str,
+    tokens: usize,
+    workers: usize,
+    queries: usize,
+    worker_bin: &Path,
+) -> Result<BenchReport, BoxError> {
+    let w = workload(preset, tokens)?;
+    let dir = std::env::temp_dir().join(format!("nexus-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ca = ClusterCa::generate("nexus bench")?;
+    std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
+    let coordinator = Coordinator::start(CoordinatorConfig {
+        listen: "127.0.0.1:0".parse()?,
+        ca: ca.certificate(),
+        identity: ca.issue_coordinator(&["localhost"])?,
+        tenants: HashMap::from([("bench".to_string(), "bench-token".to_string())]),
+        max_queued: queries.max(1) + 1,
+        max_blob: 16 << 30,
+        max_attempts: 3,
+        metrics_listen: None,
+        raft: RaftSettings::default(),
+    })
+    .await?;
+    let addr = coordinator.local_addr()?;
+    let mut children = Children(Vec::new());
+    for i in 0..workers {
+        let name = format!("worker-{i}");
+        let (chain, key) = ca.issue(&name, &[&name])?.to_pem();
+        std::fs::write(dir.join(format!("{name}.pem")), chain)?;
+        std::fs::write(dir.join(format!("{name}.key")), key)?;
+        // One core per worker where `taskset` exists: a worker process
+        // otherwise spreads concurrent tasks over every core.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pin = Path::new("/usr/bin/taskset").exists();
+        let mut cmd = if pin { Command::new("/usr/bin/taskset") } else { Command::new(worker_bin) };
+        if pin {
+            cmd.args(["-c", &(i % cores).to_string()]).arg(worker_bin);
+        }
+        cmd.args(["--coordinator", &addr.to_string(), "--certs"])
+            .arg(&dir)
+            .args(["--name", &name, "--threads", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !w.params.is_secure() {
+            cmd.arg("--allow-insecure-parameters");
+        }
+        children.0.push(cmd.spawn().map_err(|e| format!("starting {}: {e}", worker_bin.display()))?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while coordinator.workers().await < workers {
+        if Instant::now() > deadline {
+            return Err("workers did not register within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client =
+        ClusterClient::connect(addr, "localhost", &ca.certificate(), TenantId::new("bench")?, "bench-token".into())
+            .await?;
+    let (key_set, _) = client.register_keys(&w.keys, w.params.digest()).await?;
+    // Warm-up: every worker fetches the key set once (steady state).
+    while coordinator.stats().await.key_sets_sent.len() < workers {
+        let qs: Vec<_> = {
+            let mut v = Vec::new();
+            for _ in 0..workers {
+                v.push(client.submit(key_set, DEMO_MODEL, &w.inputs).await?);
+            }
+            v
+        };
+        for q in qs {
+            client.wait(q, Duration::from_secs(600)).await?;
+        }
+    }
+    let done_before = coordinator.stats().await.tasks_done;
+    let cpu_before = process_cpu_seconds();
+    let start = Instant::now();
+    let mut submitted = Vec::new();
+    for _ in 0..queries {
+        submitted.push((client.submit(key_set, DEMO_MODEL, &w.inputs).await?, start.elapsed().as_secs_f64()));
+    }
+    let mut latencies = Vec::new();
+    let mut pending = submitted;
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for (q, at) in pending {
+            let s = client.status(q).await?;
+            match s.state {
+                nexus_proto::messages::QueryState::Done => latencies.push(start.elapsed().as_secs_f64() - at),
+                nexus_proto::messages::QueryState::Failed { reason } => {
+                    return Err(format!("query {q}: {reason}").into())
+                }
+                _ => still.push((q, at)),
+            }
+        }
+        pending = still;
+        // Polling is cheap but not free: it runs on the coordinator whose
+        // CPU per task this run measures.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let makespan = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu_before;
+    let tasks = (coordinator.stats().await.tasks_done - done_before) as usize;
+    coordinator.shutdown().await;
+    drop(children);
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort_by(f64::total_cmp);
+    Ok(BenchReport {
+        workers,
+        queries,
+        tasks,
+        makespan_s: makespan,
+        throughput_qps: queries as f64 / makespan,
+        latency_p50_s: percentile(&latencies, 0.5),
+        latency_p95_s: percentile(&latencies, 0.95),
+        latency_p99_s: percentile(&latencies, 0.99),
+        coordinator_cpu_s_per_task: cpu / tasks.max(1) as f64,
+    })
+}
+
+/// The simulated cluster's fixed parts.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SimCluster {
+    /// Coordinator CPU per dispatch plus per checkpoint (seconds).
+    pub coordinator_s_per_task: f64,
+    /// The coordinator's link, bytes per second (every ciphertext and key
+    /// set crosses it).
+    pub link_bytes_per_s: f64,
+}
+
+/// What a simulation projects.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimReport {
+    /// Workers.
+    pub workers: usize,
+    /// Queries in the batch.
+    pub queries: usize,
+    /// Projected makespan.
+    pub makespan_s: f64,
+    /// Projected queries per second.
+    pub throughput_qps: f64,
+    /// Busy fraction of the coordinator CPU, the link, and the average worker.
+    pub utilisation: [f64; 3],
+    /// The busiest resource.
+    pub bottleneck: &'static str,
+}
+
+/// Discrete-event simulation of a batch of `queries` on `workers` workers.
+/// Every input's tasks run in chain order; each task passes through the
+/// coordinator (dispatch), the link (its input, plus the key set on a
+/// worker's first task), a worker (compute), the link (output) and the
+/// coordinator (checkpoint). The coordinator, the link and each worker are
+/// FIFO servers, served in event-time order; a task goes to the worker with
+/// the fewest outstanding tasks (as the coordinator's scheduler does).
+pub fn simulate(costs: &Costs, cluster: SimCluster, workers: usize, queries: usize, warm: bool) -> SimReport {
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Stage {
+        Dispatch,
+        Input,
+        Compute,
+        Output,
+        Checkpoint,
+    }
+    let workers = workers.max(1);
+    let layers = costs.task_seconds.len();
+    let ns = |s: f64| (s * 1e9).round() as u64;
+    let link = |bytes: u64| ns(bytes as f64 / cluster.link_bytes_per_s);
+    let half = ns(cluster.coordinator_s_per_task / 2.0);
+    /// (time, sequence, stage, query, input, layer, worker)
+    type Event = (u64, u64, Stage, usize, usize, usize, usize);
+    let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    for q in 0..queries {
+        for i in 0..costs.inputs_per_query {
+            events.push(Reverse((0, seq, Stage::Dispatch, q, i, 0, 0)));
+            seq += 1;
+        }
+    }
+    let (mut coord_free, mut link_free) = (0u64, 0u64);
+    let mut worker_free = vec![0u64; workers];
+    let mut outstanding = vec![0usize; workers];
+    // Warm: the key set is cached everywhere already (steady state).
+    let mut has_keys = vec![warm; workers];
+    let (mut coord_busy, mut link_busy, mut worker_busy) = (0u64, 0u64, 0u64);
+    let mut makespan = 0u64;
+    while let Some(Reverse((t, _, stage, q, i, layer, w))) = events.pop() {
+        let (next, end, worker) = match stage {
+            Stage::Dispatch => {
+                let end = t.max(coord_free) + half;
+                coord_free = end;
+                coord_busy += half;
+                let (w, _) = outstanding.iter().enumerate().min_by_key(|(_, n)| **n).unwrap_or((0, &0));
+                outstanding[w] += 1;
+                (Some(Stage::Input), end, w)
+            }
+            Stage::Input => {
+                let mut bytes = costs.ciphertext_bytes[layer];
+                if !has_keys[w] {
+                    bytes += costs.key_bytes;
+                    has_keys[w] = true;
+                }
+                let end = t.max(link_free) + link(bytes);
+                link_free = end;
+                link_busy += link(bytes);
+                (Some(Stage::Compute), end, w)
+            }
+            Stage::Compute => {
+                let c = ns(costs.task_seconds[layer]);
+                let end = t.max(worker_free[w]) + c;
+                worker_free[w] = end;
+                worker_busy += c;
+                (Some(Stage::Output), end, w)
+            }
+            Stage::Output => {
+                let bytes = costs.ciphertext_bytes[layer + 1];
+                let end = t.max(link_free) + link(bytes);
+                link_free = end;
+                link_busy += link(bytes);
+                outstanding[w] -= 1;
+                (Some(Stage::Checkpoint), end, w)
+            }
+            Stage::Checkpoint => {
+                let end = t.max(coord_free) + half;
+                coord_free = end;
+                coord_busy += half;
+                makespan = makespan.max(end);
+                if layer + 1 < layers {
+                    events.push(Reverse((end, seq, Stage::Dispatch, q, i, layer + 1, 0)));
+                    seq += 1;
+                }
+                (None, end, w)
+            }
+        };
+        if let Some(stage) = next {
+            events.push(Reverse((end, seq, stage, q, i, layer, worker)));
+            seq += 1;
+        }
+    }
+    let span = makespan.max(1) as f64;
+    let utilisation = [coord_busy as f64 / span, link_busy as f64 / span, worker_busy as f64 / span / workers as f64];
+    let names = ["coordinator", "network", "workers"];
+    let busiest = (0..3).max_by(|a, b| utilisation[*a].total_cmp(&utilisation[*b])).unwrap_or(2);
+    SimReport {
+        workers,
+        queries,
+        makespan_s: makespan as f64 / 1e9,
+        throughput_qps: queries as f64 / (makespan as f64 / 1e9).max(1e-12),
+        utilisation,
+        bottleneck: names[busiest],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn costs() -> Costs {
+        Costs {
+            preset: "test".into(),
+            threads: 1,
+            task_seconds: vec![1.0, 0.5, 0.5],
+            inputs_per_query: 2,
+            ciphertext_bytes: vec![1000, 1000, 1000, 500],
+            key_bytes: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn compute_bound_batches_scale_with_workers() {
+        let free = SimCluster { coordinator_s_per_task: 0.0, link_bytes_per_s: 1e15 };
+        let one = simulate(&costs(), free, 1, 8, false);
+        // 8 queries x 2 inputs x 2 s of work, all on one worker.
+        assert!((one.makespan_s - 32.0).abs() < 1e-6, "{one:?}");
+        assert_eq!(one.bottleneck, "workers");
+        let four = simulate(&costs(), free, 4, 8, false);
+        assert!((four.makespan_s - 8.0).abs() < 1e-6, "{four:?}");
+    }
+
+    #[test]
+    fn a_slow_link_or_coordinator_is_named_as_the_bottleneck() {
+        let slow_link = SimCluster { coordinator_s_per_task: 0.0, link_bytes_per_s: 100.0 };
+        let r = simulate(&costs(), slow_link, 16, 32, false);
+        assert_eq!(r.bottleneck, "network");
+        assert!(r.utilisation[1] > 0.9, "{r:?}");
+        let slow_coordinator = SimCluster { coordinator_s_per_task: 0.4, link_bytes_per_s: 1e15 };
+        let r = simulate(&costs(), slow_coordinator, 64, 128, true);
+        assert_eq!(r.bottleneck, "coordinator");
+        // Every task needs 0.4 s of the coordinator: 128 x 2 x 3 tasks.
+        assert!(r.makespan_s >= 128.0 * 2.0 * 3.0 * 0.4 - 1e-6, "{r:?}");
+    }
+}
