@@ -3,5 +3,6 @@
 //! process (coordinator and workers on loopback QUIC with mutual TLS).
 
 pub mod cluster;
+pub mod commands;
 pub mod demo;
 pub mod scaling;

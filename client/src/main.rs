@@ -1,9 +1,10 @@
 //! The `nexus` command line.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use nexus_client::demo::{run, DemoConfig};
-use nexus_client::scaling;
+use nexus_client::{commands, scaling};
+use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(name = "nexus", version, about = "Nexus: transformer inference on homomorphically encrypted data")]
@@ -33,6 +34,59 @@ enum Command {
         /// Print progress as text and, last, one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Generate a secret key, a public key and a model's evaluation keys
+    /// into a client directory.
+    Keygen {
+        /// Client directory (created).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Parameter preset.
+        #[arg(long, default_value = "N15_QP860_TERN")]
+        preset: String,
+        /// Model the keys serve.
+        #[arg(long, default_value = "mlp-demo")]
+        model: String,
+    },
+    /// Evaluation keys.
+    Keys {
+        #[command(subcommand)]
+        what: KeysCommand,
+    },
+    /// Encrypt a JSON matrix (one row per token) and submit it; prints the
+    /// query id.
+    Submit {
+        /// Client directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// JSON file: an array of rows of numbers.
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// A query's progress.
+    Status {
+        /// Query id (q123).
+        query: String,
+        /// Redraw a progress bar until the query ends.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Fetch and decrypt a finished query's result (JSON rows).
+    Fetch {
+        /// Client directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Query id (q123).
+        query: String,
+        /// Write the JSON here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// Cluster benchmarks.
     Bench {
@@ -75,6 +129,57 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Upload the evaluation keys (once per key set; a repeat is a no-op).
+    Upload {
+        /// Client directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+/// How to reach the cluster. The token comes from `NEXUS_TOKEN` or
+/// `--token-file`, never from the command line.
+#[derive(clap::Args, Debug)]
+struct ConnArgs {
+    /// Coordinator address host:port (repeat for every member).
+    #[arg(long = "coordinator", required = true)]
+    coordinators: Vec<String>,
+    /// Name on the coordinators' certificates.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Cluster CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// Tenant name.
+    #[arg(long)]
+    tenant: String,
+    /// File holding the tenant's token (else the NEXUS_TOKEN variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    fn connection(&self) -> Result<commands::Connection> {
+        let token = match &self.token_file {
+            Some(p) => {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_string()
+            }
+            None => std::env::var("NEXUS_TOKEN").context("no token: set NEXUS_TOKEN or pass --token-file")?,
+        };
+        Ok(commands::Connection {
+            coordinators: self.coordinators.clone(),
+            server_name: self.server_name.clone(),
+            ca: self.ca.clone(),
+            tenant: self.tenant.clone(),
+            token,
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// A batch of queries through K local worker processes: throughput and
     /// latency percentiles (one JSON object).
@@ -114,7 +219,38 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let boxed = |e: Box<dyn std::error::Error + Send + Sync>| anyhow::anyhow!("{e}");
     match cli.command {
+        Command::Keygen { dir, preset, model } => {
+            println!("{}", commands::keygen(&dir, &preset, &model).map_err(boxed)?);
+            Ok(())
+        }
+        Command::Keys { what: KeysCommand::Upload { dir, conn } } => {
+            let conn = conn.connection()?;
+            println!("{}", runtime()?.block_on(commands::upload(&dir, &conn)).map_err(boxed)?);
+            Ok(())
+        }
+        Command::Submit { dir, input, conn } => {
+            let conn = conn.connection()?;
+            println!("{}", runtime()?.block_on(commands::submit(&dir, &conn, &input)).map_err(boxed)?);
+            Ok(())
+        }
+        Command::Status { query, watch, conn } => {
+            let query = commands::parse_query(&query).map_err(|e| anyhow::anyhow!(e))?;
+            let conn = conn.connection()?;
+            runtime()?.block_on(commands::status(&conn, query, watch)).map_err(boxed)
+        }
+        Command::Fetch { dir, query, out, conn } => {
+            let query = commands::parse_query(&query).map_err(|e| anyhow::anyhow!(e))?;
+            let conn = conn.connection()?;
+            let rows = runtime()?.block_on(commands::fetch(&dir, &conn, query)).map_err(boxed)?;
+            let text = serde_json::to_string(&rows)?;
+            match out {
+                Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
         Command::Bench { what: BenchCommand::Cluster { workers, queries, preset, tokens } } => {
             let report = runtime()?
                 .block_on(scaling::bench_cluster(&preset, tokens, workers, queries, &worker_binary()?))

@@ -1,68 +1,106 @@
 //! The real binaries as separate processes: `nexus-coordinator init-certs`,
-//! `nexus-coordinator run`, two `nexus-worker`s, and a client (the library)
-//! running the embedded demo model through them over QUIC.
+//! `nexus-coordinator run`, two `nexus-worker`s, and the `nexus` client CLI
+//! (`keygen`, `keys upload`, `submit`, `status --watch`, `fetch`) running
+//! the embedded demo model through them over QUIC.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use nexus_client::cluster::ClusterClient;
-use nexus_nn::DEMO_MODEL;
-use nexus_proto::ids::TenantId;
-use nexus_proto::tls::certificate_from_pem;
-use nexus_tests::{binary, DemoClient, Killed};
+use nexus_ckks::Parameters;
+use nexus_nn::DemoMlp;
+use nexus_tests::{binary, Killed};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coordinator_and_two_worker_processes_serve_the_demo_model() {
+const PRESET: &str = "INSECURE_N12_QP640_TEST";
+
+/// Runs the client CLI with the connection flags; returns stdout.
+fn nexus(cli: &Path, args: &[&str], conn: &[String]) -> String {
+    let out = Command::new(cli).args(args).args(conn).env("NEXUS_TOKEN", "s3cret").output().unwrap();
+    assert!(
+        out.status.success(),
+        "nexus {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
     let coordinator = binary("nexus-coordinator", "nexus-coordinator");
     let worker = binary("nexus-worker", "nexus-worker");
+    let cli = binary("nexus-client", "nexus");
     let dir = std::env::temp_dir().join(format!("nexus-processes-{}", std::process::id()));
+    let certs = dir.join("certs");
     let status = Command::new(&coordinator)
-        .args(["init-certs", "--dir", dir.to_str().unwrap(), "--workers", "2"])
+        .args(["init-certs", "--dir", certs.to_str().unwrap(), "--workers", "2"])
         .status()
         .unwrap();
     assert!(status.success());
     let mut children = Killed::default();
     let mut coord = Command::new(&coordinator)
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--certs",
-            dir.to_str().unwrap(),
-            "--tenant",
-            "acme=s3cret",
-            "--print-addr",
-        ])
+        .args(["run", "--listen", "127.0.0.1:0", "--certs", certs.to_str().unwrap()])
+        .args(["--tenant", "acme=s3cret", "--print-addr"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(coord.stdout.take().unwrap()).read_line(&mut line).unwrap();
     children.0.push(coord);
-    let addr: std::net::SocketAddr = line.trim().parse().unwrap();
+    let addr = line.trim().to_string();
     for i in 0..2 {
         children.0.push(
             Command::new(&worker)
-                .args(["--coordinator", &addr.to_string(), "--certs", dir.to_str().unwrap()])
+                .args(["--coordinator", &addr, "--certs", certs.to_str().unwrap()])
                 .args(["--name", &format!("worker-{i}"), "--threads", "1", "--allow-insecure-parameters"])
                 .spawn()
                 .unwrap(),
         );
     }
 
-    let demo = DemoClient::new(200);
-    let inputs = demo.inputs();
-    let ca = certificate_from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
-    let client =
-        ClusterClient::connect(addr, "localhost", &ca, TenantId::new("acme").unwrap(), "s3cret".into()).await.unwrap();
-    let (key_set, _) = client.register_keys(&demo.keys, demo.params.digest()).await.unwrap();
-    let query = client.submit(key_set, DEMO_MODEL, &inputs).await.unwrap();
-    // Workers may still be connecting: the coordinator waits for one.
-    let status = client.wait(query, Duration::from_secs(120)).await.unwrap();
-    assert_eq!(status.tasks_done, 3 * inputs.len() as u32);
-    let err = demo.max_error(&client.fetch(query).await.unwrap());
+    // The tenant's side, all through the CLI.
+    let client_dir = dir.join("client");
+    let d = client_dir.to_str().unwrap();
+    let conn: Vec<String> =
+        ["--coordinator", &addr, "--ca", certs.join("ca.pem").to_str().unwrap(), "--tenant", "acme"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    nexus(&cli, &["keygen", "--dir", d, "--preset", PRESET], &[]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(client_dir.join("secret.key")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the secret key is readable by others: {mode:o}");
+    assert!(nexus(&cli, &["keys", "upload", "--dir", d], &conn).contains("registered"));
+    let tokens: Vec<Vec<f64>> =
+        (0..200).map(|t| (0..16).map(|c| ((t * 16 + c) as f64 * 0.37).sin()).collect()).collect();
+    let input = dir.join("input.json");
+    std::fs::write(&input, serde_json::to_string(&tokens).unwrap()).unwrap();
+    let query = nexus(&cli, &["submit", "--dir", d, "--input", input.to_str().unwrap()], &conn).trim().to_string();
+    let watched = nexus(&cli, &["status", &query, "--watch"], &conn);
+    assert!(watched.contains("done"), "{watched}");
+    let out = dir.join("result.json");
+    nexus(&cli, &["fetch", "--dir", d, &query, "--out", out.to_str().unwrap()], &conn);
+    let got: Vec<Vec<f64>> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let model = DemoMlp::embedded(Parameters::preset(PRESET).unwrap().max_slots()).unwrap();
+    let want = model.plain(&tokens).unwrap();
+    assert_eq!(got.len(), want.len());
+    let err = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(err < 1e-4, "max error {err}");
+    // Bad input is refused with a reason, before anything is sent.
+    std::fs::write(&input, "[[1, 2], [3]]").unwrap();
+    let refused = Command::new(&cli)
+        .args(["submit", "--dir", d, "--input", input.to_str().unwrap()])
+        .args(&conn)
+        .env("NEXUS_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("features"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

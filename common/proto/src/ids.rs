@@ -20,6 +20,24 @@ impl KeySetId {
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
     }
+
+    /// All 64 hex digits (`Display` shows the first 16).
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Result<Self, ProtoError> {
+        let bad = |msg: String| ProtoError::InvalidId { what: "key set id", msg };
+        if s.len() != 64 || !s.is_ascii() {
+            return Err(bad(format!("{s:?} is not 64 hex digits")));
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| bad(format!("{s:?}: {e}")))?;
+        }
+        Ok(Self(out))
+    }
 }
 
 impl fmt::Display for KeySetId {

@@ -1,0 +1,252 @@
+//! The `nexus` subcommands a tenant runs against a cluster: `keygen`,
+//! `keys upload`, `submit`, `status [--watch]`, `fetch`.
+//!
+//! A client directory holds what the tenant keeps: `client.toml` (preset,
+//! model, uploaded key set), `secret.key` (mode 0600, never sent),
+//! `public.key`, `evaluation.keys` (uploaded once) and `queries/<id>.toml`
+//! (how to unpack each submitted query's result).
+
+use crate::cluster::ClusterClient;
+use nexus_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, PublicKey, SecretKey, Wire};
+use nexus_nn::{DemoMlp, KeySet, DEMO_MODEL};
+use nexus_proto::ids::{KeySetId, QueryId, TenantId};
+use nexus_proto::messages::QueryState;
+use nexus_proto::tls::certificate_from_pem;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Largest key or ciphertext file read back.
+const MAX_FILE: usize = 16 << 30;
+
+/// `client.toml`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientState {
+    /// Parameter preset of the keys.
+    pub preset: String,
+    /// Model the keys serve.
+    pub model: String,
+    /// Key set id once uploaded (hex).
+    pub key_set: Option<String>,
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Coordinator addresses (host:port), every member of the group.
+    pub coordinators: Vec<String>,
+    /// Name on the coordinators' certificates.
+    pub server_name: String,
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Tenant.
+    pub tenant: String,
+    /// Tenant token.
+    pub token: String,
+}
+
+impl Connection {
+    async fn connect(&self) -> Result<ClusterClient, BoxError> {
+        let ca = certificate_from_pem(&read(&self.ca)?)?;
+        let tenant = TenantId::new(&self.tenant)?;
+        Ok(ClusterClient::connect_any(&self.coordinators, &self.server_name, &ca, tenant, self.token.clone()).await?)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BoxError> {
+    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()).into())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()).into())
+}
+
+fn load_state(dir: &Path) -> Result<ClientState, BoxError> {
+    let path = dir.join("client.toml");
+    let text = String::from_utf8(read(&path)?)?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+fn save_state(dir: &Path, state: &ClientState) -> Result<(), BoxError> {
+    write(&dir.join("client.toml"), toml::to_string(state)?.as_bytes())
+}
+
+fn model_for(state: &ClientState, params: &Parameters) -> Result<DemoMlp, BoxError> {
+    if state.model != DEMO_MODEL {
+        return Err(format!("model {:?}: this client packs inputs for {DEMO_MODEL} only", state.model).into());
+    }
+    Ok(DemoMlp::embedded(params.max_slots())?)
+}
+
+/// Generates a secret key, public key and the model's evaluation keys.
+pub fn keygen(dir: &Path, preset: &str, model: &str) -> Result<String, BoxError> {
+    let params = Parameters::preset(preset)?;
+    let state = ClientState { preset: preset.to_string(), model: model.to_string(), key_set: None };
+    let m = model_for(&state, &params)?;
+    if dir.join("secret.key").exists() {
+        return Err(format!("{} already holds a secret key; use another directory", dir.display()).into());
+    }
+    std::fs::create_dir_all(dir.join("queries"))?;
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = KeySet {
+        params: params.clone(),
+        relin: kg.relin_key(&sk),
+        galois: kg.galois_keys(&sk, &m.rotations(), false)?,
+    };
+    let sk_path = dir.join("secret.key");
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&sk_path)?;
+    f.write_all(&sk.to_bytes(&params)?)?;
+    write(&dir.join("public.key"), &pk.to_bytes(&params)?)?;
+    let eval = keys.to_bytes()?;
+    write(&dir.join("evaluation.keys"), &eval)?;
+    save_state(dir, &state)?;
+    Ok(format!(
+        "keys for {model} at {preset} in {}: secret.key (keep it), public.key, evaluation.keys ({:.1} MB, upload with `nexus keys upload`)",
+        dir.display(),
+        eval.len() as f64 / 1e6
+    ))
+}
+
+/// Opening a file readable by its owner only (the secret key).
+trait OwnerOnly {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for std::fs::OpenOptions {
+    #[cfg(unix)]
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+    #[cfg(not(unix))]
+    fn mode_0600(&mut self) -> &mut Self {
+        self
+    }
+}
+
+/// Uploads the evaluation keys (once; a repeat is recognised).
+pub async fn upload(dir: &Path, conn: &Connection) -> Result<String, BoxError> {
+    let mut state = load_state(dir)?;
+    let params = Parameters::preset(&state.preset)?;
+    let keys = read(&dir.join("evaluation.keys"))?;
+    let client = conn.connect().await?;
+    let (id, present) = client.register_keys(&keys, params.digest()).await?;
+    state.key_set = Some(id.to_hex());
+    save_state(dir, &state)?;
+    Ok(format!("key set {id} {}", if present { "was already registered" } else { "registered" }))
+}
+
+/// `queries/<id>.toml`: what fetch needs to unpack the result.
+#[derive(Debug, Serialize, Deserialize)]
+struct Submitted {
+    tokens: usize,
+}
+
+/// Encrypts a JSON matrix (rows of the model's input width) and submits it.
+pub async fn submit(dir: &Path, conn: &Connection, input: &Path) -> Result<QueryId, BoxError> {
+    let state = load_state(dir)?;
+    let params = Parameters::preset(&state.preset)?;
+    let model = model_for(&state, &params)?;
+    let rows: Vec<Vec<f64>> = serde_json::from_slice(&read(input)?)
+        .map_err(|e| format!("{}: expected a JSON array of rows of numbers: {e}", input.display()))?;
+    if rows.is_empty() {
+        return Err(format!("{}: no rows", input.display()).into());
+    }
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.iter().any(|x| !x.is_finite())) {
+        return Err(format!("{}: row {i} has a non-finite value: {r:?}", input.display()).into());
+    }
+    let key_set = state.key_set.as_deref().ok_or("no key set uploaded yet: run `nexus keys upload` first")?;
+    let key_set = KeySetId::from_hex(key_set)?;
+    let pk = PublicKey::from_bytes(&params, &read(&dir.join("public.key"))?, MAX_FILE)?;
+    let encoder = Encoder::new(&params);
+    let inputs = model
+        .pack(&rows)?
+        .iter()
+        .map(|s| -> Result<Vec<u8>, BoxError> {
+            let pt = encoder.encode_real(s, model.levels(), params.default_scale())?;
+            Ok(Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = conn.connect().await?;
+    let query = client.submit(key_set, &state.model, &inputs).await?;
+    let record = toml::to_string(&Submitted { tokens: rows.len() })?;
+    write(&dir.join("queries").join(format!("{}.toml", query.0)), record.as_bytes())?;
+    Ok(query)
+}
+
+/// Parses `q123` or `123`.
+pub fn parse_query(s: &str) -> Result<QueryId, String> {
+    s.trim_start_matches('q').parse().map(QueryId).map_err(|_| format!("{s:?} is not a query id (q<number>)"))
+}
+
+/// Prints the query's progress; with `watch`, redraws a bar until it ends.
+pub async fn status(conn: &Connection, query: QueryId, watch: bool) -> Result<(), BoxError> {
+    let client = conn.connect().await?;
+    let started = Instant::now();
+    loop {
+        let s = client.status(query).await?;
+        let width = 30;
+        let filled = (width * s.tasks_done as usize).checked_div(s.tasks_total as usize).unwrap_or(0);
+        let state = match &s.state {
+            QueryState::Queued { position } => format!("queued ({position} ahead)"),
+            QueryState::Running => "running".into(),
+            QueryState::Done => "done".into(),
+            QueryState::Failed { reason } => format!("failed: {reason}"),
+        };
+        let line = format!(
+            "{query} [{}{}] layer {}/{}, tasks {}/{}, {state}",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            s.layers_done,
+            s.layers_total,
+            s.tasks_done,
+            s.tasks_total
+        );
+        let finished = matches!(s.state, QueryState::Done | QueryState::Failed { .. });
+        if !watch {
+            println!("{line}");
+            return Ok(());
+        }
+        print!("\r{line} ({:.0} s)", started.elapsed().as_secs_f64());
+        std::io::stdout().flush()?;
+        if finished {
+            println!();
+            return match s.state {
+                QueryState::Failed { reason } => Err(format!("query {query} failed: {reason}").into()),
+                _ => Ok(()),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Fetches, decrypts and unpacks a finished query's result (a JSON matrix).
+pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Vec<Vec<f64>>, BoxError> {
+    let state = load_state(dir)?;
+    let params = Parameters::preset(&state.preset)?;
+    let model = model_for(&state, &params)?;
+    let record_path = dir.join("queries").join(format!("{}.toml", query.0));
+    let record: Submitted = toml::from_str(&String::from_utf8(read(&record_path)?)?)
+        .map_err(|e| format!("{}: {e}", record_path.display()))?;
+    let sk = SecretKey::from_bytes(&params, &read(&dir.join("secret.key"))?, MAX_FILE)?;
+    let client = conn.connect().await?;
+    let outputs = client.fetch(query).await?;
+    let encoder = Encoder::new(&params);
+    let decryptor = Decryptor::new(&params);
+    let mut rows = Vec::with_capacity(record.tokens);
+    for bytes in &outputs {
+        let ct = Ciphertext::from_bytes(&params, bytes, MAX_FILE)?;
+        let slots = encoder.decode_real(&decryptor.decrypt(&ct, &sk)?)?;
+        rows.extend(model.unpack(&slots, record.tokens - rows.len()));
+    }
+    if rows.len() != record.tokens {
+        return Err(format!("result has {} rows, the query had {} tokens", rows.len(), record.tokens).into());
+    }
+    Ok(rows)
+}
