@@ -480,7 +480,7 @@ impl Coordinator {
     async fn handle(&self, req: ClientRequest, recv: &mut quinn::RecvStream) -> Reply {
         let max = self.config.max_blob;
         match req {
-            ClientRequest::RegisterKeySet { tenant, token, key_set, keys, .. } => {
+            ClientRequest::RegisterKeySet { tenant, token, key_set, keys, params_digest } => {
                 self.authorize(&tenant, &token)?;
                 self.require_leader().await?;
                 let bytes =
@@ -493,7 +493,7 @@ impl Coordinator {
                 if owned {
                     return Ok((ClientResponse::KeySetRegistered { key_set, already_present: true }, vec![]));
                 }
-                match self.propose(&Command::RegisterKeySet { tenant, key_set, keys: bytes }).await? {
+                match self.propose(&Command::RegisterKeySet { tenant, key_set, params_digest, keys: bytes }).await? {
                     Outcome::KeySetRegistered { already_present } => {
                         Ok((ClientResponse::KeySetRegistered { key_set, already_present }, vec![]))
                     }
@@ -514,6 +514,19 @@ impl Coordinator {
                     blobs.push(serde_bytes::ByteBuf::from(bytes));
                 }
                 self.metrics.bytes_received.inc_by(blobs.iter().map(|b| b.len() as u64).sum());
+                // Inputs must be ciphertexts at the key set's parameters: a
+                // mismatch is refused here rather than failing on a worker.
+                let expected = self.replica.read(|s| s.key_sets.get(&key_set).map(|k| k.params_digest));
+                if let Some(expected) = expected {
+                    for (i, b) in blobs.iter().enumerate() {
+                        if ciphertext_params_digest(b) != Some(expected) {
+                            return Err(reply(
+                                ErrorCode::BadRequest,
+                                format!("input {i} is not a ciphertext at the parameters of key set {key_set}"),
+                            ));
+                        }
+                    }
+                }
                 let command = Command::Admit {
                     query: QueryId(rand::random::<u64>().max(1)),
                     request,
@@ -786,6 +799,16 @@ fn kind_label(kind: &TaskKind) -> &'static str {
         TaskKind::Bootstrap => "bootstrap",
         TaskKind::ArgmaxRound { .. } => "argmax_round",
     }
+}
+
+/// The parameter digest in a CKKS ciphertext's wire header (nexus-ckks
+/// `wire`: magic `NXCK`, version, kind, reserved, then the digest at bytes
+/// 8..40); `None` if the bytes do not start like a ciphertext.
+fn ciphertext_params_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+    if bytes.get(..4)? != b"NXCK" {
+        return None;
+    }
+    bytes.get(8..40)?.try_into().ok()
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

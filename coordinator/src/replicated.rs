@@ -43,6 +43,9 @@ pub enum Command {
         tenant: TenantId,
         /// SHA-256 of `keys`.
         key_set: KeySetId,
+        /// Digest of the CKKS parameters the keys belong to (as the client
+        /// declared it; inputs are checked against it at admission).
+        params_digest: [u8; 32],
         /// The evaluation keys' wire bytes.
         #[serde(with = "serde_bytes")]
         keys: Vec<u8>,
@@ -158,6 +161,8 @@ mod arc_bytes {
 pub struct KeySetEntry {
     /// Tenants allowed to use it.
     pub owners: BTreeSet<TenantId>,
+    /// Digest of its CKKS parameters.
+    pub params_digest: [u8; 32],
     /// Wire bytes.
     #[serde(with = "arc_bytes")]
     pub bytes: Arc<Vec<u8>>,
@@ -280,14 +285,15 @@ impl Replicated {
                 self.tenants = tenants;
                 Outcome::TenantsSet
             }
-            Command::RegisterKeySet { tenant, key_set, keys } => {
+            Command::RegisterKeySet { tenant, key_set, params_digest, keys } => {
                 if KeySetId::of(&keys) != key_set {
                     return Outcome::Rejected(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}"));
                 }
-                let entry = self
-                    .key_sets
-                    .entry(key_set)
-                    .or_insert_with(|| KeySetEntry { owners: BTreeSet::new(), bytes: Arc::new(keys) });
+                let entry = self.key_sets.entry(key_set).or_insert_with(|| KeySetEntry {
+                    owners: BTreeSet::new(),
+                    params_digest,
+                    bytes: Arc::new(keys),
+                });
                 let already_present = !entry.owners.insert(tenant);
                 Outcome::KeySetRegistered { already_present }
             }
@@ -417,7 +423,10 @@ mod tests {
         let ks = KeySetId::of(&keys);
         let mut s = Replicated::default();
         // b cannot use a key set only a registered.
-        apply(&mut s, Command::RegisterKeySet { tenant: a.clone(), key_set: ks, keys: keys.clone() });
+        apply(
+            &mut s,
+            Command::RegisterKeySet { tenant: a.clone(), key_set: ks, params_digest: [7; 32], keys: keys.clone() },
+        );
         assert!(matches!(apply(&mut s, admit(1, 10, &b, ks)), Outcome::Rejected(ErrorCode::NotFound, _)));
         assert_eq!(apply(&mut s, admit(1, 10, &a, ks)), Outcome::Admitted { query: QueryId(10), position: 0 });
         // The same request again (a retry after failover) is the same query.
