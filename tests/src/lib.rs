@@ -142,3 +142,27 @@ impl DemoClient {
         got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
     }
 }
+
+/// The all-MiniLM-L6-v2 directory (`ops/models/fetch-minilm.sh` puts it
+/// there): `NEXUS_MINILM_DIR`, else `$NEXUS_MODEL_CACHE/all-MiniLM-L6-v2`,
+/// else `~/.cache/nexus/models/all-MiniLM-L6-v2`. `None` (with a line
+/// saying how to get it) when absent, unless `NEXUS_REQUIRE_MINILM=1`
+/// (set by `.ci/run`, which fetches it), where absence fails the test.
+pub fn minilm_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("NEXUS_MINILM_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("NEXUS_MODEL_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/nexus/models")
+        });
+        cache.join("all-MiniLM-L6-v2")
+    });
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("NEXUS_REQUIRE_MINILM").as_deref() != Ok("1"),
+        "NEXUS_REQUIRE_MINILM=1 but {} has no model.safetensors",
+        dir.display()
+    );
+    eprintln!("skipped: all-MiniLM-L6-v2 not found at {} (run ops/models/fetch-minilm.sh)", dir.display());
+    None
+}

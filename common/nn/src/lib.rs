@@ -10,6 +10,7 @@ pub use nexus_ckks as ckks;
 pub mod approx;
 pub mod argmax;
 pub mod attention;
+pub mod bert;
 pub mod compare;
 pub mod cost;
 pub mod engine;

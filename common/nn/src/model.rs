@@ -38,7 +38,7 @@ pub struct DemoMlp {
 
 /// Deterministic weights in `(-scale, scale)` (a 64-bit LCG: the model is
 /// part of the binary, not random per run).
-fn weights(count: usize, seed: u64, scale: f64) -> Vec<f64> {
+pub(crate) fn lcg_uniform(count: usize, seed: u64, scale: f64) -> Vec<f64> {
     let mut state = seed;
     (0..count)
         .map(|_| {
@@ -52,8 +52,8 @@ impl DemoMlp {
     /// The embedded model (16 -> 16 -> 4) laid out for `slots` slots.
     pub fn embedded(slots: usize) -> Result<Self, NnError> {
         let (d_in, hidden, d_out) = (16, 16, 4);
-        let w1 = weights(d_in * hidden, 0x5eed_0001, 0.6);
-        let w2 = weights(hidden * d_out, 0x5eed_0002, 0.5);
+        let w1 = lcg_uniform(d_in * hidden, 0x5eed_0001, 0.6);
+        let w2 = lcg_uniform(hidden * d_out, 0x5eed_0002, 0.5);
         let layers = vec![
             Layer::MatMul(DiagonalMatMul::new(&w1, d_in, hidden, slots)?),
             Layer::Gelu(Gelu::bert_default()?),
