@@ -97,6 +97,13 @@ impl<'a> Engine<'a> {
         self.sub(&a, &b)
     }
 
+    /// `a + b` for operands whose scales may differ (see
+    /// [`sub_aligned`](Self::sub_aligned)).
+    pub fn add_aligned(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, NnError> {
+        let negated = self.eval.neg(b);
+        self.sub_aligned(a, &negated)
+    }
+
     /// `poly(ct)` at scale `scale`.
     pub fn polynomial(&self, ct: &Ciphertext, poly: &Chebyshev, scale: f64) -> Result<Ciphertext, NnError> {
         Ok(PolynomialEvaluator::new(self.eval, self.rlk).evaluate(ct, poly, scale)?)

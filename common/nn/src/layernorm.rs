@@ -12,7 +12,7 @@ use crate::cost::OpCost;
 use crate::engine::Engine;
 use crate::error::{check_range, invalid, NnError};
 use crate::layout::RowLayout;
-use crate::newton::{NewtonApprox, NewtonTarget};
+use crate::newton::{NewtonApprox, NewtonTarget, RefreshFn};
 use nexus_ckks::{Ciphertext, Parameters};
 
 /// A LayerNorm with its weights and the variance interval it is valid on.
@@ -24,6 +24,9 @@ pub struct LayerNorm {
     eps: f64,
     var_range: (f64, f64),
     invsqrt: NewtonApprox,
+    /// Rows at and beyond this index are padding: they come out as zero
+    /// and their variance is replaced by one in range.
+    real_rows: Option<usize>,
 }
 
 impl LayerNorm {
@@ -53,7 +56,21 @@ impl LayerNorm {
         // fit is the same on the scaled interval).
         let (lo, hi) = (var_range.0 * d as f64, var_range.1 * d as f64);
         let invsqrt = NewtonApprox::new(NewtonTarget::InverseSqrt, lo, hi, max_rel_error)?;
-        Ok(Self { layout, gamma, beta, eps, var_range, invsqrt })
+        Ok(Self { layout, gamma, beta, eps, var_range, invsqrt, real_rows: None })
+    }
+
+    /// Only the first `n` rows are real (padding tokens): the others come
+    /// out as exact zeros whatever they hold, at no extra level.
+    pub fn with_real_rows(mut self, n: usize) -> Result<Self, NnError> {
+        if n == 0 || n > self.layout.rows() {
+            return Err(invalid("layernorm", format!("{n} real rows of {}", self.layout.rows())));
+        }
+        self.real_rows = Some(n);
+        Ok(self)
+    }
+
+    fn is_real(&self, row: usize) -> bool {
+        self.real_rows.is_none_or(|n| row < n)
     }
 
     /// The layout the operator reads and writes.
@@ -71,7 +88,11 @@ impl LayerNorm {
     pub fn plain(&self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, NnError> {
         let d = self.layout.row_len() as f64;
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
+        for (r, row) in rows.iter().enumerate() {
+            if !self.is_real(r) {
+                out.push(vec![0.0; row.len()]);
+                continue;
+            }
             let mean = row.iter().sum::<f64>() / d;
             let squares = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() + d * self.eps;
             check_range("layernorm variance", &[squares / d], self.var_range.0, self.var_range.1)?;
@@ -93,14 +114,23 @@ impl LayerNorm {
         }
     }
 
+    /// `per_element` in every real row, zeros in padding rows.
     fn broadcast(&self, per_element: &[f64]) -> Vec<f64> {
-        let rows = vec![per_element.to_vec(); self.layout.rows()];
+        let rows: Vec<Vec<f64>> = (0..self.layout.rows())
+            .map(|r| if self.is_real(r) { per_element.to_vec() } else { vec![0.0; per_element.len()] })
+            .collect();
         self.layout.pack(&rows).unwrap_or_default()
+    }
+
+    /// `per_row[r]` on every slot of row `r` (padding positions included:
+    /// the row sums leave their value on every slot of the row).
+    fn pad_offset(&self, per_row: &[f64]) -> Vec<f64> {
+        let rows = self.layout.rows();
+        (0..self.layout.slots()).map(|s| per_row[s % rows]).collect()
     }
 
     /// Encrypted LayerNorm on a ciphertext in the layout (padding zero).
     pub fn apply(&self, engine: &Engine<'_>, x: &Ciphertext) -> Result<Ciphertext, NnError> {
-        let d = self.layout.row_len() as f64;
         let level = x.level();
         if level < self.cost(engine.params()).levels {
             return Err(invalid(
@@ -108,14 +138,43 @@ impl LayerNorm {
                 format!("input at level {level}, needs {}", self.cost(engine.params()).levels),
             ));
         }
-        let sums = self.layout.row_sums(engine.eval, x, engine.galois)?;
+        self.apply_refreshing(engine, x.clone(), f64::INFINITY, &mut |ct, _, _| Ok(ct))
+    }
+
+    /// [`apply`](Self::apply) with `refresh` called before each stage
+    /// (centring and squaring, the inverse square root and its Newton
+    /// steps, the final products); `input_bound` bounds `|x|`.
+    pub fn apply_refreshing(
+        &self,
+        engine: &Engine<'_>,
+        x: Ciphertext,
+        input_bound: f64,
+        refresh: &mut RefreshFn<'_>,
+    ) -> Result<Ciphertext, NnError> {
+        let d = self.layout.row_len() as f64;
+        let deviation = (d * self.var_range.1).sqrt();
+        let x = refresh(x, 2, input_bound)?;
+        let level = x.level();
+        let sums = self.layout.row_sums(engine.eval, &x, engine.galois)?;
         let mean_masked: Vec<f64> = self.layout.mask().iter().map(|m| m / d).collect();
         let mean = engine.mul_plain_to(&sums, &mean_masked, level - 1, x.scale())?;
-        let centred = engine.sub(x, &mean)?;
+        let centred = engine.sub(&x, &mean)?;
         let squares = engine.mul(&centred, &centred)?;
         let var_sum = self.layout.row_sums(engine.eval, &squares, engine.galois)?;
-        let var_sum = engine.eval.add_const(&var_sum, d * self.eps)?;
-        let inv = self.invsqrt.apply(engine, &var_sum)?;
+        let mut var_sum = engine.eval.add_const(&var_sum, d * self.eps)?;
+        if self.real_rows.is_some() {
+            // Padding rows get a variance in the middle of the range, so the
+            // inverse square root stays on its interval there.
+            let mid = d * (self.var_range.0 + self.var_range.1) / 2.0;
+            let per_row: Vec<f64> = (0..self.layout.rows()).map(|r| if self.is_real(r) { 0.0 } else { mid }).collect();
+            let offset = self.pad_offset(&per_row);
+            let offset = engine.encoder.encode_real(&offset, var_sum.level(), var_sum.scale())?;
+            var_sum = engine.eval.add_plain(&var_sum, &offset)?;
+        }
+        let inv = self.invsqrt.apply_refreshing(engine, var_sum, refresh)?;
+        let centred = refresh(centred, 2, deviation)?;
+        let inv_bound = self.invsqrt.evaluate(self.invsqrt.lo()) * 1.5;
+        let inv = refresh(inv, 1, inv_bound)?;
         let gamma: Vec<f64> = self.gamma.iter().map(|g| g * d.sqrt()).collect();
         let scaled = engine.mul_plain_to(
             &centred,

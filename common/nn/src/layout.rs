@@ -7,6 +7,10 @@
 //! its row's sum: no masks, no levels. The block of `rows * padded_len`
 //! slots is repeated to fill the ciphertext, which keeps those rotations
 //! cyclic within the block.
+//!
+//! A layout may also place the row's elements at permuted positions of the
+//! padded row ([`RowLayout::with_columns`]): the encoder's hidden layout
+//! interleaves attention heads that way, and row sums do not care.
 
 use crate::cost::OpCost;
 use crate::error::{invalid, NnError};
@@ -19,6 +23,8 @@ pub struct RowLayout {
     row_len: usize,
     padded_len: usize,
     slots: usize,
+    /// Position of element `j` within the padded row (identity if `None`).
+    columns: Option<Vec<usize>>,
 }
 
 impl RowLayout {
@@ -34,13 +40,37 @@ impl RowLayout {
         let padded_len = row_len.next_power_of_two();
         match rows.checked_mul(padded_len) {
             Some(block) if block <= slots && slots.is_multiple_of(block) => {
-                Ok(Self { rows, row_len, padded_len, slots })
+                Ok(Self { rows, row_len, padded_len, slots, columns: None })
             }
             _ => Err(invalid(
                 "row layout",
                 format!("{rows} rows of {row_len} (padded to {padded_len}) do not tile {slots} slots"),
             )),
         }
+    }
+
+    /// Element `j` of a row at position `columns[j]` of a padded row of
+    /// `padded_len` (a power of two) positions; `rows * padded_len` must
+    /// divide `slots`.
+    pub fn with_columns(rows: usize, padded_len: usize, slots: usize, columns: Vec<usize>) -> Result<Self, NnError> {
+        let mut layout = Self::new(rows, padded_len, slots)?;
+        let mut seen = vec![false; padded_len];
+        for &c in &columns {
+            if c >= padded_len || std::mem::replace(&mut seen[c], true) {
+                return Err(invalid("row layout", format!("column position {c} repeated or beyond {padded_len}")));
+            }
+        }
+        if columns.is_empty() {
+            return Err(invalid("row layout", "rows need at least one element"));
+        }
+        layout.row_len = columns.len();
+        layout.columns = Some(columns);
+        Ok(layout)
+    }
+
+    /// Position of element `j` within the padded row.
+    pub fn position(&self, j: usize) -> usize {
+        self.columns.as_ref().map_or(j, |c| c[j])
     }
 
     /// Number of rows.
@@ -74,17 +104,15 @@ impl RowLayout {
             return Err(invalid("row layout", format!("expected {} rows of {} values", self.rows, self.row_len)));
         }
         let block = self.rows * self.padded_len;
-        Ok((0..self.slots)
-            .map(|s| {
-                let s = s % block;
-                let (j, r) = (s / self.rows, s % self.rows);
-                if j < self.row_len {
-                    rows[r][j]
-                } else {
-                    0.0
+        let mut v = vec![0.0; self.slots];
+        for start in (0..self.slots).step_by(block) {
+            for (r, row) in rows.iter().enumerate() {
+                for (j, &x) in row.iter().enumerate() {
+                    v[start + self.position(j) * self.rows + r] = x;
                 }
-            })
-            .collect())
+            }
+        }
+        Ok(v)
     }
 
     /// The rows held by a slot vector (first block).
@@ -92,13 +120,15 @@ impl RowLayout {
         if slots.len() < self.rows * self.padded_len {
             return Err(invalid("row layout", format!("{} slots cannot hold the layout", slots.len())));
         }
-        Ok((0..self.rows).map(|r| (0..self.row_len).map(|j| slots[j * self.rows + r]).collect()).collect())
+        Ok((0..self.rows)
+            .map(|r| (0..self.row_len).map(|j| slots[self.position(j) * self.rows + r]).collect())
+            .collect())
     }
 
     /// 1 on real elements, 0 on padding.
     pub fn mask(&self) -> Vec<f64> {
-        let block = self.rows * self.padded_len;
-        (0..self.slots).map(|s| if (s % block) / self.rows < self.row_len { 1.0 } else { 0.0 }).collect()
+        let ones = vec![vec![1.0; self.row_len]; self.rows];
+        self.pack(&ones).unwrap_or_default()
     }
 
     /// Rotation steps of [`row_sums`](Self::row_sums).

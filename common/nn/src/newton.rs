@@ -38,6 +38,9 @@ pub struct NewtonApprox {
     guess: Chebyshev,
     steps: usize,
     rel_error: f64,
+    /// The interval.
+    lo: f64,
+    hi: f64,
 }
 
 const DEGREES: [usize; 5] = [3, 7, 15, 31, 63];
@@ -64,7 +67,7 @@ impl NewtonApprox {
         for degree in DEGREES {
             let guess = Chebyshev::interpolate(exact, lo / centre, hi / centre, degree);
             for steps in 0..=MAX_STEPS {
-                let candidate = Self { target, centre, guess: guess.clone(), steps, rel_error: 0.0 };
+                let candidate = Self { target, centre, guess: guess.clone(), steps, rel_error: 0.0, lo, hi };
                 let rel_error = candidate.measured_error(lo, hi);
                 if rel_error <= max_rel_error {
                     let key = (candidate.depth(), candidate.products());
@@ -123,6 +126,11 @@ impl NewtonApprox {
         }
     }
 
+    /// Start of the interval.
+    pub fn lo(&self) -> f64 {
+        self.lo
+    }
+
     /// Relative error bound measured on the interval.
     pub fn rel_error(&self) -> f64 {
         self.rel_error
@@ -156,8 +164,21 @@ impl NewtonApprox {
     /// Encrypted evaluation; the result's scale is whatever the products
     /// leave (decoding uses it).
     pub fn apply(&self, engine: &Engine<'_>, x: &Ciphertext) -> Result<Ciphertext, NnError> {
+        self.apply_refreshing(engine, x.clone(), &mut |ct, _, _| Ok(ct))
+    }
+
+    /// [`apply`](Self::apply) with `refresh` called before every stage (the
+    /// initial guess, each Newton step) with the levels the stage needs and
+    /// a bound on the value, so a bootstrap can go in between.
+    pub fn apply_refreshing(
+        &self,
+        engine: &Engine<'_>,
+        x: Ciphertext,
+        refresh: &mut RefreshFn<'_>,
+    ) -> Result<Ciphertext, NnError> {
         let e = engine.eval;
         let scale = engine.params().default_scale();
+        let x = refresh(x, self.guess.depth().max(1), self.hi)?;
         // The guess reads u = x / c through the scale metadata (free); the
         // Newton steps need u at a prime-sized scale, which one constant
         // product beside the guess provides (off the critical path).
@@ -165,18 +186,24 @@ impl NewtonApprox {
         u_meta.set_scale(x.scale() * self.centre)?;
         let mut y = engine.polynomial(&u_meta, &self.guess, scale)?;
         let below = x.level().saturating_sub(1);
+        let y_bound = self.evaluate(self.lo) * self.output_factor() * 1.5;
+        let u_bound = self.hi / self.centre;
         match self.target {
             NewtonTarget::Inverse => {
-                let u = engine.mul_const_to(x, 1.0 / self.centre, below, scale)?;
+                let mut u = engine.mul_const_to(&x, 1.0 / self.centre, below, scale)?;
                 for _ in 0..self.steps {
+                    y = refresh(y, 2, y_bound)?;
+                    u = refresh(u, 2, u_bound)?;
                     let uy = engine.mul(&u, &y)?;
                     let two_minus = e.add_const(&e.neg(&uy), 2.0)?;
                     y = engine.mul(&y, &two_minus)?;
                 }
             }
             NewtonTarget::InverseSqrt => {
-                let minus_half_u = engine.mul_const_to(x, -0.5 / self.centre, below, scale)?;
+                let mut minus_half_u = engine.mul_const_to(&x, -0.5 / self.centre, below, scale)?;
                 for _ in 0..self.steps {
+                    y = refresh(y, 2, y_bound)?;
+                    minus_half_u = refresh(minus_half_u, 2, u_bound)?;
                     let a = engine.mul(&minus_half_u, &y)?;
                     let b = engine.mul(&y, &y)?;
                     let t = engine.mul(&a, &b)?;
@@ -190,6 +217,11 @@ impl NewtonApprox {
         Ok(y)
     }
 }
+
+/// Called before a stage of a deep operator: `(ciphertext, levels the stage
+/// needs, bound on its values)` to the ciphertext to use (bootstrapped if
+/// it had too few levels, or unchanged).
+pub type RefreshFn<'a> = dyn FnMut(Ciphertext, usize, f64) -> Result<Ciphertext, NnError> + 'a;
 
 /// Upper bound on the ciphertext products of a baby-step giant-step
 /// evaluation of degree `d` (baby steps plus giant steps plus one product

@@ -21,7 +21,7 @@ use crate::cost::OpCost;
 use crate::engine::Engine;
 use crate::error::{check_range, invalid, NnError};
 use crate::layout::RowLayout;
-use crate::newton::{polynomial_products, NewtonApprox, NewtonTarget};
+use crate::newton::{polynomial_products, NewtonApprox, NewtonTarget, RefreshFn};
 use nexus_ckks::circuits::Chebyshev;
 use nexus_ckks::{Ciphertext, Parameters};
 
@@ -34,6 +34,12 @@ pub struct Softmax {
     shift: f64,
     exp: Chebyshev,
     inverse: NewtonApprox,
+    max_rel_error: f64,
+    /// Slots that take part (attention-masked keys do not); `None`: the
+    /// layout's elements.
+    valid: Option<Vec<f64>>,
+    /// Elements per row that take part.
+    count: usize,
 }
 
 impl Softmax {
@@ -49,11 +55,38 @@ impl Softmax {
         }
         let shift = width / 2.0;
         let exp = fit_exp(-width - shift, width - shift, max_rel_error)?;
-        let len = layout.row_len() as f64;
-        let s_lo = len * (-shift).exp() * (1.0 - 1e-6);
-        let s_hi = ((width * (1.0 - 1.0 / len)).exp() + len - 1.0) * (-shift).exp() * (1.0 + 1e-6);
-        let inverse = NewtonApprox::new(NewtonTarget::Inverse, s_lo, s_hi, max_rel_error)?;
-        Ok(Self { layout, lo, hi, shift, exp, inverse })
+        let count = layout.row_len();
+        let inverse = fit_inverse(count, width, shift, max_rel_error)?;
+        Ok(Self { layout, lo, hi, shift, exp, inverse, max_rel_error, valid: None, count })
+    }
+
+    /// Only the slots where `mask` is 1 take part, `count` of them in every
+    /// row (an attention mask over padding keys). The other slots must
+    /// hold values in range too; they come out as zero.
+    pub fn with_valid(mut self, mask: Vec<f64>, count: usize) -> Result<Self, NnError> {
+        if mask.len() != self.layout.slots() || count == 0 || count > self.layout.row_len() {
+            return Err(invalid(
+                "softmax",
+                format!(
+                    "mask of {} slots with {count} valid per row for rows of {}",
+                    mask.len(),
+                    self.layout.row_len()
+                ),
+            ));
+        }
+        let layout_mask = self.layout.mask();
+        self.valid = Some(mask.iter().zip(layout_mask).map(|(a, b)| a * b).collect());
+        self.inverse = fit_inverse(count, self.hi - self.lo, self.shift, self.max_rel_error)?;
+        self.count = count;
+        Ok(self)
+    }
+
+    fn mask(&self) -> Vec<f64> {
+        self.valid.clone().unwrap_or_else(|| self.layout.mask())
+    }
+
+    fn is_masked(&self) -> bool {
+        self.valid.is_some() || self.layout.is_padded()
     }
 
     /// The layout the operator reads and writes.
@@ -87,9 +120,8 @@ impl Softmax {
     /// Levels, rotations, products, Galois elements.
     pub fn cost(&self, params: &Parameters) -> OpCost {
         let sums = self.layout.sum_cost(params);
-        let mask = usize::from(self.layout.is_padded());
         OpCost {
-            levels: 1 + self.exp.depth() + mask + self.inverse.depth() + 1,
+            levels: 1 + self.exp.depth() + usize::from(self.is_masked()) + self.inverse.depth() + 1,
             rotations: 2 * sums.rotations,
             products: polynomial_products(self.exp.degree()) + self.inverse.products() + 1,
             bootstraps: 0,
@@ -103,19 +135,50 @@ impl Softmax {
         if x.level() < needed {
             return Err(invalid("softmax", format!("input at level {}, needs {needed}", x.level())));
         }
-        let len = self.layout.row_len() as f64;
-        let sums = self.layout.row_sums(engine.eval, x, engine.galois)?;
-        let mean_mask: Vec<f64> = self.layout.mask().iter().map(|m| m / len).collect();
+        self.apply_refreshing(engine, x.clone(), &mut |ct, _, _| Ok(ct))
+    }
+
+    /// [`apply`](Self::apply) with `refresh` called before each stage
+    /// (centring, exponential, inverse and its Newton steps, final product)
+    /// so that bootstraps can go in between when the whole operator is
+    /// deeper than the levels a bootstrap leaves.
+    pub fn apply_refreshing(
+        &self,
+        engine: &Engine<'_>,
+        x: Ciphertext,
+        refresh: &mut RefreshFn<'_>,
+    ) -> Result<Ciphertext, NnError> {
+        let len = self.count as f64;
+        let mask = self.mask();
+        let width = self.hi - self.lo;
+        let x = refresh(x, 1, self.lo.abs().max(self.hi.abs()))?;
+        // Masked-out slots count in the first row sum unless zero; callers
+        // guarantee zeros there (scores of padding keys are exactly 0).
+        let sums = self.layout.row_sums(engine.eval, &x, engine.galois)?;
+        let mean_mask: Vec<f64> = mask.iter().map(|m| m / len).collect();
         let mean = engine.mul_plain_to(&sums, &mean_mask, x.level().saturating_sub(1), x.scale())?;
-        let centred = engine.eval.add_const(&engine.sub(x, &mean)?, -self.shift)?;
-        let mut e = engine.polynomial(&centred, &self.exp, x.scale())?;
-        if self.layout.is_padded() {
-            e = engine.mul_plain_to(&e, &self.layout.mask(), e.level().saturating_sub(1), e.scale())?;
+        let centred = engine.eval.add_const(&engine.sub(&x, &mean)?, -self.shift)?;
+        let centred = refresh(centred, self.exp.depth() + usize::from(self.is_masked()), 1.5 * width)?;
+        let mut e = engine.polynomial(&centred, &self.exp, centred.scale())?;
+        if self.is_masked() {
+            e = engine.mul_plain_to(&e, &mask, e.level().saturating_sub(1), e.scale())?;
         }
         let sums = self.layout.row_sums(engine.eval, &e, engine.galois)?;
-        let inv = self.inverse.apply(engine, &sums)?;
+        let inv = self.inverse.apply_refreshing(engine, sums, refresh)?;
+        let e_bound = (width / 2.0).exp() * 1.1;
+        let e = refresh(e, 1, e_bound)?;
+        let inv = refresh(inv, 1, self.inverse.evaluate(self.inverse.lo()) * 1.5)?;
         engine.mul(&e, &inv)
     }
+}
+
+/// The inverse on the interval every row's sum of exponentials provably
+/// lies in (see the module documentation), for `len` elements per row.
+fn fit_inverse(len: usize, width: f64, shift: f64, max_rel_error: f64) -> Result<NewtonApprox, NnError> {
+    let len = len as f64;
+    let s_lo = len * (-shift).exp() * (1.0 - 1e-6);
+    let s_hi = ((width * (1.0 - 1.0 / len)).exp() + len - 1.0) * (-shift).exp() * (1.0 + 1e-6);
+    NewtonApprox::new(NewtonTarget::Inverse, s_lo, s_hi, max_rel_error)
 }
 
 /// `exp` on `[lo, hi]`: the lowest degree whose error relative to

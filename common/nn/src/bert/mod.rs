@@ -2,7 +2,10 @@
 //! the plaintext f64 reference forward pass and, with the `tokenizer`
 //! feature, text to token ids.
 
+pub mod attention;
 pub mod config;
+pub mod encrypted;
+pub mod packed;
 pub mod reference;
 #[cfg(feature = "tokenizer")]
 pub mod tokenizer;

@@ -53,6 +53,9 @@ pub struct LayerRanges {
     pub ffn_variance: Span,
     /// Layer outputs.
     pub output: Span,
+    /// Every other intermediate value (projections, context, residual sums,
+    /// GELU outputs): what a bootstrap in between may see.
+    pub activations: Span,
 }
 
 impl LayerRanges {
@@ -63,6 +66,7 @@ impl LayerRanges {
         self.gelu.merge(&other.gelu);
         self.ffn_variance.merge(&other.ffn_variance);
         self.output.merge(&other.output);
+        self.activations.merge(&other.activations);
     }
 }
 
@@ -116,6 +120,10 @@ impl BertWeights {
         let c = &self.config;
         let w = self.layers.get(index).ok_or_else(|| invalid("model", format!("no layer {index}")))?;
         let (q, k, v) = (w.query.apply(x), w.key.apply(x), w.value.apply(x));
+        let mut seen = |m: &[Vec<f64>]| m.iter().flatten().for_each(|&v| ranges.activations.add(v));
+        seen(&q);
+        seen(&k);
+        seen(&v);
         let dh = c.head_dim();
         let scale = 1.0 / (dh as f64).sqrt();
         let mut context = vec![vec![0.0; c.hidden]; x.len()];
@@ -137,12 +145,20 @@ impl BertWeights {
                 }
             }
         }
-        let attended = add_rows(&w.attention_out.apply(&context), x);
+        let projected = w.attention_out.apply(&context);
+        let attended = add_rows(&projected, x);
+        for m in [&context, &projected, &attended] {
+            m.iter().flatten().for_each(|&v| ranges.activations.add(v));
+        }
         let x1 = layer_norm(&attended, &w.attention_norm, c.layer_norm_eps, &mut ranges.attention_variance);
         let hidden = w.ffn_in.apply(&x1);
         hidden.iter().flatten().for_each(|&h| ranges.gelu.add(h));
         let activated: Vec<Vec<f64>> = hidden.iter().map(|r| r.iter().map(|&h| gelu(h)).collect()).collect();
-        let out = add_rows(&w.ffn_out.apply(&activated), &x1);
+        let contracted = w.ffn_out.apply(&activated);
+        let out = add_rows(&contracted, &x1);
+        for m in [&activated, &contracted, &out] {
+            m.iter().flatten().for_each(|&v| ranges.activations.add(v));
+        }
         let y = layer_norm(&out, &w.ffn_norm, c.layer_norm_eps, &mut ranges.ffn_variance);
         y.iter().flatten().for_each(|&v| ranges.output.add(v));
         Ok(y)

@@ -1,0 +1,331 @@
+//! The encoder on ciphertexts: every layer's projections, attention,
+//! Softmax, residuals, LayerNorms and feed-forward block on the hidden
+//! layout, bootstrapping where the next piece needs more levels than are
+//! left, and mean pooling. No decryption in between, no client help.
+//!
+//! The non-linear pieces are fitted on value ranges calibrated with the
+//! plaintext reference ([`EncoderPlan::calibrate`]), widened by a margin.
+//! Before a bootstrap the value is divided by a power of two bounding it
+//! (the modular reduction of bootstrapping is accurate for small values
+//! only) and multiplied back after: one level on each side.
+
+use super::attention::PackedAttention;
+use super::packed::{HiddenLayout, PackedLinear, Placement};
+use super::reference::{LayerRanges, Span};
+use super::weights::BertWeights;
+use crate::compare::Refresh;
+use crate::engine::Engine;
+use crate::error::{invalid, NnError};
+use crate::gelu::Gelu;
+use crate::layernorm::LayerNorm;
+use nexus_ckks::{Ciphertext, Parameters};
+
+/// Ranges (with margins) and accuracy settings of an encrypted encoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncoderPlan {
+    /// Per layer: the ranges its approximations are fitted on.
+    pub layers: Vec<LayerRanges>,
+    /// Bound on the embedded input (for a bootstrap before layer 0).
+    pub input_bound: f64,
+    /// Relative error of Softmax's exp/inverse and LayerNorm's inverse
+    /// square root.
+    pub max_rel_error: f64,
+    /// Absolute error of GELU on its range.
+    pub gelu_error: f64,
+}
+
+impl EncoderPlan {
+    /// Ranges seen by the plaintext reference on `inputs` (token id
+    /// sequences), widened by `margin` (e.g. 1.5: scores and GELU inputs
+    /// times 1.5, variances divided and multiplied by 1.5^2).
+    pub fn calibrate(weights: &BertWeights, inputs: &[Vec<u32>], margin: f64) -> Result<Self, NnError> {
+        if inputs.is_empty() || margin.is_nan() || margin < 1.0 {
+            return Err(invalid("encoder plan", "calibration needs inputs and a margin >= 1"));
+        }
+        let mut layers = vec![LayerRanges::default(); weights.config.layers];
+        let mut input = Span::default();
+        for ids in inputs {
+            let x = weights.embed(ids)?;
+            x.iter().flatten().for_each(|&v| {
+                input.min = input.min.min(v);
+                input.max = input.max.max(v);
+            });
+            let (_, ranges) = weights.encode(ids)?;
+            layers.iter_mut().zip(&ranges).for_each(|(a, b)| a.merge(b));
+        }
+        let widen = |s: Span| Span { min: s.min * margin, max: s.max * margin };
+        let widen_var = |s: Span| Span { min: s.min / (margin * margin), max: s.max * margin * margin };
+        let layers = layers
+            .into_iter()
+            .map(|r| LayerRanges {
+                scores: widen(r.scores),
+                attention_variance: widen_var(r.attention_variance),
+                gelu: widen(r.gelu),
+                ffn_variance: widen_var(r.ffn_variance),
+                output: widen(r.output),
+                activations: widen(r.activations),
+            })
+            .collect();
+        Ok(Self { layers, input_bound: input.max_abs() * margin, max_rel_error: 1e-4, gelu_error: 1e-4 })
+    }
+}
+
+/// One layer's operators, built for a layout.
+#[derive(Debug)]
+pub struct LayerCircuit {
+    query: PackedLinear,
+    key: PackedLinear,
+    value: PackedLinear,
+    attention: PackedAttention,
+    attention_out: PackedLinear,
+    attention_norm: LayerNorm,
+    ffn_in: PackedLinear,
+    gelu: Gelu,
+    ffn_out: PackedLinear,
+    ffn_norm: LayerNorm,
+    /// Bound on intermediate values (bootstrap scaling).
+    bound: f64,
+    /// Bound on the layer's output.
+    output_bound: f64,
+}
+
+/// Wall time of each piece of one layer (seconds).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerTimings {
+    /// Q, K, V projections.
+    pub projections: f64,
+    /// Scores, Softmax and weighted sum.
+    pub attention: f64,
+    /// Output projection and residual.
+    pub attention_out: f64,
+    /// Both LayerNorms.
+    pub layer_norms: f64,
+    /// Both feed-forward products and GELU.
+    pub feed_forward: f64,
+    /// Bootstraps (and their scaling).
+    pub bootstraps: f64,
+    /// Number of bootstraps.
+    pub bootstrap_count: usize,
+}
+
+/// The encrypted encoder of one model, layout and plan.
+#[derive(Debug)]
+pub struct EncryptedEncoder<'w> {
+    weights: &'w BertWeights,
+    layout: HiddenLayout,
+    plan: EncoderPlan,
+}
+
+fn bound_of(span: &Span) -> f64 {
+    span.max_abs().max(1e-3)
+}
+
+impl<'w> EncryptedEncoder<'w> {
+    /// For `weights`, `real_tokens` tokens padded to a power of two, in
+    /// `slots` slots.
+    pub fn new(weights: &'w BertWeights, real_tokens: usize, slots: usize, plan: EncoderPlan) -> Result<Self, NnError> {
+        let c = &weights.config;
+        if plan.layers.len() != c.layers {
+            return Err(invalid("encoder", format!("plan has {} layers, model {}", plan.layers.len(), c.layers)));
+        }
+        let layout = HiddenLayout::new(real_tokens.next_power_of_two(), real_tokens, c.heads, c.head_dim(), slots)?;
+        Ok(Self { weights, layout, plan })
+    }
+
+    /// The hidden layout (client side: pack the embedded tokens with it).
+    pub fn layout(&self) -> &HiddenLayout {
+        &self.layout
+    }
+
+    /// Builds layer `index`'s operators.
+    pub fn layer(&self, index: usize) -> Result<LayerCircuit, NnError> {
+        let w = self.weights.layers.get(index).ok_or_else(|| invalid("encoder", format!("no layer {index}")))?;
+        let r = &self.plan.layers[index];
+        let c = &self.weights.config;
+        let (n, t, slots) = (self.layout.real_tokens(), self.layout.tokens(), self.layout.slots());
+        let hidden = self.layout.placement();
+        let wide = Placement::wide(c.intermediate, t, slots)?;
+        let linear = |l, input: &Placement, output: &Placement, factor| PackedLinear::new(l, input, output, n, factor);
+        let norm = |weights: &super::weights::Norm, var: &Span| -> Result<LayerNorm, NnError> {
+            LayerNorm::new(
+                self.layout.row_layout()?,
+                weights.gamma.clone(),
+                weights.beta.clone(),
+                c.layer_norm_eps,
+                (var.min.max(c.layer_norm_eps), var.max),
+                self.plan.max_rel_error,
+            )?
+            .with_real_rows(n)
+        };
+        let gelu_range = bound_of(&r.gelu).min(64.0);
+        Ok(LayerCircuit {
+            query: linear(&w.query, &hidden, &hidden, 1.0 / (c.head_dim() as f64).sqrt())?,
+            key: linear(&w.key, &hidden, &hidden, 1.0)?,
+            value: linear(&w.value, &hidden, &hidden, 1.0)?,
+            attention: PackedAttention::new(
+                self.layout.clone(),
+                r.scores.min.min(0.0),
+                r.scores.max.max(0.0),
+                self.plan.max_rel_error,
+            )?,
+            attention_out: linear(&w.attention_out, &hidden, &hidden, 1.0)?,
+            attention_norm: norm(&w.attention_norm, &r.attention_variance)?,
+            ffn_in: linear(&w.ffn_in, &hidden, &wide, 1.0)?,
+            gelu: Gelu::new(gelu_range, self.plan.gelu_error)?,
+            ffn_out: linear(&w.ffn_out, &wide, &hidden, 1.0)?,
+            ffn_norm: norm(&w.ffn_norm, &r.ffn_variance)?,
+            bound: bound_of(&r.activations).max(bound_of(&r.scores)).max(gelu_range),
+            output_bound: bound_of(&r.output),
+        })
+    }
+
+    /// Rotation steps the client must generate keys for (every layer's).
+    pub fn rotations(&self) -> Result<Vec<i64>, NnError> {
+        let mut steps = self.pooling_rotations();
+        for i in 0..self.weights.config.layers {
+            let l = self.layer(i)?;
+            for linear in [&l.query, &l.key, &l.value, &l.attention_out, &l.ffn_in, &l.ffn_out] {
+                steps.extend(linear.rotations());
+            }
+            steps.extend(l.attention.rotations());
+            steps.extend(l.attention_norm.layout().sum_rotations());
+        }
+        steps.sort_unstable();
+        steps.dedup();
+        Ok(steps)
+    }
+
+    fn pooling_rotations(&self) -> Vec<i64> {
+        (0..self.layout.tokens().trailing_zeros()).map(|m| 1i64 << m).collect()
+    }
+
+    /// Galois elements of [`rotations`](Self::rotations).
+    pub fn galois_elements(&self, params: &Parameters) -> Result<Vec<usize>, NnError> {
+        Ok(self.rotations()?.iter().map(|&s| params.galois_element_for_rotation(s)).collect())
+    }
+
+    /// Runs layer `index` on `x` (hidden layout).
+    pub fn run_layer(
+        &self,
+        index: usize,
+        engine: &Engine<'_>,
+        refresh: &Refresh<'_>,
+        x: Ciphertext,
+        timings: &mut LayerTimings,
+    ) -> Result<Ciphertext, NnError> {
+        let l = self.layer(index)?;
+        let input_bound =
+            if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
+        let mut refresh_to = |ct: Ciphertext, needed: usize, bound: f64| {
+            let start = std::time::Instant::now();
+            let before = ct.level();
+            let out = refresh_scaled(engine, refresh, ct, needed, bound);
+            if out.as_ref().is_ok_and(|o| o.level() > before) {
+                timings.bootstraps += start.elapsed().as_secs_f64();
+                timings.bootstrap_count += 1;
+            }
+            out
+        };
+        let clock = std::time::Instant::now;
+
+        // Attention.
+        let x = refresh_to(x, 1 + 3, input_bound)?;
+        let start = clock();
+        let q = l.query.apply(engine, std::slice::from_ref(&x))?.swap_remove(0);
+        let k = l.key.apply(engine, std::slice::from_ref(&x))?.swap_remove(0);
+        let v = l.value.apply(engine, std::slice::from_ref(&x))?.swap_remove(0);
+        timings.projections += start.elapsed().as_secs_f64();
+        let start = clock();
+        let scores = l.attention.scores(engine, &q, &k)?;
+        timings.attention += start.elapsed().as_secs_f64();
+        let probabilities = l.attention.softmax().apply_refreshing(engine, scores, &mut refresh_to)?;
+        let probabilities = refresh_to(probabilities, 2, 1.0)?;
+        let v = refresh_to(v, 2, l.bound)?;
+        let start = clock();
+        let context = l.attention.weighted_sum(engine, &probabilities, &v)?;
+        timings.attention += start.elapsed().as_secs_f64();
+        let context = refresh_to(context, 1, l.bound)?;
+        let start = clock();
+        let projected = l.attention_out.apply(engine, &[context])?.swap_remove(0);
+        let attended = engine.add_aligned(&projected, &x)?;
+        timings.attention_out += start.elapsed().as_secs_f64();
+
+        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, &mut refresh_to)?;
+
+        // Feed-forward.
+        let x1 = refresh_to(x1, 1, l.output_bound.max(l.bound))?;
+        let start = clock();
+        let hidden = l.ffn_in.apply(engine, std::slice::from_ref(&x1))?;
+        timings.feed_forward += start.elapsed().as_secs_f64();
+        let gelu_levels = l.gelu.cost().levels;
+        let mut activated = Vec::with_capacity(hidden.len());
+        for h in hidden {
+            let h = refresh_to(h, gelu_levels + 1, l.bound)?;
+            let start = clock();
+            activated.push(l.gelu.apply(engine, &h)?);
+            timings.feed_forward += start.elapsed().as_secs_f64();
+        }
+        let start = clock();
+        let contracted = l.ffn_out.apply(engine, &activated)?.swap_remove(0);
+        let out = engine.add_aligned(&contracted, &x1)?;
+        timings.feed_forward += start.elapsed().as_secs_f64();
+        l.ffn_norm.apply_refreshing(engine, out, l.bound, &mut refresh_to)
+    }
+
+    /// Mean over the real tokens of every hidden column, at slot
+    /// `position(c) * T` (one level).
+    pub fn mean_pool(&self, engine: &Engine<'_>, refresh: &Refresh<'_>, x: Ciphertext) -> Result<Ciphertext, NnError> {
+        let bound = self.plan.layers.last().map_or(1.0, |r| bound_of(&r.output));
+        let mut acc = refresh_scaled(engine, refresh, x, 1, bound)?;
+        for step in self.pooling_rotations() {
+            let r = engine.eval.rotate(&acc, step, engine.galois)?;
+            engine.eval.add_assign(&mut acc, &r)?;
+        }
+        let t = self.layout.tokens();
+        let n = self.layout.real_tokens() as f64;
+        let mask: Vec<f64> = (0..self.layout.slots()).map(|s| if s % t == 0 { 1.0 / n } else { 0.0 }).collect();
+        engine.mul_plain_to(&acc, &mask, acc.level().saturating_sub(1), acc.scale())
+    }
+
+    /// Client side: the pooled vector from decoded slots of
+    /// [`mean_pool`](Self::mean_pool)'s result.
+    pub fn unpack_pooled(&self, slots: &[f64]) -> Vec<f64> {
+        let t = self.layout.tokens();
+        (0..self.layout.hidden()).map(|c| slots[self.layout.position(c) * t]).collect()
+    }
+}
+
+/// Bootstraps `ct` when it has fewer than `needed` levels, dividing by a
+/// power of two at least `bound` before and multiplying back after.
+pub fn refresh_scaled(
+    engine: &Engine<'_>,
+    refresh: &Refresh<'_>,
+    ct: Ciphertext,
+    needed: usize,
+    bound: f64,
+) -> Result<Ciphertext, NnError> {
+    let factor = bound.max(1.0).log2().ceil().exp2();
+    // One level is always kept back, for the scaling before the next
+    // bootstrap; the scaling after it takes another.
+    let spare = 1;
+    if ct.level() >= needed + spare {
+        return Ok(ct);
+    }
+    let available = refresh.bootstrapper.output_level().saturating_sub(1);
+    if available < needed + spare {
+        return Err(invalid(
+            "refresh",
+            format!("{needed} levels needed after a bootstrap (+{spare} for scaling), it provides {available}"),
+        ));
+    }
+    // Both products land on the default scale, so scale labels never drift
+    // across bootstraps (products of labelled scales compound otherwise).
+    let scale = engine.params().default_scale();
+    let level = ct
+        .level()
+        .checked_sub(1)
+        .ok_or_else(|| invalid("refresh", "a ciphertext at level 0 cannot be scaled before bootstrapping"))?;
+    let small = engine.mul_const_to(&ct, 1.0 / factor, level, scale)?;
+    let fresh = refresh.bootstrapper.bootstrap(engine.eval, &small, refresh.keys)?;
+    engine.mul_const_to(&fresh, factor, fresh.level() - 1, scale)
+}

@@ -1,0 +1,354 @@
+//! How an encoder's activations sit in ciphertext slots, consistently from
+//! layer to layer, and the linear layers between those layouts.
+//!
+//! With `T` tokens (a power of two, `n <= T` of them real), `H` heads of
+//! dimension `d_h` (`H'`, `d_h'` rounded up to powers of two) and
+//! `R = H' T` "rows" (head, token):
+//! - the **hidden layout** puts `X[t][h d_h + c]` at slot
+//!   `(m d_h' + c) R + h T + t` for every copy `m`: token-interleaved, heads
+//!   interleaved, so that each head's `T x d_h` block is an interleaved
+//!   matrix of `R` rows and all heads move together under one rotation. The
+//!   `R d_h'`-slot pattern repeats to fill the ciphertext, so rotations by
+//!   multiples of `R` are cyclic within it. As a [`RowLayout`] of `T` rows
+//!   it is the identity layout with permuted columns: LayerNorm runs on it
+//!   as is.
+//! - the **wide layout** (feed-forward activations) puts column `j` at slot
+//!   `(j mod C) T + t` of ciphertext `j / C`, `C = slots / T`.
+//!
+//! Padding tokens (`t >= n`) are exact zeros after every linear layer: the
+//! token mask is folded into the weights' diagonals and the biases.
+
+use crate::engine::Engine;
+use crate::error::{invalid, NnError};
+use crate::layout::RowLayout;
+use nexus_ckks::circuits::LinearTransform;
+use nexus_ckks::{Ciphertext, Complex64, Parameters};
+use std::collections::BTreeMap;
+
+use super::weights::Linear;
+
+/// Where each logical column of a `T`-token activation lives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    tokens: usize,
+    slots: usize,
+    ciphertexts: usize,
+    /// `(ciphertext, position)` of each column; slot `position * T + t`.
+    positions: Vec<(usize, usize)>,
+    /// Slots of one copy (the pattern repeats `slots / copy_period` times).
+    copy_period: usize,
+}
+
+impl Placement {
+    /// The wide layout of `width` columns.
+    pub fn wide(width: usize, tokens: usize, slots: usize) -> Result<Self, NnError> {
+        if !tokens.is_power_of_two() || tokens > slots || width == 0 {
+            return Err(invalid("packing", format!("{width} columns of {tokens} tokens in {slots} slots")));
+        }
+        let per = slots / tokens;
+        Ok(Self {
+            tokens,
+            slots,
+            ciphertexts: width.div_ceil(per),
+            positions: (0..width).map(|j| (j / per, j % per)).collect(),
+            copy_period: slots,
+        })
+    }
+
+    /// Logical columns.
+    pub fn width(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Ciphertexts an activation takes.
+    pub fn ciphertexts(&self) -> usize {
+        self.ciphertexts
+    }
+
+    /// Copies of the pattern in a ciphertext.
+    pub fn copies(&self) -> usize {
+        self.slots / self.copy_period
+    }
+
+    /// Rotation steps that fill the copies from the first.
+    pub fn copy_rotations(&self) -> Vec<i64> {
+        (0..self.copies().trailing_zeros()).map(|m| -((self.copy_period << m) as i64)).collect()
+    }
+
+    /// Slot vectors (one per ciphertext) of `rows` (at most `T` rows of
+    /// `width` values; missing rows are zeros).
+    pub fn pack(&self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, NnError> {
+        if rows.len() > self.tokens || rows.iter().any(|r| r.len() != self.width()) {
+            return Err(invalid(
+                "packing",
+                format!("expected at most {} rows of {} values", self.tokens, self.width()),
+            ));
+        }
+        let mut out = vec![vec![0.0; self.slots]; self.ciphertexts];
+        for (t, row) in rows.iter().enumerate() {
+            for (&(ct, pos), &v) in self.positions.iter().zip(row) {
+                for m in 0..self.copies() {
+                    out[ct][m * self.copy_period + pos * self.tokens + t] = v;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first `n` rows held by decoded slot vectors.
+    pub fn unpack(&self, cts: &[Vec<f64>], n: usize) -> Vec<Vec<f64>> {
+        (0..n.min(self.tokens))
+            .map(|t| self.positions.iter().map(|&(ct, pos)| cts[ct][pos * self.tokens + t]).collect())
+            .collect()
+    }
+}
+
+/// The hidden layout (see the module documentation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HiddenLayout {
+    tokens: usize,
+    real_tokens: usize,
+    heads: usize,
+    heads_pow2: usize,
+    head_dim: usize,
+    head_dim_pow2: usize,
+    slots: usize,
+}
+
+impl HiddenLayout {
+    /// `tokens` a power of two holding `real_tokens`; `heads * head_dim`
+    /// hidden columns; the pattern must fit `slots`.
+    pub fn new(
+        tokens: usize,
+        real_tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        slots: usize,
+    ) -> Result<Self, NnError> {
+        let heads_pow2 = heads.next_power_of_two();
+        let head_dim_pow2 = head_dim.next_power_of_two();
+        let fits = tokens
+            .checked_mul(heads_pow2)
+            .and_then(|r| r.checked_mul(head_dim_pow2.max(tokens)))
+            .is_some_and(|p| p <= slots && slots.is_power_of_two());
+        if !tokens.is_power_of_two() || real_tokens == 0 || real_tokens > tokens || heads == 0 || head_dim == 0 || !fits
+        {
+            return Err(invalid(
+                "packing",
+                format!(
+                    "{real_tokens} of {tokens} tokens x {heads} heads x {head_dim} dims do not fit {slots} slots \
+                     (tokens a power of two, tokens * heads' * max(head_dim', tokens) <= slots)"
+                ),
+            ));
+        }
+        Ok(Self { tokens, real_tokens, heads, heads_pow2, head_dim, head_dim_pow2, slots })
+    }
+
+    /// Tokens `T` (padded).
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Real tokens `n`.
+    pub fn real_tokens(&self) -> usize {
+        self.real_tokens
+    }
+
+    /// Heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Head dimension rounded up to a power of two.
+    pub fn head_dim_pow2(&self) -> usize {
+        self.head_dim_pow2
+    }
+
+    /// Slots of the ciphertexts.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// `R = H' T`: the (head, token) rows of the attention layouts.
+    pub fn rows(&self) -> usize {
+        self.heads_pow2 * self.tokens
+    }
+
+    /// Hidden width `H d_h`.
+    pub fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Position (in units of `T` slots) of hidden column `c`.
+    pub fn position(&self, c: usize) -> usize {
+        (c % self.head_dim) * self.heads_pow2 + c / self.head_dim
+    }
+
+    /// The hidden layout as a [`Placement`].
+    pub fn placement(&self) -> Placement {
+        Placement {
+            tokens: self.tokens,
+            slots: self.slots,
+            ciphertexts: 1,
+            positions: (0..self.hidden()).map(|c| (0, self.position(c))).collect(),
+            copy_period: self.rows() * self.head_dim_pow2,
+        }
+    }
+
+    /// The hidden layout as `T` interleaved rows (for LayerNorm).
+    pub fn row_layout(&self) -> Result<RowLayout, NnError> {
+        let columns = (0..self.hidden()).map(|c| self.position(c)).collect();
+        RowLayout::with_columns(self.tokens, self.heads_pow2 * self.head_dim_pow2, self.slots, columns)
+    }
+
+    /// Slot vector of the real tokens' rows.
+    pub fn pack(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, NnError> {
+        if rows.len() != self.real_tokens {
+            return Err(invalid("packing", format!("{} rows for {} real tokens", rows.len(), self.real_tokens)));
+        }
+        Ok(self.placement().pack(rows)?.swap_remove(0))
+    }
+
+    /// The real tokens' rows of decoded slots.
+    pub fn unpack(&self, slots: &[f64]) -> Vec<Vec<f64>> {
+        self.placement().unpack(&[slots.to_vec()], self.real_tokens)
+    }
+}
+
+/// `Y = X W + b` between two placements, padding tokens kept at zero: for
+/// each (output, input) ciphertext pair one [`LinearTransform`] whose
+/// diagonals sit at multiples of `T`, then the copies filled by rotations.
+#[derive(Debug)]
+pub struct PackedLinear {
+    input: Placement,
+    output: Placement,
+    /// `[output ct][input ct]`.
+    transforms: Vec<Vec<Option<LinearTransform>>>,
+    /// Bias slot vector per output ciphertext.
+    bias: Vec<Vec<f64>>,
+}
+
+impl PackedLinear {
+    /// `factor * (x W + b)` from `input` to `output`, for `real_tokens`.
+    pub fn new(
+        linear: &Linear,
+        input: &Placement,
+        output: &Placement,
+        real_tokens: usize,
+        factor: f64,
+    ) -> Result<Self, NnError> {
+        let (t, slots) = (input.tokens, input.slots);
+        if linear.d_in != input.width()
+            || linear.d_out != output.width()
+            || output.tokens != t
+            || output.slots != slots
+            || real_tokens == 0
+            || real_tokens > t
+        {
+            return Err(invalid(
+                "packed linear",
+                format!(
+                    "{}x{} weights between {} and {} columns, {real_tokens} of {t} tokens",
+                    linear.d_in,
+                    linear.d_out,
+                    input.width(),
+                    output.width()
+                ),
+            ));
+        }
+        let mut diagonals: Vec<Vec<BTreeMap<usize, Vec<Complex64>>>> =
+            vec![vec![BTreeMap::new(); input.ciphertexts]; output.ciphertexts];
+        for (o, &(b, po)) in output.positions.iter().enumerate() {
+            for (i, &(a, pi)) in input.positions.iter().enumerate() {
+                let w = linear.w[i * linear.d_out + o] * factor;
+                if w == 0.0 {
+                    continue;
+                }
+                let offset = ((pi as i64 - po as i64) * t as i64).rem_euclid(slots as i64) as usize;
+                let diag = diagonals[b][a].entry(offset).or_insert_with(|| vec![Complex64::new(0.0, 0.0); slots]);
+                for tok in 0..real_tokens {
+                    diag[po * t + tok].re += w;
+                }
+            }
+        }
+        let transforms = diagonals
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|d| if d.is_empty() { Ok(None) } else { LinearTransform::from_diagonals(slots, d).map(Some) })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows: Vec<Vec<f64>> = (0..real_tokens).map(|_| linear.bias.iter().map(|b| b * factor).collect()).collect();
+        let bias = output.pack(&rows)?;
+        Ok(Self { input: input.clone(), output: output.clone(), transforms, bias })
+    }
+
+    /// Rotation steps the keys must cover.
+    pub fn rotations(&self) -> Vec<i64> {
+        let mut r: Vec<i64> = self
+            .transforms
+            .iter()
+            .flatten()
+            .flatten()
+            .flat_map(|t| t.rotations())
+            .chain(self.output.copy_rotations())
+            .collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    }
+
+    /// Galois elements of [`rotations`](Self::rotations).
+    pub fn galois_elements(&self, params: &Parameters) -> Vec<usize> {
+        self.rotations().iter().map(|&s| params.galois_element_for_rotation(s)).collect()
+    }
+
+    /// Key switches of one application.
+    pub fn rotation_count(&self) -> usize {
+        let transforms: usize = self.transforms.iter().flatten().flatten().map(|t| t.rotation_count()).sum();
+        transforms + self.output.ciphertexts * self.output.copy_rotations().len()
+    }
+
+    /// Encrypted product (one level, scale kept).
+    pub fn apply(&self, engine: &Engine<'_>, x: &[Ciphertext]) -> Result<Vec<Ciphertext>, NnError> {
+        if x.len() != self.input.ciphertexts {
+            return Err(invalid(
+                "packed linear",
+                format!("{} input ciphertexts, expected {}", x.len(), self.input.ciphertexts),
+            ));
+        }
+        let level = x.iter().map(Ciphertext::level).min().unwrap_or(0);
+        let x: Vec<Ciphertext> = x.iter().map(|c| engine.eval.drop_to_level(c, level)).collect::<Result<_, _>>()?;
+        self.transforms
+            .iter()
+            .zip(&self.bias)
+            .map(|(row, bias)| {
+                let mut acc: Option<Ciphertext> = None;
+                for (t, ct) in row.iter().zip(&x) {
+                    let Some(t) = t else { continue };
+                    let y = t.evaluate(engine.eval, engine.encoder, ct, engine.galois)?;
+                    match acc.as_mut() {
+                        Some(a) => engine.eval.add_assign(a, &y)?,
+                        None => acc = Some(y),
+                    }
+                }
+                let mut acc = match acc {
+                    Some(a) => a,
+                    None => engine.mul_const_to(&x[0], 0.0, level.saturating_sub(1), x[0].scale())?,
+                };
+                for step in self.output.copy_rotations() {
+                    let r = engine.eval.rotate(&acc, step, engine.galois)?;
+                    engine.eval.add_assign(&mut acc, &r)?;
+                }
+                let b = engine.encoder.encode_real(bias, acc.level(), acc.scale())?;
+                Ok(engine.eval.add_plain(&acc, &b)?)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,73 @@
+//! The encrypted encoder end to end on a tiny randomly initialised BERT (2
+//! layers, hidden 32, 4 heads) at small insecure parameters, against the
+//! plaintext f64 reference.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
+use nexus_ckks::*;
+use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings};
+use nexus_nn::bert::{cosine, BertConfig, BertWeights};
+use nexus_nn::{Engine, Refresh};
+use rand::{Rng, SeedableRng};
+
+#[test]
+fn tiny_bert_runs_encrypted_end_to_end() {
+    let preset = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
+    let params = Parameters::preset(preset).unwrap();
+    let weights = BertWeights::random(BertConfig::tiny(), 11).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut sentence = |len: usize| -> Vec<u32> { (0..len).map(|_| rng.gen_range(0..64)).collect() };
+    let ids = sentence(6);
+    let mut calibration: Vec<Vec<u32>> = (0..16).map(|i| sentence(2 + i % 7)).collect();
+    calibration.push(ids.clone());
+    let plan = EncoderPlan::calibrate(&weights, &calibration, 1.5).unwrap();
+    let encoder = EncryptedEncoder::new(&weights, ids.len(), params.max_slots(), plan).unwrap();
+
+    let boot = Bootstrapper::new(&params, BootstrapConfig::for_preset(preset).unwrap()).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let boot_keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    let steps = encoder.rotations().unwrap();
+    let galois = kg.galois_keys(&sk, &steps, false).unwrap();
+    let (eval, encoding) = (Evaluator::new(&params), Encoder::new(&params));
+    let engine = Engine { eval: &eval, encoder: &encoding, rlk: &boot_keys.relin, galois: &galois };
+    let refresh = Refresh { bootstrapper: &boot, keys: &boot_keys };
+    println!("{} rotation keys, bootstrap output level {}", steps.len(), boot.output_level());
+
+    // Client: embed in plaintext, pack, encrypt.
+    let x = weights.embed(&ids).unwrap();
+    let packed = encoder.layout().pack(&x).unwrap();
+    let pt = encoding.encode_real(&packed, boot.output_level(), params.default_scale()).unwrap();
+    let mut ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
+
+    let decrypt = |c: &Ciphertext| encoding.decode_real(&Decryptor::new(&params).decrypt(c, &sk).unwrap()).unwrap();
+    let mut plain = x.clone();
+    for layer in 0..weights.config.layers {
+        let mut timings = LayerTimings::default();
+        let start = std::time::Instant::now();
+        ct = encoder.run_layer(layer, &engine, &refresh, ct, &mut timings).unwrap();
+        plain = weights.layer(layer, &plain, &mut Default::default()).unwrap();
+        let got = encoder.layout().unpack(&decrypt(&ct));
+        let err = got.iter().flatten().zip(plain.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        println!(
+            "layer {layer}: {:.1} s, max abs error {err:.2e}, level {}, {:?}",
+            start.elapsed().as_secs_f64(),
+            ct.level(),
+            timings
+        );
+        assert!(err < 2e-3, "layer {layer}: max abs error {err}");
+        // Padding tokens stay exact zeros (decryption noise only).
+        let slots = decrypt(&ct);
+        let t = encoder.layout().tokens();
+        let pad = (0..slots.len()).filter(|s| s % t >= ids.len()).map(|s| slots[s].abs()).fold(0.0, f64::max);
+        assert!(pad < 1e-3, "padding token slots hold {pad}");
+    }
+    let pooled = encoder.mean_pool(&engine, &refresh, ct).unwrap();
+    let got = encoder.unpack_pooled(&decrypt(&pooled));
+    let want = weights.sentence_embedding(&ids).unwrap();
+    let cos = cosine(&got, &want);
+    println!("sentence embedding cosine {cos:.6}");
+    assert!(cos > 0.9999, "cosine {cos}");
+}
