@@ -5,4 +5,5 @@
 pub mod cluster;
 pub mod commands;
 pub mod demo;
+pub mod infer;
 pub mod scaling;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use nexus_client::demo::{run, DemoConfig};
-use nexus_client::{commands, scaling};
+use nexus_client::{commands, infer, scaling};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -87,6 +87,38 @@ enum Command {
         out: Option<PathBuf>,
         #[command(flatten)]
         conn: ConnArgs,
+    },
+    /// Encrypted sentence embeddings with a BERT-family model, in this
+    /// process (latency mode): one JSON object per sentence.
+    Infer {
+        /// Model directory: config.json, model.safetensors, tokenizer.json
+        /// (ops/models/fetch-minilm.sh fetches all-MiniLM-L6-v2).
+        #[arg(long)]
+        model: PathBuf,
+        /// A sentence (repeatable).
+        #[arg(long)]
+        text: Vec<String>,
+        /// A file with one sentence per line.
+        #[arg(long)]
+        text_file: Option<PathBuf>,
+        /// Tokens per sentence including [CLS] and [SEP].
+        #[arg(long, default_value_t = 32)]
+        max_tokens: usize,
+        /// Parameter preset (with a bootstrapping configuration).
+        #[arg(long, default_value = "N16_QP1505_H192")]
+        preset: String,
+        /// Run only the first N layers (quick measurements).
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Margin on the calibrated value ranges.
+        #[arg(long, default_value_t = 1.5)]
+        margin: f64,
+        /// Engine threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// One JSON object per sentence on stdout (progress on stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Cluster benchmarks.
     Bench {
@@ -248,6 +280,29 @@ fn main() -> Result<()> {
             match out {
                 Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
                 None => println!("{text}"),
+            }
+            Ok(())
+        }
+        Command::Infer { model, text, text_file, max_tokens, preset, layers, margin, threads, json: as_json } => {
+            if let Some(t) = threads {
+                rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+            }
+            let mut texts = text;
+            if let Some(path) = text_file {
+                let body = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                texts.extend(body.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+            }
+            if texts.is_empty() {
+                anyhow::bail!("no input: pass --text or --text-file");
+            }
+            let options = infer::InferOptions { model, texts, max_tokens, preset, layers, margin };
+            let results = infer::run(&options, &mut |line| eprintln!("{line}"))?;
+            for r in &results {
+                if as_json {
+                    println!("{}", json(r)?);
+                } else {
+                    println!("{:?}: cosine {:.6}, {:.1} s, upload {:.2} MB, download {:.2} MB, keys {:.0} MB", r.text, r.cosine, r.seconds, r.upload_bytes as f64 / 1e6, r.download_bytes as f64 / 1e6, r.key_bytes as f64 / 1e6);
+                }
             }
             Ok(())
         }

@@ -16,6 +16,14 @@
 //! `exp` on `[-3W/2, W/2]` is one Chebyshev interpolant, the row sums take
 //! log2 L rotations and no levels, and `1/s` is an initial guess plus Newton
 //! steps.
+//!
+//! Wide intervals (real attention scores span 90 and more) are *sharpened*:
+//! the Softmax runs on `x / 2^r` (a free change of the scale label), which
+//! keeps `W / 2^r <= 12`, and then `r` normalised squarings
+//! `z <- z^2 / sum(z^2)` give `softmax(x)` exactly, since
+//! `softmax(x / 2^r)^(2^r)` is proportional to `softmax(x)`. Each row of
+//! `z` sums to 1, so every `sum(z^2)` lies in `[1/L, 1]`: a narrow interval
+//! whose inverse is shallow, whatever `W` was.
 
 use crate::cost::OpCost;
 use crate::engine::Engine;
@@ -40,24 +48,57 @@ pub struct Softmax {
     valid: Option<Vec<f64>>,
     /// Elements per row that take part.
     count: usize,
+    /// Normalised squarings after the Softmax of `x / 2^sharpen`.
+    sharpen: u32,
+    /// `1/s` on `[1/count, 1]` (with a margin) for the squarings.
+    unit_inverse: NewtonApprox,
 }
+
+/// Widest interval the exponential is fitted on before sharpening.
+const MAX_DIRECT_WIDTH: f64 = 12.0;
 
 impl Softmax {
     /// Inputs in `[lo, hi]` (width at most 30, so that `e^(W/2)` stays
     /// well inside the modulus).
     pub fn new(layout: RowLayout, lo: f64, hi: f64, max_rel_error: f64) -> Result<Self, NnError> {
         let width = hi - lo;
-        if !(lo.is_finite() && hi.is_finite() && width > 0.0 && width <= 30.0) {
+        if !(lo.is_finite() && hi.is_finite() && width > 0.0 && width <= 4096.0) {
             return Err(invalid(
                 "softmax",
-                format!("input interval [{lo}, {hi}] must be finite, non-empty, width <= 30"),
+                format!("input interval [{lo}, {hi}] must be finite, non-empty, width <= 4096"),
             ));
         }
+        let sharpen = if width <= MAX_DIRECT_WIDTH { 0 } else { (width / MAX_DIRECT_WIDTH).log2().ceil() as u32 };
+        // Relative errors double with every squaring.
+        let base_error = max_rel_error / f64::from(1u32 << sharpen);
+        let width = width / f64::from(1u32 << sharpen);
         let shift = width / 2.0;
-        let exp = fit_exp(-width - shift, width - shift, max_rel_error)?;
+        let exp = fit_exp(-width - shift, width - shift, base_error)?;
         let count = layout.row_len();
-        let inverse = fit_inverse(count, width, shift, max_rel_error)?;
-        Ok(Self { layout, lo, hi, shift, exp, inverse, max_rel_error, valid: None, count })
+        let inverse = fit_inverse(count, width, shift, base_error)?;
+        let unit_inverse = fit_unit_inverse(count, base_error)?;
+        Ok(Self {
+            layout,
+            lo,
+            hi,
+            shift,
+            exp,
+            inverse,
+            max_rel_error: base_error,
+            valid: None,
+            count,
+            sharpen,
+            unit_inverse,
+        })
+    }
+
+    /// Normalised squarings after the base Softmax (0 for narrow inputs).
+    pub fn sharpen_steps(&self) -> u32 {
+        self.sharpen
+    }
+
+    fn width(&self) -> f64 {
+        (self.hi - self.lo) / f64::from(1u32 << self.sharpen)
     }
 
     /// Only the slots where `mask` is 1 take part, `count` of them in every
@@ -76,7 +117,8 @@ impl Softmax {
         }
         let layout_mask = self.layout.mask();
         self.valid = Some(mask.iter().zip(layout_mask).map(|(a, b)| a * b).collect());
-        self.inverse = fit_inverse(count, self.hi - self.lo, self.shift, self.max_rel_error)?;
+        self.inverse = fit_inverse(count, self.width(), self.shift, self.max_rel_error)?;
+        self.unit_inverse = fit_unit_inverse(count, self.max_rel_error)?;
         self.count = count;
         Ok(self)
     }
@@ -107,12 +149,19 @@ impl Softmax {
     /// The f64 twin (same approximations); refuses out-of-range inputs.
     pub fn plain(&self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, NnError> {
         let mut out = Vec::with_capacity(rows.len());
+        let factor = f64::from(1u32 << self.sharpen);
         for row in rows {
             check_range("softmax", row, self.lo, self.hi)?;
-            let mean = row.iter().sum::<f64>() / row.len() as f64;
-            let e: Vec<f64> = row.iter().map(|&x| self.exp.evaluate(x - mean - self.shift)).collect();
+            let mean = row.iter().sum::<f64>() / row.len() as f64 / factor;
+            let e: Vec<f64> = row.iter().map(|&x| self.exp.evaluate(x / factor - mean - self.shift)).collect();
             let inv = self.inverse.evaluate(e.iter().sum());
-            out.push(e.iter().map(|v| v * inv).collect());
+            let mut z: Vec<f64> = e.iter().map(|v| v * inv).collect();
+            for _ in 0..self.sharpen {
+                let squares: Vec<f64> = z.iter().map(|v| v * v).collect();
+                let inv = self.unit_inverse.evaluate(squares.iter().sum());
+                z = squares.iter().map(|v| v * inv).collect();
+            }
+            out.push(z);
         }
         Ok(out)
     }
@@ -121,9 +170,17 @@ impl Softmax {
     pub fn cost(&self, params: &Parameters) -> OpCost {
         let sums = self.layout.sum_cost(params);
         OpCost {
-            levels: 1 + self.exp.depth() + usize::from(self.is_masked()) + self.inverse.depth() + 1,
-            rotations: 2 * sums.rotations,
-            products: polynomial_products(self.exp.degree()) + self.inverse.products() + 1,
+            levels: 1
+                + self.exp.depth()
+                + usize::from(self.is_masked())
+                + self.inverse.depth()
+                + 1
+                + self.sharpen as usize * (1 + self.unit_inverse.depth() + 1),
+            rotations: (2 + self.sharpen as usize) * sums.rotations,
+            products: polynomial_products(self.exp.degree())
+                + self.inverse.products()
+                + 1
+                + self.sharpen as usize * (2 + self.unit_inverse.products()),
             bootstraps: 0,
             galois_elements: sums.galois_elements,
         }
@@ -150,8 +207,10 @@ impl Softmax {
     ) -> Result<Ciphertext, NnError> {
         let len = self.count as f64;
         let mask = self.mask();
-        let width = self.hi - self.lo;
-        let x = refresh(x, 1, self.lo.abs().max(self.hi.abs()))?;
+        let width = self.width();
+        let mut x = refresh(x, 1, self.lo.abs().max(self.hi.abs()))?;
+        // x / 2^r through the scale label: exact and free.
+        x.set_scale(x.scale() * f64::from(1u32 << self.sharpen))?;
         // Masked-out slots count in the first row sum unless zero; callers
         // guarantee zeros there (scores of padding keys are exactly 0).
         let sums = self.layout.row_sums(engine.eval, &x, engine.galois)?;
@@ -168,7 +227,17 @@ impl Softmax {
         let e_bound = (width / 2.0).exp() * 1.1;
         let e = refresh(e, 1, e_bound)?;
         let inv = refresh(inv, 1, self.inverse.evaluate(self.inverse.lo()) * 1.5)?;
-        engine.mul(&e, &inv)
+        let mut z = engine.mul(&e, &inv)?;
+        for _ in 0..self.sharpen {
+            z = refresh(z, 1, 1.1)?;
+            let squares = engine.mul(&z, &z)?;
+            let sums = self.layout.row_sums(engine.eval, &squares, engine.galois)?;
+            let inv = self.unit_inverse.apply_refreshing(engine, sums, refresh)?;
+            let squares = refresh(squares, 1, 1.1)?;
+            let inv = refresh(inv, 1, 1.1 * len)?;
+            z = engine.mul(&squares, &inv)?;
+        }
+        Ok(z)
     }
 }
 
@@ -179,6 +248,12 @@ fn fit_inverse(len: usize, width: f64, shift: f64, max_rel_error: f64) -> Result
     let s_lo = len * (-shift).exp() * (1.0 - 1e-6);
     let s_hi = ((width * (1.0 - 1.0 / len)).exp() + len - 1.0) * (-shift).exp() * (1.0 + 1e-6);
     NewtonApprox::new(NewtonTarget::Inverse, s_lo, s_hi, max_rel_error)
+}
+
+/// `1/s` for the sums of squares of a probability vector over `len`
+/// elements: `[1/len, 1]`, with a margin for the approximation errors.
+fn fit_unit_inverse(len: usize, max_rel_error: f64) -> Result<NewtonApprox, NnError> {
+    NewtonApprox::new(NewtonTarget::Inverse, 0.9 / len as f64, 1.1, max_rel_error)
 }
 
 /// `exp` on `[lo, hi]`: the lowest degree whose error relative to
@@ -196,4 +271,34 @@ fn fit_exp(lo: f64, hi: f64, max_rel_error: f64) -> Result<Chebyshev, NnError> {
         }
     }
     Err(invalid("softmax", format!("no exp interpolant of degree <= 63 reaches {max_rel_error} on [{lo}, {hi}]")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(row: &[f64]) -> Vec<f64> {
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = row.iter().map(|x| (x - max).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    }
+
+    #[test]
+    fn wide_inputs_are_sharpened_and_stay_accurate() {
+        let layout = RowLayout::new(4, 16, 64).unwrap();
+        let sm = Softmax::new(layout, -45.0, 45.0, 1e-4).unwrap();
+        assert_eq!(sm.sharpen_steps(), 3);
+        let rows: Vec<Vec<f64>> = (0..4)
+            .map(|r| (0..16).map(|j| ((r * 16 + j) as f64 * 0.77).sin() * 45.0 * (1.0 - 0.2 * r as f64)).collect())
+            .collect();
+        let got = sm.plain(&rows).unwrap();
+        for (row, g) in rows.iter().zip(&got) {
+            let want = exact(row);
+            let err = g.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(err < 1e-3, "max error {err}");
+        }
+        let narrow = Softmax::new(RowLayout::new(4, 16, 64).unwrap(), -10.0, 0.0, 1e-4).unwrap();
+        assert_eq!(narrow.sharpen_steps(), 0);
+    }
 }

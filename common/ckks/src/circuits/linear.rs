@@ -120,14 +120,24 @@ impl LinearTransform {
 
     /// Rotation steps the evaluation needs (baby steps and giant steps).
     pub fn rotations(&self) -> Vec<i64> {
+        Self::steps(self.baby, self.diagonals.keys().copied())
+    }
+
+    /// The rotation steps of a transform with non-zero diagonals at
+    /// `indices`, without building it (key generation needs only these).
+    pub fn rotations_for(slots: usize, indices: &[usize]) -> Vec<i64> {
+        Self::steps(Self::best_baby(slots, indices.iter().copied()), indices.iter().copied())
+    }
+
+    fn steps(baby: usize, indices: impl Iterator<Item = usize>) -> Vec<i64> {
         let mut steps: std::collections::BTreeSet<i64> = Default::default();
-        for &k in self.diagonals.keys() {
-            let (g, b) = (k / self.baby, k % self.baby);
+        for k in indices {
+            let (g, b) = (k / baby, k % baby);
             if b != 0 {
                 steps.insert(b as i64);
             }
             if g != 0 {
-                steps.insert((g * self.baby) as i64);
+                steps.insert((g * baby) as i64);
             }
         }
         steps.into_iter().collect()

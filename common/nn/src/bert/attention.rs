@@ -65,7 +65,8 @@ impl PackedAttention {
     /// spreading, and the Softmax's row sums.
     pub fn rotations(&self) -> Vec<i64> {
         let (t, r) = (self.layout.tokens() as i64, self.layout.rows() as i64);
-        let mut steps: Vec<i64> = (1..t).flat_map(|k| [k, k - t]).collect();
+        let mut steps: Vec<i64> = (1..t).collect();
+        steps.push(-t);
         steps.extend((0..self.layout.head_dim_pow2().trailing_zeros()).map(|m| r << m));
         steps.extend((0..t.trailing_zeros()).map(|m| -(r << m)));
         steps.extend(self.softmax.layout().sum_rotations());
@@ -82,7 +83,7 @@ impl PackedAttention {
         let softmax = self.softmax.cost(params);
         OpCost {
             levels: 3 + softmax.levels + 2,
-            rotations: 4 * (t - 1) + t * (log_d + log_t) + softmax.rotations,
+            rotations: 4 * (t - 1) + 2 + t * (log_d + log_t) + softmax.rotations,
             products: 2 * t + softmax.products,
             bootstraps: 0,
             galois_elements: self.rotations().iter().map(|&s| params.galois_element_for_rotation(s)).collect(),
@@ -94,14 +95,17 @@ impl PackedAttention {
     fn token_rotations(&self, engine: &Engine<'_>, x: &Ciphertext) -> Result<Vec<Ciphertext>, NnError> {
         let t = self.layout.tokens();
         let level = x.level().checked_sub(1).ok_or_else(|| invalid("attention", "operand at level 0"))?;
-        let steps: Vec<i64> = (1..t as i64).flat_map(|k| [k, k - t as i64]).collect();
-        let rotated = engine.eval.rotate_hoisted(x, &steps, engine.galois)?;
+        // rot(x, k - T) = rot(rot(x, -T), k): T keys instead of 2T - 2.
+        let steps: Vec<i64> = (1..t as i64).collect();
+        let ahead = engine.eval.rotate_hoisted(x, &steps, engine.galois)?;
+        let back = engine.eval.rotate(x, -(t as i64), engine.galois)?;
+        let wrapped = engine.eval.rotate_hoisted(&back, &steps, engine.galois)?;
         let mut out = vec![engine.eval.drop_to_level(x, level)?];
         for k in 1..t {
             let low = self.mask(|s| s % t < t - k);
             let high = self.mask(|s| s % t >= t - k);
-            let a = engine.mul_plain_to(&rotated[2 * (k - 1)], &low, level, x.scale())?;
-            let b = engine.mul_plain_to(&rotated[2 * (k - 1) + 1], &high, level, x.scale())?;
+            let a = engine.mul_plain_to(&ahead[k - 1], &low, level, x.scale())?;
+            let b = engine.mul_plain_to(&wrapped[k - 1], &high, level, x.scale())?;
             out.push(engine.eval.add(&a, &b)?);
         }
         Ok(out)

@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::error::{invalid, NnError};
 use crate::gelu::Gelu;
 use crate::layernorm::LayerNorm;
-use nexus_ckks::{Ciphertext, Parameters};
+use nexus_ckks::{Ciphertext, GaloisKeys, KeyGenerator, Parameters, SecretKey};
 
 /// Ranges (with margins) and accuracy settings of an encrypted encoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,18 +70,13 @@ impl EncoderPlan {
     }
 }
 
-/// One layer's operators, built for a layout.
+/// One layer's non-linear operators, built for a layout (the linear
+/// layers are built when they run: their diagonals are large).
 #[derive(Debug)]
 pub struct LayerCircuit {
-    query: PackedLinear,
-    key: PackedLinear,
-    value: PackedLinear,
     attention: PackedAttention,
-    attention_out: PackedLinear,
     attention_norm: LayerNorm,
-    ffn_in: PackedLinear,
     gelu: Gelu,
-    ffn_out: PackedLinear,
     ffn_norm: LayerNorm,
     /// Bound on intermediate values (bootstrap scaling).
     bound: f64,
@@ -142,10 +137,7 @@ impl<'w> EncryptedEncoder<'w> {
         let w = self.weights.layers.get(index).ok_or_else(|| invalid("encoder", format!("no layer {index}")))?;
         let r = &self.plan.layers[index];
         let c = &self.weights.config;
-        let (n, t, slots) = (self.layout.real_tokens(), self.layout.tokens(), self.layout.slots());
-        let hidden = self.layout.placement();
-        let wide = Placement::wide(c.intermediate, t, slots)?;
-        let linear = |l, input: &Placement, output: &Placement, factor| PackedLinear::new(l, input, output, n, factor);
+        let n = self.layout.real_tokens();
         let norm = |weights: &super::weights::Norm, var: &Span| -> Result<LayerNorm, NnError> {
             LayerNorm::new(
                 self.layout.row_layout()?,
@@ -159,34 +151,44 @@ impl<'w> EncryptedEncoder<'w> {
         };
         let gelu_range = bound_of(&r.gelu).min(64.0);
         Ok(LayerCircuit {
-            query: linear(&w.query, &hidden, &hidden, 1.0 / (c.head_dim() as f64).sqrt())?,
-            key: linear(&w.key, &hidden, &hidden, 1.0)?,
-            value: linear(&w.value, &hidden, &hidden, 1.0)?,
             attention: PackedAttention::new(
                 self.layout.clone(),
                 r.scores.min.min(0.0),
                 r.scores.max.max(0.0),
                 self.plan.max_rel_error,
             )?,
-            attention_out: linear(&w.attention_out, &hidden, &hidden, 1.0)?,
             attention_norm: norm(&w.attention_norm, &r.attention_variance)?,
-            ffn_in: linear(&w.ffn_in, &hidden, &wide, 1.0)?,
             gelu: Gelu::new(gelu_range, self.plan.gelu_error)?,
-            ffn_out: linear(&w.ffn_out, &wide, &hidden, 1.0)?,
             ffn_norm: norm(&w.ffn_norm, &r.ffn_variance)?,
             bound: bound_of(&r.activations).max(bound_of(&r.scores)).max(gelu_range),
             output_bound: bound_of(&r.output),
         })
     }
 
+    fn wide(&self) -> Result<Placement, NnError> {
+        Placement::wide(self.weights.config.intermediate, self.layout.tokens(), self.layout.slots())
+    }
+
+    /// The product with `linear` (times `factor`) from `input` to `output`.
+    fn linear(
+        &self,
+        linear: &super::weights::Linear,
+        input: &Placement,
+        output: &Placement,
+        factor: f64,
+    ) -> Result<PackedLinear, NnError> {
+        PackedLinear::new(linear, input, output, self.layout.real_tokens(), factor)
+    }
+
     /// Rotation steps the client must generate keys for (every layer's).
     pub fn rotations(&self) -> Result<Vec<i64>, NnError> {
         let mut steps = self.pooling_rotations();
+        let (hidden, wide) = (self.layout.placement(), self.wide()?);
+        steps.extend(PackedLinear::rotations_between(&hidden, &hidden));
+        steps.extend(PackedLinear::rotations_between(&hidden, &wide));
+        steps.extend(PackedLinear::rotations_between(&wide, &hidden));
         for i in 0..self.weights.config.layers {
             let l = self.layer(i)?;
-            for linear in [&l.query, &l.key, &l.value, &l.attention_out, &l.ffn_in, &l.ffn_out] {
-                steps.extend(linear.rotations());
-            }
             steps.extend(l.attention.rotations());
             steps.extend(l.attention_norm.layout().sum_rotations());
         }
@@ -204,6 +206,23 @@ impl<'w> EncryptedEncoder<'w> {
         Ok(self.rotations()?.iter().map(|&s| params.galois_element_for_rotation(s)).collect())
     }
 
+    /// Client side: Galois keys for [`rotations`](Self::rotations), each
+    /// restricted to `level` (the level computations start at: the
+    /// bootstrapping's output level), which drops the limbs above it.
+    pub fn generate_keys(
+        &self,
+        params: &Parameters,
+        keygen: &mut KeyGenerator,
+        sk: &SecretKey,
+        level: usize,
+    ) -> Result<GaloisKeys, NnError> {
+        let mut keys = GaloisKeys::new();
+        for g in self.galois_elements(params)? {
+            keys.insert(keygen.galois_key(sk, g)?.restricted_to_level(params, level));
+        }
+        Ok(keys)
+    }
+
     /// Runs layer `index` on `x` (hidden layout).
     pub fn run_layer(
         &self,
@@ -214,6 +233,9 @@ impl<'w> EncryptedEncoder<'w> {
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
         let l = self.layer(index)?;
+        let w = &self.weights.layers[index];
+        let (hidden, wide) = (self.layout.placement(), self.wide()?);
+        let head_factor = 1.0 / (self.weights.config.head_dim() as f64).sqrt();
         let input_bound =
             if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
         let mut refresh_to = |ct: Ciphertext, needed: usize, bound: f64| {
@@ -231,9 +253,12 @@ impl<'w> EncryptedEncoder<'w> {
         // Attention.
         let x = refresh_to(x, 1 + 3, input_bound)?;
         let start = clock();
-        let q = l.query.apply(engine, std::slice::from_ref(&x))?.swap_remove(0);
-        let k = l.key.apply(engine, std::slice::from_ref(&x))?.swap_remove(0);
-        let v = l.value.apply(engine, std::slice::from_ref(&x))?.swap_remove(0);
+        let project = |linear, factor| -> Result<Ciphertext, NnError> {
+            Ok(self.linear(linear, &hidden, &hidden, factor)?.apply(engine, std::slice::from_ref(&x))?.swap_remove(0))
+        };
+        let q = project(&w.query, head_factor)?;
+        let k = project(&w.key, 1.0)?;
+        let v = project(&w.value, 1.0)?;
         timings.projections += start.elapsed().as_secs_f64();
         let start = clock();
         let scores = l.attention.scores(engine, &q, &k)?;
@@ -246,7 +271,7 @@ impl<'w> EncryptedEncoder<'w> {
         timings.attention += start.elapsed().as_secs_f64();
         let context = refresh_to(context, 1, l.bound)?;
         let start = clock();
-        let projected = l.attention_out.apply(engine, &[context])?.swap_remove(0);
+        let projected = self.linear(&w.attention_out, &hidden, &hidden, 1.0)?.apply(engine, &[context])?.swap_remove(0);
         let attended = engine.add_aligned(&projected, &x)?;
         timings.attention_out += start.elapsed().as_secs_f64();
 
@@ -255,18 +280,18 @@ impl<'w> EncryptedEncoder<'w> {
         // Feed-forward.
         let x1 = refresh_to(x1, 1, l.output_bound.max(l.bound))?;
         let start = clock();
-        let hidden = l.ffn_in.apply(engine, std::slice::from_ref(&x1))?;
+        let expanded = self.linear(&w.ffn_in, &hidden, &wide, 1.0)?.apply(engine, std::slice::from_ref(&x1))?;
         timings.feed_forward += start.elapsed().as_secs_f64();
         let gelu_levels = l.gelu.cost().levels;
-        let mut activated = Vec::with_capacity(hidden.len());
-        for h in hidden {
+        let mut activated = Vec::with_capacity(expanded.len());
+        for h in expanded {
             let h = refresh_to(h, gelu_levels + 1, l.bound)?;
             let start = clock();
             activated.push(l.gelu.apply(engine, &h)?);
             timings.feed_forward += start.elapsed().as_secs_f64();
         }
         let start = clock();
-        let contracted = l.ffn_out.apply(engine, &activated)?.swap_remove(0);
+        let contracted = self.linear(&w.ffn_out, &wide, &hidden, 1.0)?.apply(engine, &activated)?.swap_remove(0);
         let out = engine.add_aligned(&contracted, &x1)?;
         timings.feed_forward += start.elapsed().as_secs_f64();
         l.ffn_norm.apply_refreshing(engine, out, l.bound, &mut refresh_to)

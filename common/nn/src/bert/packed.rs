@@ -263,13 +263,12 @@ impl PackedLinear {
         }
         let mut diagonals: Vec<Vec<BTreeMap<usize, Vec<Complex64>>>> =
             vec![vec![BTreeMap::new(); input.ciphertexts]; output.ciphertexts];
+        // Zero weights keep their diagonal: the set of diagonals (and so the
+        // rotation keys) depends on the layouts only, never on the weights.
         for (o, &(b, po)) in output.positions.iter().enumerate() {
             for (i, &(a, pi)) in input.positions.iter().enumerate() {
                 let w = linear.w[i * linear.d_out + o] * factor;
-                if w == 0.0 {
-                    continue;
-                }
-                let offset = ((pi as i64 - po as i64) * t as i64).rem_euclid(slots as i64) as usize;
+                let offset = Self::offset(pi, po, t, slots);
                 let diag = diagonals[b][a].entry(offset).or_insert_with(|| vec![Complex64::new(0.0, 0.0); slots]);
                 for tok in 0..real_tokens {
                     diag[po * t + tok].re += w;
@@ -289,19 +288,39 @@ impl PackedLinear {
         Ok(Self { input: input.clone(), output: output.clone(), transforms, bias })
     }
 
+    fn offset(pi: usize, po: usize, tokens: usize, slots: usize) -> usize {
+        ((pi as i64 - po as i64) * tokens as i64).rem_euclid(slots as i64) as usize
+    }
+
+    /// Rotation steps of any product from `input` to `output` (they depend
+    /// on the layouts only): what the client generates keys for without
+    /// building the transforms.
+    pub fn rotations_between(input: &Placement, output: &Placement) -> Vec<i64> {
+        let (t, slots) = (input.tokens, input.slots);
+        let mut steps = output.copy_rotations();
+        for b in 0..output.ciphertexts {
+            for a in 0..input.ciphertexts {
+                let mut offsets: Vec<usize> = output
+                    .positions
+                    .iter()
+                    .filter(|p| p.0 == b)
+                    .flat_map(|&(_, po)| {
+                        input.positions.iter().filter(|p| p.0 == a).map(move |&(_, pi)| Self::offset(pi, po, t, slots))
+                    })
+                    .collect();
+                offsets.sort_unstable();
+                offsets.dedup();
+                steps.extend(LinearTransform::rotations_for(slots, &offsets));
+            }
+        }
+        steps.sort_unstable();
+        steps.dedup();
+        steps
+    }
+
     /// Rotation steps the keys must cover.
     pub fn rotations(&self) -> Vec<i64> {
-        let mut r: Vec<i64> = self
-            .transforms
-            .iter()
-            .flatten()
-            .flatten()
-            .flat_map(|t| t.rotations())
-            .chain(self.output.copy_rotations())
-            .collect();
-        r.sort_unstable();
-        r.dedup();
-        r
+        Self::rotations_between(&self.input, &self.output)
     }
 
     /// Galois elements of [`rotations`](Self::rotations).
