@@ -121,7 +121,10 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
         .filter(|l| !l.trim().is_empty())
         .map(|l| tokenizer.encode(l, options.max_tokens))
         .collect::<Result<_, _>>()?;
-    let plan = EncoderPlan::calibrate(&weights, &calibration, options.margin)?;
+    let mut plan = EncoderPlan::calibrate(&weights, &calibration, options.margin)?;
+    // A bootstrap leaves output_level levels, one of them kept for scaling
+    // down before the next.
+    plan.max_stage_depth = Some(level.saturating_sub(1));
 
     let start = Instant::now();
     let mut keygen = KeyGenerator::new(&params);

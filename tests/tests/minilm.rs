@@ -53,3 +53,24 @@ fn mis_shaped_checkpoints_are_refused_by_name() {
     let err = BertWeights::from_safetensors(config, &bytes).expect_err("wrong FFN width").to_string();
     assert!(err.contains("encoder.layer.0.intermediate.dense.weight has shape [1536, 384]"), "{err}");
 }
+
+#[test]
+fn minilm_value_ranges_are_reported() {
+    let Some(dir) = nexus_tests::minilm_dir() else { return };
+    let weights = BertWeights::from_dir(&dir).expect("MiniLM loads");
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).expect("tokenizer loads");
+    let ids: Vec<Vec<u32>> = include_str!("../../client/data/calibration.txt")
+        .lines()
+        .map(|l| tokenizer.encode(l, 32).expect("tokenizes"))
+        .collect();
+    let plan = nexus_nn::bert::encrypted::EncoderPlan::calibrate(&weights, &ids, 1.0).expect("calibrates");
+    eprintln!("input bound {:.2}", plan.input_bound);
+    for (i, r) in plan.layers.iter().enumerate() {
+        eprintln!(
+            "layer {i}: scores [{:.1}, {:.1}], gelu [{:.1}, {:.1}], attention var [{:.3}, {:.1}], ffn var [{:.3}, {:.1}], output [{:.1}, {:.1}], activations [{:.1}, {:.1}]",
+            r.scores.min, r.scores.max, r.gelu.min, r.gelu.max, r.attention_variance.min, r.attention_variance.max,
+            r.ffn_variance.min, r.ffn_variance.max, r.output.min, r.output.max, r.activations.min, r.activations.max
+        );
+        assert!(r.scores.min < r.scores.max);
+    }
+}

@@ -47,6 +47,19 @@ impl Gelu {
         Err(invalid("gelu", format!("no degree <= 255 reaches error {max_error} on [-{range}, {range}]")))
     }
 
+    /// The most accurate interpolant on `[-range, range]` (error at most
+    /// 1e-4, relaxed step by step to at most 1e-2) whose depth fits
+    /// `max_depth` levels.
+    pub fn within_depth(range: f64, max_depth: usize) -> Result<Self, NnError> {
+        for error in [1e-4, 3e-4, 1e-3, 3e-3, 1e-2] {
+            let g = Self::new(range, error)?;
+            if g.cost().levels <= max_depth {
+                return Ok(g);
+            }
+        }
+        Err(invalid("gelu", format!("no interpolant on [-{range}, {range}] within 1e-2 fits {max_depth} levels")))
+    }
+
     /// The default of the model: valid on [-8, 8] within 1e-4.
     pub fn bert_default() -> Result<Self, NnError> {
         Self::new(8.0, 1e-4)
@@ -101,3 +114,4 @@ mod tests {
         }
     }
 }
+

@@ -153,12 +153,22 @@ impl LayerNorm {
     ) -> Result<Ciphertext, NnError> {
         let d = self.layout.row_len() as f64;
         let deviation = (d * self.var_range.1).sqrt();
-        let x = refresh(x, 2, input_bound)?;
+        // Three levels: mean, square, and the gamma product (done early so
+        // the centred values need no bootstrap of their own).
+        let x = refresh(x, 3, input_bound)?;
         let level = x.level();
         let sums = self.layout.row_sums(engine.eval, &x, engine.galois)?;
         let mean_masked: Vec<f64> = self.layout.mask().iter().map(|m| m / d).collect();
         let mean = engine.mul_plain_to(&sums, &mean_masked, level - 1, x.scale())?;
         let centred = engine.sub(&x, &mean)?;
+        let gamma: Vec<f64> = self.gamma.iter().map(|g| g * d.sqrt()).collect();
+        let gamma_max = gamma.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        let scaled = engine.mul_plain_to(
+            &centred,
+            &self.broadcast(&gamma),
+            centred.level().saturating_sub(1),
+            centred.scale(),
+        )?;
         let squares = engine.mul(&centred, &centred)?;
         let var_sum = self.layout.row_sums(engine.eval, &squares, engine.galois)?;
         let mut var_sum = engine.eval.add_const(&var_sum, d * self.eps)?;
@@ -172,16 +182,9 @@ impl LayerNorm {
             var_sum = engine.eval.add_plain(&var_sum, &offset)?;
         }
         let inv = self.invsqrt.apply_refreshing(engine, var_sum, refresh)?;
-        let centred = refresh(centred, 2, deviation)?;
+        let scaled = refresh(scaled, 1, gamma_max * deviation)?;
         let inv_bound = self.invsqrt.evaluate(self.invsqrt.lo()) * 1.5;
         let inv = refresh(inv, 1, inv_bound)?;
-        let gamma: Vec<f64> = self.gamma.iter().map(|g| g * d.sqrt()).collect();
-        let scaled = engine.mul_plain_to(
-            &centred,
-            &self.broadcast(&gamma),
-            centred.level().saturating_sub(1),
-            centred.scale(),
-        )?;
         let out = engine.mul(&scaled, &inv)?;
         let beta = engine.encoder.encode_real(&self.broadcast(&self.beta), out.level(), out.scale())?;
         Ok(engine.eval.add_plain(&out, &beta)?)

@@ -217,7 +217,9 @@ impl Softmax {
         let mean_mask: Vec<f64> = mask.iter().map(|m| m / len).collect();
         let mean = engine.mul_plain_to(&sums, &mean_mask, x.level().saturating_sub(1), x.scale())?;
         let centred = engine.eval.add_const(&engine.sub(&x, &mean)?, -self.shift)?;
-        let centred = refresh(centred, self.exp.depth() + usize::from(self.is_masked()), 1.5 * width)?;
+        // One level more than the exponential needs: the final product then
+        // finds `e` with a level left, without a bootstrap of its own.
+        let centred = refresh(centred, self.exp.depth() + usize::from(self.is_masked()) + 1, 1.5 * width)?;
         let mut e = engine.polynomial(&centred, &self.exp, centred.scale())?;
         if self.is_masked() {
             e = engine.mul_plain_to(&e, &mask, e.level().saturating_sub(1), e.scale())?;
@@ -229,7 +231,7 @@ impl Softmax {
         let inv = refresh(inv, 1, self.inverse.evaluate(self.inverse.lo()) * 1.5)?;
         let mut z = engine.mul(&e, &inv)?;
         for _ in 0..self.sharpen {
-            z = refresh(z, 1, 1.1)?;
+            z = refresh(z, 2, 1.1)?;
             let squares = engine.mul(&z, &z)?;
             let sums = self.layout.row_sums(engine.eval, &squares, engine.galois)?;
             let inv = self.unit_inverse.apply_refreshing(engine, sums, refresh)?;

@@ -32,6 +32,9 @@ pub struct EncoderPlan {
     pub max_rel_error: f64,
     /// Absolute error of GELU on its range.
     pub gelu_error: f64,
+    /// Levels one stage may use between bootstraps (GELU's accuracy is
+    /// relaxed to fit); `None`: no limit.
+    pub max_stage_depth: Option<usize>,
 }
 
 impl EncoderPlan {
@@ -66,7 +69,7 @@ impl EncoderPlan {
                 activations: widen(r.activations),
             })
             .collect();
-        Ok(Self { layers, input_bound: input.max_abs() * margin, max_rel_error: 1e-4, gelu_error: 1e-4 })
+        Ok(Self { layers, input_bound: input.max_abs() * margin, max_rel_error: 1e-4, gelu_error: 1e-4, max_stage_depth: None })
     }
 }
 
@@ -158,7 +161,10 @@ impl<'w> EncryptedEncoder<'w> {
                 self.plan.max_rel_error,
             )?,
             attention_norm: norm(&w.attention_norm, &r.attention_variance)?,
-            gelu: Gelu::new(gelu_range, self.plan.gelu_error)?,
+            gelu: match self.plan.max_stage_depth {
+                Some(depth) => Gelu::within_depth(gelu_range, depth)?,
+                None => Gelu::new(gelu_range, self.plan.gelu_error)?,
+            },
             ffn_norm: norm(&w.ffn_norm, &r.ffn_variance)?,
             bound: bound_of(&r.activations).max(bound_of(&r.scores)).max(gelu_range),
             output_bound: bound_of(&r.output),
@@ -285,10 +291,12 @@ impl<'w> EncryptedEncoder<'w> {
         let gelu_levels = l.gelu.cost().levels;
         let mut activated = Vec::with_capacity(expanded.len());
         for h in expanded {
+            // A level more if it fits: the product after GELU then needs no bootstrap.
             let h = refresh_to(h, gelu_levels + 1, l.bound)?;
             let start = clock();
-            activated.push(l.gelu.apply(engine, &h)?);
+            let a = l.gelu.apply(engine, &h)?;
             timings.feed_forward += start.elapsed().as_secs_f64();
+            activated.push(refresh_to(a, 1, l.bound)?);
         }
         let start = clock();
         let contracted = self.linear(&w.ffn_out, &wide, &hidden, 1.0)?.apply(engine, &activated)?.swap_remove(0);
@@ -320,8 +328,12 @@ impl<'w> EncryptedEncoder<'w> {
     }
 }
 
-/// Bootstraps `ct` when it has fewer than `needed` levels, dividing by a
-/// power of two at least `bound` before and multiplying back after.
+/// Bootstraps `ct` when it has fewer than `needed` levels (plus the
+/// spare), dividing by a
+/// power of two at least `bound` before (one level, landing on the default
+/// scale) and taking the factor back after through the scale label (free:
+/// the result is `value` at scale `default / factor`). One level is always
+/// left over after `needed`, for the scaling before the next bootstrap.
 pub fn refresh_scaled(
     engine: &Engine<'_>,
     refresh: &Refresh<'_>,
@@ -329,28 +341,31 @@ pub fn refresh_scaled(
     needed: usize,
     bound: f64,
 ) -> Result<Ciphertext, NnError> {
-    let factor = bound.max(1.0).log2().ceil().exp2();
-    // One level is always kept back, for the scaling before the next
-    // bootstrap; the scaling after it takes another.
-    let spare = 1;
-    if ct.level() >= needed + spare {
+    const SPARE: usize = 1;
+    if ct.level() >= needed + SPARE {
         return Ok(ct);
     }
-    let available = refresh.bootstrapper.output_level().saturating_sub(1);
-    if available < needed + spare {
-        return Err(invalid(
-            "refresh",
-            format!("{needed} levels needed after a bootstrap (+{spare} for scaling), it provides {available}"),
-        ));
+    // A stage asking for more than a bootstrap provides gets what there is
+    // (callers may ask for a level more than they must have, to spare a
+    // later bootstrap); an operation then short of levels fails with the
+    // engine's typed error.
+    if stage_levels(refresh) == 0 {
+        return Err(invalid("refresh", "bootstrapping leaves no levels"));
     }
-    // Both products land on the default scale, so scale labels never drift
-    // across bootstraps (products of labelled scales compound otherwise).
+    let factor = bound.max(1.0).log2().ceil().exp2();
     let scale = engine.params().default_scale();
     let level = ct
         .level()
         .checked_sub(1)
         .ok_or_else(|| invalid("refresh", "a ciphertext at level 0 cannot be scaled before bootstrapping"))?;
     let small = engine.mul_const_to(&ct, 1.0 / factor, level, scale)?;
-    let fresh = refresh.bootstrapper.bootstrap(engine.eval, &small, refresh.keys)?;
-    engine.mul_const_to(&fresh, factor, fresh.level() - 1, scale)
+    let mut fresh = refresh.bootstrapper.bootstrap(engine.eval, &small, refresh.keys)?;
+    fresh.set_scale(fresh.scale() / factor)?;
+    Ok(fresh)
+}
+
+/// Levels a stage may use after a bootstrap (one is kept for the scaling
+/// before the next).
+pub fn stage_levels(refresh: &Refresh<'_>) -> usize {
+    refresh.bootstrapper.output_level().saturating_sub(1)
 }
