@@ -64,6 +64,25 @@ fn bootstrapping_refreshes_full_slot_ciphertexts() {
     assert!(worst > 20.0, "bootstrapping precision {worst:.1} bits");
 }
 
+/// Large values are divided before bootstrapping and multiplied back inside
+/// SlotToCoeff: same level out, error scaled by the factor only.
+#[test]
+fn bootstrap_times_multiplies_at_no_level() {
+    let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());
+    let slots = params.max_slots();
+    let v: Vec<f64> = (0..slots).map(|i| (i as f64 * 0.61).sin() * 100.0).collect();
+    let small: Vec<f64> = v.iter().map(|x| x / 128.0).collect();
+    let pt = enc.encode_real(&small, 0, params.default_scale()).unwrap();
+    let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
+    let out = boot.bootstrap_times(&eval, &ct, &keys, 128.0).unwrap();
+    assert_eq!(out.level(), boot.output_level());
+    assert_eq!(out.scale(), ct.scale());
+    let got = enc.decode_real(&Decryptor::new(&params).decrypt(&out, &sk).unwrap()).unwrap();
+    let err = got.iter().zip(&v).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    println!("bootstrap x128: max error {err:.2e} on values up to 100");
+    assert!(err < 128.0 * 2f64.powi(-18), "max error {err}");
+}
+
 #[test]
 fn dft_round_trip_and_eval_mod_alone() {
     let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());

@@ -283,6 +283,20 @@ impl Bootstrapper {
     /// The output is at [`output_level`](Self::output_level) with the
     /// input's scale.
     pub fn bootstrap(&self, eval: &Evaluator, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext, CkksError> {
+        self.bootstrap_times(eval, ct, keys, 1.0)
+    }
+
+    /// Bootstraps and multiplies by `factor` at no extra level (the
+    /// constant rides on SlotToCoeff's last diagonals). Callers divide a
+    /// large value by `factor` before bootstrapping, since the modular
+    /// reduction is accurate for small values only, and get it back here.
+    pub fn bootstrap_times(
+        &self,
+        eval: &Evaluator,
+        ct: &Ciphertext,
+        keys: &BootstrapKeys,
+        factor: f64,
+    ) -> Result<Ciphertext, CkksError> {
         let n = self.params.max_slots();
         if ct.encoding() != Encoding::Slots(n) {
             return Err(CkksError::InvalidInput(format!(
@@ -317,8 +331,8 @@ impl Bootstrapper {
         // SlotToCoeff; the last group lands exactly on the input's scale.
         let last = self.stc.len() - 1;
         for (i, t) in self.stc.iter().enumerate() {
-            let out_scale = if i == last { delta } else { w.scale() };
-            w = t.evaluate_to_scale(eval, &self.encoder, &w, &keys.galois, out_scale)?;
+            let (multiplier, out_scale) = if i == last { (factor, delta) } else { (1.0, w.scale()) };
+            w = t.evaluate_times_to_scale(eval, &self.encoder, &w, &keys.galois, multiplier, out_scale)?;
         }
         Ok(w)
     }

@@ -175,6 +175,23 @@ impl LinearTransform {
         keys: &GaloisKeys,
         out_scale: f64,
     ) -> Result<Ciphertext, CkksError> {
+        self.evaluate_times_to_scale(eval, encoder, ct, keys, 1.0, out_scale)
+    }
+
+    /// `multiplier` times the map, at `out_scale`: the constant rides on
+    /// the diagonals' encoding, so it costs no level.
+    pub fn evaluate_times_to_scale(
+        &self,
+        eval: &Evaluator,
+        encoder: &Encoder,
+        ct: &Ciphertext,
+        keys: &GaloisKeys,
+        multiplier: f64,
+        out_scale: f64,
+    ) -> Result<Ciphertext, CkksError> {
+        if !multiplier.is_finite() {
+            return Err(CkksError::InvalidInput(format!("multiplier {multiplier} is not finite")));
+        }
         if ct.encoding() != crate::scheme::plaintext::Encoding::Slots(self.slots) {
             return Err(CkksError::InvalidInput(format!(
                 "linear transform on {} slots applied to a {:?} ciphertext",
@@ -202,7 +219,10 @@ impl LinearTransform {
             let shift = (g * self.baby) as i64;
             let mut inner: Option<Ciphertext> = None;
             for &b in bs {
-                let diag = rotate_vec(&self.diagonals[&(g * self.baby + b)], -shift);
+                let mut diag = rotate_vec(&self.diagonals[&(g * self.baby + b)], -shift);
+                if multiplier != 1.0 {
+                    diag.iter_mut().for_each(|d| *d *= multiplier);
+                }
                 let pt = encoder.encode_complex_slots(&diag, self.slots, level, pt_scale)?;
                 let term = eval.mul_plain(baby[&b], &pt)?;
                 match inner.as_mut() {

@@ -331,9 +331,9 @@ impl<'w> EncryptedEncoder<'w> {
 /// Bootstraps `ct` when it has fewer than `needed` levels (plus the
 /// spare), dividing by a
 /// power of two at least `bound` before (one level, landing on the default
-/// scale) and taking the factor back after through the scale label (free:
-/// the result is `value` at scale `default / factor`). One level is always
-/// left over after `needed`, for the scaling before the next bootstrap.
+/// scale) and multiplying it back inside the bootstrap's last linear
+/// transform (free). One level is always left over after `needed`, for the
+/// scaling before the next bootstrap.
 pub fn refresh_scaled(
     engine: &Engine<'_>,
     refresh: &Refresh<'_>,
@@ -359,9 +359,7 @@ pub fn refresh_scaled(
         .checked_sub(1)
         .ok_or_else(|| invalid("refresh", "a ciphertext at level 0 cannot be scaled before bootstrapping"))?;
     let small = engine.mul_const_to(&ct, 1.0 / factor, level, scale)?;
-    let mut fresh = refresh.bootstrapper.bootstrap(engine.eval, &small, refresh.keys)?;
-    fresh.set_scale(fresh.scale() / factor)?;
-    Ok(fresh)
+    Ok(refresh.bootstrapper.bootstrap_times(engine.eval, &small, refresh.keys, factor)?)
 }
 
 /// Levels a stage may use after a bootstrap (one is kept for the scaling
