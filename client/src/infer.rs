@@ -72,6 +72,8 @@ pub struct LayerReport {
     pub attention: f64,
     /// Output projection and residual, seconds.
     pub attention_out: f64,
+    /// Both LayerNorms, seconds.
+    pub layer_norms: f64,
     /// Feed-forward block, seconds.
     pub feed_forward: f64,
     /// Bootstraps, seconds.
@@ -174,18 +176,23 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
                 projections: timings.projections,
                 attention: timings.attention,
                 attention_out: timings.attention_out,
+                layer_norms: timings.layer_norms,
                 feed_forward: timings.feed_forward,
                 bootstraps: timings.bootstraps,
                 bootstrap_count: timings.bootstrap_count,
             };
             progress(&format!(
-                "  layer {}/{}: {:.1} s ({} bootstraps {:.1} s, attention {:.1} s, feed-forward {:.1} s), peak {:.0} MB",
+                "  layer {}/{}: {:.1} s ({} bootstraps {:.1} s; without them: projections {:.1} s, attention {:.1} s, \
+                 output {:.1} s, LayerNorms {:.1} s, feed-forward {:.1} s), peak {:.0} MB",
                 i + 1,
                 weights.config.layers,
                 report.seconds,
                 report.bootstrap_count,
                 report.bootstraps,
+                report.projections,
                 report.attention,
+                report.attention_out,
+                report.layer_norms,
                 report.feed_forward,
                 peak_rss_mb()
             ));

@@ -301,7 +301,15 @@ fn main() -> Result<()> {
                 if as_json {
                     println!("{}", json(r)?);
                 } else {
-                    println!("{:?}: cosine {:.6}, {:.1} s, upload {:.2} MB, download {:.2} MB, keys {:.0} MB", r.text, r.cosine, r.seconds, r.upload_bytes as f64 / 1e6, r.download_bytes as f64 / 1e6, r.key_bytes as f64 / 1e6);
+                    println!(
+                        "{:?}: cosine {:.6}, {:.1} s, upload {:.2} MB, download {:.2} MB, keys {:.0} MB",
+                        r.text,
+                        r.cosine,
+                        r.seconds,
+                        r.upload_bytes as f64 / 1e6,
+                        r.download_bytes as f64 / 1e6,
+                        r.key_bytes as f64 / 1e6
+                    );
                 }
             }
             Ok(())

@@ -2,6 +2,8 @@
 //! tokenizer.json, its plaintext forward pass checked against embeddings
 //! computed independently (numpy, ops/models/reference_embeddings.py).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use nexus_nn::bert::{cosine, BertWeights, TextTokenizer};
 
 #[derive(serde::Deserialize)]

@@ -19,6 +19,7 @@ use crate::error::{invalid, NnError};
 use crate::gelu::Gelu;
 use crate::layernorm::LayerNorm;
 use nexus_ckks::{Ciphertext, GaloisKeys, KeyGenerator, Parameters, SecretKey};
+use std::time::Instant;
 
 /// Ranges (with margins) and accuracy settings of an encrypted encoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,7 +70,13 @@ impl EncoderPlan {
                 activations: widen(r.activations),
             })
             .collect();
-        Ok(Self { layers, input_bound: input.max_abs() * margin, max_rel_error: 1e-4, gelu_error: 1e-4, max_stage_depth: None })
+        Ok(Self {
+            layers,
+            input_bound: input.max_abs() * margin,
+            max_rel_error: 1e-4,
+            gelu_error: 1e-4,
+            max_stage_depth: None,
+        })
     }
 }
 
@@ -244,65 +251,70 @@ impl<'w> EncryptedEncoder<'w> {
         let head_factor = 1.0 / (self.weights.config.head_dim() as f64).sqrt();
         let input_bound =
             if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
+        // Bootstrap time and count; every section below reports its wall
+        // time without the bootstraps inside it.
+        let boots = std::cell::Cell::new((0.0f64, 0usize));
         let mut refresh_to = |ct: Ciphertext, needed: usize, bound: f64| {
-            let start = std::time::Instant::now();
+            let start = Instant::now();
             let before = ct.level();
             let out = refresh_scaled(engine, refresh, ct, needed, bound);
             if out.as_ref().is_ok_and(|o| o.level() > before) {
-                timings.bootstraps += start.elapsed().as_secs_f64();
-                timings.bootstrap_count += 1;
+                let (t, n) = boots.get();
+                boots.set((t + start.elapsed().as_secs_f64(), n + 1));
             }
             out
         };
-        let clock = std::time::Instant::now;
+        let mark = || (Instant::now(), boots.get().0);
+        let since = |(start, b): (Instant, f64)| start.elapsed().as_secs_f64() - (boots.get().0 - b);
 
         // Attention.
         let x = refresh_to(x, 1 + 3, input_bound)?;
-        let start = clock();
+        let section = mark();
         let project = |linear, factor| -> Result<Ciphertext, NnError> {
             Ok(self.linear(linear, &hidden, &hidden, factor)?.apply(engine, std::slice::from_ref(&x))?.swap_remove(0))
         };
         let q = project(&w.query, head_factor)?;
         let k = project(&w.key, 1.0)?;
         let v = project(&w.value, 1.0)?;
-        timings.projections += start.elapsed().as_secs_f64();
-        let start = clock();
+        timings.projections += since(section);
+        let section = mark();
         let scores = l.attention.scores(engine, &q, &k)?;
-        timings.attention += start.elapsed().as_secs_f64();
         let probabilities = l.attention.softmax().apply_refreshing(engine, scores, &mut refresh_to)?;
         let probabilities = refresh_to(probabilities, 2, 1.0)?;
         let v = refresh_to(v, 2, l.bound)?;
-        let start = clock();
         let context = l.attention.weighted_sum(engine, &probabilities, &v)?;
-        timings.attention += start.elapsed().as_secs_f64();
         let context = refresh_to(context, 1, l.bound)?;
-        let start = clock();
+        timings.attention += since(section);
+        let section = mark();
         let projected = self.linear(&w.attention_out, &hidden, &hidden, 1.0)?.apply(engine, &[context])?.swap_remove(0);
         let attended = engine.add_aligned(&projected, &x)?;
-        timings.attention_out += start.elapsed().as_secs_f64();
-
+        timings.attention_out += since(section);
+        let section = mark();
         let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, &mut refresh_to)?;
+        timings.layer_norms += since(section);
 
         // Feed-forward.
+        let section = mark();
         let x1 = refresh_to(x1, 1, l.output_bound.max(l.bound))?;
-        let start = clock();
         let expanded = self.linear(&w.ffn_in, &hidden, &wide, 1.0)?.apply(engine, std::slice::from_ref(&x1))?;
-        timings.feed_forward += start.elapsed().as_secs_f64();
         let gelu_levels = l.gelu.cost().levels;
         let mut activated = Vec::with_capacity(expanded.len());
         for h in expanded {
             // A level more if it fits: the product after GELU then needs no bootstrap.
             let h = refresh_to(h, gelu_levels + 1, l.bound)?;
-            let start = clock();
             let a = l.gelu.apply(engine, &h)?;
-            timings.feed_forward += start.elapsed().as_secs_f64();
             activated.push(refresh_to(a, 1, l.bound)?);
         }
-        let start = clock();
         let contracted = self.linear(&w.ffn_out, &wide, &hidden, 1.0)?.apply(engine, &activated)?.swap_remove(0);
         let out = engine.add_aligned(&contracted, &x1)?;
-        timings.feed_forward += start.elapsed().as_secs_f64();
-        l.ffn_norm.apply_refreshing(engine, out, l.bound, &mut refresh_to)
+        timings.feed_forward += since(section);
+        let section = mark();
+        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, &mut refresh_to)?;
+        timings.layer_norms += since(section);
+        let (t, n) = boots.get();
+        timings.bootstraps += t;
+        timings.bootstrap_count += n;
+        Ok(y)
     }
 
     /// Mean over the real tokens of every hidden column, at slot

@@ -1,0 +1,94 @@
+//! `nexus infer` as a user runs it: a model directory (config.json,
+//! model.safetensors, tokenizer.json) of a tiny random BERT, text in,
+//! decrypted embedding out, at insecure test parameters with bootstrapping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use nexus_nn::bert::{BertConfig, BertWeights};
+use std::path::Path;
+use std::process::Command;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+
+const WORDS: &[&str] = &["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "home", "fast", "."];
+
+fn write_model(dir: &Path) {
+    let config = BertConfig::tiny();
+    let weights = BertWeights::random(config.clone(), 21).expect("weights");
+    std::fs::write(dir.join("model.safetensors"), weights.to_safetensors().expect("serialises")).expect("writes");
+    let hf = serde_json::json!({
+        "hidden_act": "gelu", "hidden_size": config.hidden, "intermediate_size": config.intermediate,
+        "layer_norm_eps": config.layer_norm_eps, "max_position_embeddings": config.max_positions,
+        "num_attention_heads": config.heads, "num_hidden_layers": config.layers,
+        "type_vocab_size": config.type_vocab, "vocab_size": config.vocab
+    });
+    std::fs::write(dir.join("config.json"), hf.to_string()).expect("writes");
+    // vocab.txt: one token per line, the id is the line number.
+    let vocab: Vec<&str> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().chain(WORDS).copied().collect();
+    let vocab_file = dir.join("vocab.txt");
+    std::fs::write(&vocab_file, vocab.join("\n") + "\n").expect("writes");
+    let model = WordPiece::from_file(&vocab_file.to_string_lossy())
+        .unk_token("[UNK]".into())
+        .build()
+        .expect("wordpiece");
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer.with_normalizer(Some(BertNormalizer::default())).expect("normalizer");
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), 3), ("[CLS]".into(), 2))));
+    tokenizer.save(dir.join("tokenizer.json"), false).expect("saves tokenizer");
+}
+
+#[test]
+fn nexus_infer_embeds_text_under_encryption() {
+    let dir = std::env::temp_dir().join(format!("nexus-infer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    write_model(&dir);
+    let nexus = nexus_tests::binary("nexus-client", "nexus");
+    let out = Command::new(&nexus)
+        .args(["infer", "--model"])
+        .arg(&dir)
+        .args(["--text", "The cat sat on the mat.", "--text", "A dog ran home"])
+        .args(["--preset", "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST", "--max-tokens", "8", "--json"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nexus infer failed: {stderr}");
+    assert!(stderr.contains("layer 2/2"), "progress per layer: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert_eq!(lines.len(), 2);
+    // [CLS] the cat sat on the mat . [SEP] is 9 tokens: truncated to 8, [SEP] kept.
+    assert_eq!(lines[0]["tokens"], 8);
+    assert_eq!(lines[1]["tokens"], 6);
+    for line in &lines {
+        let cosine = line["cosine"].as_f64().expect("cosine");
+        assert!(cosine > 0.999, "{line}");
+        let e: Vec<f64> = serde_json::from_value(line["embedding"].clone()).expect("embedding");
+        assert_eq!(e.len(), 32);
+        assert!(line["upload_bytes"].as_u64().expect("bytes") > 0);
+    }
+
+    // Bad input: named, not a crash.
+    let missing =
+        Command::new(&nexus).args(["infer", "--model", "/nonexistent/model", "--text", "x"]).output().expect("runs");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/model/config.json"));
+    let too_deep = Command::new(&nexus)
+        .args(["infer", "--model"])
+        .arg(&dir)
+        .args(["--text", "x", "--layers", "3", "--preset", "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&too_deep.stderr).contains("--layers 3: the model has 2 layers"));
+    let no_boot = Command::new(&nexus)
+        .args(["infer", "--model"])
+        .arg(&dir)
+        .args(["--text", "x", "--preset", "INSECURE_N12_QP640_TEST"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&no_boot.stderr).contains("has no bootstrapping configuration"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
