@@ -29,10 +29,8 @@ fn write_model(dir: &Path) {
     let vocab: Vec<&str> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().chain(WORDS).copied().collect();
     let vocab_file = dir.join("vocab.txt");
     std::fs::write(&vocab_file, vocab.join("\n") + "\n").expect("writes");
-    let model = WordPiece::from_file(&vocab_file.to_string_lossy())
-        .unk_token("[UNK]".into())
-        .build()
-        .expect("wordpiece");
+    let model =
+        WordPiece::from_file(&vocab_file.to_string_lossy()).unk_token("[UNK]".into()).build().expect("wordpiece");
     let mut tokenizer = tokenizers::Tokenizer::new(model);
     tokenizer.with_normalizer(Some(BertNormalizer::default())).expect("normalizer");
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
