@@ -59,6 +59,11 @@ pub struct InferResult {
     pub key_bytes: usize,
     /// Peak resident memory of the process so far, MB.
     pub peak_rss_mb: f64,
+    /// Whether every value of this input stayed inside the calibrated
+    /// ranges (else `warnings` says where it did not).
+    pub in_range: bool,
+    /// Values outside the calibrated ranges, one line each.
+    pub warnings: Vec<String>,
 }
 
 /// One layer's time.
@@ -155,6 +160,14 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
             (key_bytes - boot_key_bytes) as f64 / 1e6,
             start.elapsed().as_secs_f64()
         ));
+        // The client knows its plaintext: it checks that the input stays in
+        // the ranges the server's approximations were fitted on.
+        let (_, seen) = weights.encode(&ids)?;
+        let warnings = plan.violations(&seen);
+        for w in &warnings {
+            progress(&format!("  warning: {w}: the encrypted result may be inaccurate (raise --margin)"));
+        }
+
         // Client: embed, pack, encrypt (seeded: half the upload).
         let x = weights.embed(&ids)?;
         let pt = encoder.encode_real(&circuit.layout().pack(&x)?, level, params.default_scale())?;
@@ -224,6 +237,8 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
             download_bytes,
             key_bytes,
             peak_rss_mb: peak_rss_mb(),
+            in_range: warnings.is_empty(),
+            warnings,
         });
     }
     Ok(results)

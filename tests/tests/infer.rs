@@ -67,6 +67,7 @@ fn nexus_infer_embeds_text_under_encryption() {
         let e: Vec<f64> = serde_json::from_value(line["embedding"].clone()).expect("embedding");
         assert_eq!(e.len(), 32);
         assert!(line["upload_bytes"].as_u64().expect("bytes") > 0);
+        assert_eq!(line["in_range"], true, "{line}");
     }
 
     // Bad input: named, not a crash.

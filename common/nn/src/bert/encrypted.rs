@@ -80,6 +80,33 @@ impl EncoderPlan {
     }
 }
 
+impl EncoderPlan {
+    /// What in `seen` (the plaintext model's ranges on one input, which the
+    /// client can compute) falls outside the ranges the approximations were
+    /// fitted on: one line per violation, empty when the encrypted result
+    /// can be trusted to the operators' stated errors.
+    pub fn violations(&self, seen: &[LayerRanges]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, (plan, seen)) in self.layers.iter().zip(seen).enumerate() {
+            let mut check = |what: &str, fitted: &Span, got: &Span| {
+                if got.min < fitted.min || got.max > fitted.max {
+                    out.push(format!(
+                        "layer {i}: {what} reach [{:.3}, {:.3}], fitted on [{:.3}, {:.3}]",
+                        got.min, got.max, fitted.min, fitted.max
+                    ));
+                }
+            };
+            check("attention scores", &plan.scores, &seen.scores);
+            check("GELU inputs", &plan.gelu, &seen.gelu);
+            check("attention LayerNorm variances", &plan.attention_variance, &seen.attention_variance);
+            check("feed-forward LayerNorm variances", &plan.ffn_variance, &seen.ffn_variance);
+            let bound = |s: &Span| Span { min: -s.max_abs(), max: s.max_abs() };
+            check("activations", &bound(&plan.activations), &seen.activations);
+        }
+        out
+    }
+}
+
 /// One layer's non-linear operators, built for a layout (the linear
 /// layers are built when they run: their diagonals are large).
 #[derive(Debug)]

@@ -81,4 +81,18 @@ mod tests {
         assert!(weights.embed(&[64]).unwrap_err().to_string().contains("token id 64"));
         assert!(weights.embed(&[]).is_err());
     }
+
+    #[test]
+    fn inputs_outside_the_calibrated_ranges_are_named() {
+        let weights = BertWeights::random(BertConfig::tiny(), 5).unwrap();
+        let inputs: Vec<Vec<u32>> = (0..8).map(|i| (0..6).map(|j| (i * 7 + j * 3) % 64).collect()).collect();
+        let plan = encrypted::EncoderPlan::calibrate(&weights, &inputs, 1.2).unwrap();
+        let (_, seen) = weights.encode(&inputs[3]).unwrap();
+        assert!(plan.violations(&seen).is_empty());
+        let mut sharper = weights.clone();
+        sharper.layers[1].query.w.iter_mut().for_each(|w| *w *= 10.0);
+        let (_, seen) = sharper.encode(&inputs[3]).unwrap();
+        let v = plan.violations(&seen);
+        assert!(v.iter().any(|l| l.starts_with("layer 1: attention scores")), "{v:?}");
+    }
 }
