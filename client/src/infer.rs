@@ -71,20 +71,9 @@ pub struct InferResult {
 pub struct LayerReport {
     /// Wall time, seconds.
     pub seconds: f64,
-    /// Q/K/V projections, seconds.
-    pub projections: f64,
-    /// Scores, Softmax, weighted sum (bootstraps excluded), seconds.
-    pub attention: f64,
-    /// Output projection and residual, seconds.
-    pub attention_out: f64,
-    /// Both LayerNorms, seconds.
-    pub layer_norms: f64,
-    /// Feed-forward block, seconds.
-    pub feed_forward: f64,
-    /// Bootstraps, seconds.
-    pub bootstraps: f64,
-    /// Bootstrap count.
-    pub bootstrap_count: usize,
+    /// Per piece, seconds (bootstraps apart).
+    #[serde(flatten)]
+    pub pieces: LayerTimings,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -184,29 +173,20 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
             let t = Instant::now();
             let mut timings = LayerTimings::default();
             ct = circuit.run_layer(i, &engine, &refresh, ct, &mut timings)?;
-            let report = LayerReport {
-                seconds: t.elapsed().as_secs_f64(),
-                projections: timings.projections,
-                attention: timings.attention,
-                attention_out: timings.attention_out,
-                layer_norms: timings.layer_norms,
-                feed_forward: timings.feed_forward,
-                bootstraps: timings.bootstraps,
-                bootstrap_count: timings.bootstrap_count,
-            };
+            let report = LayerReport { seconds: t.elapsed().as_secs_f64(), pieces: timings };
             progress(&format!(
                 "  layer {}/{}: {:.1} s ({} bootstraps {:.1} s; without them: projections {:.1} s, attention {:.1} s, \
                  output {:.1} s, LayerNorms {:.1} s, feed-forward {:.1} s), peak {:.0} MB",
                 i + 1,
                 weights.config.layers,
                 report.seconds,
-                report.bootstrap_count,
-                report.bootstraps,
-                report.projections,
-                report.attention,
-                report.attention_out,
-                report.layer_norms,
-                report.feed_forward,
+                report.pieces.bootstrap_count,
+                report.pieces.bootstraps,
+                report.pieces.projections,
+                report.pieces.attention,
+                report.pieces.attention_out,
+                report.pieces.layer_norms,
+                report.pieces.feed_forward,
                 peak_rss_mb()
             ));
             layers.push(report);

@@ -121,8 +121,9 @@ pub struct LayerCircuit {
     output_bound: f64,
 }
 
-/// Wall time of each piece of one layer (seconds).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Wall time of each piece of one layer (seconds; the pieces exclude the
+/// bootstraps inside them, which are counted apart).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LayerTimings {
     /// Q, K, V projections.
     pub projections: f64,
