@@ -12,7 +12,7 @@ use crate::cost::OpCost;
 use crate::engine::Engine;
 use crate::error::{check_range, invalid, NnError};
 use crate::layout::RowLayout;
-use crate::newton::{NewtonApprox, NewtonTarget, RefreshFn};
+use crate::newton::{no_refresh, NewtonApprox, NewtonTarget, RefreshFn};
 use nexus_ckks::{Ciphertext, Parameters};
 
 /// A LayerNorm with its weights and the variance interval it is valid on.
@@ -138,7 +138,7 @@ impl LayerNorm {
                 format!("input at level {level}, needs {}", self.cost(engine.params()).levels),
             ));
         }
-        self.apply_refreshing(engine, x.clone(), f64::INFINITY, &mut |ct, _, _| Ok(ct))
+        self.apply_refreshing(engine, x.clone(), f64::INFINITY, &mut no_refresh)
     }
 
     /// [`apply`](Self::apply) with `refresh` called before each stage

@@ -164,7 +164,7 @@ impl NewtonApprox {
     /// Encrypted evaluation; the result's scale is whatever the products
     /// leave (decoding uses it).
     pub fn apply(&self, engine: &Engine<'_>, x: &Ciphertext) -> Result<Ciphertext, NnError> {
-        self.apply_refreshing(engine, x.clone(), &mut |ct, _, _| Ok(ct))
+        self.apply_refreshing(engine, x.clone(), &mut no_refresh)
     }
 
     /// [`apply`](Self::apply) with `refresh` called before every stage (the
@@ -222,6 +222,12 @@ impl NewtonApprox {
 /// needs, bound on its values)` to the ciphertext to use (bootstrapped if
 /// it had too few levels, or unchanged).
 pub type RefreshFn<'a> = dyn FnMut(Ciphertext, usize, f64) -> Result<Ciphertext, NnError> + 'a;
+
+/// The refresh of operators run without bootstrapping: the ciphertext as
+/// is (their callers check the levels up front).
+pub(crate) fn no_refresh(ct: Ciphertext, _needed: usize, _bound: f64) -> Result<Ciphertext, NnError> {
+    Ok(ct)
+}
 
 /// Upper bound on the ciphertext products of a baby-step giant-step
 /// evaluation of degree `d` (baby steps plus giant steps plus one product

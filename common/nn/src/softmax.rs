@@ -29,7 +29,7 @@ use crate::cost::OpCost;
 use crate::engine::Engine;
 use crate::error::{check_range, invalid, NnError};
 use crate::layout::RowLayout;
-use crate::newton::{polynomial_products, NewtonApprox, NewtonTarget, RefreshFn};
+use crate::newton::{no_refresh, polynomial_products, NewtonApprox, NewtonTarget, RefreshFn};
 use nexus_ckks::circuits::Chebyshev;
 use nexus_ckks::{Ciphertext, Parameters};
 
@@ -192,7 +192,7 @@ impl Softmax {
         if x.level() < needed {
             return Err(invalid("softmax", format!("input at level {}, needs {needed}", x.level())));
         }
-        self.apply_refreshing(engine, x.clone(), &mut |ct, _, _| Ok(ct))
+        self.apply_refreshing(engine, x.clone(), &mut no_refresh)
     }
 
     /// [`apply`](Self::apply) with `refresh` called before each stage

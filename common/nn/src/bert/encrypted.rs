@@ -228,11 +228,11 @@ impl<'w> EncryptedEncoder<'w> {
         steps.extend(PackedLinear::rotations_between(&hidden, &hidden));
         steps.extend(PackedLinear::rotations_between(&hidden, &wide));
         steps.extend(PackedLinear::rotations_between(&wide, &hidden));
-        for i in 0..self.weights.config.layers {
-            let l = self.layer(i)?;
-            steps.extend(l.attention.rotations());
-            steps.extend(l.attention_norm.layout().sum_rotations());
-        }
+        // The attention's and LayerNorm's rotations depend on the layout
+        // only: every layer needs the same ones.
+        let l = self.layer(0)?;
+        steps.extend(l.attention.rotations());
+        steps.extend(l.attention_norm.layout().sum_rotations());
         steps.sort_unstable();
         steps.dedup();
         Ok(steps)
