@@ -400,7 +400,7 @@ fn switching_key_from_wire(
         .take(digits)
         .map(|p| if q == full.q { p } else { p.restricted(basis) })
         .collect();
-    Ok(SwitchingKey { b, a, seed: w.seed, digest: params.digest() })
+    Ok(SwitchingKey::compacted(b, a, w.seed, params.digest()))
 }
 
 impl Wire for RelinKey {

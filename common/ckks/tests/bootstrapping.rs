@@ -83,6 +83,34 @@ fn bootstrap_times_multiplies_at_no_level() {
     assert!(err < 128.0 * 2f64.powi(-18), "max error {err}");
 }
 
+/// Two real ciphertexts share one bootstrap (`a + i b`), each multiplied
+/// back by its own factor: as precise as bootstrapping each alone.
+#[test]
+fn a_real_pair_shares_one_bootstrap() {
+    let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());
+    let slots = params.max_slots();
+    let a: Vec<f64> = (0..slots).map(|i| (i as f64 * 0.61).sin() * 100.0).collect();
+    let b: Vec<f64> = (0..slots).map(|i| (i as f64 * 0.23).cos() * 3.0).collect();
+    let encrypt = |v: &[f64], factor: f64| {
+        let small: Vec<f64> = v.iter().map(|x| x / factor).collect();
+        Encryptor::new(&params).encrypt_pk(&enc.encode_real(&small, 0, params.default_scale()).unwrap(), &pk).unwrap()
+    };
+    let (ca, cb) = (encrypt(&a, 128.0), encrypt(&b, 4.0));
+    let (oa, ob) = boot.bootstrap_real_pair_times(&eval, (&ca, 128.0), (&cb, 4.0), &keys).unwrap();
+    for (out, want, factor) in [(&oa, &a, 128.0), (&ob, &b, 4.0)] {
+        assert_eq!(out.level(), boot.output_level());
+        assert_eq!(out.scale(), ca.scale());
+        let got = enc.decode_complex(&Decryptor::new(&params).decrypt(out, &sk).unwrap()).unwrap();
+        let err = got.iter().zip(want.iter()).map(|(g, w)| (g - w).norm()).fold(0.0, f64::max);
+        println!("paired bootstrap x{factor}: max error {err:.2e}");
+        assert!(err < factor * 2f64.powi(-18), "max error {err} (imaginary parts included)");
+    }
+    let mut other_scale = cb.clone();
+    other_scale.set_scale(cb.scale() * 2.0).unwrap();
+    let err = boot.bootstrap_real_pair_times(&eval, (&ca, 1.0), (&other_scale, 1.0), &keys).unwrap_err();
+    assert!(err.to_string().contains("equal scales"), "{err}");
+}
+
 #[test]
 fn dft_round_trip_and_eval_mod_alone() {
     let Fixture { params, boot, sk, pk, keys, enc, eval } = fixture("INSECURE_N12_QP1121_H32_BOOT_TEST", config());

@@ -155,7 +155,7 @@ impl LayerNorm {
         let deviation = (d * self.var_range.1).sqrt();
         // Three levels: mean, square, and the gamma product (done early so
         // the centred values need no bootstrap of their own).
-        let x = refresh(x, 3, input_bound)?;
+        let x = refresh.refresh(x, 3, input_bound)?;
         let level = x.level();
         let sums = self.layout.row_sums(engine.eval, &x, engine.galois)?;
         let mean_masked: Vec<f64> = self.layout.mask().iter().map(|m| m / d).collect();
@@ -182,9 +182,8 @@ impl LayerNorm {
             var_sum = engine.eval.add_plain(&var_sum, &offset)?;
         }
         let inv = self.invsqrt.apply_refreshing(engine, var_sum, refresh)?;
-        let scaled = refresh(scaled, 1, gamma_max * deviation)?;
         let inv_bound = self.invsqrt.evaluate(self.invsqrt.lo()) * 1.5;
-        let inv = refresh(inv, 1, inv_bound)?;
+        let (scaled, inv) = refresh.refresh_pair((scaled, 1, gamma_max * deviation), (inv, 1, inv_bound))?;
         let out = engine.mul(&scaled, &inv)?;
         let beta = engine.encoder.encode_real(&self.broadcast(&self.beta), out.level(), out.scale())?;
         Ok(engine.eval.add_plain(&out, &beta)?)

@@ -178,7 +178,7 @@ impl NewtonApprox {
     ) -> Result<Ciphertext, NnError> {
         let e = engine.eval;
         let scale = engine.params().default_scale();
-        let x = refresh(x, self.guess.depth().max(1), self.hi)?;
+        let x = refresh.refresh(x, self.guess.depth().max(1), self.hi)?;
         // The guess reads u = x / c through the scale metadata (free); the
         // Newton steps need u at a prime-sized scale, which one constant
         // product beside the guess provides (off the critical path).
@@ -192,8 +192,7 @@ impl NewtonApprox {
             NewtonTarget::Inverse => {
                 let mut u = engine.mul_const_to(&x, 1.0 / self.centre, below, scale)?;
                 for _ in 0..self.steps {
-                    y = refresh(y, 2, y_bound)?;
-                    u = refresh(u, 2, u_bound)?;
+                    (y, u) = refresh.refresh_pair((y, 2, y_bound), (u, 2, u_bound))?;
                     let uy = engine.mul(&u, &y)?;
                     let two_minus = e.add_const(&e.neg(&uy), 2.0)?;
                     y = engine.mul(&y, &two_minus)?;
@@ -202,8 +201,7 @@ impl NewtonApprox {
             NewtonTarget::InverseSqrt => {
                 let mut minus_half_u = engine.mul_const_to(&x, -0.5 / self.centre, below, scale)?;
                 for _ in 0..self.steps {
-                    y = refresh(y, 2, y_bound)?;
-                    minus_half_u = refresh(minus_half_u, 2, u_bound)?;
+                    (y, minus_half_u) = refresh.refresh_pair((y, 2, y_bound), (minus_half_u, 2, u_bound))?;
                     let a = engine.mul(&minus_half_u, &y)?;
                     let b = engine.mul(&y, &y)?;
                     let t = engine.mul(&a, &b)?;
@@ -218,10 +216,34 @@ impl NewtonApprox {
     }
 }
 
-/// Called before a stage of a deep operator: `(ciphertext, levels the stage
-/// needs, bound on its values)` to the ciphertext to use (bootstrapped if
-/// it had too few levels, or unchanged).
-pub type RefreshFn<'a> = dyn FnMut(Ciphertext, usize, f64) -> Result<Ciphertext, NnError> + 'a;
+/// Called before a stage of a deep operator with the ciphertexts the stage
+/// is about to use, the levels it needs and a bound on their values; gives
+/// back the ciphertexts to use (bootstrapped where they had too few
+/// levels, or unchanged). Any `FnMut(ciphertext, needed, bound)` is one.
+pub trait Refresher {
+    /// `ct` with at least `needed` levels.
+    fn refresh(&mut self, ct: Ciphertext, needed: usize, bound: f64) -> Result<Ciphertext, NnError>;
+
+    /// Two ciphertexts the same stage needs: an implementation may
+    /// bootstrap them together (two real vectors fit one complex
+    /// bootstrap).
+    fn refresh_pair(
+        &mut self,
+        (a, needed_a, bound_a): (Ciphertext, usize, f64),
+        (b, needed_b, bound_b): (Ciphertext, usize, f64),
+    ) -> Result<(Ciphertext, Ciphertext), NnError> {
+        Ok((self.refresh(a, needed_a, bound_a)?, self.refresh(b, needed_b, bound_b)?))
+    }
+}
+
+impl<F: FnMut(Ciphertext, usize, f64) -> Result<Ciphertext, NnError>> Refresher for F {
+    fn refresh(&mut self, ct: Ciphertext, needed: usize, bound: f64) -> Result<Ciphertext, NnError> {
+        self(ct, needed, bound)
+    }
+}
+
+/// The refresher of the deep operators' `apply_refreshing`.
+pub type RefreshFn<'a> = dyn Refresher + 'a;
 
 /// The refresh of operators run without bootstrapping: the ciphertext as
 /// is (their callers check the levels up front).

@@ -208,7 +208,7 @@ impl Softmax {
         let len = self.count as f64;
         let mask = self.mask();
         let width = self.width();
-        let mut x = refresh(x, 1, self.lo.abs().max(self.hi.abs()))?;
+        let mut x = refresh.refresh(x, 1, self.lo.abs().max(self.hi.abs()))?;
         // x / 2^r through the scale label: exact and free.
         x.set_scale(x.scale() * f64::from(1u32 << self.sharpen))?;
         // Masked-out slots count in the first row sum unless zero; callers
@@ -219,7 +219,7 @@ impl Softmax {
         let centred = engine.eval.add_const(&engine.sub(&x, &mean)?, -self.shift)?;
         // One level more than the exponential needs: the final product then
         // finds `e` with a level left, without a bootstrap of its own.
-        let centred = refresh(centred, self.exp.depth() + usize::from(self.is_masked()) + 1, 1.5 * width)?;
+        let centred = refresh.refresh(centred, self.exp.depth() + usize::from(self.is_masked()) + 1, 1.5 * width)?;
         let mut e = engine.polynomial(&centred, &self.exp, centred.scale())?;
         if self.is_masked() {
             e = engine.mul_plain_to(&e, &mask, e.level().saturating_sub(1), e.scale())?;
@@ -227,16 +227,15 @@ impl Softmax {
         let sums = self.layout.row_sums(engine.eval, &e, engine.galois)?;
         let inv = self.inverse.apply_refreshing(engine, sums, refresh)?;
         let e_bound = (width / 2.0).exp() * 1.1;
-        let e = refresh(e, 1, e_bound)?;
-        let inv = refresh(inv, 1, self.inverse.evaluate(self.inverse.lo()) * 1.5)?;
+        let inv_bound = self.inverse.evaluate(self.inverse.lo()) * 1.5;
+        let (e, inv) = refresh.refresh_pair((e, 1, e_bound), (inv, 1, inv_bound))?;
         let mut z = engine.mul(&e, &inv)?;
         for _ in 0..self.sharpen {
-            z = refresh(z, 2, 1.1)?;
+            z = refresh.refresh(z, 2, 1.1)?;
             let squares = engine.mul(&z, &z)?;
             let sums = self.layout.row_sums(engine.eval, &squares, engine.galois)?;
             let inv = self.unit_inverse.apply_refreshing(engine, sums, refresh)?;
-            let squares = refresh(squares, 1, 1.1)?;
-            let inv = refresh(inv, 1, 1.1 * len)?;
+            let (squares, inv) = refresh.refresh_pair((squares, 1, 1.1), (inv, 1, 1.1 * len))?;
             z = engine.mul(&squares, &inv)?;
         }
         Ok(z)

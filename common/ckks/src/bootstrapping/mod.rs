@@ -297,6 +297,53 @@ impl Bootstrapper {
         keys: &BootstrapKeys,
         factor: f64,
     ) -> Result<Ciphertext, CkksError> {
+        let delta = ct.scale();
+        let w = self.refresh_before_last_stc(eval, ct, keys)?;
+        self.last_stc(eval, &w, keys, Complex64::new(factor, 0.0), delta)
+    }
+
+    /// Bootstraps two real-valued ciphertexts for the price of one: `a + i b`
+    /// goes through the circuit (which costs the same for complex slots),
+    /// and the last SlotToCoeff group runs twice, with `factor_a / 2` and
+    /// `-i factor_b / 2` riding on its diagonals, so that adding each
+    /// result's conjugation reads `factor_a a` and `factor_b b` at no extra
+    /// level. Both inputs must have the same scale; the outputs have it.
+    /// The tiny imaginary noise of each input lands in the other's value.
+    pub fn bootstrap_real_pair_times(
+        &self,
+        eval: &Evaluator,
+        (a, factor_a): (&Ciphertext, f64),
+        (b, factor_b): (&Ciphertext, f64),
+        keys: &BootstrapKeys,
+    ) -> Result<(Ciphertext, Ciphertext), CkksError> {
+        if (a.scale() / b.scale() - 1.0).abs() > 1e-9 {
+            return Err(CkksError::InvalidInput(format!(
+                "a bootstrapped pair needs equal scales, got 2^{:.3} and 2^{:.3}",
+                a.scale().log2(),
+                b.scale().log2()
+            )));
+        }
+        let level = a.level().min(b.level());
+        let (a, b) = (eval.drop_to_level(a, level)?, eval.drop_to_level(b, level)?);
+        // Times i: X^(N/2), exact and free.
+        let z = eval.add(&a, &eval.mul_monomial(&b, self.params.n() as i64 / 2))?;
+        let delta = a.scale();
+        let w = self.refresh_before_last_stc(eval, &z, keys)?;
+        let real_part = |multiplier: Complex64| -> Result<Ciphertext, CkksError> {
+            let half = self.last_stc(eval, &w, keys, multiplier, delta)?;
+            eval.add(&half, &eval.conjugate(&half, &keys.galois)?)
+        };
+        Ok((real_part(Complex64::new(factor_a / 2.0, 0.0))?, real_part(Complex64::new(0.0, -factor_b / 2.0))?))
+    }
+
+    /// ModRaise, CoeffToSlot, EvalMod and all SlotToCoeff groups but the
+    /// last.
+    fn refresh_before_last_stc(
+        &self,
+        eval: &Evaluator,
+        ct: &Ciphertext,
+        keys: &BootstrapKeys,
+    ) -> Result<Ciphertext, CkksError> {
         let n = self.params.max_slots();
         if ct.encoding() != Encoding::Slots(n) {
             return Err(CkksError::InvalidInput(format!(
@@ -328,13 +375,24 @@ impl Bootstrapper {
         let im = self.eval_mod(eval, &im, &keys.relin, a)?;
         // w = re + i im.
         let mut w = eval.add(&re, &eval.mul_monomial(&im, self.params.n() as i64 / 2))?;
-        // SlotToCoeff; the last group lands exactly on the input's scale.
-        let last = self.stc.len() - 1;
-        for (i, t) in self.stc.iter().enumerate() {
-            let (multiplier, out_scale) = if i == last { (factor, delta) } else { (1.0, w.scale()) };
-            w = t.evaluate_times_to_scale(eval, &self.encoder, &w, &keys.galois, multiplier, out_scale)?;
+        for t in &self.stc[..self.stc.len() - 1] {
+            w = t.evaluate(eval, &self.encoder, &w, &keys.galois)?;
         }
         Ok(w)
+    }
+
+    /// The last SlotToCoeff group times `multiplier`, landing exactly on
+    /// `delta` (the input's scale).
+    fn last_stc(
+        &self,
+        eval: &Evaluator,
+        w: &Ciphertext,
+        keys: &BootstrapKeys,
+        multiplier: Complex64,
+        delta: f64,
+    ) -> Result<Ciphertext, CkksError> {
+        let last = self.stc.last().ok_or_else(|| CkksError::InvalidParameters("no SlotToCoeff group".into()))?;
+        last.evaluate_complex_times_to_scale(eval, &self.encoder, w, &keys.galois, multiplier, delta)
     }
 
     /// CoeffToSlot then SlotToCoeff without EvalMod (diagnostics: returns

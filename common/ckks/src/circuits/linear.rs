@@ -189,6 +189,20 @@ impl LinearTransform {
         multiplier: f64,
         out_scale: f64,
     ) -> Result<Ciphertext, CkksError> {
+        self.evaluate_complex_times_to_scale(eval, encoder, ct, keys, Complex64::new(multiplier, 0.0), out_scale)
+    }
+
+    /// [`evaluate_times_to_scale`](Self::evaluate_times_to_scale) with a
+    /// complex multiplier (e.g. `-i/2`, to read the imaginary part).
+    pub fn evaluate_complex_times_to_scale(
+        &self,
+        eval: &Evaluator,
+        encoder: &Encoder,
+        ct: &Ciphertext,
+        keys: &GaloisKeys,
+        multiplier: Complex64,
+        out_scale: f64,
+    ) -> Result<Ciphertext, CkksError> {
         if !multiplier.is_finite() {
             return Err(CkksError::InvalidInput(format!("multiplier {multiplier} is not finite")));
         }
@@ -214,29 +228,40 @@ impl LinearTransform {
         baby_steps.dedup();
         let rotated = eval.rotate_hoisted(ct, &baby_steps, keys)?;
         let baby: BTreeMap<usize, &Ciphertext> = baby_steps.iter().map(|&b| b as usize).zip(rotated.iter()).collect();
-        let mut acc: Option<Ciphertext> = None;
-        for (&g, bs) in &groups {
-            let shift = (g * self.baby) as i64;
-            let mut inner: Option<Ciphertext> = None;
-            for &b in bs {
-                let mut diag = rotate_vec(&self.diagonals[&(g * self.baby + b)], -shift);
-                if multiplier != 1.0 {
-                    diag.iter_mut().for_each(|d| *d *= multiplier);
+        // Giant groups in parallel: encoding the diagonals (an FFT each,
+        // serial) dominates, and the groups are independent.
+        use rayon::prelude::*;
+        let groups: Vec<(usize, Vec<usize>)> = groups.into_iter().collect();
+        let acc = groups
+            .par_iter()
+            .map(|(g, bs)| -> Result<Option<Ciphertext>, CkksError> {
+                let shift = (g * self.baby) as i64;
+                let mut inner: Option<Ciphertext> = None;
+                for &b in bs {
+                    let mut diag = rotate_vec(&self.diagonals[&(g * self.baby + b)], -shift);
+                    if multiplier != Complex64::new(1.0, 0.0) {
+                        diag.iter_mut().for_each(|d| *d *= multiplier);
+                    }
+                    let pt = encoder.encode_complex_slots(&diag, self.slots, level, pt_scale)?;
+                    let term = eval.mul_plain(baby[&b], &pt)?;
+                    match inner.as_mut() {
+                        None => inner = Some(term),
+                        Some(i) => eval.add_assign(i, &term)?,
+                    }
                 }
-                let pt = encoder.encode_complex_slots(&diag, self.slots, level, pt_scale)?;
-                let term = eval.mul_plain(baby[&b], &pt)?;
-                match inner.as_mut() {
-                    None => inner = Some(term),
-                    Some(i) => eval.add_assign(i, &term)?,
-                }
-            }
-            let Some(inner) = inner else { continue };
-            let moved = if shift == 0 { inner } else { eval.rotate(&inner, shift, keys)? };
-            match acc.as_mut() {
-                None => acc = Some(moved),
-                Some(a) => eval.add_assign(a, &moved)?,
-            }
-        }
+                let Some(inner) = inner else { return Ok(None) };
+                Ok(Some(if shift == 0 { inner } else { eval.rotate(&inner, shift, keys)? }))
+            })
+            .try_reduce(
+                || None,
+                |a, b| match (a, b) {
+                    (Some(mut a), Some(b)) => {
+                        eval.add_assign(&mut a, &b)?;
+                        Ok(Some(a))
+                    }
+                    (a, b) => Ok(a.or(b)),
+                },
+            )?;
         let acc = acc.ok_or_else(|| CkksError::InvalidInput("linear transform has no diagonals".into()))?;
         let mut out = eval.rescale(&acc)?;
         out.reset_scale(out_scale);

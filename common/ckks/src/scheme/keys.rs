@@ -75,11 +75,22 @@ impl SwitchingKey {
         let level = level.min(self.max_level());
         let digits = (level + 1).div_ceil(alpha).min(self.b.len());
         let restrict = |p: &Poly<Ntt>| p.restricted(Basis { q: level + 1, p: p.basis().p });
+        SwitchingKey::compacted(
+            self.b[..digits].iter().map(restrict).collect(),
+            self.a[..digits].iter().map(restrict).collect(),
+            self.seed,
+            self.digest,
+        )
+    }
+
+    /// A key of `b` and `a`, each polynomial in a buffer of exactly its
+    /// size (keys live as long as the key set).
+    pub(crate) fn compacted(b: Vec<Poly<Ntt>>, a: Vec<Poly<Ntt>>, seed: [u8; 32], digest: [u8; 32]) -> Self {
         SwitchingKey {
-            b: self.b[..digits].iter().map(restrict).collect(),
-            a: self.a[..digits].iter().map(restrict).collect(),
-            seed: self.seed,
-            digest: self.digest,
+            b: b.into_iter().map(Poly::compacted).collect(),
+            a: a.into_iter().map(Poly::compacted).collect(),
+            seed,
+            digest,
         }
     }
 
@@ -253,7 +264,7 @@ impl KeyGenerator {
             bs.push(b);
             as_.push(a);
         }
-        SwitchingKey { b: bs, a: as_, seed, digest: self.params.digest() }
+        SwitchingKey::compacted(bs, as_, seed, self.params.digest())
     }
 
     /// The relinearisation key of `sk`.

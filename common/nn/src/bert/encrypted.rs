@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::error::{invalid, NnError};
 use crate::gelu::Gelu;
 use crate::layernorm::LayerNorm;
+use crate::newton::Refresher;
 use nexus_ckks::{Ciphertext, GaloisKeys, KeyGenerator, Parameters, SecretKey};
 use std::time::Instant;
 
@@ -279,69 +280,54 @@ impl<'w> EncryptedEncoder<'w> {
         let head_factor = 1.0 / (self.weights.config.head_dim() as f64).sqrt();
         let input_bound =
             if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
-        // Bootstrap time and count; every section below reports its wall
-        // time without the bootstraps inside it.
-        let boots = std::cell::Cell::new((0.0f64, 0usize));
-        let mut refresh_to = |ct: Ciphertext, needed: usize, bound: f64| {
-            let start = Instant::now();
-            let before = ct.level();
-            let out = refresh_scaled(engine, refresh, ct, needed, bound);
-            if out.as_ref().is_ok_and(|o| o.level() > before) {
-                let (t, n) = boots.get();
-                boots.set((t + start.elapsed().as_secs_f64(), n + 1));
-            }
-            out
-        };
-        let mark = || (Instant::now(), boots.get().0);
-        let since = |(start, b): (Instant, f64)| start.elapsed().as_secs_f64() - (boots.get().0 - b);
+        // Every section below reports its wall time without the bootstraps
+        // inside it.
+        let mut r = Bootstrapping { engine, refresh, seconds: 0.0, count: 0 };
+        let mark = |r: &Bootstrapping<'_>| (Instant::now(), r.seconds);
+        let since = |(start, b): (Instant, f64), r: &Bootstrapping<'_>| start.elapsed().as_secs_f64() - (r.seconds - b);
 
         // Attention.
-        let x = refresh_to(x, 1 + 3, input_bound)?;
-        let section = mark();
+        let x = r.refresh(x, 1 + 3, input_bound)?;
+        let section = mark(&r);
         let project = |linear, factor| -> Result<Ciphertext, NnError> {
             Ok(self.linear(linear, &hidden, &hidden, factor)?.apply(engine, std::slice::from_ref(&x))?.swap_remove(0))
         };
         let q = project(&w.query, head_factor)?;
         let k = project(&w.key, 1.0)?;
         let v = project(&w.value, 1.0)?;
-        timings.projections += since(section);
-        let section = mark();
+        timings.projections += since(section, &r);
+        let section = mark(&r);
         let scores = l.attention.scores(engine, &q, &k)?;
-        let probabilities = l.attention.softmax().apply_refreshing(engine, scores, &mut refresh_to)?;
-        let probabilities = refresh_to(probabilities, 2, 1.0)?;
-        let v = refresh_to(v, 2, l.bound)?;
+        let probabilities = l.attention.softmax().apply_refreshing(engine, scores, &mut r)?;
+        let (probabilities, v) = r.refresh_pair((probabilities, 2, 1.0), (v, 2, l.bound))?;
         let context = l.attention.weighted_sum(engine, &probabilities, &v)?;
-        let context = refresh_to(context, 1, l.bound)?;
-        timings.attention += since(section);
-        let section = mark();
+        let context = r.refresh(context, 1, l.bound)?;
+        timings.attention += since(section, &r);
+        let section = mark(&r);
         let projected = self.linear(&w.attention_out, &hidden, &hidden, 1.0)?.apply(engine, &[context])?.swap_remove(0);
         let attended = engine.add_aligned(&projected, &x)?;
-        timings.attention_out += since(section);
-        let section = mark();
-        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, &mut refresh_to)?;
-        timings.layer_norms += since(section);
+        timings.attention_out += since(section, &r);
+        let section = mark(&r);
+        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, &mut r)?;
+        timings.layer_norms += since(section, &r);
 
         // Feed-forward.
-        let section = mark();
-        let x1 = refresh_to(x1, 1, l.output_bound.max(l.bound))?;
+        let section = mark(&r);
+        let x1 = r.refresh(x1, 1, l.output_bound.max(l.bound))?;
         let expanded = self.linear(&w.ffn_in, &hidden, &wide, 1.0)?.apply(engine, std::slice::from_ref(&x1))?;
-        let gelu_levels = l.gelu.cost().levels;
-        let mut activated = Vec::with_capacity(expanded.len());
-        for h in expanded {
-            // A level more if it fits: the product after GELU then needs no bootstrap.
-            let h = refresh_to(h, gelu_levels + 1, l.bound)?;
-            let a = l.gelu.apply(engine, &h)?;
-            activated.push(refresh_to(a, 1, l.bound)?);
-        }
+        // A level more than GELU needs if it fits: the product after it
+        // then needs no bootstrap.
+        let expanded = refresh_all(&mut r, expanded, l.gelu.cost().levels + 1, l.bound)?;
+        let activated = expanded.iter().map(|h| l.gelu.apply(engine, h)).collect::<Result<Vec<_>, _>>()?;
+        let activated = refresh_all(&mut r, activated, 1, l.bound)?;
         let contracted = self.linear(&w.ffn_out, &wide, &hidden, 1.0)?.apply(engine, &activated)?.swap_remove(0);
         let out = engine.add_aligned(&contracted, &x1)?;
-        timings.feed_forward += since(section);
-        let section = mark();
-        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, &mut refresh_to)?;
-        timings.layer_norms += since(section);
-        let (t, n) = boots.get();
-        timings.bootstraps += t;
-        timings.bootstrap_count += n;
+        timings.feed_forward += since(section, &r);
+        let section = mark(&r);
+        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, &mut r)?;
+        timings.layer_norms += since(section, &r);
+        timings.bootstraps += r.seconds;
+        timings.bootstrap_count += r.count;
         Ok(y)
     }
 
@@ -368,23 +354,32 @@ impl<'w> EncryptedEncoder<'w> {
     }
 }
 
-/// Bootstraps `ct` when it has fewer than `needed` levels (plus the
-/// spare), dividing by a
-/// power of two at least `bound` before (one level, landing on the default
-/// scale) and multiplying it back inside the bootstrap's last linear
-/// transform (free). One level is always left over after `needed`, for the
-/// scaling before the next bootstrap.
-pub fn refresh_scaled(
-    engine: &Engine<'_>,
-    refresh: &Refresh<'_>,
-    ct: Ciphertext,
-    needed: usize,
-    bound: f64,
-) -> Result<Ciphertext, NnError> {
-    const SPARE: usize = 1;
-    if ct.level() >= needed + SPARE {
-        return Ok(ct);
-    }
+/// Levels kept after a stage's `needed` ones, for the scaling before the
+/// next bootstrap.
+const SPARE: usize = 1;
+
+fn needs_bootstrap(ct: &Ciphertext, needed: usize) -> bool {
+    ct.level() < needed + SPARE
+}
+
+/// The power of two at least `bound` (and at least 1) a value is divided by
+/// before bootstrapping.
+fn scaling_factor(bound: f64) -> f64 {
+    bound.max(1.0).log2().ceil().exp2()
+}
+
+/// `ct / factor` one level down (at least), on the default scale.
+fn scaled_down(engine: &Engine<'_>, ct: &Ciphertext, factor: f64, level: usize) -> Result<Ciphertext, NnError> {
+    engine.mul_const_to(ct, 1.0 / factor, level, engine.params().default_scale())
+}
+
+fn level_below(ct: &Ciphertext) -> Result<usize, NnError> {
+    ct.level()
+        .checked_sub(1)
+        .ok_or_else(|| invalid("refresh", "a ciphertext at level 0 cannot be scaled before bootstrapping"))
+}
+
+fn check_stage_levels(refresh: &Refresh<'_>) -> Result<(), NnError> {
     // A stage asking for more than a bootstrap provides gets what there is
     // (callers may ask for a level more than they must have, to spare a
     // later bootstrap); an operation then short of levels fails with the
@@ -392,14 +387,113 @@ pub fn refresh_scaled(
     if stage_levels(refresh) == 0 {
         return Err(invalid("refresh", "bootstrapping leaves no levels"));
     }
-    let factor = bound.max(1.0).log2().ceil().exp2();
-    let scale = engine.params().default_scale();
-    let level = ct
-        .level()
-        .checked_sub(1)
-        .ok_or_else(|| invalid("refresh", "a ciphertext at level 0 cannot be scaled before bootstrapping"))?;
-    let small = engine.mul_const_to(&ct, 1.0 / factor, level, scale)?;
+    Ok(())
+}
+
+/// Bootstraps `ct` when it has fewer than `needed` levels (plus the
+/// spare), dividing by a power of two at least `bound` before (one level,
+/// landing on the default scale) and multiplying it back inside the
+/// bootstrap's last linear transform (free). One level is always left over
+/// after `needed`, for the scaling before the next bootstrap.
+pub fn refresh_scaled(
+    engine: &Engine<'_>,
+    refresh: &Refresh<'_>,
+    ct: Ciphertext,
+    needed: usize,
+    bound: f64,
+) -> Result<Ciphertext, NnError> {
+    if !needs_bootstrap(&ct, needed) {
+        return Ok(ct);
+    }
+    check_stage_levels(refresh)?;
+    let factor = scaling_factor(bound);
+    let small = scaled_down(engine, &ct, factor, level_below(&ct)?)?;
     Ok(refresh.bootstrapper.bootstrap_times(engine.eval, &small, refresh.keys, factor)?)
+}
+
+/// [`refresh_scaled`] for two ciphertexts: one bootstrap for both when
+/// both need one (`a + i b`, see
+/// [`Bootstrapper::bootstrap_real_pair_times`](nexus_ckks::bootstrapping::Bootstrapper::bootstrap_real_pair_times)).
+pub fn refresh_scaled_pair(
+    engine: &Engine<'_>,
+    refresh: &Refresh<'_>,
+    (a, needed_a, bound_a): (Ciphertext, usize, f64),
+    (b, needed_b, bound_b): (Ciphertext, usize, f64),
+) -> Result<(Ciphertext, Ciphertext), NnError> {
+    if !(needs_bootstrap(&a, needed_a) && needs_bootstrap(&b, needed_b)) {
+        return Ok((
+            refresh_scaled(engine, refresh, a, needed_a, bound_a)?,
+            refresh_scaled(engine, refresh, b, needed_b, bound_b)?,
+        ));
+    }
+    check_stage_levels(refresh)?;
+    let level = level_below(&a)?.min(level_below(&b)?);
+    let (factor_a, factor_b) = (scaling_factor(bound_a), scaling_factor(bound_b));
+    let (small_a, small_b) = (scaled_down(engine, &a, factor_a, level)?, scaled_down(engine, &b, factor_b, level)?);
+    Ok(refresh.bootstrapper.bootstrap_real_pair_times(
+        engine.eval,
+        (&small_a, factor_a),
+        (&small_b, factor_b),
+        refresh.keys,
+    )?)
+}
+
+/// The encoder's [`Refresher`]: scaled bootstraps, two at once where a
+/// stage needs two, with their count and wall time.
+struct Bootstrapping<'a> {
+    engine: &'a Engine<'a>,
+    refresh: &'a Refresh<'a>,
+    seconds: f64,
+    count: usize,
+}
+
+impl Refresher for Bootstrapping<'_> {
+    fn refresh(&mut self, ct: Ciphertext, needed: usize, bound: f64) -> Result<Ciphertext, NnError> {
+        if !needs_bootstrap(&ct, needed) {
+            return Ok(ct);
+        }
+        let start = Instant::now();
+        let out = refresh_scaled(self.engine, self.refresh, ct, needed, bound)?;
+        self.seconds += start.elapsed().as_secs_f64();
+        self.count += 1;
+        Ok(out)
+    }
+
+    fn refresh_pair(
+        &mut self,
+        a: (Ciphertext, usize, f64),
+        b: (Ciphertext, usize, f64),
+    ) -> Result<(Ciphertext, Ciphertext), NnError> {
+        if !(needs_bootstrap(&a.0, a.1) && needs_bootstrap(&b.0, b.1)) {
+            return Ok((self.refresh(a.0, a.1, a.2)?, self.refresh(b.0, b.1, b.2)?));
+        }
+        let start = Instant::now();
+        let out = refresh_scaled_pair(self.engine, self.refresh, a, b)?;
+        self.seconds += start.elapsed().as_secs_f64();
+        self.count += 1;
+        Ok(out)
+    }
+}
+
+/// Refreshes every ciphertext of `cts`, two at a time.
+fn refresh_all(
+    r: &mut dyn Refresher,
+    cts: Vec<Ciphertext>,
+    needed: usize,
+    bound: f64,
+) -> Result<Vec<Ciphertext>, NnError> {
+    let mut out = Vec::with_capacity(cts.len());
+    let mut it = cts.into_iter();
+    while let Some(a) = it.next() {
+        match it.next() {
+            Some(b) => {
+                let (a, b) = r.refresh_pair((a, needed, bound), (b, needed, bound))?;
+                out.extend([a, b]);
+            }
+            None => out.push(r.refresh(a, needed, bound)?),
+        }
+    }
+    Ok(out)
 }
 
 /// Levels a stage may use after a bootstrap (one is kept for the scaling

@@ -17,6 +17,12 @@
 //!
 //! Padding tokens (`t >= n`) are exact zeros after every linear layer: the
 //! token mask is folded into the weights' diagonals and the biases.
+//!
+//! Every operation keeps the copies of the hidden layout identical; the
+//! linear layers rely on it (a rotation of a periodic vector matters only
+//! modulo its period), which halves their diagonals, and the wide-to-hidden
+//! product spreads its partial sums over the output copies before adding
+//! them up. An input whose copies differ gives a wrong product.
 
 use crate::engine::Engine;
 use crate::error::{invalid, NnError};
@@ -268,10 +274,11 @@ impl PackedLinear {
         for (o, &(b, po)) in output.positions.iter().enumerate() {
             for (i, &(a, pi)) in input.positions.iter().enumerate() {
                 let w = linear.w[i * linear.d_out + o] * factor;
-                let offset = Self::offset(pi, po, t, slots);
+                let (offset, copy) = Self::route(input, output, pi, po);
                 let diag = diagonals[b][a].entry(offset).or_insert_with(|| vec![Complex64::new(0.0, 0.0); slots]);
+                let first = copy * output.copy_period + po * t;
                 for tok in 0..real_tokens {
-                    diag[po * t + tok].re += w;
+                    diag[first + tok].re += w;
                 }
             }
         }
@@ -288,15 +295,37 @@ impl PackedLinear {
         Ok(Self { input: input.clone(), output: output.clone(), transforms, bias })
     }
 
-    fn offset(pi: usize, po: usize, tokens: usize, slots: usize) -> usize {
-        ((pi as i64 - po as i64) * tokens as i64).rem_euclid(slots as i64) as usize
+    /// The diagonal carrying the weight from the input column at position
+    /// `pi` to the output column at `po`, and the output copy its product
+    /// lands in (the copies are summed afterwards, so any copy will do).
+    ///
+    /// A dense map between `P`-position spaces needs `P` diagonals when the
+    /// rotations are cyclic in `P`, but `2P - 1` otherwise; two facts make
+    /// them cyclic here:
+    /// - an input with copies is periodic (every operation keeps its copies
+    ///   identical), so a rotation only matters modulo its copy period;
+    /// - an input without copies (the wide layout) is read by the output
+    ///   copy its position falls in, which keeps every offset within one
+    ///   output copy period.
+    fn route(input: &Placement, output: &Placement, pi: usize, po: usize) -> (usize, usize) {
+        let (t, slots) = (input.tokens, input.slots);
+        let (from, to) = (pi * t, po * t);
+        if input.copies() > 1 {
+            ((from + input.copy_period - to % input.copy_period) % input.copy_period, 0)
+        } else if output.copies() > 1 {
+            let copy = from / output.copy_period;
+            let within = from - copy * output.copy_period;
+            ((within + slots - to) % slots, copy)
+        } else {
+            ((from + slots - to) % slots, 0)
+        }
     }
 
     /// Rotation steps of any product from `input` to `output` (they depend
     /// on the layouts only): what the client generates keys for without
     /// building the transforms.
     pub fn rotations_between(input: &Placement, output: &Placement) -> Vec<i64> {
-        let (t, slots) = (input.tokens, input.slots);
+        let slots = input.slots;
         let mut steps = output.copy_rotations();
         for b in 0..output.ciphertexts {
             for a in 0..input.ciphertexts {
@@ -305,7 +334,11 @@ impl PackedLinear {
                     .iter()
                     .filter(|p| p.0 == b)
                     .flat_map(|&(_, po)| {
-                        input.positions.iter().filter(|p| p.0 == a).map(move |&(_, pi)| Self::offset(pi, po, t, slots))
+                        input
+                            .positions
+                            .iter()
+                            .filter(|p| p.0 == a)
+                            .map(move |&(_, pi)| Self::route(input, output, pi, po).0)
                     })
                     .collect();
                 offsets.sort_unstable();
@@ -332,6 +365,42 @@ impl PackedLinear {
     pub fn rotation_count(&self) -> usize {
         let transforms: usize = self.transforms.iter().flatten().flatten().map(|t| t.rotation_count()).sum();
         transforms + self.output.ciphertexts * self.output.copy_rotations().len()
+    }
+
+    /// Plaintext twin of [`apply`](Self::apply) on slot vectors.
+    pub fn apply_plain(&self, x: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, NnError> {
+        if x.len() != self.input.ciphertexts || x.iter().any(|v| v.len() != self.input.slots) {
+            return Err(invalid(
+                "packed linear",
+                format!("expected {} slot vectors of {}", self.input.ciphertexts, self.input.slots),
+            ));
+        }
+        let slots = self.input.slots;
+        let z: Vec<Vec<Complex64>> = x.iter().map(|v| v.iter().map(|&r| Complex64::new(r, 0.0)).collect()).collect();
+        Ok(self
+            .transforms
+            .iter()
+            .zip(&self.bias)
+            .map(|(row, bias)| {
+                let mut acc = vec![0.0; slots];
+                for (t, z) in row.iter().zip(&z) {
+                    let Some(t) = t else { continue };
+                    acc.iter_mut().zip(t.apply(z)).for_each(|(a, y)| *a += y.re);
+                }
+                for step in self.output.copy_rotations() {
+                    let rotated: Vec<f64> =
+                        (0..slots).map(|j| acc[(j as i64 + step).rem_euclid(slots as i64) as usize]).collect();
+                    acc.iter_mut().zip(rotated).for_each(|(a, r)| *a += r);
+                }
+                acc.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+                acc
+            })
+            .collect())
+    }
+
+    /// Diagonals of every transform (cost: one plaintext product each).
+    pub fn diagonal_count(&self) -> usize {
+        self.transforms.iter().flatten().flatten().map(|t| t.diagonals().len()).sum()
     }
 
     /// Encrypted product (one level, scale kept).
@@ -369,5 +438,62 @@ impl PackedLinear {
                 Ok(engine.eval.add_plain(&acc, &b)?)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_linear(d_in: usize, d_out: usize, seed: u64) -> Linear {
+        Linear {
+            d_in,
+            d_out,
+            w: crate::model::lcg_uniform(d_in * d_out, seed, 1.0),
+            bias: crate::model::lcg_uniform(d_out, seed + 1, 1.0),
+        }
+    }
+
+    fn rows(n: usize, width: usize, seed: u64) -> Vec<Vec<f64>> {
+        let v = crate::model::lcg_uniform(n * width, seed, 1.0);
+        v.chunks(width).map(<[f64]>::to_vec).collect()
+    }
+
+    /// The packed product of packed rows is the packed `X W + b`, on every
+    /// slot: real tokens, zero padding and identical copies.
+    fn check(linear: &Linear, input: &Placement, output: &Placement, real: usize) -> usize {
+        let packed = PackedLinear::new(linear, input, output, real, 1.0).unwrap();
+        let x = rows(real, linear.d_in, 7);
+        let got = packed.apply_plain(&input.pack(&x).unwrap()).unwrap();
+        let want = output.pack(&linear.apply(&x)).unwrap();
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-9, "{g} vs {w}");
+        }
+        let mut keys = packed.rotations();
+        let mut needed: Vec<i64> = packed.transforms.iter().flatten().flatten().flat_map(|t| t.rotations()).collect();
+        needed.extend(output.copy_rotations());
+        needed.sort_unstable();
+        needed.dedup();
+        keys.retain(|k| needed.contains(k));
+        assert_eq!(keys, needed, "rotations_between lists what the transforms use");
+        packed.diagonal_count()
+    }
+
+    #[test]
+    fn products_between_layouts_match_the_dense_product() {
+        // hidden 32 = 4 heads of 8, 8 tokens (6 real), 2048 slots: 8 copies.
+        let layout = HiddenLayout::new(8, 6, 4, 8, 2048).unwrap();
+        let hidden = layout.placement();
+        assert_eq!(hidden.copies(), 8);
+        let square = check(&random_linear(32, 32, 1), &hidden, &hidden, 6);
+        // Periodic input: the 32 positions need 32 diagonals, not 63.
+        assert_eq!(square, 32);
+        for width in [64, 256, 600] {
+            let wide = Placement::wide(width, 8, 2048).unwrap();
+            let up = check(&random_linear(32, width, 2), &hidden, &wide, 6);
+            let down = check(&random_linear(width, 32, 3), &wide, &hidden, 6);
+            assert!(up <= 32 * wide.ciphertexts(), "{width}: {up} diagonals up");
+            assert!(down <= 63 * wide.ciphertexts(), "{width}: {down} diagonals down");
+        }
     }
 }
