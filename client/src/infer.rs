@@ -1,12 +1,16 @@
 //! `nexus infer`: a BERT-family sentence encoder run on encrypted input in
-//! this process (latency mode, one sentence at a time): tokenize, embed and
-//! encrypt on the client side; every encoder layer and the mean pooling on
-//! ciphertexts; decrypt, normalise and compare with the plaintext model.
+//! this process: tokenize, embed and encrypt on the client side; every
+//! encoder layer and the mean pooling on ciphertexts; decrypt, normalise
+//! and compare with the plaintext model. Latency mode runs one sentence per
+//! ciphertext; throughput mode (`batch`) packs as many sentences as fit
+//! into one ciphertext and runs them together.
 
 use anyhow::{bail, Context, Result};
 use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::{Decryptor, Encoder, Encryptor, Evaluator, GaloisKeys, KeyGenerator, Parameters, Wire};
 use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings};
+use nexus_nn::bert::head::{argmax_index, mean_pooled, ClassifierHead};
+use nexus_nn::bert::packed::HiddenLayout;
 use nexus_nn::bert::{cosine, BertWeights, TextTokenizer};
 use nexus_nn::{Engine, Refresh};
 use std::path::PathBuf;
@@ -32,6 +36,39 @@ pub struct InferOptions {
     pub layers: Option<usize>,
     /// Margin on the calibrated ranges.
     pub margin: f64,
+    /// Throughput mode: sentences share ciphertexts, at most this many per
+    /// ciphertext (`Some(0)`: as many as fit); `None`: latency mode.
+    pub batch: Option<usize>,
+    /// An optional classification head after the pooling.
+    pub head: Option<HeadSource>,
+}
+
+/// Where a classification head comes from.
+#[derive(Debug, Clone)]
+pub enum HeadSource {
+    /// Hugging Face `classifier.weight` / `classifier.bias` in a
+    /// safetensors file.
+    File(PathBuf),
+    /// Zero-shot: one class per label text, weighted by the model's own
+    /// embedding of it.
+    Labels(Vec<String>),
+}
+
+/// One sentence's class, decrypted and in plaintext.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClassReport {
+    /// The class the encrypted head picked (decrypted one-hot mask).
+    pub label: String,
+    /// The plaintext head's class.
+    pub plain_label: String,
+    /// Whether they agree.
+    pub agrees: bool,
+    /// Plaintext top-1 minus top-2 logit.
+    pub plain_gap: f64,
+    /// The smallest gap the encrypted Argmax is stated to resolve.
+    pub resolution: f64,
+    /// The decrypted mask's class slots.
+    pub mask: Vec<f64>,
 }
 
 /// One sentence's result.
@@ -47,13 +84,20 @@ pub struct InferResult {
     pub plain_embedding: Vec<f64>,
     /// Cosine similarity of the two.
     pub cosine: f64,
-    /// Wall time of the encrypted encoder (server side), seconds.
+    /// Wall time of the encrypted encoder (server side) per input, seconds
+    /// (in throughput mode the batch's time divided by its size).
     pub seconds: f64,
+    /// Sentences in the ciphertext this one travelled in (1: latency mode).
+    pub batch_size: usize,
+    /// Wall time of the whole batch, seconds.
+    pub batch_seconds: f64,
     /// Per layer: seconds and per-piece breakdown.
     pub layers: Vec<LayerReport>,
-    /// Client upload per query (seeded input ciphertext), bytes.
+    /// Client upload per query (seeded input ciphertext, divided by the
+    /// batch size), bytes.
     pub upload_bytes: usize,
-    /// Client download per query (the pooled result), bytes.
+    /// Client download per query (the pooled result, divided by the batch
+    /// size), bytes.
     pub download_bytes: usize,
     /// One-time evaluation keys (encoder rotations + bootstrapping), bytes.
     pub key_bytes: usize,
@@ -64,6 +108,9 @@ pub struct InferResult {
     pub in_range: bool,
     /// Values outside the calibrated ranges, one line each.
     pub warnings: Vec<String>,
+    /// The classification head's verdict, when a head was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<ClassReport>,
 }
 
 /// One layer's time.
@@ -95,8 +142,13 @@ fn wire_bytes(params: &Parameters, keys: &GaloisKeys) -> Result<usize> {
     Ok(total)
 }
 
-/// Runs every sentence; `progress` gets one line per step.
-pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<InferResult>> {
+/// Runs every sentence; `progress` gets one line per step, `emit` each
+/// result as soon as its batch is done.
+pub fn run(
+    options: &InferOptions,
+    progress: &mut dyn FnMut(&str),
+    emit: &mut dyn FnMut(&InferResult) -> Result<()>,
+) -> Result<Vec<InferResult>> {
     let mut weights = BertWeights::from_dir(&options.model)?;
     if let Some(layers) = options.layers {
         if layers == 0 || layers > weights.config.layers {
@@ -118,6 +170,24 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
         .map(|l| tokenizer.encode(l, options.max_tokens))
         .collect::<Result<_, _>>()?;
     let mut plan = EncoderPlan::calibrate(&weights, &calibration, options.margin)?;
+    let head = match &options.head {
+        None => None,
+        Some(HeadSource::File(path)) => Some(ClassifierHead::from_safetensors(path, weights.config.hidden)?),
+        Some(HeadSource::Labels(labels)) => {
+            let encoded: Vec<(String, Vec<u32>)> = labels
+                .iter()
+                .map(|l| Ok((l.clone(), tokenizer.encode(l, options.max_tokens)?)))
+                .collect::<Result<_>>()?;
+            Some(ClassifierHead::prototypes(&weights, &encoded)?)
+        }
+    };
+    let head = match head {
+        Some(h) => {
+            let bound = h.logit_bound(&weights, &calibration, options.margin)?;
+            Some((h, bound))
+        }
+        None => None,
+    };
     // A bootstrap leaves output_level levels, one of them kept for scaling
     // down before the next.
     plan.max_stage_depth = Some(level.saturating_sub(1));
@@ -134,37 +204,62 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
         start.elapsed().as_secs_f64()
     ));
     let (eval, encoder) = (Evaluator::new(&params), Encoder::new(&params));
+    let sentences: Vec<Vec<u32>> =
+        options.texts.iter().map(|t| tokenizer.encode(t, options.max_tokens)).collect::<Result<_, _>>()?;
+    let groups = batches(options, &weights, &sentences, params.max_slots())?;
     let mut results = Vec::new();
-    for text in &options.texts {
-        let ids = tokenizer.encode(text, options.max_tokens)?;
-        let circuit = EncryptedEncoder::new(&weights, ids.len(), params.max_slots(), plan.clone())?;
-        let start = Instant::now();
-        let galois = circuit.generate_keys(&params, &mut keygen, &sk, level)?;
-        let key_bytes = boot_key_bytes + wire_bytes(&params, &galois)?;
-        progress(&format!(
-            "{:?}: {} tokens, {} rotation keys ({:.0} MB) in {:.1} s",
-            text,
-            ids.len(),
-            galois.len(),
-            (key_bytes - boot_key_bytes) as f64 / 1e6,
-            start.elapsed().as_secs_f64()
-        ));
+    // Rotation keys depend on the layout only: batches of the same shape
+    // reuse them.
+    let mut keys: Option<(Vec<i64>, GaloisKeys, usize)> = None;
+    for group in groups {
+        let ids: Vec<&Vec<u32>> = group.iter().map(|&i| &sentences[i]).collect();
+        let lengths: Vec<usize> = ids.iter().map(|s| s.len()).collect();
+        let mut circuit = match options.batch {
+            None => EncryptedEncoder::new(&weights, lengths[0], params.max_slots(), plan.clone())?,
+            Some(_) => EncryptedEncoder::batched(&weights, &lengths, params.max_slots(), plan.clone())?,
+        };
+        if let Some((h, bound)) = &head {
+            // Comparison stages keep three levels of a bootstrap's output
+            // for the differences and the final product.
+            circuit = circuit.with_head(h.clone(), *bound, level.saturating_sub(3))?;
+        }
+        let steps = circuit.rotations()?;
+        if keys.as_ref().is_none_or(|(s, _, _)| *s != steps) {
+            let start = Instant::now();
+            let galois = circuit.generate_keys(&params, &mut keygen, &sk, level)?;
+            let bytes = wire_bytes(&params, &galois)?;
+            progress(&format!(
+                "layout of {lengths:?} tokens: {} rotation keys ({:.0} MB) in {:.1} s",
+                galois.len(),
+                bytes as f64 / 1e6,
+                start.elapsed().as_secs_f64()
+            ));
+            keys = Some((steps, galois, bytes));
+        }
+        let Some((_, galois, rotation_key_bytes)) = keys.as_ref() else { bail!("no rotation keys") };
+        let key_bytes = boot_key_bytes + rotation_key_bytes;
+        let texts: Vec<&String> = group.iter().map(|&i| &options.texts[i]).collect();
+        progress(&format!("{texts:?}: {lengths:?} tokens"));
         // The client knows its plaintext: it checks that the input stays in
         // the ranges the server's approximations were fitted on.
-        let (_, seen) = weights.encode(&ids)?;
-        let warnings = plan.violations(&seen);
-        for w in &warnings {
-            progress(&format!("  warning: {w}: the encrypted result may be inaccurate (raise --margin)"));
+        let mut warnings = Vec::new();
+        for s in &ids {
+            let (_, seen) = weights.encode(s)?;
+            let w = plan.violations(&seen);
+            for line in &w {
+                progress(&format!("  warning: {line}: the encrypted result may be inaccurate (raise --margin)"));
+            }
+            warnings.push(w);
         }
 
         // Client: embed, pack, encrypt (seeded: half the upload).
-        let x = weights.embed(&ids)?;
-        let pt = encoder.encode_real(&circuit.layout().pack(&x)?, level, params.default_scale())?;
+        let embedded: Vec<Vec<Vec<f64>>> = ids.iter().map(|s| weights.embed(s)).collect::<Result<_, _>>()?;
+        let pt = encoder.encode_real(&circuit.layout().pack_batch(&embedded)?, level, params.default_scale())?;
         let ct = Encryptor::new(&params).encrypt_sk(&pt, &sk)?;
         let upload_bytes = ct.to_bytes(&params)?.len();
 
         // Server: every layer on ciphertexts.
-        let engine = Engine { eval: &eval, encoder: &encoder, rlk: &boot_keys.relin, galois: &galois };
+        let engine = Engine { eval: &eval, encoder: &encoder, rlk: &boot_keys.relin, galois };
         let refresh = Refresh { bootstrapper: &boot, keys: &boot_keys };
         let server = Instant::now();
         let mut ct = ct;
@@ -192,34 +287,109 @@ pub fn run(options: &InferOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
             layers.push(report);
         }
         let pooled = circuit.mean_pool(&engine, &refresh, ct)?;
-        let seconds = server.elapsed().as_secs_f64();
-        let download_bytes = pooled.to_bytes(&params)?.len();
+        let mut masks = None;
+        if circuit.head().is_some() {
+            let t = Instant::now();
+            masks = Some(circuit.classify(&engine, &refresh, &pooled)?);
+            progress(&format!("  classification head: {:.1} s", t.elapsed().as_secs_f64()));
+        }
+        let batch_seconds = server.elapsed().as_secs_f64();
+        let mut download_bytes = pooled.to_bytes(&params)?.len();
+        if let Some(m) = &masks {
+            download_bytes += m.to_bytes(&params)?.len();
+        }
+        let masks = match &masks {
+            Some(m) => Some(encoder.decode_real(&Decryptor::new(&params).decrypt(m, &sk)?)?),
+            None => None,
+        };
 
         // Client: decrypt, normalise, compare.
         let slots = encoder.decode_real(&Decryptor::new(&params).decrypt(&pooled, &sk)?)?;
-        let mut embedding = circuit.unpack_pooled(&slots);
-        if weights.config.normalize {
-            let norm = embedding.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-            embedding.iter_mut().for_each(|v| *v /= norm);
+        let size = group.len();
+        for (i, (((text, s), mut embedding), warnings)) in
+            texts.into_iter().zip(&ids).zip(circuit.unpack_pooled_batch(&slots)).zip(warnings).enumerate()
+        {
+            if weights.config.normalize {
+                let norm = embedding.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                embedding.iter_mut().for_each(|v| *v /= norm);
+            }
+            let plain_embedding = weights.sentence_embedding(s)?;
+            let cos = cosine(&embedding, &plain_embedding);
+            progress(&format!("  {text:?}: cosine {cos:.6}"));
+            let class = match (circuit.head(), &masks) {
+                (Some(h), Some(m)) => {
+                    let mask = h.mask_of(m, i);
+                    // The head on the unnormalised mean: the encrypted
+                    // head's units (same argmax, see nexus_nn::bert::head).
+                    let logits = h.head().logits(&mean_pooled(&weights, s)?);
+                    let plain = argmax_index(&logits);
+                    let mut sorted = logits.clone();
+                    sorted.sort_by(|a, b| b.total_cmp(a));
+                    let got = h.decode(&mask);
+                    let report = ClassReport {
+                        label: h.head().labels[got].clone(),
+                        plain_label: h.head().labels[plain].clone(),
+                        agrees: got == plain,
+                        plain_gap: sorted[0] - sorted.get(1).copied().unwrap_or(f64::NEG_INFINITY),
+                        resolution: h.min_gap(),
+                        mask,
+                    };
+                    progress(&format!(
+                        "  class {:?} (plaintext {:?}, gap {:.3}, resolution {:.3})",
+                        report.label, report.plain_label, report.plain_gap, report.resolution
+                    ));
+                    Some(report)
+                }
+                _ => None,
+            };
+            let result = InferResult {
+                text: text.clone(),
+                tokens: s.len(),
+                embedding,
+                plain_embedding,
+                cosine: cos,
+                seconds: batch_seconds / size as f64,
+                batch_size: size,
+                batch_seconds,
+                layers: layers.clone(),
+                upload_bytes: upload_bytes / size,
+                download_bytes: download_bytes / size,
+                key_bytes,
+                peak_rss_mb: peak_rss_mb(),
+                in_range: warnings.is_empty(),
+                warnings,
+                class,
+            };
+            emit(&result)?;
+            results.push(result);
         }
-        let plain_embedding = weights.sentence_embedding(&ids)?;
-        let cos = cosine(&embedding, &plain_embedding);
-        progress(&format!("  cosine {cos:.6} in {seconds:.1} s"));
-        results.push(InferResult {
-            text: text.clone(),
-            tokens: ids.len(),
-            embedding,
-            plain_embedding,
-            cosine: cos,
-            seconds,
-            layers,
-            upload_bytes,
-            download_bytes,
-            key_bytes,
-            peak_rss_mb: peak_rss_mb(),
-            in_range: warnings.is_empty(),
-            warnings,
-        });
+        progress(&format!(
+            "  batch of {size} in {batch_seconds:.1} s ({:.1} s per input)",
+            batch_seconds / size as f64
+        ));
     }
     Ok(results)
+}
+
+/// Which sentences run together: one each in latency mode; in throughput
+/// mode, consecutive sentences, as many as one ciphertext holds at the
+/// longest sentence's block (or the requested batch size if smaller).
+fn batches(
+    options: &InferOptions,
+    weights: &BertWeights,
+    sentences: &[Vec<u32>],
+    slots: usize,
+) -> Result<Vec<Vec<usize>>> {
+    let Some(limit) = options.batch else {
+        return Ok((0..sentences.len()).map(|i| vec![i]).collect());
+    };
+    let block = sentences.iter().map(Vec::len).max().unwrap_or(1).next_power_of_two();
+    let c = &weights.config;
+    let capacity = HiddenLayout::capacity(block, c.heads, c.head_dim(), slots);
+    if capacity == 0 {
+        bail!("a sentence of {block} tokens does not fit {slots} slots");
+    }
+    let size = if limit == 0 { capacity } else { limit.min(capacity) };
+    let indices: Vec<usize> = (0..sentences.len()).collect();
+    Ok(indices.chunks(size).map(<[usize]>::to_vec).collect())
 }

@@ -119,6 +119,22 @@ enum Command {
         /// One JSON object per sentence on stdout (progress on stderr).
         #[arg(long)]
         json: bool,
+        /// Throughput mode: sentences share ciphertexts (as many as fit
+        /// one, at the longest sentence's token block) and run together.
+        #[arg(long)]
+        batch: bool,
+        /// With --batch: at most this many sentences per ciphertext.
+        #[arg(long, requires = "batch")]
+        batch_size: Option<usize>,
+        /// A classification head (safetensors with Hugging Face's
+        /// classifier.weight and classifier.bias) run after the pooling,
+        /// ending in an encrypted Argmax.
+        #[arg(long, conflicts_with = "labels")]
+        head: Option<PathBuf>,
+        /// A zero-shot head instead: one class per label text (separated
+        /// by ';'), weighted by the model's embedding of it.
+        #[arg(long)]
+        labels: Option<String>,
     },
     /// Cluster benchmarks.
     Bench {
@@ -283,7 +299,21 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Infer { model, text, text_file, max_tokens, preset, layers, margin, threads, json: as_json } => {
+        Command::Infer {
+            model,
+            text,
+            text_file,
+            max_tokens,
+            preset,
+            layers,
+            margin,
+            threads,
+            json: as_json,
+            batch,
+            batch_size,
+            head,
+            labels,
+        } => {
             if let Some(t) = threads {
                 rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
             }
@@ -295,23 +325,50 @@ fn main() -> Result<()> {
             if texts.is_empty() {
                 anyhow::bail!("no input: pass --text or --text-file");
             }
-            let options = infer::InferOptions { model, texts, max_tokens, preset, layers, margin };
-            let results = infer::run(&options, &mut |line| eprintln!("{line}"))?;
-            for r in &results {
+            if batch_size == Some(0) {
+                anyhow::bail!("--batch-size must be at least 1");
+            }
+            let batch = batch.then(|| batch_size.unwrap_or(0));
+            let head = match (head, labels) {
+                (Some(path), _) => Some(infer::HeadSource::File(path)),
+                (None, Some(l)) => {
+                    let labels: Vec<String> =
+                        l.split(';').map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+                    if labels.len() < 2 {
+                        anyhow::bail!("--labels needs at least two labels separated by ';'");
+                    }
+                    Some(infer::HeadSource::Labels(labels))
+                }
+                (None, None) => None,
+            };
+            let options = infer::InferOptions { model, texts, max_tokens, preset, layers, margin, batch, head };
+            let mut emit = |r: &infer::InferResult| -> anyhow::Result<()> {
                 if as_json {
                     println!("{}", json(r)?);
                 } else {
                     println!(
-                        "{:?}: cosine {:.6}, {:.1} s, upload {:.2} MB, download {:.2} MB, keys {:.0} MB",
+                        "{:?}: cosine {:.6}, {:.1} s per input (batch of {}), upload {:.2} MB, download {:.2} MB, \
+                         keys {:.0} MB",
                         r.text,
                         r.cosine,
                         r.seconds,
+                        r.batch_size,
                         r.upload_bytes as f64 / 1e6,
                         r.download_bytes as f64 / 1e6,
                         r.key_bytes as f64 / 1e6
                     );
+                    if let Some(c) = &r.class {
+                        println!(
+                            "  class {:?} (plaintext head: {:?}, {})",
+                            c.label,
+                            c.plain_label,
+                            if c.agrees { "agrees" } else { "DISAGREES" }
+                        );
+                    }
                 }
-            }
+                Ok(())
+            };
+            infer::run(&options, &mut |line| eprintln!("{line}"), &mut emit)?;
             Ok(())
         }
         Command::Bench { what: BenchCommand::Cluster { workers, queries, preset, tokens } } => {

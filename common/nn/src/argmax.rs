@@ -24,6 +24,8 @@ use nexus_ckks::{Ciphertext, Parameters};
 pub struct Argmax {
     m: usize,
     padded: usize,
+    /// Slots between consecutive values (several vectors interleaved).
+    stride: usize,
     range: f64,
     comparator: Comparator,
 }
@@ -36,7 +38,19 @@ impl Argmax {
             return Err(invalid("argmax", format!("{m} values: need at least 2")));
         }
         let comparator = Comparator::new(2.0 * range, gap, sign_error, max_stage_depth)?;
-        Ok(Self { m, padded: m.next_power_of_two(), range, comparator })
+        Ok(Self { m, padded: m.next_power_of_two(), stride: 1, range, comparator })
+    }
+
+    /// Value `j` of vector `i` at slot `j * stride + i` (`stride` vectors
+    /// interleaved, the pattern repeated with period `M * stride`): the
+    /// rounds rotate by multiples of `stride`, so one run takes the argmax
+    /// of every vector.
+    pub fn with_stride(mut self, stride: usize) -> Result<Self, NnError> {
+        if !stride.is_power_of_two() {
+            return Err(invalid("argmax", format!("stride {stride} is not a power of two")));
+        }
+        self.stride = stride;
+        Ok(self)
     }
 
     /// Comparison rounds before the mask.
@@ -58,7 +72,7 @@ impl Argmax {
 
     /// Rotation steps (their Galois keys must be in the engine's key set).
     pub fn rotations(&self) -> Vec<i64> {
-        (0..self.rounds()).map(|i| 1i64 << i).collect()
+        (0..self.rounds()).map(|i| (self.stride << i) as i64).collect()
     }
 
     /// Cost: rounds of one rotation and one maximum, then one sign.
@@ -73,7 +87,8 @@ impl Argmax {
         }
     }
 
-    /// Client side: the slot vector (`slots` must be a multiple of `M`).
+    /// Client side: the slot vector of one vector at stride 1 (`slots`
+    /// must be a multiple of `M`).
     pub fn pack(&self, values: &[f64], slots: usize) -> Result<Vec<f64>, NnError> {
         if values.len() != self.m {
             return Err(invalid("argmax", format!("{} values, expected {}", values.len(), self.m)));

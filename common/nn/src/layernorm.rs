@@ -26,7 +26,8 @@ pub struct LayerNorm {
     invsqrt: NewtonApprox,
     /// Rows at and beyond this index are padding: they come out as zero
     /// and their variance is replaced by one in range.
-    real_rows: Option<usize>,
+    /// Which rows are real (the others are padding tokens).
+    real_rows: Option<Vec<bool>>,
 }
 
 impl LayerNorm {
@@ -61,16 +62,26 @@ impl LayerNorm {
 
     /// Only the first `n` rows are real (padding tokens): the others come
     /// out as exact zeros whatever they hold, at no extra level.
-    pub fn with_real_rows(mut self, n: usize) -> Result<Self, NnError> {
-        if n == 0 || n > self.layout.rows() {
-            return Err(invalid("layernorm", format!("{n} real rows of {}", self.layout.rows())));
+    pub fn with_real_rows(self, n: usize) -> Result<Self, NnError> {
+        let rows = self.layout.rows();
+        self.with_row_mask((0..rows).map(|r| r < n).collect())
+    }
+
+    /// Only the rows where `real` is true are real (padding tokens of a
+    /// batch of sentences); see [`with_real_rows`](Self::with_real_rows).
+    pub fn with_row_mask(mut self, real: Vec<bool>) -> Result<Self, NnError> {
+        if real.len() != self.layout.rows() || !real.contains(&true) {
+            return Err(invalid(
+                "layernorm",
+                format!("a mask of {} rows with a real one for {} rows", real.len(), self.layout.rows()),
+            ));
         }
-        self.real_rows = Some(n);
+        self.real_rows = Some(real);
         Ok(self)
     }
 
     fn is_real(&self, row: usize) -> bool {
-        self.real_rows.is_none_or(|n| row < n)
+        self.real_rows.as_ref().is_none_or(|real| real[row])
     }
 
     /// The layout the operator reads and writes.

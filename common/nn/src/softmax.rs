@@ -46,8 +46,10 @@ pub struct Softmax {
     /// Slots that take part (attention-masked keys do not); `None`: the
     /// layout's elements.
     valid: Option<Vec<f64>>,
-    /// Elements per row that take part.
-    count: usize,
+    /// Fewest and most elements per row that take part.
+    counts: (usize, usize),
+    /// `valid / count of the slot's row` (the row means).
+    mean_mask: Option<Vec<f64>>,
     /// Normalised squarings after the Softmax of `x / 2^sharpen`.
     sharpen: u32,
     /// `1/s` on `[1/count, 1]` (with a margin) for the squarings.
@@ -75,7 +77,7 @@ impl Softmax {
         let shift = width / 2.0;
         let exp = fit_exp(-width - shift, width - shift, base_error)?;
         let count = layout.row_len();
-        let inverse = fit_inverse(count, width, shift, base_error)?;
+        let inverse = fit_inverse((count, count), width, shift, base_error)?;
         let unit_inverse = fit_unit_inverse(count, base_error)?;
         Ok(Self {
             layout,
@@ -86,7 +88,8 @@ impl Softmax {
             inverse,
             max_rel_error: base_error,
             valid: None,
-            count,
+            counts: (count, count),
+            mean_mask: None,
             sharpen,
             unit_inverse,
         })
@@ -101,25 +104,31 @@ impl Softmax {
         (self.hi - self.lo) / f64::from(1u32 << self.sharpen)
     }
 
-    /// Only the slots where `mask` is 1 take part, `count` of them in every
-    /// row (an attention mask over padding keys). The other slots must
-    /// hold values in range too; they come out as zero.
-    pub fn with_valid(mut self, mask: Vec<f64>, count: usize) -> Result<Self, NnError> {
-        if mask.len() != self.layout.slots() || count == 0 || count > self.layout.row_len() {
-            return Err(invalid(
-                "softmax",
-                format!(
-                    "mask of {} slots with {count} valid per row for rows of {}",
-                    mask.len(),
-                    self.layout.row_len()
-                ),
-            ));
+    /// Only the slots where `mask` is 1 take part (an attention mask over
+    /// padding keys; rows may differ in how many, as sentences of a batch
+    /// do, but every row needs one). The other slots must hold values in
+    /// range too; they come out as zero.
+    pub fn with_valid(mut self, mask: Vec<f64>) -> Result<Self, NnError> {
+        let (rows, slots) = (self.layout.rows(), self.layout.slots());
+        if mask.len() != slots {
+            return Err(invalid("softmax", format!("mask of {} slots for {slots}", mask.len())));
         }
-        let layout_mask = self.layout.mask();
-        self.valid = Some(mask.iter().zip(layout_mask).map(|(a, b)| a * b).collect());
-        self.inverse = fit_inverse(count, self.width(), self.shift, self.max_rel_error)?;
-        self.unit_inverse = fit_unit_inverse(count, self.max_rel_error)?;
-        self.count = count;
+        let valid: Vec<f64> = mask.iter().zip(self.layout.mask()).map(|(a, b)| a * b).collect();
+        // One block of the layout: the pattern repeats after it.
+        let block = (rows * self.layout.row_len().next_power_of_two()).min(slots);
+        let mut per_row = vec![0usize; rows];
+        for (s, v) in valid[..block].iter().enumerate() {
+            per_row[s % rows] += usize::from(*v != 0.0);
+        }
+        let (fewest, most) = (per_row.iter().copied().min().unwrap_or(0), per_row.iter().copied().max().unwrap_or(0));
+        if fewest == 0 {
+            return Err(invalid("softmax", "the mask leaves a row with no valid element"));
+        }
+        self.mean_mask = Some(valid.iter().enumerate().map(|(s, v)| v / per_row[s % rows] as f64).collect());
+        self.valid = Some(valid);
+        self.inverse = fit_inverse((fewest, most), self.width(), self.shift, self.max_rel_error)?;
+        self.unit_inverse = fit_unit_inverse(most, self.max_rel_error)?;
+        self.counts = (fewest, most);
         Ok(self)
     }
 
@@ -205,7 +214,7 @@ impl Softmax {
         x: Ciphertext,
         refresh: &mut RefreshFn<'_>,
     ) -> Result<Ciphertext, NnError> {
-        let len = self.count as f64;
+        let len = self.counts.1 as f64;
         let mask = self.mask();
         let width = self.width();
         let mut x = refresh.refresh(x, 1, self.lo.abs().max(self.hi.abs()))?;
@@ -214,7 +223,7 @@ impl Softmax {
         // Masked-out slots count in the first row sum unless zero; callers
         // guarantee zeros there (scores of padding keys are exactly 0).
         let sums = self.layout.row_sums(engine.eval, &x, engine.galois)?;
-        let mean_mask: Vec<f64> = mask.iter().map(|m| m / len).collect();
+        let mean_mask = self.mean_mask.clone().unwrap_or_else(|| mask.iter().map(|m| m / len).collect());
         let mean = engine.mul_plain_to(&sums, &mean_mask, x.level().saturating_sub(1), x.scale())?;
         let centred = engine.eval.add_const(&engine.sub(&x, &mean)?, -self.shift)?;
         // One level more than the exponential needs: the final product then
@@ -243,11 +252,12 @@ impl Softmax {
 }
 
 /// The inverse on the interval every row's sum of exponentials provably
-/// lies in (see the module documentation), for `len` elements per row.
-fn fit_inverse(len: usize, width: f64, shift: f64, max_rel_error: f64) -> Result<NewtonApprox, NnError> {
-    let len = len as f64;
-    let s_lo = len * (-shift).exp() * (1.0 - 1e-6);
-    let s_hi = ((width * (1.0 - 1.0 / len)).exp() + len - 1.0) * (-shift).exp() * (1.0 + 1e-6);
+/// lies in (see the module documentation), for rows of `counts.0` to
+/// `counts.1` elements.
+fn fit_inverse(counts: (usize, usize), width: f64, shift: f64, max_rel_error: f64) -> Result<NewtonApprox, NnError> {
+    let (fewest, most) = (counts.0 as f64, counts.1 as f64);
+    let s_lo = fewest * (-shift).exp() * (1.0 - 1e-6);
+    let s_hi = ((width * (1.0 - 1.0 / most)).exp() + most - 1.0) * (-shift).exp() * (1.0 + 1e-6);
     NewtonApprox::new(NewtonTarget::Inverse, s_lo, s_hi, max_rel_error)
 }
 

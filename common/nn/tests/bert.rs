@@ -7,6 +7,7 @@
 use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::*;
 use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings};
+use nexus_nn::bert::head::ClassifierHead;
 use nexus_nn::bert::{cosine, BertConfig, BertWeights};
 use nexus_nn::{Engine, Refresh};
 use rand::{Rng, SeedableRng};
@@ -35,20 +36,52 @@ fn sharp_attention_is_sharpened_under_encryption() {
     run_encrypted(&weights, 5e-3);
 }
 
+/// Throughput mode: three sentences of different lengths share one
+/// ciphertext (blocks of 8 tokens, a fourth block unused); each matches its
+/// own plaintext run, so no sentence attends to another.
+#[test]
+fn a_batch_of_sentences_matches_each_sentence_alone() {
+    let mut config = BertConfig::tiny();
+    config.layers = 1;
+    let weights = BertWeights::random(config, 13).unwrap();
+    run_batch(&weights, &[6, 3, 8], 2e-3, true);
+}
+
 fn run_encrypted(weights: &BertWeights, tolerance: f64) {
+    run_batch(weights, &[6], tolerance, false);
+}
+
+/// Runs `lengths.len()` random sentences encrypted (one ciphertext; latency
+/// mode for one sentence) and checks every layer and the pooled embedding
+/// of each against the plaintext reference; with `classify`, a zero-shot
+/// head whose classes are the sentences themselves plus one random text
+/// must pick each sentence's own class under encryption.
+fn run_batch(weights: &BertWeights, lengths: &[usize], tolerance: f64, classify: bool) {
     let preset = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
     let params = Parameters::preset(preset).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let mut sentence = |len: usize| -> Vec<u32> { (0..len).map(|_| rng.gen_range(0..64)).collect() };
-    let ids = sentence(6);
+    let sentences: Vec<Vec<u32>> = lengths.iter().map(|&n| sentence(n)).collect();
     let mut calibration: Vec<Vec<u32>> = (0..16).map(|i| sentence(2 + i % 7)).collect();
-    calibration.push(ids.clone());
+    calibration.extend(sentences.iter().cloned());
     let plan = EncoderPlan::calibrate(weights, &calibration, 1.5).unwrap();
     let width = plan.layers.iter().map(|r| r.scores.max - r.scores.min).fold(0.0, f64::max);
     println!("score interval width {width:.1}");
-    let encoder = EncryptedEncoder::new(weights, ids.len(), params.max_slots(), plan).unwrap();
-
+    let mut encoder = if lengths.len() == 1 {
+        EncryptedEncoder::new(weights, lengths[0], params.max_slots(), plan).unwrap()
+    } else {
+        EncryptedEncoder::batched(weights, lengths, params.max_slots(), plan).unwrap()
+    };
     let boot = Bootstrapper::new(&params, BootstrapConfig::for_preset(preset).unwrap()).unwrap();
+    if classify {
+        let mut labels: Vec<(String, Vec<u32>)> =
+            sentences.iter().enumerate().map(|(i, s)| (format!("sentence {i}"), s.clone())).collect();
+        labels.push(("other".into(), vec![7, 9, 11, 13, 15]));
+        let head = ClassifierHead::prototypes(weights, &labels).unwrap();
+        let bound = head.logit_bound(weights, &calibration, 1.5).unwrap();
+        encoder = encoder.with_head(head, bound, boot.output_level() - 3).unwrap();
+    }
+
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
@@ -61,8 +94,8 @@ fn run_encrypted(weights: &BertWeights, tolerance: f64) {
     println!("{} rotation keys, bootstrap output level {}", steps.len(), boot.output_level());
 
     // Client: embed in plaintext, pack, encrypt.
-    let x = weights.embed(&ids).unwrap();
-    let packed = encoder.layout().pack(&x).unwrap();
+    let x: Vec<Vec<Vec<f64>>> = sentences.iter().map(|ids| weights.embed(ids).unwrap()).collect();
+    let packed = encoder.layout().pack_batch(&x).unwrap();
     let pt = encoding.encode_real(&packed, boot.output_level(), params.default_scale()).unwrap();
     let mut ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
 
@@ -72,9 +105,18 @@ fn run_encrypted(weights: &BertWeights, tolerance: f64) {
         let mut timings = LayerTimings::default();
         let start = std::time::Instant::now();
         ct = encoder.run_layer(layer, &engine, &refresh, ct, &mut timings).unwrap();
-        plain = weights.layer(layer, &plain, &mut Default::default()).unwrap();
-        let got = encoder.layout().unpack(&decrypt(&ct));
-        let err = got.iter().flatten().zip(plain.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        for p in &mut plain {
+            *p = weights.layer(layer, p, &mut Default::default()).unwrap();
+        }
+        let slots = decrypt(&ct);
+        let got = encoder.layout().unpack_batch(&slots);
+        let err = got
+            .iter()
+            .flatten()
+            .flatten()
+            .zip(plain.iter().flatten().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         println!(
             "layer {layer}: {:.1} s, max abs error {err:.2e}, level {}, {:?}",
             start.elapsed().as_secs_f64(),
@@ -83,15 +125,41 @@ fn run_encrypted(weights: &BertWeights, tolerance: f64) {
         );
         assert!(err < tolerance, "layer {layer}: max abs error {err}");
         // Padding tokens stay exact zeros (decryption noise only).
-        let slots = decrypt(&ct);
-        let t = encoder.layout().tokens();
-        let pad = (0..slots.len()).filter(|s| s % t >= ids.len()).map(|s| slots[s].abs()).fold(0.0, f64::max);
+        let layout = encoder.layout();
+        let t = layout.tokens();
+        let pad = (0..slots.len()).filter(|s| !layout.is_real(s % t)).map(|s| slots[s].abs()).fold(0.0, f64::max);
         assert!(pad < 1e-3, "padding token slots hold {pad}");
     }
     let pooled = encoder.mean_pool(&engine, &refresh, ct).unwrap();
-    let got = encoder.unpack_pooled(&decrypt(&pooled));
-    let want = weights.sentence_embedding(&ids).unwrap();
-    let cos = cosine(&got, &want);
-    println!("sentence embedding cosine {cos:.6}");
-    assert!(cos > 0.9999, "cosine {cos}");
+    let got = encoder.unpack_pooled_batch(&decrypt(&pooled));
+    assert_eq!(got.len(), sentences.len());
+    for (got, ids) in got.iter().zip(&sentences) {
+        let want = weights.sentence_embedding(ids).unwrap();
+        let cos = cosine(got, &want);
+        println!("sentence of {} tokens: embedding cosine {cos:.6}", ids.len());
+        assert!(cos > 0.9999, "cosine {cos}");
+    }
+    let Some(head) = encoder.head() else { return };
+    let masks = decrypt(&encoder.classify(&engine, &refresh, &pooled).unwrap());
+    for (i, ids) in sentences.iter().enumerate() {
+        let embedding = weights.sentence_embedding(ids).unwrap();
+        let logits = head.head().logits(&embedding);
+        let mut sorted = logits.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let mask = head.mask_of(&masks, i);
+        let class = head.decode(&mask);
+        println!(
+            "sentence {i}: plaintext class {} (logits {logits:.3?}), encrypted mask {:.3?}, stated resolution {:.2e}",
+            head.head().predict(&embedding),
+            &mask[..logits.len()],
+            head.min_gap()
+        );
+        assert_eq!(head.head().predict(&embedding), i, "each sentence is closest to itself");
+        // The gap is far above the stated resolution here (cosine 1 vs the others).
+        assert!(sorted[0] - sorted[1] > head.min_gap());
+        assert_eq!(class, i);
+        let hot =
+            mask[..logits.len()].iter().enumerate().map(|(j, v)| (v - f64::from(j == i)).abs()).fold(0.0, f64::max);
+        assert!(hot < 0.05, "mask {:?} is not one-hot", &mask[..logits.len()]);
+    }
 }

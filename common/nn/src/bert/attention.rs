@@ -1,21 +1,24 @@
 //! Multi-head attention on the hidden layout, every head at once.
 //!
-//! Diagonal method: for each shift `k < T`, the keys rotated along the
-//! token axis, `K_k[t] = K[(t + k) mod T]` (two rotations and two masks,
+//! Diagonal method: for each shift `k < B` (the block of tokens one
+//! sentence takes: all `T` in latency mode), the keys rotated along the
+//! token axis within each block, `K_k[t] = K[b(t) + (t + k) mod B]` with
+//! `b(t)` the block's first token (two rotations and two masks,
 //! hoisted over all `k`), times the queries, summed over the head's columns
 //! (`log2 d_h'` rotations by multiples of `R`), gives the `k`-th diagonal
 //! of every head's score matrix, `S'[(h, t)][k] = S_h[t][(t + k) mod T]`,
 //! on every column; masking the columns `= k (mod T)` assembles the
-//! diagonals into an interleaved `R x T` [`RowLayout`] whose rows are
+//! diagonals into an interleaved `R x B` [`RowLayout`] whose rows are
 //! permutations of the score rows: exactly what a row-wise Softmax needs.
 //! The weighted sum walks the same diagonals back: the `k`-th column of the
-//! probabilities, spread over all columns (`log2 T` rotations), times the
+//! probabilities, spread over all columns (`log2 B` rotations), times the
 //! values rotated by `k`, summed over `k` before one relinearisation, lands
 //! in the hidden layout.
 //!
 //! Scores of padding keys are exact zeros (padding rows of `K` are), and
 //! the Softmax masks them out of the sums, so no attention mask has to be
-//! encrypted.
+//! encrypted. Blocks are independent: sentences of a batch never attend to
+//! each other.
 
 use super::packed::HiddenLayout;
 use crate::cost::OpCost;
@@ -39,11 +42,24 @@ impl PackedAttention {
         if !(lo <= 0.0 && hi >= 0.0) {
             return Err(invalid("attention", format!("score interval [{lo}, {hi}] must contain 0 (padding keys)")));
         }
-        let (t, r, n) = (layout.tokens(), layout.rows(), layout.real_tokens());
-        let rows = RowLayout::new(r, t, layout.slots())?;
-        let valid: Vec<f64> =
-            (0..layout.slots()).map(|s| if (s % t + (s / r) % t) % t < n { 1.0 } else { 0.0 }).collect();
-        let softmax = Softmax::new(rows, lo, hi, max_rel_error)?.with_valid(valid, n)?;
+        let (t, b, r) = (layout.tokens(), layout.block(), layout.rows());
+        let rows = RowLayout::new(r, b, layout.slots())?;
+        // Slot s holds query token s mod T against key b(t) + (t + k) mod B
+        // for shift k = (s / R) mod B. Keys of a block no sentence uses
+        // count as valid: they are zeros, like its queries.
+        let valid: Vec<f64> = (0..layout.slots())
+            .map(|s| {
+                let query = s % t;
+                let key = query - query % b + (query % b + (s / r) % b) % b;
+                let unused = query / b >= layout.lengths().len();
+                if unused || layout.is_real(key) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let softmax = Softmax::new(rows, lo, hi, max_rel_error)?.with_valid(valid)?;
         Ok(Self { layout, softmax })
     }
 
@@ -64,11 +80,11 @@ impl PackedAttention {
     /// Rotation steps of the token-axis rotations, the column sums and the
     /// spreading, and the Softmax's row sums.
     pub fn rotations(&self) -> Vec<i64> {
-        let (t, r) = (self.layout.tokens() as i64, self.layout.rows() as i64);
-        let mut steps: Vec<i64> = (1..t).collect();
-        steps.push(-t);
+        let (b, r) = (self.layout.block() as i64, self.layout.rows() as i64);
+        let mut steps: Vec<i64> = (1..b).collect();
+        steps.push(-b);
         steps.extend((0..self.layout.head_dim_pow2().trailing_zeros()).map(|m| r << m));
-        steps.extend((0..t.trailing_zeros()).map(|m| -(r << m)));
+        steps.extend((0..b.trailing_zeros()).map(|m| -(r << m)));
         steps.extend(self.softmax.layout().sum_rotations());
         steps.sort_unstable();
         steps.dedup();
@@ -77,7 +93,7 @@ impl PackedAttention {
 
     /// Levels, rotations and products of scores + Softmax + weighted sum.
     pub fn cost(&self, params: &Parameters) -> OpCost {
-        let t = self.layout.tokens();
+        let t = self.layout.block();
         let log_d = self.layout.head_dim_pow2().trailing_zeros() as usize;
         let log_t = t.trailing_zeros() as usize;
         let softmax = self.softmax.cost(params);
@@ -90,12 +106,12 @@ impl PackedAttention {
         }
     }
 
-    /// `x` rotated by `k` along the token axis, for every `k < T` (one
-    /// level).
+    /// `x` rotated by `k` along the token axis within every block, for
+    /// every `k < B` (one level).
     fn token_rotations(&self, engine: &Engine<'_>, x: &Ciphertext) -> Result<Vec<Ciphertext>, NnError> {
-        let t = self.layout.tokens();
+        let t = self.layout.block();
         let level = x.level().checked_sub(1).ok_or_else(|| invalid("attention", "operand at level 0"))?;
-        // rot(x, k - T) = rot(rot(x, -T), k): T keys instead of 2T - 2.
+        // rot(x, k - B) = rot(rot(x, -B), k): B keys instead of 2B - 2.
         let steps: Vec<i64> = (1..t as i64).collect();
         let ahead = engine.eval.rotate_hoisted(x, &steps, engine.galois)?;
         let back = engine.eval.rotate(x, -(t as i64), engine.galois)?;
@@ -114,7 +130,7 @@ impl PackedAttention {
     /// Scores of every head in the Softmax's layout (three levels). `q`
     /// already carries the `1/sqrt(d_h)`.
     pub fn scores(&self, engine: &Engine<'_>, q: &Ciphertext, k: &Ciphertext) -> Result<Ciphertext, NnError> {
-        let (t, r) = (self.layout.tokens(), self.layout.rows());
+        let (t, r) = (self.layout.block(), self.layout.rows());
         let keys = self.token_rotations(engine, k)?;
         let mut acc: Option<Ciphertext> = None;
         for (shift, key) in keys.iter().enumerate() {
@@ -141,7 +157,7 @@ impl PackedAttention {
     /// `A V` of every head in the hidden layout (two levels below the lower
     /// of `a` and `v`).
     pub fn weighted_sum(&self, engine: &Engine<'_>, a: &Ciphertext, v: &Ciphertext) -> Result<Ciphertext, NnError> {
-        let (t, r) = (self.layout.tokens(), self.layout.rows());
+        let (t, r) = (self.layout.block(), self.layout.rows());
         let values = self.token_rotations(engine, v)?;
         let mut acc: Option<Ciphertext> = None;
         for (shift, value) in values.iter().enumerate() {

@@ -10,6 +10,7 @@
 //! only) and multiplied back after: one level on each side.
 
 use super::attention::PackedAttention;
+use super::head::{ClassifierHead, EncryptedHead};
 use super::packed::{HiddenLayout, PackedLinear, Placement};
 use super::reference::{LayerRanges, Span};
 use super::weights::BertWeights;
@@ -148,6 +149,7 @@ pub struct EncryptedEncoder<'w> {
     weights: &'w BertWeights,
     layout: HiddenLayout,
     plan: EncoderPlan,
+    head: Option<EncryptedHead>,
 }
 
 fn bound_of(span: &Span) -> f64 {
@@ -155,15 +157,64 @@ fn bound_of(span: &Span) -> f64 {
 }
 
 impl<'w> EncryptedEncoder<'w> {
-    /// For `weights`, `real_tokens` tokens padded to a power of two, in
-    /// `slots` slots.
+    /// Latency mode: one sentence of `real_tokens` tokens (padded to a
+    /// power of two), in `slots` slots.
     pub fn new(weights: &'w BertWeights, real_tokens: usize, slots: usize, plan: EncoderPlan) -> Result<Self, NnError> {
         let c = &weights.config;
-        if plan.layers.len() != c.layers {
-            return Err(invalid("encoder", format!("plan has {} layers, model {}", plan.layers.len(), c.layers)));
-        }
         let layout = HiddenLayout::new(real_tokens.next_power_of_two(), real_tokens, c.heads, c.head_dim(), slots)?;
-        Ok(Self { weights, layout, plan })
+        Self::with_layout(weights, layout, plan)
+    }
+
+    /// Throughput mode: sentences of `lengths` tokens side by side in one
+    /// ciphertext, each in a block of the longest one's tokens (padded to a
+    /// power of two); see [`HiddenLayout::capacity`] for how many fit.
+    pub fn batched(
+        weights: &'w BertWeights,
+        lengths: &[usize],
+        slots: usize,
+        plan: EncoderPlan,
+    ) -> Result<Self, NnError> {
+        let c = &weights.config;
+        let block = lengths.iter().copied().max().unwrap_or(0).next_power_of_two();
+        let layout = HiddenLayout::batched(block, lengths, c.heads, c.head_dim(), slots)?;
+        Self::with_layout(weights, layout, plan)
+    }
+
+    fn with_layout(weights: &'w BertWeights, layout: HiddenLayout, plan: EncoderPlan) -> Result<Self, NnError> {
+        let layers = weights.config.layers;
+        if plan.layers.len() != layers {
+            return Err(invalid("encoder", format!("plan has {} layers, model {layers}", plan.layers.len())));
+        }
+        Ok(Self { weights, layout, plan, head: None })
+    }
+
+    /// Adds a classification head after the pooling: `logit_bound` from
+    /// [`ClassifierHead::logit_bound`], `argmax_depth` the levels one
+    /// comparison stage may use between bootstraps.
+    pub fn with_head(mut self, head: ClassifierHead, logit_bound: f64, argmax_depth: usize) -> Result<Self, NnError> {
+        let normalized = self.weights.config.normalize;
+        self.head = Some(EncryptedHead::new(head, self.layout.clone(), logit_bound, normalized, argmax_depth)?);
+        Ok(self)
+    }
+
+    /// The classification head, if any.
+    pub fn head(&self) -> Option<&EncryptedHead> {
+        self.head.as_ref()
+    }
+
+    /// Every sentence's encrypted one-hot class mask from
+    /// [`mean_pool`](Self::mean_pool)'s ciphertext (read with
+    /// [`EncryptedHead::mask_of`]).
+    pub fn classify(
+        &self,
+        engine: &Engine<'_>,
+        refresh: &Refresh<'_>,
+        pooled: &Ciphertext,
+    ) -> Result<Ciphertext, NnError> {
+        let head = self.head.as_ref().ok_or_else(|| invalid("encoder", "no classification head"))?;
+        let bound = self.plan.layers.last().map_or(1.0, |r| bound_of(&r.output));
+        let pooled = refresh_scaled(engine, refresh, pooled.clone(), 2, bound)?;
+        head.classify(engine, refresh, &pooled)
     }
 
     /// The hidden layout (client side: pack the embedded tokens with it).
@@ -176,7 +227,6 @@ impl<'w> EncryptedEncoder<'w> {
         let w = self.weights.layers.get(index).ok_or_else(|| invalid("encoder", format!("no layer {index}")))?;
         let r = &self.plan.layers[index];
         let c = &self.weights.config;
-        let n = self.layout.real_tokens();
         let norm = |weights: &super::weights::Norm, var: &Span| -> Result<LayerNorm, NnError> {
             LayerNorm::new(
                 self.layout.row_layout()?,
@@ -186,7 +236,7 @@ impl<'w> EncryptedEncoder<'w> {
                 (var.min.max(c.layer_norm_eps), var.max),
                 self.plan.max_rel_error,
             )?
-            .with_real_rows(n)
+            .with_row_mask(self.layout.token_mask())
         };
         let gelu_range = bound_of(&r.gelu).min(64.0);
         Ok(LayerCircuit {
@@ -219,7 +269,7 @@ impl<'w> EncryptedEncoder<'w> {
         output: &Placement,
         factor: f64,
     ) -> Result<PackedLinear, NnError> {
-        PackedLinear::new(linear, input, output, self.layout.real_tokens(), factor)
+        PackedLinear::new(linear, input, output, &self.layout.token_mask(), factor)
     }
 
     /// Rotation steps the client must generate keys for (every layer's).
@@ -234,13 +284,16 @@ impl<'w> EncryptedEncoder<'w> {
         let l = self.layer(0)?;
         steps.extend(l.attention.rotations());
         steps.extend(l.attention_norm.layout().sum_rotations());
+        if let Some(head) = &self.head {
+            steps.extend(head.rotations());
+        }
         steps.sort_unstable();
         steps.dedup();
         Ok(steps)
     }
 
     fn pooling_rotations(&self) -> Vec<i64> {
-        (0..self.layout.tokens().trailing_zeros()).map(|m| 1i64 << m).collect()
+        (0..self.layout.block().trailing_zeros()).map(|m| 1i64 << m).collect()
     }
 
     /// Galois elements of [`rotations`](Self::rotations).
@@ -331,8 +384,8 @@ impl<'w> EncryptedEncoder<'w> {
         Ok(y)
     }
 
-    /// Mean over the real tokens of every hidden column, at slot
-    /// `position(c) * T` (one level).
+    /// Mean over each sentence's real tokens of every hidden column, at
+    /// slot `position(c) * T + i * B` for sentence `i` (one level).
     pub fn mean_pool(&self, engine: &Engine<'_>, refresh: &Refresh<'_>, x: Ciphertext) -> Result<Ciphertext, NnError> {
         let bound = self.plan.layers.last().map_or(1.0, |r| bound_of(&r.output));
         let mut acc = refresh_scaled(engine, refresh, x, 1, bound)?;
@@ -340,17 +393,29 @@ impl<'w> EncryptedEncoder<'w> {
             let r = engine.eval.rotate(&acc, step, engine.galois)?;
             engine.eval.add_assign(&mut acc, &r)?;
         }
-        let t = self.layout.tokens();
-        let n = self.layout.real_tokens() as f64;
-        let mask: Vec<f64> = (0..self.layout.slots()).map(|s| if s % t == 0 { 1.0 / n } else { 0.0 }).collect();
+        let (t, b) = (self.layout.tokens(), self.layout.block());
+        let lengths = self.layout.lengths();
+        let mask: Vec<f64> = (0..self.layout.slots())
+            .map(|s| match lengths.get((s % t) / b) {
+                Some(&n) if s % b == 0 => 1.0 / n as f64,
+                _ => 0.0,
+            })
+            .collect();
         engine.mul_plain_to(&acc, &mask, acc.level().saturating_sub(1), acc.scale())
     }
 
-    /// Client side: the pooled vector from decoded slots of
-    /// [`mean_pool`](Self::mean_pool)'s result.
+    /// Client side: the first sentence's pooled vector from decoded slots
+    /// of [`mean_pool`](Self::mean_pool)'s result.
     pub fn unpack_pooled(&self, slots: &[f64]) -> Vec<f64> {
-        let t = self.layout.tokens();
-        (0..self.layout.hidden()).map(|c| slots[self.layout.position(c) * t]).collect()
+        self.unpack_pooled_batch(slots).swap_remove(0)
+    }
+
+    /// Client side: every sentence's pooled vector.
+    pub fn unpack_pooled_batch(&self, slots: &[f64]) -> Vec<Vec<f64>> {
+        let (t, b) = (self.layout.tokens(), self.layout.block());
+        (0..self.layout.lengths().len())
+            .map(|i| (0..self.layout.hidden()).map(|c| slots[self.layout.position(c) * t + i * b]).collect())
+            .collect()
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod config;
 pub mod encrypted;
+pub mod head;
 pub mod packed;
 pub mod reference;
 #[cfg(feature = "tokenizer")]

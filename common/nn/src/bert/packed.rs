@@ -113,7 +113,8 @@ impl Placement {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HiddenLayout {
     tokens: usize,
-    real_tokens: usize,
+    block: usize,
+    lengths: Vec<usize>,
     heads: usize,
     heads_pow2: usize,
     head_dim: usize,
@@ -122,8 +123,9 @@ pub struct HiddenLayout {
 }
 
 impl HiddenLayout {
-    /// `tokens` a power of two holding `real_tokens`; `heads * head_dim`
-    /// hidden columns; the pattern must fit `slots`.
+    /// One sentence (latency mode): `tokens` a power of two holding
+    /// `real_tokens`; `heads * head_dim` hidden columns; the pattern must
+    /// fit `slots`.
     pub fn new(
         tokens: usize,
         real_tokens: usize,
@@ -131,33 +133,83 @@ impl HiddenLayout {
         head_dim: usize,
         slots: usize,
     ) -> Result<Self, NnError> {
+        if !tokens.is_power_of_two() || real_tokens > tokens {
+            return Err(invalid("packing", format!("{real_tokens} of {tokens} tokens (a power of two)")));
+        }
+        Self::batched(tokens, &[real_tokens], heads, head_dim, slots)
+    }
+
+    /// Several sentences (throughput mode): sentence `i` of `lengths[i]`
+    /// real tokens takes tokens `i * block ..` of `T = block *
+    /// next_pow2(sentences)`; attention stays inside each block.
+    pub fn batched(
+        block: usize,
+        lengths: &[usize],
+        heads: usize,
+        head_dim: usize,
+        slots: usize,
+    ) -> Result<Self, NnError> {
+        let tokens = block.saturating_mul(lengths.len().next_power_of_two());
         let heads_pow2 = heads.next_power_of_two();
         let head_dim_pow2 = head_dim.next_power_of_two();
         let fits = tokens
             .checked_mul(heads_pow2)
-            .and_then(|r| r.checked_mul(head_dim_pow2.max(tokens)))
+            .and_then(|r| r.checked_mul(head_dim_pow2.max(block)))
             .is_some_and(|p| p <= slots && slots.is_power_of_two());
-        if !tokens.is_power_of_two() || real_tokens == 0 || real_tokens > tokens || heads == 0 || head_dim == 0 || !fits
+        if !block.is_power_of_two()
+            || lengths.is_empty()
+            || lengths.iter().any(|&n| n == 0 || n > block)
+            || heads == 0
+            || head_dim == 0
+            || !fits
         {
             return Err(invalid(
                 "packing",
                 format!(
-                    "{real_tokens} of {tokens} tokens x {heads} heads x {head_dim} dims do not fit {slots} slots \
-                     (tokens a power of two, tokens * heads' * max(head_dim', tokens) <= slots)"
+                    "{} sentences of {lengths:?} tokens in blocks of {block} x {heads} heads x {head_dim} dims do not \
+                     fit {slots} slots (blocks a power of two, block * next_pow2(sentences) * heads' * \
+                     max(head_dim', block) <= slots)",
+                    lengths.len()
                 ),
             ));
         }
-        Ok(Self { tokens, real_tokens, heads, heads_pow2, head_dim, head_dim_pow2, slots })
+        Ok(Self { tokens, block, lengths: lengths.to_vec(), heads, heads_pow2, head_dim, head_dim_pow2, slots })
     }
 
-    /// Tokens `T` (padded).
+    /// The most sentences of up to `block` tokens one ciphertext holds.
+    pub fn capacity(block: usize, heads: usize, head_dim: usize, slots: usize) -> usize {
+        let per_sentence = block * heads.next_power_of_two() * head_dim.next_power_of_two().max(block);
+        if per_sentence == 0 || per_sentence > slots {
+            return 0;
+        }
+        let n = slots / per_sentence;
+        // A power of two not above n.
+        1 << (usize::BITS - 1 - n.leading_zeros())
+    }
+
+    /// Tokens `T` (all blocks, padded).
     pub fn tokens(&self) -> usize {
         self.tokens
     }
 
-    /// Real tokens `n`.
-    pub fn real_tokens(&self) -> usize {
-        self.real_tokens
+    /// Tokens of one sentence's block (a power of two).
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    /// Real tokens of each sentence.
+    pub fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+
+    /// Whether token `t` (of `T`) is a real token of some sentence.
+    pub fn is_real(&self, t: usize) -> bool {
+        self.lengths.get(t / self.block).is_some_and(|&n| t % self.block < n)
+    }
+
+    /// [`is_real`](Self::is_real) of every token.
+    pub fn token_mask(&self) -> Vec<bool> {
+        (0..self.tokens).map(|t| self.is_real(t)).collect()
     }
 
     /// Heads.
@@ -212,17 +264,36 @@ impl HiddenLayout {
         RowLayout::with_columns(self.tokens, self.heads_pow2 * self.head_dim_pow2, self.slots, columns)
     }
 
-    /// Slot vector of the real tokens' rows.
+    /// Slot vector of one sentence's rows (latency mode).
     pub fn pack(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, NnError> {
-        if rows.len() != self.real_tokens {
-            return Err(invalid("packing", format!("{} rows for {} real tokens", rows.len(), self.real_tokens)));
-        }
-        Ok(self.placement().pack(rows)?.swap_remove(0))
+        self.pack_batch(std::slice::from_ref(&rows.to_vec()))
     }
 
-    /// The real tokens' rows of decoded slots.
+    /// Slot vector of every sentence's rows (`lengths[i]` rows each).
+    pub fn pack_batch(&self, sentences: &[Vec<Vec<f64>>]) -> Result<Vec<f64>, NnError> {
+        let got: Vec<usize> = sentences.iter().map(Vec::len).collect();
+        if got != self.lengths {
+            return Err(invalid("packing", format!("sentences of {got:?} rows for a layout of {:?}", self.lengths)));
+        }
+        let width = self.hidden();
+        let mut rows = vec![vec![0.0; width]; self.tokens];
+        for (i, sentence) in sentences.iter().enumerate() {
+            for (j, row) in sentence.iter().enumerate() {
+                rows[i * self.block + j] = row.clone();
+            }
+        }
+        Ok(self.placement().pack(&rows)?.swap_remove(0))
+    }
+
+    /// The first sentence's rows of decoded slots.
     pub fn unpack(&self, slots: &[f64]) -> Vec<Vec<f64>> {
-        self.placement().unpack(&[slots.to_vec()], self.real_tokens)
+        self.unpack_batch(slots).swap_remove(0)
+    }
+
+    /// Every sentence's rows of decoded slots.
+    pub fn unpack_batch(&self, slots: &[f64]) -> Vec<Vec<Vec<f64>>> {
+        let all = self.placement().unpack(&[slots.to_vec()], self.tokens);
+        self.lengths.iter().enumerate().map(|(i, &n)| all[i * self.block..i * self.block + n].to_vec()).collect()
     }
 }
 
@@ -240,12 +311,13 @@ pub struct PackedLinear {
 }
 
 impl PackedLinear {
-    /// `factor * (x W + b)` from `input` to `output`, for `real_tokens`.
+    /// `factor * (x W + b)` from `input` to `output` on the tokens where
+    /// `real` is true (the others come out as exact zeros).
     pub fn new(
         linear: &Linear,
         input: &Placement,
         output: &Placement,
-        real_tokens: usize,
+        real: &[bool],
         factor: f64,
     ) -> Result<Self, NnError> {
         let (t, slots) = (input.tokens, input.slots);
@@ -253,17 +325,18 @@ impl PackedLinear {
             || linear.d_out != output.width()
             || output.tokens != t
             || output.slots != slots
-            || real_tokens == 0
-            || real_tokens > t
+            || real.len() != t
+            || !real.contains(&true)
         {
             return Err(invalid(
                 "packed linear",
                 format!(
-                    "{}x{} weights between {} and {} columns, {real_tokens} of {t} tokens",
+                    "{}x{} weights between {} and {} columns, a mask of {} tokens for {t}",
                     linear.d_in,
                     linear.d_out,
                     input.width(),
-                    output.width()
+                    output.width(),
+                    real.len()
                 ),
             ));
         }
@@ -277,7 +350,7 @@ impl PackedLinear {
                 let (offset, copy) = Self::route(input, output, pi, po);
                 let diag = diagonals[b][a].entry(offset).or_insert_with(|| vec![Complex64::new(0.0, 0.0); slots]);
                 let first = copy * output.copy_period + po * t;
-                for tok in 0..real_tokens {
+                for tok in (0..t).filter(|&tok| real[tok]) {
                     diag[first + tok].re += w;
                 }
             }
@@ -290,7 +363,8 @@ impl PackedLinear {
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let rows: Vec<Vec<f64>> = (0..real_tokens).map(|_| linear.bias.iter().map(|b| b * factor).collect()).collect();
+        let rows: Vec<Vec<f64>> =
+            real.iter().map(|&r| linear.bias.iter().map(|b| if r { b * factor } else { 0.0 }).collect()).collect();
         let bias = output.pack(&rows)?;
         Ok(Self { input: input.clone(), output: output.clone(), transforms, bias })
     }
@@ -462,7 +536,8 @@ mod tests {
     /// The packed product of packed rows is the packed `X W + b`, on every
     /// slot: real tokens, zero padding and identical copies.
     fn check(linear: &Linear, input: &Placement, output: &Placement, real: usize) -> usize {
-        let packed = PackedLinear::new(linear, input, output, real, 1.0).unwrap();
+        let mask: Vec<bool> = (0..input.tokens).map(|t| t < real).collect();
+        let packed = PackedLinear::new(linear, input, output, &mask, 1.0).unwrap();
         let x = rows(real, linear.d_in, 7);
         let got = packed.apply_plain(&input.pack(&x).unwrap()).unwrap();
         let want = output.pack(&linear.apply(&x)).unwrap();
@@ -477,6 +552,22 @@ mod tests {
         keys.retain(|k| needed.contains(k));
         assert_eq!(keys, needed, "rotations_between lists what the transforms use");
         packed.diagonal_count()
+    }
+
+    #[test]
+    fn batched_layout_packs_sentences_in_blocks() {
+        let lengths = [6, 3, 8];
+        let layout = HiddenLayout::batched(8, &lengths, 4, 8, 2048).unwrap();
+        assert_eq!(layout.tokens(), 32, "three blocks round up to four");
+        assert_eq!(HiddenLayout::capacity(8, 4, 8, 2048), 8);
+        let sentences: Vec<Vec<Vec<f64>>> =
+            lengths.iter().enumerate().map(|(i, &n)| rows(n, 32, i as u64 + 20)).collect();
+        let slots = layout.pack_batch(&sentences).unwrap();
+        assert_eq!(layout.unpack_batch(&slots), sentences);
+        assert!(layout.is_real(8 + 2) && !layout.is_real(8 + 3) && !layout.is_real(24));
+        assert!(HiddenLayout::batched(8, &[9], 4, 8, 2048).is_err(), "a sentence longer than its block");
+        assert!(HiddenLayout::batched(8, &[1; 9], 4, 8, 2048).is_err(), "more sentences than fit");
+        assert!(layout.pack_batch(&sentences[..2]).is_err());
     }
 
     #[test]

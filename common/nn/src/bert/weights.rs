@@ -121,7 +121,7 @@ impl Tensors<'_> {
     }
 }
 
-fn to_f64(name: &str, view: &TensorView<'_>) -> Result<Vec<f64>, NnError> {
+pub(crate) fn to_f64(name: &str, view: &TensorView<'_>) -> Result<Vec<f64>, NnError> {
     let data = view.data();
     let values: Vec<f64> = match view.dtype() {
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect(),

@@ -1,0 +1,294 @@
+//! An optional classification head on the sentence embedding, and its
+//! encrypted evaluation: logits on the pooled ciphertext, then an
+//! [`Argmax`] that returns the one-hot class mask, still encrypted.
+//!
+//! The plaintext head reads the model's sentence embedding (L2-normalised
+//! where the model says so). The encrypted head reads the mean-pooled
+//! vector before normalisation: a positive factor changes no argmax, so the
+//! two agree exactly when the biases are equal or the model does not
+//! normalise (other biases after normalisation are refused). The head runs
+//! centred (every logit minus the mean over classes: same argmax, a far
+//! smaller range to scale into the Argmax's, so a finer resolution).
+//!
+//! Logits go where the Argmax wants them: class `j` of sentence `i` at slot
+//! `j S + i` of every period of `M S` slots (`M = next_pow2(classes)`,
+//! `S = next_pow2(sentences)`), so one Argmax serves the whole batch. For
+//! each (sentence, class), the pooled vector times the class's weights (on
+//! the sentence's slots of one copy), summed over all slots (one rotation
+//! per power of two), masked onto its slots.
+
+use super::packed::HiddenLayout;
+use super::weights::{to_f64, BertWeights};
+use crate::argmax::Argmax;
+use crate::compare::Refresh;
+use crate::engine::Engine;
+use crate::error::{invalid, NnError};
+use nexus_ckks::Ciphertext;
+use safetensors::tensor::SafeTensors;
+use std::path::Path;
+
+/// A linear head `logits = W e + b` over the sentence embedding `e`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassifierHead {
+    /// Class names.
+    pub labels: Vec<String>,
+    /// `classes x hidden`.
+    pub weight: Vec<Vec<f64>>,
+    /// `classes` biases.
+    pub bias: Vec<f64>,
+}
+
+impl ClassifierHead {
+    /// Checks the shapes (at least two classes, one weight row of `hidden`
+    /// finite values per label).
+    pub fn new(labels: Vec<String>, weight: Vec<Vec<f64>>, bias: Vec<f64>, hidden: usize) -> Result<Self, NnError> {
+        let k = labels.len();
+        if k < 2 || weight.len() != k || bias.len() != k || weight.iter().any(|r| r.len() != hidden) {
+            return Err(invalid(
+                "classifier head",
+                format!("{k} labels, {} weight rows and {} biases for hidden {hidden}", weight.len(), bias.len()),
+            ));
+        }
+        if weight.iter().flatten().chain(&bias).any(|v| !v.is_finite()) {
+            return Err(invalid("classifier head", "weights must be finite"));
+        }
+        Ok(Self { labels, weight, bias })
+    }
+
+    /// Hugging Face's `classifier.weight` (`classes x hidden`) and
+    /// `classifier.bias` from a safetensors file; classes are named by
+    /// index.
+    pub fn from_safetensors(path: &Path, hidden: usize) -> Result<Self, NnError> {
+        let bytes = std::fs::read(path).map_err(|e| invalid("classifier head", format!("{}: {e}", path.display())))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid("classifier head", format!("{}: not a safetensors file: {e}", path.display())))?;
+        let get =
+            |name: &str| st.tensor(name).map_err(|_| invalid("classifier head", format!("tensor {name} is missing")));
+        let (w, b) = (get("classifier.weight")?, get("classifier.bias")?);
+        let k = w.shape().first().copied().unwrap_or(0);
+        if w.shape() != [k, hidden] || b.shape() != [k] {
+            return Err(invalid(
+                "classifier head",
+                format!("classifier.weight {:?} and classifier.bias {:?} for hidden {hidden}", w.shape(), b.shape()),
+            ));
+        }
+        let flat = to_f64("classifier.weight", &w)?;
+        let weight = flat.chunks(hidden).map(<[f64]>::to_vec).collect();
+        Self::new((0..k).map(|i| i.to_string()).collect(), weight, to_f64("classifier.bias", &b)?, hidden)
+    }
+
+    /// A zero-shot head: each class's weights are the model's own
+    /// (normalised) embedding of its description, so the logits are
+    /// cosine similarities. Built from public label texts by whoever holds
+    /// the model; nothing of the user's input goes into it.
+    pub fn prototypes(weights: &BertWeights, labels: &[(String, Vec<u32>)]) -> Result<Self, NnError> {
+        let mut rows = Vec::with_capacity(labels.len());
+        for (_, ids) in labels {
+            let e = weights.sentence_embedding(ids)?;
+            let norm = e.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+            rows.push(e.iter().map(|v| v / norm).collect());
+        }
+        let names = labels.iter().map(|(n, _)| n.clone()).collect();
+        Self::new(names, rows, vec![0.0; labels.len()], weights.config.hidden)
+    }
+
+    /// The same head with every logit minus the mean over classes (same
+    /// argmax, and a much smaller range when the classes share a
+    /// direction, as prototype embeddings do).
+    pub fn centred(&self) -> Self {
+        let k = self.classes() as f64;
+        let hidden = self.weight.first().map_or(0, Vec::len);
+        let mean_w: Vec<f64> = (0..hidden).map(|c| self.weight.iter().map(|r| r[c]).sum::<f64>() / k).collect();
+        let mean_b = self.bias.iter().sum::<f64>() / k;
+        Self {
+            labels: self.labels.clone(),
+            weight: self.weight.iter().map(|r| r.iter().zip(&mean_w).map(|(w, m)| w - m).collect()).collect(),
+            bias: self.bias.iter().map(|b| b - mean_b).collect(),
+        }
+    }
+
+    /// Bound on the [`centred`](Self::centred) logits over the mean-pooled
+    /// (unnormalised) vectors of `inputs`, times `margin`: what
+    /// [`EncryptedHead`] scales by.
+    pub fn logit_bound(&self, weights: &BertWeights, inputs: &[Vec<u32>], margin: f64) -> Result<f64, NnError> {
+        let centred = self.centred();
+        let mut bound = 0.0f64;
+        for ids in inputs {
+            let mean = mean_pooled(weights, ids)?;
+            bound = centred.logits(&mean).iter().fold(bound, |b, l| b.max(l.abs()));
+        }
+        Ok(bound.max(1e-6) * margin)
+    }
+
+    /// Classes.
+    pub fn classes(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// `W e + b`.
+    pub fn logits(&self, embedding: &[f64]) -> Vec<f64> {
+        self.weight
+            .iter()
+            .zip(&self.bias)
+            .map(|(w, b)| w.iter().zip(embedding).map(|(x, y)| x * y).sum::<f64>() + b)
+            .collect()
+    }
+
+    /// Index of the largest logit (the first of equals).
+    pub fn predict(&self, embedding: &[f64]) -> usize {
+        argmax_index(&self.logits(embedding))
+    }
+}
+
+/// The mean of the encoder's token outputs, before any normalisation:
+/// what the encrypted head reads (its logits are in these units).
+pub fn mean_pooled(weights: &BertWeights, ids: &[u32]) -> Result<Vec<f64>, NnError> {
+    let (tokens, _) = weights.encode(ids)?;
+    let n = tokens.len().max(1) as f64;
+    Ok((0..weights.config.hidden).map(|c| tokens.iter().map(|t| t[c]).sum::<f64>() / n).collect())
+}
+
+/// Index of the largest value (the first of equals; 0 for an empty slice).
+pub fn argmax_index(values: &[f64]) -> usize {
+    values.iter().enumerate().fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+}
+
+/// The head on ciphertexts for one layout.
+#[derive(Clone, Debug)]
+pub struct EncryptedHead {
+    head: ClassifierHead,
+    /// What runs: the head's centred form.
+    centred: ClassifierHead,
+    layout: HiddenLayout,
+    argmax: Argmax,
+    /// Logits are divided by this (the calibrated bound) to fit the Argmax's range.
+    scale: f64,
+}
+
+/// Range the Argmax compares in (logits are scaled into it).
+const ARGMAX_RANGE: f64 = 0.5;
+
+impl EncryptedHead {
+    /// `head` after an encoder of `layout`; `logit_bound` bounds its
+    /// centred logits on the mean-pooled vectors (calibrated, with a margin);
+    /// `normalized` says whether the model's embedding is L2-normalised;
+    /// `max_stage_depth` as for [`Argmax::new`].
+    pub fn new(
+        head: ClassifierHead,
+        layout: HiddenLayout,
+        logit_bound: f64,
+        normalized: bool,
+        max_stage_depth: usize,
+    ) -> Result<Self, NnError> {
+        let centred = head.centred();
+        if normalized && centred.bias.iter().any(|&b| b.abs() > 1e-12) {
+            return Err(invalid(
+                "classifier head",
+                "a head whose biases differ between classes after L2 normalisation: the encrypted head reads the unnormalised vector",
+            ));
+        }
+        if head.weight.first().map_or(0, Vec::len) != layout.hidden() {
+            return Err(invalid("classifier head", format!("weights for hidden {}", layout.hidden())));
+        }
+        if !(logit_bound.is_finite() && logit_bound > 0.0) {
+            return Err(invalid("classifier head", format!("logit bound {logit_bound}")));
+        }
+        let stride = layout.lengths().len().next_power_of_two();
+        let argmax = Argmax::new(head.classes(), ARGMAX_RANGE, 2f64.powi(-8), 2f64.powi(-10), max_stage_depth)?
+            .with_stride(stride)?;
+        Ok(Self { head, centred, layout, argmax, scale: logit_bound / ARGMAX_RANGE })
+    }
+
+    /// The smallest gap between the top two logits (in logit units) the
+    /// encrypted Argmax resolves.
+    pub fn min_gap(&self) -> f64 {
+        self.argmax.min_gap() * self.scale
+    }
+
+    /// Rotation steps: the slot sums and the Argmax's.
+    pub fn rotations(&self) -> Vec<i64> {
+        let mut steps: Vec<i64> = (0..self.layout.slots().trailing_zeros()).map(|m| 1i64 << m).collect();
+        steps.extend(self.argmax.rotations());
+        steps.sort_unstable();
+        steps.dedup();
+        steps
+    }
+
+    /// Every sentence's scaled logits from [`mean_pool`](super::encrypted::EncryptedEncoder::mean_pool)'s
+    /// ciphertext, in the Argmax's layout (two levels).
+    pub fn logits(&self, engine: &Engine<'_>, pooled: &Ciphertext) -> Result<Ciphertext, NnError> {
+        let slots = self.layout.slots();
+        let (t, b) = (self.layout.tokens(), self.layout.block());
+        let sentences = self.layout.lengths().len();
+        let stride = sentences.next_power_of_two();
+        let period = self.head.classes().next_power_of_two() * stride;
+        let level =
+            pooled.level().checked_sub(2).ok_or_else(|| invalid("classifier head", "pooled vector below level 2"))?;
+        let mut acc: Option<Ciphertext> = None;
+        for i in 0..sentences {
+            for (j, w) in self.centred.weight.iter().enumerate() {
+                // The first copy only: the sum over all slots is then the logit.
+                let mut weights = vec![0.0; slots];
+                for (c, wc) in w.iter().enumerate() {
+                    weights[self.layout.position(c) * t + i * b] = wc / self.scale;
+                }
+                let mut sum = engine.mul_plain_to(pooled, &weights, level + 1, pooled.scale())?;
+                for m in 0..slots.trailing_zeros() {
+                    let r = engine.eval.rotate(&sum, 1i64 << m, engine.galois)?;
+                    engine.eval.add_assign(&mut sum, &r)?;
+                }
+                let mask: Vec<f64> = (0..slots).map(|s| f64::from(s % period == j * stride + i)).collect();
+                let placed = engine.mul_plain_to(&sum, &mask, level, pooled.scale())?;
+                match acc.as_mut() {
+                    Some(a) => engine.eval.add_assign(a, &placed)?,
+                    None => acc = Some(placed),
+                }
+            }
+        }
+        let acc = acc.ok_or_else(|| invalid("classifier head", "no classes"))?;
+        // Biases on the real (sentence, class) slots; the Argmax's padding
+        // value elsewhere.
+        let offset: Vec<f64> = (0..slots)
+            .map(|s| {
+                let (j, i) = ((s % period) / stride, s % stride);
+                match self.centred.bias.get(j) {
+                    Some(b) if i < sentences => b / self.scale,
+                    _ => -ARGMAX_RANGE,
+                }
+            })
+            .collect();
+        let offset = engine.encoder.encode_real(&offset, acc.level(), acc.scale())?;
+        Ok(engine.eval.add_plain(&acc, &offset)?)
+    }
+
+    /// Every sentence's encrypted one-hot class mask (see
+    /// [`decode`](Self::decode)) from the pooled ciphertext (at least two
+    /// levels).
+    pub fn classify(
+        &self,
+        engine: &Engine<'_>,
+        refresh: &Refresh<'_>,
+        pooled: &Ciphertext,
+    ) -> Result<Ciphertext, NnError> {
+        let logits = self.logits(engine, pooled)?;
+        self.argmax.apply(engine, &logits, Some(refresh))
+    }
+
+    /// Client side: sentence `sentence`'s mask values (one per class) from
+    /// a decrypted mask.
+    pub fn mask_of(&self, slots: &[f64], sentence: usize) -> Vec<f64> {
+        let stride = self.layout.lengths().len().next_power_of_two();
+        (0..self.head.classes()).map(|j| slots.get(j * stride + sentence).copied().unwrap_or(f64::NAN)).collect()
+    }
+
+    /// Client side: the class a sentence's mask values pick (the
+    /// largest).
+    pub fn decode(&self, mask: &[f64]) -> usize {
+        argmax_index(mask)
+    }
+
+    /// The head.
+    pub fn head(&self) -> &ClassifierHead {
+        &self.head
+    }
+}
