@@ -155,14 +155,32 @@ impl Softmax {
         self.exp.degree()
     }
 
-    /// The f64 twin (same approximations); refuses out-of-range inputs.
+    /// The f64 twin (same approximations, the key mask included: masked
+    /// elements must be zero, as for the encrypted operator, and come out
+    /// zero); refuses out-of-range inputs.
     pub fn plain(&self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, NnError> {
         let mut out = Vec::with_capacity(rows.len());
         let factor = f64::from(1u32 << self.sharpen);
-        for row in rows {
+        let valid = self.valid.as_ref().map(|v| self.layout.unpack(v)).transpose()?;
+        if let Some(v) = &valid {
+            if rows.len() > v.len() {
+                return Err(invalid("softmax", format!("{} rows for a mask of {}", rows.len(), v.len())));
+            }
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let ones;
+            let valid: &[f64] = match &valid {
+                Some(v) => &v[r],
+                None => {
+                    ones = vec![1.0; row.len()];
+                    &ones
+                }
+            };
             check_range("softmax", row, self.lo, self.hi)?;
-            let mean = row.iter().sum::<f64>() / row.len() as f64 / factor;
-            let e: Vec<f64> = row.iter().map(|&x| self.exp.evaluate(x / factor - mean - self.shift)).collect();
+            let count = valid.iter().sum::<f64>().max(1.0);
+            let mean = row.iter().sum::<f64>() / count / factor;
+            let e: Vec<f64> =
+                row.iter().zip(valid).map(|(&x, &v)| v * self.exp.evaluate(x / factor - mean - self.shift)).collect();
             let inv = self.inverse.evaluate(e.iter().sum());
             let mut z: Vec<f64> = e.iter().map(|v| v * inv).collect();
             for _ in 0..self.sharpen {
@@ -311,5 +329,29 @@ mod tests {
         }
         let narrow = Softmax::new(RowLayout::new(4, 16, 64).unwrap(), -10.0, 0.0, 1e-4).unwrap();
         assert_eq!(narrow.sharpen_steps(), 0);
+    }
+
+    #[test]
+    fn the_twin_honours_the_key_mask() {
+        // Row r has r + 2 valid keys (the first ones); masked keys hold 0.
+        let layout = RowLayout::new(4, 8, 64).unwrap();
+        let valid_rows: Vec<Vec<f64>> =
+            (0..4).map(|r| (0..8).map(|j| f64::from(u8::from(j < r + 2))).collect()).collect();
+        let mask = layout.pack(&valid_rows).unwrap();
+        let sm = Softmax::new(layout, -6.0, 6.0, 1e-6).unwrap().with_valid(mask).unwrap();
+        let rows: Vec<Vec<f64>> = (0..4)
+            .map(|r| (0..8).map(|j| if j < r + 2 { ((r * 8 + j) as f64 * 0.77).sin() * 5.0 } else { 0.0 }).collect())
+            .collect();
+        let got = sm.plain(&rows).unwrap();
+        for (r, (row, out)) in rows.iter().zip(&got).enumerate() {
+            let sum: f64 = row[..r + 2].iter().map(|x| x.exp()).sum();
+            for (j, (&x, &y)) in row.iter().zip(out).enumerate() {
+                let want = if j < r + 2 { x.exp() / sum } else { 0.0 };
+                assert!((y - want).abs() < 1e-4, "row {r} element {j}: {y} vs {want}");
+            }
+        }
+        let no_valid = RowLayout::new(4, 8, 64).unwrap();
+        let empty = vec![0.0; 64];
+        assert!(Softmax::new(no_valid, -1.0, 1.0, 1e-4).unwrap().with_valid(empty).is_err());
     }
 }
