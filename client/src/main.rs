@@ -105,7 +105,7 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         max_tokens: usize,
         /// Parameter preset (with a bootstrapping configuration).
-        #[arg(long, default_value = "N16_QP1505_H192")]
+        #[arg(long, default_value = "N16_QP1545_H192")]
         preset: String,
         /// Run only the first N layers (quick measurements).
         #[arg(long)]

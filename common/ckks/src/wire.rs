@@ -394,12 +394,7 @@ fn switching_key_from_wire(
     let b = w.b.iter().map(|p| unpack(params, p, basis, what)).collect::<Result<Vec<_>, _>>()?;
     // `a` is regenerated in full from the seed (as it was sampled), then
     // restricted like `b`.
-    let mut sampler = Sampler::from_seed(w.seed);
-    let a = (0..params.q().len().div_ceil(params.alpha()))
-        .map(|_| sampler.uniform_ntt(params.ring(), full))
-        .take(digits)
-        .map(|p| if q == full.q { p } else { p.restricted(basis) })
-        .collect();
+    let a = crate::scheme::keys::regenerate_uniform_halves(params, w.seed, basis, digits);
     Ok(SwitchingKey::compacted(b, a, w.seed, params.digest()))
 }
 

@@ -270,3 +270,29 @@ fn sparse_slots_and_real_vectors() {
         assert!(-err.log2() > 20.0, "slots {slots}: {:.1} bits", -err.log2());
     }
 }
+
+#[test]
+fn lean_keys_switch_exactly_like_full_keys() {
+    let f = fixture("INSECURE_N12_QP640_TEST", 20.0);
+    let lean = f.gks.clone().lean();
+    assert!(lean.memory_bytes() * 2 <= f.gks.memory_bytes() + 1, "lean keys hold the b halves only");
+    let v = random(f.params.max_slots(), 3);
+    let ct = f
+        .encryptor
+        .encrypt_pk(&f.enc.encode_complex(&v, f.params.max_level(), f.params.default_scale()).unwrap(), &f.pk)
+        .unwrap();
+    for &s in &STEPS {
+        // Bit-identical: the regenerated halves are the sampled ones.
+        assert_eq!(f.eval.rotate(&ct, s, &lean).unwrap(), f.eval.rotate(&ct, s, &f.gks).unwrap(), "rotation by {s}");
+    }
+    let hoisted = f.eval.rotate_hoisted(&ct, &STEPS, &lean).unwrap();
+    assert_eq!(hoisted, f.eval.rotate_hoisted(&ct, &STEPS, &f.gks).unwrap());
+    // Restricted lean keys (SlotToCoeff's) too.
+    let g = f.params.galois_element_for_rotation(1);
+    let level = f.params.max_level() - 2;
+    let low = f.eval.drop_to_level(&ct, level).unwrap();
+    let mut restricted = GaloisKeys::new();
+    restricted.insert(f.gks.get(g).unwrap().restricted_to_level(&f.params, level));
+    let restricted_lean = restricted.clone().lean();
+    assert_eq!(f.eval.rotate(&low, 1, &restricted_lean).unwrap(), f.eval.rotate(&low, 1, &restricted).unwrap());
+}

@@ -267,7 +267,7 @@ fn softmax(args: &Args) -> Result<Outcome, BoxError> {
 /// exactly the stated resolution above the runner-up, at the bootstrapping
 /// preset (one refresh whenever a sign stage runs out of levels).
 fn argmax(args: &Args, m: usize) -> Result<Outcome, BoxError> {
-    let preset = "N16_QP1505_H192";
+    let preset = "N16_QP1545_H192";
     let params = Parameters::preset(preset)?;
     let config = BootstrapConfig::for_preset(preset).ok_or("no bootstrapping configuration")?;
     let boot = Bootstrapper::new(&params, config)?;

@@ -3,20 +3,29 @@
 //!
 //! - **ModRaise**: a level-0 ciphertext decrypts to `t = m + q0 I` modulo
 //!   every chain prime once its residues are lifted; its scale metadata is
-//!   set to `q0`, so its slots read `Decode(t) / q0`.
+//!   set to `q0`, so its slots read `Decode(t) / q0`. Before it, the
+//!   message is multiplied by an integer up to `q0 / 2^message_ratio_bits`
+//!   (free): every later error is relative to `q0`.
 //! - **CoeffToSlot**: the special inverse FFT of the encoder, as its
 //!   butterfly stages (three diagonals each) grouped into `cts_levels`
 //!   linear transforms; the final bit reversal is skipped because EvalMod is
 //!   slot-wise and SlotToCoeff skips its initial one. The normalisation
-//!   `1/(2 n K)` is spread over the groups, and the last group lands on
-//!   the EvalMod scale. Real and imaginary parts (coefficients `j` and
-//!   `j + N/2`) are split with one conjugation.
+//!   `1/(2 n K)` is spread over the groups, and every group lands on the
+//!   EvalMod scale (the tiny `m / q0` rides next to `I`: intermediate
+//!   scales of `q0` instead cost 3.5 bits at N = 2^16). Real and imaginary
+//!   parts (coefficients `j` and `j + N/2`) are split with one conjugation.
 //! - **EvalMod**: `x - round(x) ~ sin(2 pi x) / (2 pi)` for `x = t_j / q0`,
 //!   as a Chebyshev approximation of `cos(2 pi (K y - 1/4) / 2^r)` on
 //!   `y = x / K` in [-1, 1] followed by `r` double angles; the last one
 //!   also multiplies by `q0 / (2 pi Delta)` (folded into the scale metadata).
 //! - **SlotToCoeff**: the encoder's special FFT stages, grouped into
-//!   `stc_levels` transforms.
+//!   `stc_levels` transforms, with a scale schedule that keeps every
+//!   group's diagonals finely encoded (see `slot_to_coeff_scales`).
+//!
+//! Precision budget at N = 2^16 (the `secure_n16_stage_budget` test prints
+//! it): the slot error is EvalMod's per-coefficient error times `sqrt(N)`
+//! (SlotToCoeff sums the coefficients), so EvalMod's scale and the message
+//! ratio decide it.
 //!
 //! The Galois elements and the depth follow from the parameters alone
 //! ([`Bootstrapper::galois_elements`], [`BootstrapConfig::depth`]).
@@ -26,7 +35,7 @@ use crate::error::CkksError;
 use crate::ring::{Basis, Coeff, Poly};
 use crate::scheme::encoding::Encoder;
 use crate::scheme::evaluator::Evaluator;
-use crate::scheme::keys::{GaloisKeys, KeyGenerator, RelinKey, SecretKey};
+use crate::scheme::keys::{GaloisKey, GaloisKeys, KeyGenerator, RelinKey, SecretKey};
 use crate::scheme::plaintext::{Ciphertext, Encoding};
 use crate::Parameters;
 use num_complex::Complex64;
@@ -47,14 +56,41 @@ pub struct BootstrapConfig {
     pub double_angle: usize,
     /// Scale of the EvalMod section (about the size of its primes).
     pub log_eval_mod_scale: u32,
+    /// `log2(q0 / Delta)` the circuit works at for 2^15 slots (fewer slots
+    /// add 3/4 of a bit per halving, see `message_ratio_bits`): inputs whose
+    /// scale leaves a larger ratio are multiplied up to it first (free),
+    /// and the output comes back at the input's scale. Smaller ratios
+    /// shrink every CoeffToSlot and EvalMod error next to the message, but
+    /// the sine's cubic error on a coefficient `c` (in units of the scale),
+    /// `(2 pi)^2 c^3 / (6 ratio^2)`, grows: `c` near 1 (a constant vector
+    /// of 1s) costs 2^-13.3 at ratio 2^8, while random full-slot vectors in
+    /// [-1, 1] have coefficients near 2^-8 and lose nothing.
+    pub message_ratio_bits: u32,
+    /// Slots of the ciphertexts it refreshes (a power of two with at least
+    /// as many FFT stages as CoeffToSlot and SlotToCoeff have levels);
+    /// `None` for all `N/2`. Sparse ciphertexts first sum over the
+    /// rotations by multiples of `slots` (the trace onto their subring,
+    /// `log2(N / (2 slots))` rotations), then run smaller transforms.
+    pub slots: Option<usize>,
 }
 
 impl Default for BootstrapConfig {
     /// The configuration of the test-size preset
     /// `INSECURE_N12_QP1121_H32_BOOT_TEST`: 3 + 9 + 3 levels, K = 12 for a
-    /// secret of Hamming weight 32.
+    /// secret of Hamming weight 32, message ratio 2^8 at 2^15 slots (as
+    /// Lattigo's default `LogMessageRatio`; 2^11 at this preset's 2^11
+    /// slots, which its q0 / Delta = 2^10 caps).
     fn default() -> Self {
-        Self { cts_levels: 3, stc_levels: 3, k: 12.0, eval_mod_degree: 31, double_angle: 3, log_eval_mod_scale: 55 }
+        Self {
+            cts_levels: 3,
+            stc_levels: 3,
+            k: 12.0,
+            eval_mod_degree: 31,
+            double_angle: 3,
+            log_eval_mod_scale: 55,
+            message_ratio_bits: 8,
+            slots: None,
+        }
     }
 }
 
@@ -66,8 +102,10 @@ impl BootstrapConfig {
             // h = 192: |t / q0| has standard deviation 4.0; K = 24 is 6 sigma
             // (failure about 1e-4 per bootstrap of 2^16 coefficients). With
             // r = 3 the cosine spans 18.9 rad; degree 55 approximates it to
-            // about 2^-64 in depth 7.
-            "N16_QP1505_H192" => Some(Self { k: 24.0, eval_mod_degree: 55, ..Self::default() }),
+            // about 2^-64 in depth 6 (r = 2 at degree 71, same depth, measured
+            // no better). EvalMod at 2^59 and a message ratio of 2^8:
+            // 25.3 / 23.4 bits mean / worst instead of 23.3 / 21.4 at 2^10.
+            "N16_QP1545_H192" => Some(Self { k: 24.0, eval_mod_degree: 55, log_eval_mod_scale: 59, ..Self::default() }),
             _ => None,
         }
     }
@@ -93,6 +131,22 @@ pub struct BootstrapKeys {
     pub relin: RelinKey,
     /// Rotations of CoeffToSlot/SlotToCoeff and conjugation.
     pub galois: GaloisKeys,
+}
+
+/// The slot count `BootstrapConfig::message_ratio_bits` refers to.
+const REFERENCE_LOG_SLOTS: u32 = 15;
+
+/// A bootstrap's intermediate ciphertexts, real and imaginary halves
+/// ([`Bootstrapper::stage_outputs`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct BootstrapStages {
+    /// CoeffToSlot's outputs: `t / (q0 K)` for `t = m + q0 I`.
+    pub coeffs_to_slots: [Ciphertext; 2],
+    /// EvalMod's outputs: `m / Delta`.
+    pub eval_mod: [Ciphertext; 2],
+    /// The integer `m` was multiplied by before ModRaise.
+    pub message_multiplier: u64,
 }
 
 /// A ready-to-run bootstrapping circuit for one parameter set.
@@ -199,13 +253,27 @@ impl Bootstrapper {
             )));
         }
         let encoder = Encoder::new(params);
-        let n = params.max_slots();
+        let n = config.slots.unwrap_or(params.max_slots());
+        if !n.is_power_of_two() || n < 2 || n > params.max_slots() {
+            return Err(CkksError::InvalidParameters(format!(
+                "bootstrapping slots must be a power of two in [2, {}], got {n}",
+                params.max_slots()
+            )));
+        }
         let log_n = n.trailing_zeros() as usize;
+        if log_n < config.cts_levels.max(config.stc_levels) {
+            return Err(CkksError::InvalidParameters(format!(
+                "{n} slots have {log_n} FFT stages, fewer than the {} CoeffToSlot / {} SlotToCoeff levels",
+                config.cts_levels, config.stc_levels
+            )));
+        }
+        // The trace onto the sparse subring multiplies by its degree.
+        let trace_gain = (params.max_slots() / n) as f64;
         // CoeffToSlot: inverse stages with h = n/2 .. 1, then 1/(n K).
         let inv: Vec<LinearTransform> =
             (0..log_n).map(|i| stage(&encoder, n, n >> (i + 1), true)).collect::<Result<_, _>>()?;
         // The extra 1/2 belongs to the real/imaginary split (w + conj w) / 2.
-        let cts = group(inv, config.cts_levels, 1.0 / (2.0 * n as f64 * config.k))?;
+        let cts = group(inv, config.cts_levels, 1.0 / (2.0 * n as f64 * config.k * trace_gain))?;
         // SlotToCoeff: forward stages with h = 1 .. n/2.
         let fwd: Vec<LinearTransform> =
             (0..log_n).map(|i| stage(&encoder, n, 1 << i, false)).collect::<Result<_, _>>()?;
@@ -230,11 +298,47 @@ impl Bootstrapper {
         self.params.max_level() - self.config.depth()
     }
 
+    /// Slots of the ciphertexts it refreshes.
+    pub fn slots(&self) -> usize {
+        self.config.slots.unwrap_or(self.params.max_slots())
+    }
+
+    /// The message ratio for this slot count: sparse vectors have larger
+    /// coefficients (about `1/sqrt(3 slots)` for values in [-1, 1]), and
+    /// the sine's cubic error grows as `c^3 / ratio^2`, so the ratio grows
+    /// by 3/4 of a bit per halving of the slots to keep that error level.
+    fn message_ratio_bits(&self) -> i64 {
+        let halvings = i64::from(REFERENCE_LOG_SLOTS.saturating_sub(self.slots().trailing_zeros()));
+        i64::from(self.config.message_ratio_bits) + (3 * halvings + 3) / 4
+    }
+
+    /// The integer the message is multiplied by before ModRaise (at the
+    /// given input scale).
+    fn message_multiplier(&self, scale: f64) -> u64 {
+        let ratio_bits = (self.params.q()[0] as f64 / scale).log2().floor() as i64;
+        1 << (ratio_bits - self.message_ratio_bits()).clamp(0, 30)
+    }
+
+    /// Rotations of the trace onto a sparse ciphertext's subring: by
+    /// `slots`, `2 slots`, ... below `N/2` (none at full slots).
+    fn trace_rotations(&self) -> Vec<i64> {
+        let full = self.params.max_slots();
+        std::iter::successors(Some(self.slots()), |r| Some(r * 2)).take_while(|&r| r < full).map(|r| r as i64).collect()
+    }
+
+    /// Galois elements used at the top level (CoeffToSlot, the trace and
+    /// the conjugation).
+    fn top_level_elements(&self) -> Vec<usize> {
+        let mut g: Vec<usize> = self.cts.iter().flat_map(|t| t.galois_elements(&self.params)).collect();
+        g.extend(self.trace_rotations().into_iter().map(|r| self.params.galois_element_for_rotation(r)));
+        g.push(self.params.galois_element_conjugate());
+        g
+    }
+
     /// Galois elements the keys must cover.
     pub fn galois_elements(&self) -> Vec<usize> {
-        let mut g: Vec<usize> =
-            self.cts.iter().chain(&self.stc).flat_map(|t| t.galois_elements(&self.params)).collect();
-        g.push(self.params.galois_element_conjugate());
+        let mut g = self.top_level_elements();
+        g.extend(self.stc.iter().flat_map(|t| t.galois_elements(&self.params)));
         g.sort_unstable();
         g.dedup();
         g
@@ -246,19 +350,30 @@ impl Bootstrapper {
     /// keys need a fraction of the limbs and digits (about a third less
     /// key memory at N = 2^16).
     pub fn generate_keys(&self, keygen: &mut KeyGenerator, sk: &SecretKey) -> Result<BootstrapKeys, CkksError> {
-        let mut top: Vec<usize> = self.cts.iter().flat_map(|t| t.galois_elements(&self.params)).collect();
-        top.push(self.params.galois_element_conjugate());
+        self.generate_keys_with(keygen, sk, |key| key)
+    }
+
+    /// [`generate_keys`](Self::generate_keys) with lean Galois keys (their
+    /// uniform halves regenerated from the seed at every use): about half
+    /// the key memory, for the time of sampling them again.
+    pub fn generate_lean_keys(&self, keygen: &mut KeyGenerator, sk: &SecretKey) -> Result<BootstrapKeys, CkksError> {
+        self.generate_keys_with(keygen, sk, GaloisKey::lean)
+    }
+
+    fn generate_keys_with(
+        &self,
+        keygen: &mut KeyGenerator,
+        sk: &SecretKey,
+        shape: impl Fn(GaloisKey) -> GaloisKey,
+    ) -> Result<BootstrapKeys, CkksError> {
+        let top = self.top_level_elements();
         let stc_level = self.output_level() + self.config.stc_levels;
         let mut galois = GaloisKeys::new();
         // One key at a time, restricted at once, so the full-size set never
         // exists in memory.
         for g in self.galois_elements() {
             let key = keygen.galois_key(sk, g)?;
-            if top.contains(&g) {
-                galois.insert(key);
-            } else {
-                galois.insert(key.restricted_to_level(&self.params, stc_level));
-            }
+            galois.insert(shape(if top.contains(&g) { key } else { key.restricted_to_level(&self.params, stc_level) }));
         }
         Ok(BootstrapKeys { relin: keygen.relin_key(sk), galois })
     }
@@ -344,26 +459,84 @@ impl Bootstrapper {
         ct: &Ciphertext,
         keys: &BootstrapKeys,
     ) -> Result<Ciphertext, CkksError> {
-        let n = self.params.max_slots();
+        let (_, [re, im]) = self.coeffs_to_slots_and_eval_mod(eval, ct, keys)?;
+        // w = re + i im.
+        let mut w = eval.add(&re, &eval.mul_monomial(&im, self.params.n() as i64 / 2))?;
+        let scales = self.slot_to_coeff_scales(w.scale(), w.level(), ct.scale());
+        for (t, &scale) in self.stc[..self.stc.len() - 1].iter().zip(&scales) {
+            w = t.evaluate_to_scale(eval, &self.encoder, &w, &keys.galois, scale)?;
+        }
+        Ok(w)
+    }
+
+    /// Output scales of the SlotToCoeff groups but the last (which lands on
+    /// `delta`). Group `i`'s diagonals are encoded at `q_i S_i / S_(i-1)`,
+    /// and the product of those plaintext scales is fixed by the primes,
+    /// EvalMod's output scale and `delta`. Later groups get plaintext
+    /// scales of 2^38 (diagonal rounding about 2^-32 of the values) and
+    /// the first group the rest, which keeps the intermediate scales, and
+    /// so the small coefficients' precision against rescaling noise, high.
+    /// (Keeping every group's scale equal to its input's, as before, left
+    /// the last group a plaintext scale of 2^29 and cost 2-3 bits.)
+    fn slot_to_coeff_scales(&self, in_scale: f64, level: usize, delta: f64) -> Vec<f64> {
+        const LATER_LOG_SCALE: f64 = 38.0;
+        let groups = self.stc.len();
+        let q = self.params.q();
+        let log_q: Vec<f64> = (0..groups).map(|i| (q[level - i] as f64).log2()).collect();
+        let total = log_q.iter().sum::<f64>() + delta.log2() - in_scale.log2();
+        let later = LATER_LOG_SCALE.min(total / groups as f64);
+        let first = total - later * (groups - 1) as f64;
+        let mut scales = Vec::with_capacity(groups.saturating_sub(1));
+        let mut s = in_scale.log2();
+        for (i, lq) in log_q.iter().enumerate().take(groups - 1) {
+            s += if i == 0 { first } else { later } - lq;
+            scales.push(2f64.powf(s));
+        }
+        scales
+    }
+
+    /// ModRaise, CoeffToSlot (split into real and imaginary halves) and
+    /// EvalMod of both halves; returns CoeffToSlot's and EvalMod's outputs.
+    fn coeffs_to_slots_and_eval_mod(
+        &self,
+        eval: &Evaluator,
+        ct: &Ciphertext,
+        keys: &BootstrapKeys,
+    ) -> Result<([Ciphertext; 2], [Ciphertext; 2]), CkksError> {
+        let n = self.slots();
         if ct.encoding() != Encoding::Slots(n) {
+            let kind = if n == self.params.max_slots() { "full-slot" } else { "sparse" };
             return Err(CkksError::InvalidInput(format!(
-                "bootstrapping needs a full-slot ciphertext ({n} slots), got {:?}",
+                "this bootstrapper refreshes {kind} ciphertexts of {n} slots, got {:?}",
                 ct.encoding()
             )));
         }
         if ct.degree() != 1 {
             return Err(CkksError::DegreeMismatch { op: "bootstrap", degree: ct.degree(), expected: 1 });
         }
-        let delta = ct.scale();
         let q0 = self.params.q()[0] as f64;
-        let low = eval.drop_to_level(ct, 0)?;
+        // Scale the message up to `q0 / 2^message_ratio_bits` (an exact
+        // integer product, the scale metadata follows, the value does not
+        // change): every error EvalMod and CoeffToSlot make is relative to
+        // q0, so a smaller ratio makes them smaller next to the message.
+        let multiplier = self.message_multiplier(ct.scale());
+        let mut low = eval.drop_to_level(ct, 0)?;
+        if multiplier > 1 {
+            low = eval.mul_integer(&low, multiplier as i64);
+            low.reset_scale(ct.scale() * multiplier as f64);
+        }
+        let delta = low.scale();
         let mut x = self.mod_raise(&low)?;
+        // Sparse: t has junk coefficients off the subring (q0 I fills every
+        // coefficient); the trace keeps the subring's, times its degree
+        // (folded into CoeffToSlot).
+        for r in self.trace_rotations() {
+            x = eval.add(&x, &eval.rotate(&x, r, &keys.galois)?)?;
+        }
         let em_scale = 2f64.powi(self.config.log_eval_mod_scale as i32);
         // CoeffToSlot.
-        let last = self.cts.len() - 1;
-        for (i, t) in self.cts.iter().enumerate() {
-            let out_scale = if i == last { em_scale } else { x.scale() };
-            x = t.evaluate_to_scale(eval, &self.encoder, &x, &keys.galois, out_scale)?;
+        for t in &self.cts {
+            x = t.evaluate_to_scale(eval, &self.encoder, &x, &keys.galois, em_scale)?;
         }
         // x holds w/2: real part w/2 + conj(w/2), imaginary part
         // -i (w/2 - conj(w/2)); multiplying by -i is X^(3N/2), exact and free.
@@ -371,14 +544,9 @@ impl Bootstrapper {
         let re = eval.add(&x, &conj)?;
         let im = eval.mul_monomial(&eval.sub(&x, &conj)?, 3 * self.params.n() as i64 / 2);
         let a = q0 / (2.0 * std::f64::consts::PI * delta);
-        let re = self.eval_mod(eval, &re, &keys.relin, a)?;
-        let im = self.eval_mod(eval, &im, &keys.relin, a)?;
-        // w = re + i im.
-        let mut w = eval.add(&re, &eval.mul_monomial(&im, self.params.n() as i64 / 2))?;
-        for t in &self.stc[..self.stc.len() - 1] {
-            w = t.evaluate(eval, &self.encoder, &w, &keys.galois)?;
-        }
-        Ok(w)
+        let re_mod = self.eval_mod(eval, &re, &keys.relin, a)?;
+        let im_mod = self.eval_mod(eval, &im, &keys.relin, a)?;
+        Ok(([re, im], [re_mod, im_mod]))
     }
 
     /// The last SlotToCoeff group times `multiplier`, landing exactly on
@@ -418,6 +586,21 @@ impl Bootstrapper {
             x = t.evaluate(eval, &self.encoder, &x, &keys.galois)?;
         }
         Ok(x)
+    }
+
+    /// The intermediate ciphertexts of a bootstrap (diagnostics: a
+    /// precision budget per stage). CoeffToSlot leaves the real and
+    /// imaginary coefficient halves of `t / (q0 K)` in bit-reversed slot
+    /// order; EvalMod leaves the same halves of `m / Delta`.
+    #[doc(hidden)]
+    pub fn stage_outputs(
+        &self,
+        eval: &Evaluator,
+        ct: &Ciphertext,
+        keys: &BootstrapKeys,
+    ) -> Result<BootstrapStages, CkksError> {
+        let (cts, eval_mod) = self.coeffs_to_slots_and_eval_mod(eval, ct, keys)?;
+        Ok(BootstrapStages { coeffs_to_slots: cts, eval_mod, message_multiplier: self.message_multiplier(ct.scale()) })
     }
 
     /// EvalMod alone on slots holding `x / K` (diagnostics).

@@ -77,10 +77,33 @@ impl SwitchingKey {
         let restrict = |p: &Poly<Ntt>| p.restricted(Basis { q: level + 1, p: p.basis().p });
         SwitchingKey::compacted(
             self.b[..digits].iter().map(restrict).collect(),
-            self.a[..digits].iter().map(restrict).collect(),
+            self.a.iter().take(digits).map(restrict).collect(),
             self.seed,
             self.digest,
         )
+    }
+
+    /// The same key without its uniform halves `a_j` in memory: every key
+    /// switch regenerates them from the seed (about half the memory, for
+    /// the time of sampling them).
+    pub fn lean(mut self) -> SwitchingKey {
+        self.a = Vec::new();
+        self
+    }
+
+    /// Whether the uniform halves are regenerated at each use.
+    pub fn is_lean(&self) -> bool {
+        self.a.len() < self.b.len()
+    }
+
+    /// The uniform halves: held, or regenerated for a lean key.
+    pub(crate) fn uniform_halves(&self, params: &Parameters) -> std::borrow::Cow<'_, [Poly<Ntt>]> {
+        match self.b.first() {
+            Some(b0) if self.is_lean() => {
+                std::borrow::Cow::Owned(regenerate_uniform_halves(params, self.seed, b0.basis(), self.b.len()))
+            }
+            _ => std::borrow::Cow::Borrowed(&self.a),
+        }
     }
 
     /// A key of `b` and `a`, each polynomial in a buffer of exactly its
@@ -103,6 +126,23 @@ impl SwitchingKey {
     pub fn digits(&self) -> usize {
         self.b.len()
     }
+}
+
+/// The first `digits` uniform halves of a switching key with `seed`, as key
+/// generation sampled them (digit after digit, over every prime), each
+/// restricted to `basis`.
+pub(crate) fn regenerate_uniform_halves(
+    params: &Parameters,
+    seed: [u8; 32],
+    basis: Basis,
+    digits: usize,
+) -> Vec<Poly<Ntt>> {
+    let full = Basis { q: params.q().len(), p: params.p().len() };
+    let mut sampler = Sampler::from_seed(seed);
+    (0..digits)
+        .map(|_| sampler.uniform_ntt(params.ring(), full))
+        .map(|p| if basis == full { p } else { Poly::compacted(p.restricted(basis)) })
+        .collect()
 }
 
 /// Relinearisation key (switches `s^2` to `s`).
@@ -142,6 +182,11 @@ impl GaloisKey {
     pub fn restricted_to_level(&self, params: &crate::Parameters, level: usize) -> GaloisKey {
         GaloisKey { element: self.element, key: self.key.restricted(params.alpha(), level) }
     }
+
+    /// This key without its uniform halves in memory ([`SwitchingKey::lean`]).
+    pub fn lean(self) -> GaloisKey {
+        GaloisKey { element: self.element, key: self.key.lean() }
+    }
 }
 
 /// A set of Galois keys indexed by element.
@@ -178,6 +223,11 @@ impl GaloisKeys {
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+    /// Every key without its uniform halves in memory: about half the
+    /// bytes, each key switch samples them again from the key's seed.
+    pub fn lean(self) -> GaloisKeys {
+        GaloisKeys { keys: self.keys.into_iter().map(|(g, k)| (g, k.lean())).collect() }
     }
 }
 
