@@ -293,6 +293,9 @@ fn lean_keys_switch_exactly_like_full_keys() {
     let low = f.eval.drop_to_level(&ct, level).unwrap();
     let mut restricted = GaloisKeys::new();
     restricted.insert(f.gks.get(g).unwrap().restricted_to_level(&f.params, level));
+    // A top-level lean key at a low level samples only the digits it reads.
+    let lowest = f.eval.drop_to_level(&ct, 1).unwrap();
+    assert_eq!(f.eval.rotate(&lowest, 2, &lean).unwrap(), f.eval.rotate(&lowest, 2, &f.gks).unwrap());
     let restricted_lean = restricted.clone().lean();
     assert_eq!(f.eval.rotate(&low, 1, &restricted_lean).unwrap(), f.eval.rotate(&low, 1, &restricted).unwrap());
 }

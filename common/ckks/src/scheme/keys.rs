@@ -96,13 +96,15 @@ impl SwitchingKey {
         self.a.len() < self.b.len()
     }
 
-    /// The uniform halves: held, or regenerated for a lean key.
-    pub(crate) fn uniform_halves(&self, params: &Parameters) -> std::borrow::Cow<'_, [Poly<Ntt>]> {
+    /// The first `digits` uniform halves: held, or regenerated for a lean
+    /// key (only the digits a key switch at a lower level reads).
+    pub(crate) fn uniform_halves(&self, params: &Parameters, digits: usize) -> std::borrow::Cow<'_, [Poly<Ntt>]> {
+        let digits = digits.min(self.b.len());
         match self.b.first() {
             Some(b0) if self.is_lean() => {
-                std::borrow::Cow::Owned(regenerate_uniform_halves(params, self.seed, b0.basis(), self.b.len()))
+                std::borrow::Cow::Owned(regenerate_uniform_halves(params, self.seed, b0.basis(), digits))
             }
-            _ => std::borrow::Cow::Borrowed(&self.a),
+            _ => std::borrow::Cow::Borrowed(&self.a[..digits]),
         }
     }
 
