@@ -183,6 +183,7 @@ impl ClusterClient {
         blobs: &[&[u8]],
     ) -> Result<(ClientResponse, quinn::RecvStream), ClientError> {
         let deadline = Instant::now() + self.failover_timeout;
+        let mut rate_limited = 0u32;
         loop {
             let result = match self.connection().await {
                 Ok(conn) if blobs.is_empty() => tokio::time::timeout(REPLY_WITHIN, self.call_once(&conn, req, blobs))
@@ -204,12 +205,25 @@ impl ClusterClient {
                     self.current.lock().await.drop_connection(true);
                     true
                 }
+                // Over the tenant's request rate: the refusal names the
+                // wait; the request was not acted on, so resending is safe.
+                Err(ClientError::Refused(e)) if e.code == ErrorCode::RateLimited => {
+                    rate_limited += 1;
+                    true
+                }
                 _ => false,
             };
             if !retry || Instant::now() >= deadline {
                 return result;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let pause = match &result {
+                Err(ClientError::Refused(e)) if e.code == ErrorCode::RateLimited => {
+                    retry_after(&e.message).unwrap_or(Duration::from_millis(50)) * rate_limited.min(8)
+                        + Duration::from_millis(rand::random::<u64>() % 20)
+                }
+                _ => Duration::from_millis(100),
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -263,13 +277,26 @@ impl ClusterClient {
 
     /// Submits an encrypted query.
     pub async fn submit(&self, key_set: KeySetId, model: &str, inputs: &[Vec<u8>]) -> Result<QueryId, ClientError> {
+        self.submit_request(key_set, model, inputs, rand::random()).await
+    }
+
+    /// Submits an encrypted query under the idempotency key `request`: a
+    /// resubmission with the same key (after a lost reply, or by a client
+    /// that restarted) returns the query admitted the first time.
+    pub async fn submit_request(
+        &self,
+        key_set: KeySetId,
+        model: &str,
+        inputs: &[Vec<u8>],
+        request: u64,
+    ) -> Result<QueryId, ClientError> {
         let req = ClientRequest::SubmitQuery {
             tenant: self.tenant.clone(),
             token: self.token.clone(),
             key_set,
             model: model.to_string(),
             inputs: inputs.iter().map(|b| BlobRef::of(b)).collect(),
-            request: rand::random(),
+            request,
         };
         let blobs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
         match self.call(&req, &blobs).await?.0 {
@@ -287,17 +314,34 @@ impl ClusterClient {
         }
     }
 
-    /// Polls until the query is done (or failed, or `timeout` passes).
+    /// Polls until the query is done (or failed, or `timeout` passes),
+    /// every 20 ms at first, backing off to every 100 ms (each poll counts
+    /// against the tenant's request rate).
     pub async fn wait(&self, query: QueryId, timeout: Duration) -> Result<QueryStatus, ClientError> {
         let start = Instant::now();
+        let mut every = Duration::from_millis(20);
         loop {
             let status = self.status(query).await?;
             match &status.state {
                 QueryState::Done => return Ok(status),
                 QueryState::Failed { reason } => return Err(ClientError::Query(query, reason.clone())),
                 _ if start.elapsed() > timeout => return Err(ClientError::Query(query, "timed out".into())),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => {
+                    tokio::time::sleep(every).await;
+                    every = (every * 5 / 4).min(Duration::from_millis(100));
+                }
             }
+        }
+    }
+
+    /// Tells the coordinator the tenant is done with `query` (after its
+    /// result is fetched, or to cancel it): its ciphertexts are deleted and
+    /// it stops counting against the tenant's quota.
+    pub async fn release(&self, query: QueryId) -> Result<(), ClientError> {
+        let req = ClientRequest::Release { tenant: self.tenant.clone(), token: self.token.clone(), query };
+        match self.call(&req, &[]).await?.0 {
+            ClientResponse::Released { query: got } if got == query => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 
@@ -316,4 +360,11 @@ impl ClusterClient {
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
+}
+
+/// The wait a `RateLimited` refusal names ("... retry in N ms").
+fn retry_after(message: &str) -> Option<Duration> {
+    let rest = &message[message.rfind("retry in ")? + "retry in ".len()..];
+    let ms: u64 = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_millis(ms.min(10_000)))
 }

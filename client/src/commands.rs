@@ -226,6 +226,12 @@ pub async fn status(conn: &Connection, query: QueryId, watch: bool) -> Result<()
     }
 }
 
+/// Deletes a query (and its result) on the coordinator.
+pub async fn release(conn: &Connection, query: QueryId) -> Result<(), BoxError> {
+    conn.connect().await?.release(query).await?;
+    Ok(())
+}
+
 /// Fetches, decrypts and unpacks a finished query's result (a JSON matrix).
 pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Vec<Vec<f64>>, BoxError> {
     let state = load_state(dir)?;

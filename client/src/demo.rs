@@ -161,6 +161,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
         max_attempts: 3,
         metrics_listen: None,
         raft: RaftSettings::default(),
+        limits: nexus_coordinator::limits::Limits::default(),
     })
     .await
     .map_err(|e| DemoError::Cluster(e.to_string()))?;
@@ -214,6 +215,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
         }
     };
     let outputs = client.fetch(query).await?;
+    client.release(query).await?;
     timed("cluster: encrypted inference", t, &mut progress);
     let stats = coordinator.stats().await;
     coordinator.shutdown().await;

@@ -85,6 +85,10 @@ enum Command {
         /// Write the JSON here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Once the result is written, delete it on the coordinator (it
+        /// then stops counting against the tenant's query quota).
+        #[arg(long)]
+        release: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -288,14 +292,19 @@ fn main() -> Result<()> {
             let conn = conn.connection()?;
             runtime()?.block_on(commands::status(&conn, query, watch)).map_err(boxed)
         }
-        Command::Fetch { dir, query, out, conn } => {
+        Command::Fetch { dir, query, out, release, conn } => {
             let query = commands::parse_query(&query).map_err(|e| anyhow::anyhow!(e))?;
             let conn = conn.connection()?;
-            let rows = runtime()?.block_on(commands::fetch(&dir, &conn, query)).map_err(boxed)?;
+            let rt = runtime()?;
+            let rows = rt.block_on(commands::fetch(&dir, &conn, query)).map_err(boxed)?;
             let text = serde_json::to_string(&rows)?;
             match out {
                 Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
                 None => println!("{text}"),
+            }
+            if release {
+                rt.block_on(commands::release(&conn, query)).map_err(boxed)?;
+                eprintln!("released {query}");
             }
             Ok(())
         }

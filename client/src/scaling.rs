@@ -192,6 +192,12 @@ pub async fn bench_cluster(
         max_attempts: 3,
         metrics_listen: None,
         raft: RaftSettings::default(),
+        // The bench measures the cluster's capacity, not the tenant limits.
+        limits: nexus_coordinator::limits::Limits {
+            requests_per_second: 0.0,
+            max_held_per_tenant: 0,
+            ..nexus_coordinator::limits::Limits::default()
+        },
     })
     .await?;
     let addr = coordinator.local_addr()?;

@@ -15,11 +15,13 @@
 //! one layer). A single coordinator is a group of one.
 
 pub mod consensus;
+pub mod limits;
 mod plan;
 pub mod replicated;
 mod state;
 
 use consensus::{LogStorage, PeerAddress, ProposeError, RaftTransport, Replica, ReplicaConfig, Role};
+use limits::{ConnectionSlots, Limits, RequestRates, UploadBudget, UPLOAD_WAIT};
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, QueryId, TaskId, TenantId, WorkerId};
@@ -115,6 +117,8 @@ pub struct CoordinatorConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The raft group.
     pub raft: RaftSettings,
+    /// Per-tenant rate and quota, upload memory, connection count.
+    pub limits: Limits,
 }
 
 /// How long a task waits for any worker before it counts as a failed
@@ -137,6 +141,9 @@ pub struct Coordinator {
     config: Arc<CoordinatorConfig>,
     metrics: CoordinatorMetrics,
     metrics_addr: Option<SocketAddr>,
+    rates: Arc<RequestRates>,
+    uploads: UploadBudget,
+    connections: ConnectionSlots,
 }
 
 impl Coordinator {
@@ -144,6 +151,12 @@ impl Coordinator {
     /// serving.
     pub async fn start(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
         let raft_err = |e: String| CoordinatorError::Raft(e);
+        if config.limits.upload_bytes_in_flight < config.max_blob {
+            return Err(CoordinatorError::Endpoint(format!(
+                "the in-flight upload budget ({} bytes) is below the largest blob accepted ({} bytes)",
+                config.limits.upload_bytes_in_flight, config.max_blob
+            )));
+        }
         let settings = &config.raft;
         let voters: Vec<u64> =
             if settings.peers.is_empty() { vec![settings.id] } else { settings.peers.iter().map(|p| p.id).collect() };
@@ -191,6 +204,9 @@ impl Coordinator {
             local: Arc::new(Mutex::new(Local::default())),
             worker_joined: Arc::new(Notify::new()),
             serving_term: Arc::new(AtomicU64::new(0)),
+            rates: Arc::new(RequestRates::new(&config.limits)),
+            uploads: UploadBudget::new(config.limits.upload_bytes_in_flight),
+            connections: ConnectionSlots::default(),
             config: Arc::new(config),
             metrics,
             metrics_addr,
@@ -350,8 +366,14 @@ impl Coordinator {
 
     async fn accept_loop(self) {
         while let Some(incoming) = self.endpoint.accept().await {
+            let Some(slot) = self.connections.take(self.config.limits.max_client_connections) else {
+                self.metrics.connections_refused.inc();
+                incoming.refuse();
+                continue;
+            };
             let me = self.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let Ok(conn) = incoming.await else { return };
                 if peer_is_authenticated(&conn) {
                     me.serve_worker(conn).await;
@@ -444,7 +466,10 @@ impl Coordinator {
                 };
                 let (response, blobs) = match reply {
                     Ok(ok) => ok,
-                    Err(err) => (ClientResponse::Error(err), vec![]),
+                    Err(err) => {
+                        me.metrics.requests_refused.with_label_values(&[&format!("{:?}", err.code)]).inc();
+                        (ClientResponse::Error(err), vec![])
+                    }
                 };
                 if send_message(&mut send, "response", &response, DEFAULT_MAX_FRAME).await.is_ok() {
                     for b in &blobs {
@@ -459,13 +484,28 @@ impl Coordinator {
         }
     }
 
-    /// Checks the token against the replicated tenant table.
+    /// Checks the token against the replicated tenant table, then takes
+    /// one request from the tenant's rate.
     fn authorize(&self, tenant: &TenantId, token: &str) -> Result<(), ErrorReply> {
-        if self.replica.read(|s| s.authorize(tenant, token)) {
-            Ok(())
-        } else {
-            Err(reply(ErrorCode::Unauthorized, format!("unknown tenant {tenant} or wrong token")))
+        if !self.replica.read(|s| s.authorize(tenant, token)) {
+            return Err(reply(ErrorCode::Unauthorized, format!("unknown tenant {tenant} or wrong token")));
         }
+        self.rates.take(tenant, std::time::Instant::now()).map_err(|wait| {
+            reply(
+                ErrorCode::RateLimited,
+                format!(
+                    "tenant {tenant} exceeds its {} requests per second; retry in {} ms",
+                    self.config.limits.requests_per_second,
+                    wait.as_millis().max(1)
+                ),
+            )
+        })
+    }
+
+    /// Room in the in-flight upload budget for blobs of these sizes.
+    async fn reserve_upload(&self, blobs: &[&BlobRef]) -> Result<tokio::sync::OwnedSemaphorePermit, ErrorReply> {
+        let bytes = blobs.iter().fold(0u64, |acc, b| acc.saturating_add(b.len));
+        self.uploads.reserve(bytes, UPLOAD_WAIT).await.map_err(|m| reply(ErrorCode::Busy, m))
     }
 
     /// The configured tenants as a replicated table (token hashes).
@@ -483,6 +523,7 @@ impl Coordinator {
             ClientRequest::RegisterKeySet { tenant, token, key_set, keys, params_digest } => {
                 self.authorize(&tenant, &token)?;
                 self.require_leader().await?;
+                let _room = self.reserve_upload(&[&keys]).await?;
                 let bytes =
                     recv_blob(recv, &keys, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
                 self.metrics.bytes_received.inc_by(bytes.len() as u64);
@@ -507,6 +548,7 @@ impl Coordinator {
                     return Err(reply(ErrorCode::BadRequest, "a query needs at least one input ciphertext".into()));
                 }
                 self.require_leader().await?;
+                let _room = self.reserve_upload(&inputs.iter().collect::<Vec<_>>()).await?;
                 let mut blobs = Vec::with_capacity(inputs.len());
                 for b in &inputs {
                     let bytes =
@@ -535,14 +577,20 @@ impl Coordinator {
                     model,
                     layers: chain.len() as u32,
                     max_pending: self.config.max_queued.min(u32::MAX as usize) as u32,
+                    max_held_per_tenant: self.config.limits.max_held_per_tenant,
                     admitted_ms: unix_ms(),
                     inputs: blobs,
                 };
                 let count = inputs.len() as u32;
                 match self.propose(&command).await? {
-                    Outcome::Admitted { query, position } => {
-                        self.metrics.queries_admitted.inc();
+                    Outcome::Admitted { query, position, replayed } => {
+                        if !replayed {
+                            self.metrics.queries_admitted.inc();
+                        }
                         self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
+                        // Also on a replay: the first attempt's reply may
+                        // have been lost before its chains started (a
+                        // chain already running here is not started twice).
                         for input in 0..count {
                             self.start_chain(query, input).await;
                         }
@@ -578,6 +626,17 @@ impl Coordinator {
                     let refs = outputs.iter().map(|o| BlobRef::of(o)).collect();
                     Ok((ClientResponse::Result { query, outputs: refs }, outputs))
                 })
+            }
+            ClientRequest::Release { tenant, token, query } => {
+                self.authorize(&tenant, &token)?;
+                self.require_leader().await?;
+                match self.propose(&Command::Release { tenant, query }).await? {
+                    Outcome::Released => {
+                        self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
+                        Ok((ClientResponse::Released { query }, vec![]))
+                    }
+                    other => Err(refusal(other)),
+                }
             }
         }
     }

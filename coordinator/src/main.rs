@@ -6,7 +6,9 @@
 //!   serves until interrupted. The TOML file holds the same keys as the
 //!   flags (`listen`, `certs`, `max_queued`, `max_blob`, `max_attempts`,
 //!   `metrics`, `raft_id`, `raft_listen`, `data_dir`, `[tenants]`,
-//!   `[[peers]]` with `id`, `raft`, `public`); flags override it.
+//!   `[[peers]]` with `id`, `raft`, `public`, and `[limits]` with
+//!   `requests_per_second`, `request_burst`, `max_held_per_tenant`,
+//!   `upload_bytes_in_flight`, `max_client_connections`); flags override it.
 //!
 //! A raft group of three: start each with its own `--id`, `--raft-listen`
 //! and `--data-dir`, and the same three `--peer ID=RAFT_ADDR=PUBLIC_ADDR`.
@@ -15,6 +17,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use nexus_coordinator::limits::Limits;
 use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
 use nexus_proto::tls::{certificate_from_pem, ClusterCa, Identity};
 use serde::Deserialize;
@@ -90,6 +93,24 @@ struct RunArgs {
     /// Attempts per task before its query fails (default 3).
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// Requests per second per tenant, sustained (default 200; 0: no limit).
+    #[arg(long)]
+    requests_per_second: Option<f64>,
+    /// Queries a tenant may hold, pending or finished and not released
+    /// (default 32; 0: no per-tenant bound).
+    #[arg(long)]
+    max_held_per_tenant: Option<u32>,
+}
+
+/// `[limits]` in the TOML file (defaults: [`Limits::default`]).
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    requests_per_second: Option<f64>,
+    request_burst: Option<f64>,
+    max_held_per_tenant: Option<u32>,
+    upload_bytes_in_flight: Option<u64>,
+    max_client_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -108,6 +129,8 @@ struct FileConfig {
     tenants: HashMap<String, String>,
     #[serde(default)]
     peers: Vec<FilePeer>,
+    #[serde(default)]
+    limits: FileLimits,
 }
 
 #[derive(Deserialize, Debug)]
@@ -116,6 +139,28 @@ struct FilePeer {
     id: u64,
     raft: String,
     public: String,
+}
+
+/// The limits: defaults, then the file's `[limits]`, then flags.
+fn limits(file: &FileLimits, requests_per_second: Option<f64>, max_held_per_tenant: Option<u32>) -> Result<Limits> {
+    let d = Limits::default();
+    let l = Limits {
+        requests_per_second: requests_per_second.or(file.requests_per_second).unwrap_or(d.requests_per_second),
+        request_burst: file.request_burst.unwrap_or(d.request_burst),
+        max_held_per_tenant: max_held_per_tenant.or(file.max_held_per_tenant).unwrap_or(d.max_held_per_tenant),
+        upload_bytes_in_flight: file.upload_bytes_in_flight.unwrap_or(d.upload_bytes_in_flight),
+        max_client_connections: file.max_client_connections.unwrap_or(d.max_client_connections),
+    };
+    if l.requests_per_second.is_nan() || l.requests_per_second < 0.0 || l.requests_per_second.is_infinite() {
+        bail!("requests_per_second {}: expected a finite number >= 0", l.requests_per_second);
+    }
+    if l.request_burst.is_nan() || l.request_burst < 1.0 || l.request_burst.is_infinite() {
+        bail!("request_burst {}: expected a finite number >= 1", l.request_burst);
+    }
+    if l.max_client_connections == 0 {
+        bail!("max_client_connections 0 would refuse every client");
+    }
+    Ok(l)
 }
 
 fn parse_peer(spec: &str) -> Result<PeerConfig> {
@@ -173,6 +218,8 @@ async fn main() -> Result<()> {
                 max_queued,
                 max_blob,
                 max_attempts,
+                requests_per_second,
+                max_held_per_tenant,
             } = *args;
             let file: FileConfig = match &config {
                 Some(path) => {
@@ -216,6 +263,7 @@ async fn main() -> Result<()> {
                     dir: data_dir.or(file.data_dir),
                     ..RaftSettings::default()
                 },
+                limits: limits(&file.limits, requests_per_second, max_held_per_tenant)?,
             };
             let coordinator = Coordinator::start(config).await?;
             if let Some(m) = coordinator.metrics_addr() {

@@ -66,6 +66,11 @@ pub enum Command {
         layers: u32,
         /// Refuse if this many queries are pending (the admission bound).
         max_pending: u32,
+        /// Refuse if the tenant holds this many queries (pending, or
+        /// finished and not yet released); 0: no per-tenant bound (logs
+        /// written before the quota existed).
+        #[serde(default)]
+        max_held_per_tenant: u32,
         /// Admission time on the leader's clock (ms since the Unix epoch),
         /// for the latency metric.
         admitted_ms: u64,
@@ -85,6 +90,15 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         output: Vec<u8>,
     },
+    /// The tenant is done with a query (its result fetched, or it gave up
+    /// on it): the query and its ciphertexts leave the state; a running
+    /// one stops at its next layer.
+    Release {
+        /// Owner (only the owner may release).
+        tenant: TenantId,
+        /// The query.
+        query: QueryId,
+    },
     /// The query cannot finish.
     Fail {
         /// The query.
@@ -102,7 +116,8 @@ impl Command {
         Ok(out)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
+    /// Reads a command written by [`encode`](Self::encode).
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         match bytes.split_first() {
             Some((&COMMAND_VERSION, body)) => {
                 rmp_serde::from_slice(body).map_err(|e| format!("raft command does not decode: {e}"))
@@ -129,6 +144,8 @@ pub enum Outcome {
         query: QueryId,
         /// Pending queries ahead of it.
         position: u32,
+        /// The request id was admitted before: nothing new entered.
+        replayed: bool,
     },
     /// Checkpoint recorded.
     Checkpointed {
@@ -139,6 +156,8 @@ pub enum Outcome {
     },
     /// Failure recorded.
     Failed,
+    /// Query forgotten.
+    Released,
     /// Refused: the state does not allow it.
     Rejected(ErrorCode, String),
 }
@@ -263,6 +282,11 @@ impl Replicated {
         self.queries.values().filter(|q| !q.finished()).count()
     }
 
+    /// Queries `tenant` holds: pending, or finished and not released.
+    pub fn held_by(&self, tenant: &TenantId) -> usize {
+        self.queries.values().filter(|q| &q.tenant == tenant).count()
+    }
+
     /// Pending queries admitted before `query`.
     pub fn position(&self, query: &Query) -> u32 {
         self.queries.values().filter(|q| !q.finished() && q.seq < query.seq).count() as u32
@@ -297,10 +321,21 @@ impl Replicated {
                 let already_present = !entry.owners.insert(tenant);
                 Outcome::KeySetRegistered { already_present }
             }
-            Command::Admit { query, request, tenant, key_set, model, layers, max_pending, admitted_ms, inputs } => {
+            Command::Admit {
+                query,
+                request,
+                tenant,
+                key_set,
+                model,
+                layers,
+                max_pending,
+                max_held_per_tenant,
+                admitted_ms,
+                inputs,
+            } => {
                 if let Some(&existing) = self.requests.get(&tenant).and_then(|r| r.get(&request)) {
                     let position = self.queries.get(&existing).map(|q| self.position(q)).unwrap_or(0);
-                    return Outcome::Admitted { query: existing, position };
+                    return Outcome::Admitted { query: existing, position, replayed: true };
                 }
                 if !self.key_sets.get(&key_set).is_some_and(|k| k.owners.contains(&tenant)) {
                     return Outcome::Rejected(
@@ -313,6 +348,16 @@ impl Replicated {
                 }
                 if self.queries.contains_key(&query) {
                     return Outcome::Rejected(ErrorCode::Internal, format!("query id {query} collides; resubmit"));
+                }
+                let held = self.held_by(&tenant);
+                if max_held_per_tenant > 0 && held >= max_held_per_tenant as usize {
+                    return Outcome::Rejected(
+                        ErrorCode::QuotaExceeded,
+                        format!(
+                            "tenant {tenant} holds {held} queries (quota {max_held_per_tenant}): \
+                             fetch and release finished results, or wait for running ones"
+                        ),
+                    );
                 }
                 let pending = self.pending();
                 if pending >= max_pending as usize {
@@ -327,7 +372,7 @@ impl Replicated {
                     Query { tenant: tenant.clone(), key_set, model, layers, seq, admitted_ms, inputs, failed: None },
                 );
                 self.requests.entry(tenant).or_default().insert(request, query);
-                Outcome::Admitted { query, position: pending as u32 }
+                Outcome::Admitted { query, position: pending as u32, replayed: false }
             }
             Command::Checkpoint { query, input, layer, output } => {
                 let Some(q) = self.queries.get_mut(&query) else {
@@ -348,6 +393,18 @@ impl Replicated {
                 p.layers_done = layer;
                 p.current = Arc::new(output);
                 Outcome::Checkpointed { advanced: true, completed: q.done() }
+            }
+            Command::Release { tenant, query } => {
+                if self.query_of(&tenant, query).is_none() {
+                    return Outcome::Rejected(ErrorCode::NotFound, format!("no query {query}"));
+                }
+                self.queries.remove(&query);
+                // Its idempotency entry goes too: the request id named a
+                // query that no longer exists.
+                if let Some(requests) = self.requests.get_mut(&tenant) {
+                    requests.retain(|_, q| *q != query);
+                }
+                Outcome::Released
             }
             Command::Fail { query, reason } => {
                 if let Some(q) = self.queries.get_mut(&query) {
@@ -411,6 +468,7 @@ mod tests {
             model: "gelu".into(),
             layers: 2,
             max_pending: 2,
+            max_held_per_tenant: 0,
             admitted_ms: 0,
             inputs: vec![serde_bytes::ByteBuf::from(vec![1u8, 2]), serde_bytes::ByteBuf::from(vec![3u8])],
         }
@@ -428,10 +486,11 @@ mod tests {
             Command::RegisterKeySet { tenant: a.clone(), key_set: ks, params_digest: [7; 32], keys: keys.clone() },
         );
         assert!(matches!(apply(&mut s, admit(1, 10, &b, ks)), Outcome::Rejected(ErrorCode::NotFound, _)));
-        assert_eq!(apply(&mut s, admit(1, 10, &a, ks)), Outcome::Admitted { query: QueryId(10), position: 0 });
+        let admitted = |q, position, replayed| Outcome::Admitted { query: QueryId(q), position, replayed };
+        assert_eq!(apply(&mut s, admit(1, 10, &a, ks)), admitted(10, 0, false));
         // The same request again (a retry after failover) is the same query.
-        assert_eq!(apply(&mut s, admit(1, 11, &a, ks)), Outcome::Admitted { query: QueryId(10), position: 0 });
-        assert_eq!(apply(&mut s, admit(2, 12, &a, ks)), Outcome::Admitted { query: QueryId(12), position: 1 });
+        assert_eq!(apply(&mut s, admit(1, 11, &a, ks)), admitted(10, 0, true));
+        assert_eq!(apply(&mut s, admit(2, 12, &a, ks)), admitted(12, 1, false));
         assert!(matches!(apply(&mut s, admit(3, 13, &a, ks)), Outcome::Rejected(ErrorCode::Busy, _)));
         let cp = |input, layer, out: u8| Command::Checkpoint { query: QueryId(10), input, layer, output: vec![out] };
         let (advanced, stale) = (
@@ -460,5 +519,60 @@ mod tests {
         assert!(s.authorize(&a, "s3cret") && !s.authorize(&a, "s3cret ") && !s.authorize(&b, "s3cret"));
         assert!(!String::from_utf8_lossy(&s.snapshot()).contains("s3cret"), "tokens are stored hashed");
         assert!(s.restore(&[]).is_err());
+    }
+
+    #[test]
+    fn tenant_quota_counts_held_queries_until_released() {
+        let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+        let keys = b"keys".to_vec();
+        let ks = KeySetId::of(&keys);
+        let mut s = Replicated::default();
+        for t in [&a, &b] {
+            apply(
+                &mut s,
+                Command::RegisterKeySet { tenant: t.clone(), key_set: ks, params_digest: [7; 32], keys: keys.clone() },
+            );
+        }
+        let quota = |request, query, tenant: &TenantId| {
+            let mut c = admit(request, query, tenant, ks);
+            if let Command::Admit { max_pending, max_held_per_tenant, .. } = &mut c {
+                *max_pending = 100;
+                *max_held_per_tenant = 2;
+            }
+            c
+        };
+        assert!(matches!(apply(&mut s, quota(1, 10, &a)), Outcome::Admitted { .. }));
+        assert!(matches!(apply(&mut s, quota(2, 11, &a)), Outcome::Admitted { .. }));
+        match apply(&mut s, quota(3, 12, &a)) {
+            Outcome::Rejected(ErrorCode::QuotaExceeded, m) => assert!(m.contains("quota 2"), "{m}"),
+            other => panic!("expected the quota refusal, got {other:?}"),
+        }
+        // Another tenant is not held back by a's quota.
+        assert!(matches!(apply(&mut s, quota(1, 20, &b)), Outcome::Admitted { .. }));
+        // Finished queries still count until released.
+        for input in 0..2 {
+            for layer in 1..=2 {
+                apply(&mut s, Command::Checkpoint { query: QueryId(10), input, layer, output: vec![1] });
+            }
+        }
+        assert!(s.query_of(&a, QueryId(10)).unwrap().done());
+        assert!(matches!(apply(&mut s, quota(3, 12, &a)), Outcome::Rejected(ErrorCode::QuotaExceeded, _)));
+        // Only the owner releases; twice is an unknown query.
+        let release = |t: &TenantId, q| Command::Release { tenant: t.clone(), query: QueryId(q) };
+        assert!(matches!(apply(&mut s, release(&b, 10)), Outcome::Rejected(ErrorCode::NotFound, _)));
+        assert_eq!(apply(&mut s, release(&a, 10)), Outcome::Released);
+        assert!(matches!(apply(&mut s, release(&a, 10)), Outcome::Rejected(ErrorCode::NotFound, _)));
+        assert!(s.query_of(&a, QueryId(10)).is_none());
+        // A running query can be released too (cancelled): its chain stops.
+        assert_eq!(apply(&mut s, release(&a, 11)), Outcome::Released);
+        assert!(!s.unfinished().iter().any(|(q, _)| *q == QueryId(11)));
+        let mut restored = Replicated::default();
+        restored.restore(&s.snapshot()).unwrap();
+        for r in [&mut s, &mut restored] {
+            assert_eq!(r.held_by(&a), 0);
+            assert!(matches!(apply(r, quota(3, 12, &a)), Outcome::Admitted { query: QueryId(12), .. }));
+            assert!(matches!(apply(r, quota(4, 13, &a)), Outcome::Admitted { query: QueryId(13), .. }));
+            assert!(matches!(apply(r, quota(5, 14, &a)), Outcome::Rejected(ErrorCode::QuotaExceeded, _)));
+        }
     }
 }

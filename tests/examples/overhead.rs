@@ -113,6 +113,7 @@ async fn main() -> Result<(), BoxError> {
                     dir: ha.then(|| dir.join(format!("raft-{}", i + 1))),
                     ..RaftSettings::default()
                 },
+                limits: nexus_coordinator::limits::Limits::default(),
             })
             .await?,
         );

@@ -116,13 +116,18 @@ impl DemoClient {
 
     /// Freshly encrypted input ciphertexts (wire bytes).
     pub fn inputs(&self) -> Vec<Vec<u8>> {
+        self.inputs_at_level(self.model.levels())
+    }
+
+    /// Input ciphertexts at `level` (the model needs [`DemoMlp::levels`]).
+    pub fn inputs_at_level(&self, level: usize) -> Vec<Vec<u8>> {
         let encoder = Encoder::new(&self.params);
         self.model
             .pack(&self.tokens)
             .unwrap()
             .iter()
             .map(|s| {
-                let pt = encoder.encode_real(s, self.model.levels(), self.params.default_scale()).unwrap();
+                let pt = encoder.encode_real(s, level, self.params.default_scale()).unwrap();
                 Encryptor::new(&self.params).encrypt_pk(&pt, &self.pk).unwrap().to_bytes(&self.params).unwrap()
             })
             .collect()

@@ -50,11 +50,12 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
         ca: ca.certificate(),
         identity: ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap(),
         tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
-        max_queued: 16,
+        max_queued: 32,
         max_blob: 1 << 32,
         max_attempts: 3,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         raft: RaftSettings::default(),
+        limits: nexus_coordinator::limits::Limits::default(),
     };
     let coordinator = Coordinator::start(config).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
@@ -95,10 +96,34 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
         let outputs = client.fetch(query).await.unwrap();
         assert_eq!(outputs, expected, "round {round}: outputs differ from the in-process computation");
     }
+    // 17 more queued at once (20 queries of one tenant in all): key
+    // material crosses the network once per worker, whatever the queue.
+    let queued: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..17 {
+            v.push(client.submit(key_set, "gelu", &input_bytes).await.unwrap());
+        }
+        v
+    };
+    for q in queued {
+        client.wait(q, Duration::from_secs(300)).await.unwrap();
+        assert_eq!(client.fetch(q).await.unwrap(), expected);
+    }
     let stats = coordinator.stats().await;
-    assert_eq!(stats.tasks_done, 9);
+    assert_eq!(stats.tasks_done, 60);
     assert!(stats.key_sets_sent.values().all(|&n| n <= 1), "a worker got the key set twice: {stats:?}");
-    println!("cluster stats: {stats:?}");
+    let fetched_by = stats.key_sets_sent.len() as u64;
+    assert!(fetched_by >= 1);
+    assert_eq!(
+        coordinator.metrics().key_bytes_sent.get(),
+        fetched_by * key_bytes.len() as u64,
+        "key bytes sent = one key set per worker that ran a task"
+    );
+    println!(
+        "cluster stats: {stats:?}; 20 queries, key bytes sent {} = {fetched_by} x {}",
+        coordinator.metrics().key_bytes_sent.get(),
+        key_bytes.len()
+    );
     // The Prometheus endpoint serves the same counts.
     let body = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -109,8 +134,8 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
         body
     };
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    assert!(body.contains("nexus_coordinator_tasks_total{kind=\"gelu\"} 9"), "{body}");
-    assert!(body.contains("nexus_coordinator_queries_finished_total 3"), "{body}");
+    assert!(body.contains("nexus_coordinator_tasks_total{kind=\"gelu\"} 60"), "{body}");
+    assert!(body.contains("nexus_coordinator_queries_finished_total 20"), "{body}");
     assert!(body.contains("nexus_coordinator_queue_depth_queries 0"), "{body}");
 
     // Refusals name what was wrong and lose nothing.
@@ -161,6 +186,7 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
         max_attempts: 3,
         metrics_listen: None,
         raft: RaftSettings::default(),
+        limits: nexus_coordinator::limits::Limits::default(),
     })
     .await
     .unwrap();

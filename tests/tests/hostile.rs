@@ -1,8 +1,10 @@
 //! Hostile input against a running cluster: random bytes, a wrong protocol
 //! version, truncated and oversized frames, an oversized blob, a corrupted
-//! blob, ciphertexts at the wrong parameters or garbage instead of one. Each
-//! gets a refusal naming what was wrong, and
-//! the cluster keeps serving a well-behaved tenant throughout.
+//! blob, ciphertexts at the wrong parameters, at the wrong level or garbage
+//! instead of one, another tenant's key set and queries, replayed
+//! submissions, registrations and releases. Each gets a refusal (or a
+//! failed query) naming what was wrong, and the cluster keeps serving a
+//! well-behaved tenant throughout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -53,12 +55,13 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
         listen: "127.0.0.1:0".parse().unwrap(),
         ca: ca.certificate(),
         identity: ca.issue_coordinator(&["localhost"]).unwrap(),
-        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
+        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string()), ("bolt".to_string(), "b0lt".to_string())]),
         max_queued: 16,
         max_blob,
         max_attempts: 2,
         metrics_listen: None,
         raft: RaftSettings::default(),
+        limits: nexus_coordinator::limits::Limits::default(),
     })
     .await
     .unwrap();
@@ -166,6 +169,51 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
         client.submit(key_set, DEMO_MODEL, &[vec![1u8; 100]]).await,
         Err(ClientError::Refused(e)) if e.code == ErrorCode::BadRequest
     ));
+
+    // A ciphertext at a level the model cannot start from: admitted (the
+    // coordinator never decrypts or decodes inputs), then the query fails
+    // with the worker's reason, and only that query.
+    let low = client.submit(key_set, DEMO_MODEL, &demo.inputs_at_level(0)).await.unwrap();
+    match client.wait(low, Duration::from_secs(60)).await {
+        Err(ClientError::Query(q, reason)) => {
+            assert_eq!(q, low);
+            assert!(reason.contains("level"), "{reason}");
+        }
+        other => panic!("an input at level 0 must fail its query: {other:?}"),
+    }
+
+    // Another tenant cannot use acme's key set, nor see, fetch or release
+    // acme's queries (they look like missing ones).
+    let bolt =
+        ClusterClient::connect(addr, "localhost", &ca.certificate(), TenantId::new("bolt").unwrap(), "b0lt".into())
+            .await
+            .unwrap();
+    match bolt.submit(key_set, DEMO_MODEL, &demo.inputs()).await {
+        Err(ClientError::Refused(e)) => {
+            assert_eq!(e.code, ErrorCode::NotFound);
+            assert!(e.message.contains("not registered for tenant bolt"), "{}", e.message);
+        }
+        other => panic!("another tenant's key set must be refused: {other:?}"),
+    }
+    for refused in [bolt.status(low).await.err(), bolt.fetch(low).await.err(), bolt.release(low).await.err()] {
+        assert!(matches!(refused, Some(ClientError::Refused(e)) if e.code == ErrorCode::NotFound));
+    }
+
+    // Replays: the same submission (same idempotency key) is one query; the
+    // same key set again is already present; a released query is gone, and
+    // releasing it again is refused.
+    let admitted = coordinator.metrics().queries_admitted.get();
+    let inputs = demo.inputs();
+    let first = client.submit_request(key_set, DEMO_MODEL, &inputs, 77).await.unwrap();
+    let replayed = client.submit_request(key_set, DEMO_MODEL, &inputs, 77).await.unwrap();
+    assert_eq!(first, replayed);
+    assert_eq!(coordinator.metrics().queries_admitted.get(), admitted + 1, "a replay admits nothing new");
+    assert_eq!(client.register_keys(&demo.keys, demo.params.digest()).await.unwrap(), (key_set, true));
+    client.wait(first, Duration::from_secs(60)).await.unwrap();
+    assert!(demo.max_error(&client.fetch(first).await.unwrap()) < 1e-4);
+    client.release(first).await.unwrap();
+    assert!(matches!(client.fetch(first).await, Err(ClientError::Refused(e)) if e.code == ErrorCode::NotFound));
+    assert!(matches!(client.release(first).await, Err(ClientError::Refused(e)) if e.code == ErrorCode::NotFound));
 
     // Nothing accepted was lost, and the cluster still serves.
     good_query().await;

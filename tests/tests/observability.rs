@@ -129,6 +129,7 @@ async fn prometheus_scrapes_a_running_cluster() {
         max_attempts: 3,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         raft: RaftSettings::default(),
+        limits: nexus_coordinator::limits::Limits::default(),
     })
     .await
     .unwrap();

@@ -81,13 +81,22 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
     let watched = nexus(&cli, &["status", &query, "--watch"], &conn);
     assert!(watched.contains("done"), "{watched}");
     let out = dir.join("result.json");
-    nexus(&cli, &["fetch", "--dir", d, &query, "--out", out.to_str().unwrap()], &conn);
+    nexus(&cli, &["fetch", "--dir", d, &query, "--out", out.to_str().unwrap(), "--release"], &conn);
     let got: Vec<Vec<f64>> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let model = DemoMlp::embedded(Parameters::preset(PRESET).unwrap().max_slots()).unwrap();
     let want = model.plain(&tokens).unwrap();
     assert_eq!(got.len(), want.len());
     let err = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(err < 1e-4, "max error {err}");
+    // Released: the coordinator no longer has it.
+    let gone = Command::new(&cli)
+        .args(["fetch", "--dir", d, &query])
+        .args(&conn)
+        .env("NEXUS_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no query"), "{}", String::from_utf8_lossy(&gone.stderr));
     // Bad input is refused with a reason, before anything is sent.
     std::fs::write(&input, "[[1, 2], [3]]").unwrap();
     let refused = Command::new(&cli)

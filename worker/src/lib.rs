@@ -89,6 +89,10 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         .map_err(|e| conn_err(e.to_string()))?;
     endpoint.set_default_client_config(client_config(&config.ca, Some(&config.identity))?);
     let cache = Arc::new(Mutex::new(KeyCache::new(config.key_cache_bytes)));
+    // Tasks run (key set pinned, working set allocated) this many at a
+    // time; more only split the same cores and multiply the memory. Later
+    // ones wait holding just their inputs, so transfers still overlap.
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.threads.max(1) as usize));
     let metrics = Arc::new(WorkerMetrics::new()?);
     if let Some(addr) = config.metrics_listen {
         nexus_proto::metrics::serve(metrics.registry.clone(), addr).await?;
@@ -101,7 +105,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             next += 1;
             config.coordinators[(next - 1) % config.coordinators.len()].clone()
         });
-        match session(&endpoint, &target, &config, &cache, &metrics).await {
+        match session(&endpoint, &target, &config, &cache, &slots, &metrics).await {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Redirect(leader)) => {
                 last_contact = Instant::now();
@@ -129,6 +133,7 @@ async fn session(
     target: &str,
     config: &WorkerConfig,
     cache: &Arc<Mutex<KeyCache>>,
+    slots: &Arc<tokio::sync::Semaphore>,
     metrics: &Arc<WorkerMetrics>,
 ) -> Result<SessionEnd, WorkerError> {
     let conn_err = |e: String| WorkerError::Connection(format!("{target}: {e}"));
@@ -161,24 +166,22 @@ async fn session(
             }
             Err(_) => return Ok(SessionEnd::Lost),
         };
-        let (conn, cache, metrics) = (conn.clone(), cache.clone(), metrics.clone());
+        let (conn, cache, slots, metrics) = (conn.clone(), cache.clone(), slots.clone(), metrics.clone());
         let insecure = config.allow_insecure_parameters;
         tokio::spawn(async move {
             // A failed stream is reported to the coordinator as a failed
             // task where possible; either way the worker keeps serving.
-            metrics.busy.inc();
-            let timer = metrics.task_seconds.start_timer();
-            let _ = serve_stream(id, conn, cache, &metrics, insecure, send, recv).await;
-            timer.observe_duration();
-            metrics.busy.dec();
+            let _ = serve_stream(id, conn, cache, slots, &metrics, insecure, send, recv).await;
         });
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream(
     _id: WorkerId,
     conn: quinn::Connection,
     cache: Arc<Mutex<KeyCache>>,
+    slots: Arc<tokio::sync::Semaphore>,
     metrics: &WorkerMetrics,
     insecure: bool,
     mut send: quinn::SendStream,
@@ -196,6 +199,9 @@ async fn serve_stream(
     for blob in &task.inputs {
         inputs.push(recv_blob(&mut recv, blob, MAX_BLOB).await?);
     }
+    let _slot = slots.acquire_owned().await.map_err(|e| WorkerError::Unexpected(e.to_string()))?;
+    // Busy and timed from here: waiting for a slot is not work.
+    let _busy = Busy::start(metrics);
     let started = Instant::now();
     metrics.tasks.inc();
     let keys = keys_for(&conn, &cache, metrics, task.key_set, insecure).await;
@@ -232,6 +238,27 @@ async fn serve_stream(
     }
     send.finish().map_err(|e| WorkerError::Connection(e.to_string()))?;
     Ok(())
+}
+
+/// A running task in the busy gauge and the task-time histogram until
+/// dropped (on every return path).
+struct Busy<'a> {
+    metrics: &'a WorkerMetrics,
+    started: Instant,
+}
+
+impl<'a> Busy<'a> {
+    fn start(metrics: &'a WorkerMetrics) -> Self {
+        metrics.busy.inc();
+        Self { metrics, started: Instant::now() }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.metrics.task_seconds.observe(self.started.elapsed().as_secs_f64());
+        self.metrics.busy.dec();
+    }
 }
 
 /// The key set from the cache, fetched from the coordinator on a miss.

@@ -32,6 +32,10 @@ struct Cli {
     /// Key-cache budget in MiB.
     #[arg(long, default_value_t = 12 * 1024)]
     key_cache_mib: u64,
+    /// Free buffers kept for reuse, in MiB (part of the worker's memory
+    /// next to the key cache; buffers of evicted key sets return there).
+    #[arg(long, default_value_t = 1024)]
+    buffer_pool_mib: u64,
     /// Accept key sets at insecure test parameters (never in production).
     #[arg(long)]
     allow_insecure_parameters: bool,
@@ -55,6 +59,7 @@ async fn main() -> Result<()> {
         pool = pool.num_threads(t);
     }
     pool.build_global().context("thread pool")?;
+    nexus_ckks::ring::set_max_pooled_bytes(usize::try_from(cli.buffer_pool_mib << 20).unwrap_or(usize::MAX));
     let config = WorkerConfig {
         coordinators: cli.coordinators,
         server_name: cli.server_name,

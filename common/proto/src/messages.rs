@@ -56,6 +56,17 @@ pub enum ClientRequest {
         /// The query.
         query: QueryId,
     },
+    /// The tenant is done with a query: its ciphertexts are deleted and it
+    /// stops counting against the tenant's quota (a running query is
+    /// cancelled).
+    Release {
+        /// Tenant.
+        tenant: TenantId,
+        /// Tenant token.
+        token: String,
+        /// The query.
+        query: QueryId,
+    },
 }
 
 /// Coordinator to client.
@@ -83,6 +94,11 @@ pub enum ClientResponse {
         query: QueryId,
         /// Output ciphertexts.
         outputs: Vec<BlobRef>,
+    },
+    /// The query is gone.
+    Released {
+        /// The query.
+        query: QueryId,
     },
     /// A refusal.
     Error(ErrorReply),
@@ -141,6 +157,9 @@ pub enum ErrorCode {
     NotLeader,
     /// A bug or an unavailable dependency.
     Internal,
+    /// The tenant sends requests faster than its rate limit: retry after
+    /// the delay the message names.
+    RateLimited,
 }
 
 /// A refusal with a message naming what was wrong.

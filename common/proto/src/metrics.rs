@@ -61,6 +61,11 @@ pub struct CoordinatorMetrics {
     pub raft_leader_changes: IntCounter,
     /// Queries resumed from the replicated log after a failover or restart.
     pub queries_resumed: IntCounter,
+    /// Client requests refused, by error code (rate limits, quotas, full
+    /// queue, bad input, ...).
+    pub requests_refused: IntCounterVec,
+    /// Client connections refused at the handshake (connection limit).
+    pub connections_refused: IntCounter,
 }
 
 impl CoordinatorMetrics {
@@ -86,6 +91,12 @@ impl CoordinatorMetrics {
         )
         .map_err(reg_err)?;
         registry.register(Box::new(query_seconds.clone())).map_err(reg_err)?;
+        let requests_refused = IntCounterVec::new(
+            Opts::new("nexus_coordinator_requests_refused_total", "Client requests refused"),
+            &["code"],
+        )
+        .map_err(reg_err)?;
+        registry.register(Box::new(requests_refused.clone())).map_err(reg_err)?;
         Ok(Self {
             queries_admitted: counter("nexus_coordinator_queries_admitted_total", "Queries admitted")?,
             queries_finished: counter("nexus_coordinator_queries_finished_total", "Queries finished")?,
@@ -103,6 +114,11 @@ impl CoordinatorMetrics {
             raft_leader: gauge("nexus_coordinator_raft_leader", "1 while this coordinator leads")?,
             raft_leader_changes: counter("nexus_coordinator_raft_leader_changes_total", "Times this became leader")?,
             queries_resumed: counter("nexus_coordinator_queries_resumed_total", "Queries resumed after failover")?,
+            requests_refused,
+            connections_refused: counter(
+                "nexus_coordinator_connections_refused_total",
+                "Client connections refused at the connection limit",
+            )?,
             registry,
         })
     }

@@ -159,8 +159,31 @@ fn roots(ca: &CertificateDer<'static>) -> Result<rustls::RootCertStore, ProtoErr
 
 /// The coordinator's endpoint: presents `identity`; client certificates are
 /// verified against `ca` when presented (workers) and optional (tenants'
-/// clients, which authenticate by token).
+/// clients, which authenticate by token). Every request is one
+/// bidirectional stream: a peer gets [`MAX_STREAMS_PER_CONNECTION`] at once
+/// (more wait for flow control, not for the coordinator's memory) and no
+/// unidirectional ones.
 pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Result<quinn::ServerConfig, ProtoError> {
+    let mut transport = transport_settings();
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS_PER_CONNECTION));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    server_config_with(ca, identity, transport)
+}
+
+/// The raft endpoint between coordinators: as [`server_config`], with
+/// unidirectional streams (one per raft message batch).
+pub fn peer_server_config(
+    ca: &CertificateDer<'static>,
+    identity: &Identity,
+) -> Result<quinn::ServerConfig, ProtoError> {
+    server_config_with(ca, identity, transport_settings())
+}
+
+fn server_config_with(
+    ca: &CertificateDer<'static>,
+    identity: &Identity,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ServerConfig, ProtoError> {
     let err = tls_err("server TLS configuration");
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
         .allow_unauthenticated()
@@ -175,7 +198,7 @@ pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Resul
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }
 
@@ -184,7 +207,7 @@ pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Resul
 /// loopback; path-MTU discovery up to jumbo sizes, since on loopback and
 /// in-cluster networks 1452-byte packets cap a transfer at a few hundred
 /// MB/s of per-packet crypto and syscall overhead.
-fn transport() -> Arc<quinn::TransportConfig> {
+fn transport_settings() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
     transport.receive_window(quinn::VarInt::from_u32(256 << 20));
@@ -194,8 +217,11 @@ fn transport() -> Arc<quinn::TransportConfig> {
     transport.mtu_discovery_config(Some(mtu));
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
-    Arc::new(transport)
+    transport
 }
+
+/// Requests (streams) one peer may have open on the coordinator at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 
 /// A worker's or client's configuration: trusts `ca`; presents `identity`
 /// if given (workers must).
@@ -217,7 +243,7 @@ pub fn client_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(Arc::new(transport_settings()));
     Ok(config)
 }
 

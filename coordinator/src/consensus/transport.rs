@@ -8,7 +8,7 @@
 //! Sending never blocks the Ready loop: a full queue or a dead link drops
 //! messages, which raft retransmits.
 
-use nexus_proto::tls::{client_config, peer_has_name, server_config, Identity, COORDINATOR_PEER_NAME};
+use nexus_proto::tls::{client_config, peer_has_name, peer_server_config, Identity, COORDINATOR_PEER_NAME};
 use protobuf::Message as _;
 use quinn::rustls::pki_types::CertificateDer;
 use raft::eraftpb::Message;
@@ -47,7 +47,7 @@ impl RaftTransport {
         identity: &Identity,
         max_message: u64,
     ) -> Result<Self, String> {
-        let server = server_config(ca, identity).map_err(|e| e.to_string())?;
+        let server = peer_server_config(ca, identity).map_err(|e| e.to_string())?;
         let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|e| format!("raft endpoint: {e}"))?;
         endpoint.set_default_client_config(client_config(ca, Some(identity)).map_err(|e| e.to_string())?);
         Ok(Self { endpoint, max_message })

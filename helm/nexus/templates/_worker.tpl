@@ -43,6 +43,7 @@ spec:
             - --certs=/certs
             - --name=worker
             - --key-cache-mib={{ $w.keyCacheMiB }}
+            - --buffer-pool-mib={{ $w.bufferPoolMiB }}
             - --metrics=0.0.0.0:{{ $root.Values.worker.metricsPort }}
             {{- if and (eq .kind "cpu") (gt (int $w.threads) 0) }}
             - --threads={{ $w.threads }}

@@ -7,6 +7,7 @@ pub(crate) mod pool;
 
 pub use backend::{Backend, CpuBackend, KeyLimbs};
 pub use poly::{Coeff, Domain, Ntt, Poly};
+pub use pool::{pooled_bytes, set_max_pooled_bytes};
 
 use crate::math::dot::Reducer52;
 use crate::math::{Modulus, NttTable};

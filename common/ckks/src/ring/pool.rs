@@ -29,6 +29,27 @@ fn pool() -> &'static Mutex<Pool> {
     })
 }
 
+/// Sets the bound on pooled memory for this process (a worker counts it
+/// in its memory budget: buffers of dropped key sets come back here too),
+/// dropping free buffers over the new bound at once.
+pub fn set_max_pooled_bytes(max_bytes: usize) {
+    if let Ok(mut p) = pool().lock() {
+        p.max_bytes = max_bytes;
+        while p.bytes > p.max_bytes {
+            let largest = p.free.iter().filter(|(_, l)| !l.is_empty()).map(|(&c, _)| c).next_back();
+            let Some(evicted) = largest.and_then(|c| p.free.get_mut(&c).and_then(|l| l.pop())) else {
+                break;
+            };
+            p.bytes -= evicted.capacity() * 8;
+        }
+    }
+}
+
+/// Bytes held by free pooled buffers now.
+pub fn pooled_bytes() -> usize {
+    pool().lock().map_or(0, |p| p.bytes)
+}
+
 /// Small buffers are cheap to allocate; only large ones are pooled.
 const MIN_POOLED_LEN: usize = 1 << 14;
 
@@ -118,5 +139,22 @@ impl std::ops::DerefMut for Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         give(std::mem::take(&mut self.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowering_the_bound_drops_free_buffers_at_once() {
+        give(vec![0u64; MIN_POOLED_LEN * 4]);
+        set_max_pooled_bytes(0);
+        assert_eq!(pooled_bytes(), 0);
+        give(vec![0u64; MIN_POOLED_LEN]);
+        assert_eq!(pooled_bytes(), 0, "nothing is kept over the bound");
+        set_max_pooled_bytes(DEFAULT_MAX_POOLED_BYTES);
+        give(vec![0u64; MIN_POOLED_LEN]);
+        assert!(pooled_bytes() >= MIN_POOLED_LEN * 8);
     }
 }
