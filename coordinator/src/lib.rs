@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{Mutex, Notify};
+use tracing::{debug, info, warn};
 
 pub use nexus_proto::PROTOCOL_VERSION;
 pub use state::Stats;
@@ -211,6 +212,13 @@ impl Coordinator {
             metrics,
             metrics_addr,
         };
+        info!(
+            listen = %me.endpoint.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            raft_id = me.config.raft.id,
+            peers = me.config.raft.peers.len(),
+            durable = me.config.raft.dir.is_some(),
+            "coordinator started"
+        );
         let accept = me.clone();
         tokio::spawn(async move { accept.accept_loop().await });
         let watch = me.clone();
@@ -301,12 +309,14 @@ impl Coordinator {
                 self.serving_term.store(role.term, Ordering::SeqCst);
                 let unfinished = self.replica.read(|s| s.unfinished());
                 let queries: std::collections::HashSet<QueryId> = unfinished.iter().map(|(q, _)| *q).collect();
+                info!(term = role.term, resumed_queries = queries.len(), "leading");
                 self.metrics.queries_resumed.inc_by(queries.len() as u64);
                 self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
                 for (query, input) in unfinished {
                     self.start_chain(query, input).await;
                 }
             } else if !role.leader_ready && led_term.is_some() {
+                info!(term = role.term, leader = role.leader, "no longer leading; dropping workers");
                 led_term = None;
                 let mut local = self.local.lock().await;
                 for w in local.workers.drain(..) {
@@ -367,6 +377,7 @@ impl Coordinator {
     async fn accept_loop(self) {
         while let Some(incoming) = self.endpoint.accept().await {
             let Some(slot) = self.connections.take(self.config.limits.max_client_connections) else {
+                warn!(remote = %incoming.remote_address(), "connection refused: connection limit reached");
                 self.metrics.connections_refused.inc();
                 incoming.refuse();
                 continue;
@@ -413,6 +424,7 @@ impl Coordinator {
             self.metrics.workers.set(local.workers.len() as i64);
             id
         };
+        info!(worker = id.0, remote = %conn.remote_address(), "worker registered");
         self.worker_joined.notify_waiters();
         if send_message(&mut send, "registered", &CoordinatorMessage::Registered { worker: id }, DEFAULT_MAX_FRAME)
             .await
@@ -450,12 +462,14 @@ impl Coordinator {
         }
         // Connection gone (or silent past the idle timeout): forget the
         // worker; its running tasks fail and are retried elsewhere.
+        warn!(worker = id.0, reason = ?conn.close_reason(), "worker gone");
         let mut local = self.local.lock().await;
         local.workers.retain(|w| w.id != id);
         self.metrics.workers.set(local.workers.len() as i64);
     }
 
     async fn serve_client(&self, conn: quinn::Connection) {
+        let remote = conn.remote_address();
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let me = self.clone();
             tokio::spawn(async move {
@@ -467,6 +481,17 @@ impl Coordinator {
                 let (response, blobs) = match reply {
                     Ok(ok) => ok,
                     Err(err) => {
+                        match err.code {
+                            ErrorCode::Busy
+                            | ErrorCode::RateLimited
+                            | ErrorCode::QuotaExceeded
+                            | ErrorCode::NotLeader => {
+                                debug!(code = ?err.code, reason = %err.message, "request refused")
+                            }
+                            _ => {
+                                info!(code = ?err.code, reason = %err.message, %remote, "request refused")
+                            }
+                        }
                         me.metrics.requests_refused.with_label_values(&[&format!("{:?}", err.code)]).inc();
                         (ClientResponse::Error(err), vec![])
                     }
@@ -586,6 +611,7 @@ impl Coordinator {
                     Outcome::Admitted { query, position, replayed } => {
                         if !replayed {
                             self.metrics.queries_admitted.inc();
+                            info!(%query, inputs = count, position, "query admitted");
                         }
                         self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
                         // Also on a replay: the first attempt's reply may
@@ -632,6 +658,7 @@ impl Coordinator {
                 self.require_leader().await?;
                 match self.propose(&Command::Release { tenant, query }).await? {
                     Outcome::Released => {
+                        info!(%query, "query released");
                         self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
                         Ok((ClientResponse::Released { query }, vec![]))
                     }
@@ -675,6 +702,7 @@ impl Coordinator {
                         Ok(Outcome::Checkpointed { completed, .. }) => {
                             self.local.lock().await.stats.tasks_done += 1;
                             if completed {
+                                info!(%query, "query finished");
                                 self.metrics.queries_finished.inc();
                                 let admitted = self.replica.read(|s| s.queries.get(&query).map(|q| q.admitted_ms));
                                 if let Some(at) = admitted {
@@ -689,6 +717,7 @@ impl Coordinator {
                 Err(Dispatch::Abandoned) => return,
                 Err(Dispatch::Failed(failure)) => {
                     let reason = format!("task {} (layer {layer}) failed: {failure}", task.index);
+                    warn!(%query, %reason, "query failed");
                     if self.propose(&Command::Fail { query, reason }).await.is_ok() {
                         self.metrics.queries_failed.inc();
                         self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
@@ -718,6 +747,7 @@ impl Coordinator {
             let Some((worker, conn)) = self.wait_for_worker(key_set).await? else {
                 return Err(Dispatch::Failed(format!("no worker registered for {} s", WORKER_WAIT.as_secs())));
             };
+            debug!(query = %task.query, task = task.index, worker = worker.0, kind = label, "task dispatched");
             let failure = match self.run_on(&conn, task, key_set, model, kind.clone(), input).await {
                 Ok(output) => {
                     self.local.lock().await.release(worker, Some(key_set));
@@ -745,6 +775,10 @@ impl Coordinator {
                     !retryable || failed >= self.config.max_attempts
                 }
             };
+            warn!(
+                query = %task.query, task = task.index, worker = worker.0, %failure, retry = !give_up,
+                "task attempt failed"
+            );
             if give_up {
                 return Err(Dispatch::Failed(failure.to_string()));
             }

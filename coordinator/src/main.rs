@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use nexus_coordinator::limits::Limits;
 use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
+use nexus_proto::logging::LogFormat;
 use nexus_proto::tls::{certificate_from_pem, ClusterCa, Identity};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -68,6 +69,10 @@ struct RunArgs {
     /// Print the bound address on stdout once listening (for scripts).
     #[arg(long)]
     print_addr: bool,
+    /// Log lines as `text` or `json` (one object per event) on stderr;
+    /// `RUST_LOG` filters (default `info`).
+    #[arg(long, default_value = "text")]
+    log_format: LogFormat,
     /// Serve Prometheus metrics on this address.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -210,6 +215,7 @@ async fn main() -> Result<()> {
                 certs,
                 tenants,
                 print_addr,
+                log_format,
                 metrics,
                 id,
                 peers,
@@ -221,6 +227,7 @@ async fn main() -> Result<()> {
                 requests_per_second,
                 max_held_per_tenant,
             } = *args;
+            nexus_proto::logging::init(log_format);
             let file: FileConfig = match &config {
                 Some(path) => {
                     let text = String::from_utf8(read(path)?).context("config is not UTF-8")?;
@@ -267,7 +274,7 @@ async fn main() -> Result<()> {
             };
             let coordinator = Coordinator::start(config).await?;
             if let Some(m) = coordinator.metrics_addr() {
-                eprintln!("metrics at http://{m}/metrics");
+                tracing::info!(url = %format!("http://{m}/metrics"), "serving metrics");
             }
             let addr = coordinator.local_addr()?;
             if print_addr {
@@ -276,8 +283,8 @@ async fn main() -> Result<()> {
                     println!("{raft}");
                 }
             }
-            eprintln!("nexus-coordinator listening on {addr}");
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            tracing::info!("interrupted: shutting down");
             coordinator.shutdown().await;
             Ok(())
         }

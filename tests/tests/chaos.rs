@@ -108,7 +108,7 @@ impl Cluster {
             "--reconnect-secs",
             "120",
         ]);
-        cmd.env("NEXUS_WORKER_LOG_TASKS", "1");
+        cmd.env("RUST_LOG", "info,nexus_worker=debug");
         let child = cmd.stdout(Stdio::null()).stderr(self.log(&format!("worker-{i}"))).spawn().unwrap();
         self.workers[i] = Some(child);
     }

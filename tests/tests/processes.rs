@@ -39,10 +39,12 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         .unwrap();
     assert!(status.success());
     let mut children = Killed::default();
+    let coordinator_log = dir.join("coordinator.log");
     let mut coord = Command::new(&coordinator)
         .args(["run", "--listen", "127.0.0.1:0", "--certs", certs.to_str().unwrap()])
-        .args(["--tenant", "acme=s3cret", "--print-addr"])
+        .args(["--tenant", "acme=s3cret", "--print-addr", "--log-format", "json"])
         .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&coordinator_log).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -111,5 +113,21 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // The coordinator logged structured events, one JSON object per line.
+    let log = std::fs::read_to_string(&coordinator_log).unwrap();
+    let events: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let has = |message: &str, field: Option<(&str, &str)>| {
+        events
+            .iter()
+            .any(|e| e["message"] == message && field.is_none_or(|(k, v)| e[k].as_str().is_some_and(|got| got == v)))
+    };
+    assert!(has("coordinator started", None), "{log}");
+    assert!(has("worker registered", None), "{log}");
+    assert!(has("query admitted", Some(("query", &query))), "{log}");
+    assert!(has("query finished", Some(("query", &query))), "{log}");
+    assert!(has("query released", Some(("query", &query))), "{log}");
+    assert!(has("request refused", None), "the fetch after release is refused: {log}");
+    assert!(events.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

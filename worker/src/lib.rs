@@ -108,17 +108,23 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         match session(&endpoint, &target, &config, &cache, &slots, &metrics).await {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Redirect(leader)) => {
+                tracing::info!(from = %target, leader = ?leader, "not the leader: redirected");
                 last_contact = Instant::now();
                 if leader.is_none() {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 hint = leader;
             }
-            Ok(SessionEnd::Lost) => last_contact = Instant::now(),
+            Ok(SessionEnd::Lost) => {
+                tracing::warn!(coordinator = %target, "connection lost; reconnecting");
+                last_contact = Instant::now();
+            }
             Err(e) => {
                 if last_contact.elapsed() > config.reconnect_for {
+                    tracing::error!(error = %e, "no coordinator reachable; giving up");
                     return Err(e);
                 }
+                tracing::debug!(coordinator = %target, error = %e, "connection attempt failed");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
@@ -157,6 +163,7 @@ async fn session(
         CoordinatorMessage::NotLeader { leader } => return Ok(SessionEnd::Redirect(leader)),
         other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
     };
+    tracing::info!(worker = id.0, coordinator = %target, "registered");
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -205,19 +212,19 @@ async fn serve_stream(
     let started = Instant::now();
     metrics.tasks.inc();
     let keys = keys_for(&conn, &cache, metrics, task.key_set, insecure).await;
-    let keys_ms = started.elapsed().as_millis();
+    let keys_ms = started.elapsed().as_millis() as u64;
     let outcome = match keys {
         Ok(keys) => run_task(task.clone(), keys, inputs).await,
         Err(e) => Err((e.to_string(), true)),
     };
-    if std::env::var_os("NEXUS_WORKER_LOG_TASKS").is_some() {
-        eprintln!(
-            "task {}:{} {:?}: keys {keys_ms} ms, total {} ms",
-            task.task.query,
-            task.task.index,
-            task.kind,
-            started.elapsed().as_millis()
-        );
+    match &outcome {
+        Ok(_) => tracing::debug!(
+            query = %task.task.query, task = task.task.index, kind = ?task.kind, keys_ms,
+            ms = started.elapsed().as_millis() as u64, "task done"
+        ),
+        Err((reason, _)) => {
+            tracing::warn!(query = %task.task.query, task = task.task.index, kind = ?task.kind, %reason, "task failed")
+        }
     }
     let (message, outputs) = match outcome {
         Ok(outputs) => {
@@ -293,6 +300,7 @@ async fn keys_for(
         .map_err(|e| WorkerError::Unexpected(e.to_string()))?
         .map_err(|e| WorkerError::Unexpected(format!("key set {key_set}: {e}")))?;
     let evictions = guard.stats().evictions;
+    tracing::info!(%key_set, bytes = keys.memory_bytes(), "key set fetched and cached");
     let keys = guard.insert(key_set, keys);
     metrics.key_cache_evictions.inc_by(guard.stats().evictions - evictions);
     metrics.key_cache_bytes.set(guard.stats().bytes as i64);

@@ -45,6 +45,10 @@ struct Cli {
     /// Exit after this many seconds without reaching any coordinator.
     #[arg(long, default_value_t = 60)]
     reconnect_secs: u64,
+    /// Log lines as `text` or `json` (one object per event) on stderr;
+    /// `RUST_LOG` filters (default `info`).
+    #[arg(long, default_value = "text")]
+    log_format: nexus_proto::logging::LogFormat,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -54,6 +58,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    nexus_proto::logging::init(cli.log_format);
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = cli.threads {
         pool = pool.num_threads(t);
@@ -74,8 +79,8 @@ async fn main() -> Result<()> {
         metrics_listen: cli.metrics,
         reconnect_for: std::time::Duration::from_secs(cli.reconnect_secs),
     };
-    eprintln!("nexus-worker {}: connecting to {}", cli.name, config.coordinators.join(", "));
+    tracing::info!(name = %cli.name, coordinators = %config.coordinators.join(", "), threads = config.threads, "worker starting");
     run(config).await?;
-    eprintln!("nexus-worker: coordinator shut down");
+    tracing::info!("coordinator shut the worker down");
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod blob;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod logging;
 pub mod messages;
 pub mod metrics;
 pub mod quic;

@@ -267,7 +267,7 @@ impl<M: StateMachine> Driver<M> {
                 next_tick += self.config.tick;
             }
             if let Err(e) = self.on_ready() {
-                eprintln!("raft member {}: stopping: {e}", self.config.id);
+                tracing::error!(raft_id = self.config.id, error = %e, "raft member stopping");
                 break;
             }
             self.publish_role();
