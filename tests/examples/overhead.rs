@@ -1,9 +1,12 @@
-//! Distribution overhead: the same GELU workload run in this process and
+//! Distribution overhead: the same workload run in this process and
 //! through a coordinator and one worker over loopback QUIC (mutual TLS,
-//! SHA-256-checked blobs), side by side, as a ratio.
+//! SHA-256-checked blobs), side by side, as a ratio. The workload is GELU
+//! on every input ciphertext, or with `--model mlp-demo` the tiny model
+//! (product, GELU, product: three tasks per ciphertext, every intermediate
+//! checkpointed by the coordinator).
 //!
-//! `cargo run --release -p nexus-tests --example overhead -- [PRESET] [INPUTS] [REPEATS] [--ha]`
-//! (defaults: N16_QP1500_TERN, 4 ciphertexts, 3 repeats). `--ha` runs three
+//! `cargo run --release -p nexus-tests --example overhead -- [PRESET] [INPUTS] [REPEATS] [--ha] [--model gelu|mlp-demo]`
+//! (defaults: N16_QP1500_TERN, 4 ciphertexts, 3 repeats, gelu). `--ha` runs three
 //! coordinators as a raft group with on-disk logs (every admission and
 //! every layer checkpoint replicated and fsynced) instead of a group of
 //! one in memory. The cluster time
@@ -14,7 +17,7 @@
 use nexus_ckks::*;
 use nexus_client::cluster::ClusterClient;
 use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
-use nexus_nn::{Engine, Gelu, KeySet};
+use nexus_nn::{DemoMlp, Engine, Gelu, KeySet, DEMO_MODEL};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
 use nexus_worker::{run, WorkerConfig};
@@ -42,21 +45,45 @@ async fn main() -> Result<(), BoxError> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let ha = args.iter().any(|a| a == "--ha");
     args.retain(|a| a != "--ha");
+    let model = match args.iter().position(|a| a == "--model") {
+        Some(i) if i + 1 < args.len() => {
+            let m = args.remove(i + 1);
+            args.remove(i);
+            m
+        }
+        Some(_) => return Err("--model needs a name: gelu or mlp-demo".into()),
+        None => "gelu".to_string(),
+    };
+    if model != "gelu" && model != DEMO_MODEL {
+        return Err(format!("--model {model:?}: expected gelu or {DEMO_MODEL}").into());
+    }
     let preset = args.first().cloned().unwrap_or_else(|| "N16_QP1500_TERN".into());
     let count: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(4);
     let repeats: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let params = Parameters::preset(&preset)?;
     let gelu = Gelu::bert_default()?;
+    let mlp = DemoMlp::embedded(params.max_slots())?;
+    let is_mlp = model == DEMO_MODEL;
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois: GaloisKeys::new() };
+    let galois = if is_mlp { kg.galois_keys(&sk, &mlp.rotations(), false)? } else { GaloisKeys::new() };
+    let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois };
     let encoder = Encoder::new(&params);
     let slots = params.max_slots();
-    let inputs: Vec<Ciphertext> = (0..count)
-        .map(|k| {
-            let v: Vec<f64> = (0..slots).map(|i| ((i + k) as f64 * 0.001).sin() * 7.0).collect();
-            let pt = encoder.encode_real(&v, gelu.cost().levels, params.default_scale())?;
+    let levels = if is_mlp { mlp.levels() } else { gelu.cost().levels };
+    let vectors: Vec<Vec<f64>> = if is_mlp {
+        let tokens: Vec<Vec<f64>> = (0..count * mlp.tokens_per_ciphertext())
+            .map(|t| (0..16).map(|c| ((t * 16 + c) as f64 * 0.37).sin()).collect())
+            .collect();
+        mlp.pack(&tokens)?
+    } else {
+        (0..count).map(|k| (0..slots).map(|i| ((i + k) as f64 * 0.001).sin() * 7.0).collect()).collect()
+    };
+    let inputs: Vec<Ciphertext> = vectors
+        .iter()
+        .map(|v| {
+            let pt = encoder.encode_real(v, levels, params.default_scale())?;
             Ok(Encryptor::new(&params).encrypt_pk(&pt, &pk)?)
         })
         .collect::<Result<_, BoxError>>()?;
@@ -69,7 +96,14 @@ async fn main() -> Result<(), BoxError> {
     for _ in 0..repeats {
         let t = Instant::now();
         for c in &inputs {
-            gelu.apply(&engine, c)?;
+            if is_mlp {
+                let mut ct = c.clone();
+                for layer in 0..mlp.layers().len() {
+                    ct = mlp.run_layer(layer, &engine, &ct)?;
+                }
+            } else {
+                gelu.apply(&engine, c)?;
+            }
         }
         local.push(t.elapsed().as_secs_f64());
     }
@@ -137,12 +171,12 @@ async fn main() -> Result<(), BoxError> {
         ClusterClient::connect_any(&addrs, "localhost", &ca.certificate(), TenantId::new("bench")?, "t".into()).await?;
     let (key_set, _) = client.register_keys(&keys.to_bytes()?, params.digest()).await?;
     // Warm-up: the worker fetches and caches the key set.
-    let q = client.submit(key_set, "gelu", &input_bytes[..1]).await?;
+    let q = client.submit(key_set, &model, &input_bytes[..1]).await?;
     client.wait(q, Duration::from_secs(600)).await?;
     let mut cluster = Vec::new();
     for _ in 0..repeats {
         let t = Instant::now();
-        let q = client.submit(key_set, "gelu", &input_bytes).await?;
+        let q = client.submit(key_set, &model, &input_bytes).await?;
         client.wait(q, Duration::from_secs(600)).await?;
         let out = client.fetch(q).await?;
         cluster.push(t.elapsed().as_secs_f64());
@@ -154,7 +188,7 @@ async fn main() -> Result<(), BoxError> {
     let _ = std::fs::remove_dir_all(&dir);
     let (l, c) = (median(local), median(cluster));
     println!(
-        "{{\"case\": \"gelu\", \"preset\": \"{preset}\", \"ciphertexts\": {count}, \"coordinators\": {members}, \"local_s\": {l:.3}, \"cluster_s\": {c:.3}, \"ratio\": {:.3}, \"repeats\": {repeats}}}",
+        "{{\"case\": \"{model}\", \"preset\": \"{preset}\", \"ciphertexts\": {count}, \"coordinators\": {members}, \"local_s\": {l:.3}, \"cluster_s\": {c:.3}, \"ratio\": {:.3}, \"repeats\": {repeats}}}",
         c / l
     );
     Ok(())
