@@ -21,7 +21,7 @@ pub mod replicated;
 mod state;
 
 use consensus::{LogStorage, PeerAddress, ProposeError, RaftTransport, Replica, ReplicaConfig, Role};
-use limits::{ConnectionSlots, Limits, RequestRates, UploadBudget, UPLOAD_WAIT};
+use limits::{ConnectionSlots, Limits, RequestRates, UploadBudget, UploadRefusal, UPLOAD_WAIT};
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, QueryId, TaskId, TenantId, WorkerId};
@@ -530,7 +530,10 @@ impl Coordinator {
     /// Room in the in-flight upload budget for blobs of these sizes.
     async fn reserve_upload(&self, blobs: &[&BlobRef]) -> Result<tokio::sync::OwnedSemaphorePermit, ErrorReply> {
         let bytes = blobs.iter().fold(0u64, |acc, b| acc.saturating_add(b.len));
-        self.uploads.reserve(bytes, UPLOAD_WAIT).await.map_err(|m| reply(ErrorCode::Busy, m))
+        self.uploads.reserve(bytes, UPLOAD_WAIT).await.map_err(|refusal| match refusal {
+            UploadRefusal::TooLarge(m) => reply(ErrorCode::BadRequest, m),
+            UploadRefusal::Busy(m) => reply(ErrorCode::Busy, m),
+        })
     }
 
     /// The configured tenants as a replicated table (token hashes).

@@ -102,22 +102,24 @@ impl UploadBudget {
         Self { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib }
     }
 
-    /// Room for `bytes`, waiting up to `wait`; `Err` says why not.
-    pub async fn reserve(&self, bytes: u64, wait: Duration) -> Result<OwnedSemaphorePermit, String> {
+    /// Room for `bytes`, waiting up to `wait`; `Err` says why not:
+    /// [`UploadRefusal::TooLarge`] can never fit, [`UploadRefusal::Busy`]
+    /// may on a retry.
+    pub async fn reserve(&self, bytes: u64, wait: Duration) -> Result<OwnedSemaphorePermit, UploadRefusal> {
         let kib = bytes.div_ceil(1024);
         if kib > self.total_kib || kib > u32::MAX as u64 {
-            return Err(format!(
+            return Err(UploadRefusal::TooLarge(format!(
                 "an upload of {bytes} bytes exceeds the coordinator's in-flight upload budget of {} bytes",
                 self.total_kib * 1024
-            ));
+            )));
         }
         match tokio::time::timeout(wait, self.kib.clone().acquire_many_owned(kib as u32)).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err("the coordinator is shutting down".into()),
-            Err(_) => Err(format!(
+            Ok(Err(_)) => Err(UploadRefusal::Busy("the coordinator is shutting down".into())),
+            Err(_) => Err(UploadRefusal::Busy(format!(
                 "{bytes} bytes of upload could not start within {wait:?}: other uploads fill the \
                  coordinator's in-flight budget; retry later"
-            )),
+            ))),
         }
     }
 
@@ -126,6 +128,15 @@ impl UploadBudget {
     pub fn available_bytes(&self) -> u64 {
         self.kib.available_permits() as u64 * 1024
     }
+}
+
+/// Why an upload cannot start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UploadRefusal {
+    /// Larger than the whole budget: never fits.
+    TooLarge(String),
+    /// No room within the wait: retry later.
+    Busy(String),
 }
 
 /// Counts open client connections; a slot is given back when dropped.
@@ -203,9 +214,14 @@ mod tests {
     async fn uploads_wait_for_room_and_oversized_ones_are_refused() {
         let budget = UploadBudget::new(10 << 10);
         let first = budget.reserve(6 << 10, Duration::from_millis(10)).await.unwrap();
-        let refused = budget.reserve(6 << 10, Duration::from_millis(20)).await.unwrap_err();
-        assert!(refused.contains("in-flight budget"), "{refused}");
-        assert!(budget.reserve(11 << 10, Duration::from_secs(1)).await.unwrap_err().contains("exceeds"));
+        match budget.reserve(6 << 10, Duration::from_millis(20)).await {
+            Err(UploadRefusal::Busy(m)) => assert!(m.contains("in-flight budget"), "{m}"),
+            other => panic!("expected a busy refusal, got {other:?}"),
+        }
+        match budget.reserve(11 << 10, Duration::from_secs(1)).await {
+            Err(UploadRefusal::TooLarge(m)) => assert!(m.contains("exceeds"), "{m}"),
+            other => panic!("expected a too-large refusal, got {other:?}"),
+        }
         let waiter = tokio::spawn({
             let budget = budget.clone();
             async move { budget.reserve(6 << 10, Duration::from_secs(5)).await.map(|_| ()) }

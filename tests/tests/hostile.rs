@@ -127,6 +127,19 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
     let (code, msg) = refusal(raw(&endpoint, addr, &encode_message("req", &huge, DEFAULT_MAX_FRAME).unwrap()).await);
     assert_eq!(code, ErrorCode::BadRequest);
     assert!(msg.contains("limit") || msg.contains("exceeds"), "{msg}");
+    // Many blobs, each within the limit, together over the coordinator's
+    // in-flight upload budget: refused before any byte is read.
+    let many = ClientRequest::SubmitQuery {
+        tenant: tenant.clone(),
+        token: "s3cret".into(),
+        key_set,
+        model: DEMO_MODEL.into(),
+        inputs: vec![BlobRef { len: max_blob, sha256: [0; 32] }; 500],
+        request: 3,
+    };
+    let (code, msg) = refusal(raw(&endpoint, addr, &encode_message("req", &many, DEFAULT_MAX_FRAME).unwrap()).await);
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(msg.contains("in-flight upload budget"), "{msg}");
     // A blob whose bytes do not match its hash.
     let mut corrupted = encode_message(
         "req",
