@@ -19,6 +19,7 @@ use nexus_proto::ids::TenantId;
 use nexus_proto::messages::ErrorCode;
 use nexus_proto::tls::certificate_from_pem;
 use nexus_tests::{binary, free_tcp_port, metric, scrape, DemoClient, Killed};
+use quinn::rustls::pki_types::CertificateDer;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -56,6 +57,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A new connection of tenant `t{t}` (token `token-{t}`).
+async fn connect_tenant(addr: SocketAddr, ca: &CertificateDer<'static>, t: usize) -> ClusterClient {
+    ClusterClient::connect(addr, "localhost", ca, TenantId::new(&format!("t{t}")).unwrap(), format!("token-{t}"))
+        .await
+        .unwrap()
 }
 
 #[derive(Default, Debug)]
@@ -123,15 +131,7 @@ async fn fifty_clients_under_tenant_limits_lose_nothing_and_stay_within_memory()
     let mut key_sets = Vec::new();
     for t in 0..TENANTS {
         let demo = Arc::new(DemoClient::new(16));
-        let c = ClusterClient::connect(
-            addr,
-            "localhost",
-            &ca,
-            TenantId::new(&format!("t{t}")).unwrap(),
-            format!("token-{t}"),
-        )
-        .await
-        .unwrap();
+        let c = connect_tenant(addr, &ca, t).await;
         key_sets.push(c.register_keys(&demo.keys, demo.params.digest()).await.unwrap().0);
         demos.push(demo);
     }
@@ -147,15 +147,7 @@ async fn fifty_clients_under_tenant_limits_lose_nothing_and_stay_within_memory()
         let t = i % TENANTS;
         let (demo, key_set, tally, ca) = (demos[t].clone(), key_sets[t], tally.clone(), ca.clone());
         handles.push(tokio::spawn(async move {
-            let client = ClusterClient::connect(
-                addr,
-                "localhost",
-                &ca,
-                TenantId::new(&format!("t{t}")).unwrap(),
-                format!("token-{t}"),
-            )
-            .await
-            .unwrap();
+            let client = connect_tenant(addr, &ca, t).await;
             let inputs = demo.inputs();
             while Instant::now() < stop_submitting {
                 let submitted = Instant::now();
