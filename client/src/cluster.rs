@@ -6,7 +6,7 @@ use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, QueryId, TenantId};
 use nexus_proto::messages::{ClientRequest, ClientResponse, ErrorCode, ErrorReply, QueryState, QueryStatus};
-use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
+use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message, Link};
 use nexus_proto::tls::client_config;
 use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
@@ -126,9 +126,9 @@ impl ClusterClient {
         if addrs.is_empty() {
             return Err(cerr("no coordinator address given".into()));
         }
-        let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|e| cerr(format!("{e}")))?)
-            .map_err(|e| cerr(e.to_string()))?;
-        endpoint.set_default_client_config(client_config(ca, None)?);
+        let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut endpoint = nexus_proto::quic::endpoint(any, None).map_err(|e| cerr(e.to_string()))?;
+        endpoint.set_default_client_config(client_config(ca, None, Link::to_hosts(addrs))?);
         let me = Self {
             endpoint,
             addrs: addrs.to_vec(),
@@ -259,13 +259,14 @@ impl ClusterClient {
     /// Uploads a key set (a no-op if the coordinator has it); returns its id
     /// and whether it was already present.
     pub async fn register_keys(&self, bytes: &[u8], params_digest: [u8; 32]) -> Result<(KeySetId, bool), ClientError> {
-        let key_set = KeySetId::of(bytes);
+        let keys = BlobRef::of(bytes);
+        let key_set = KeySetId::of_blob(&keys);
         let req = ClientRequest::RegisterKeySet {
             tenant: self.tenant.clone(),
             token: self.token.clone(),
             key_set,
             params_digest,
-            keys: BlobRef::of(bytes),
+            keys,
         };
         match self.call(&req, &[bytes]).await?.0 {
             ClientResponse::KeySetRegistered { key_set: got, already_present } if got == key_set => {

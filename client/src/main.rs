@@ -6,6 +6,12 @@ use nexus_client::demo::{run, DemoConfig};
 use nexus_client::{commands, infer, scaling};
 use std::path::PathBuf;
 
+// Why mimalloc: glibc malloc returns large freed buffers to the kernel and
+// re-faults them, which took about a third of the CPU when moving blobs
+// over QUIC; mimalloc keeps them (see docs/PERFORMANCE.md, blob transfer).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "nexus", version, about = "Nexus: transformer inference on homomorphically encrypted data")]
 struct Cli {

@@ -79,7 +79,7 @@ fn workload(preset: &str, tokens: usize) -> Result<Workload, BoxError> {
 
 /// Measures each task's cost as a worker pays it, in this process (on the
 /// caller's rayon pool), median of `repeats`: decode and check the input
-/// (with its SHA-256), run the layer, encode the output (and hash it).
+/// (with its digest), run the layer, encode the output (and hash it).
 pub fn calibrate(preset: &str, tokens: usize, repeats: usize) -> Result<Costs, BoxError> {
     let w = workload(preset, tokens)?;
     let eval = Evaluator::new(&w.params);

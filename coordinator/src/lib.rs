@@ -27,7 +27,7 @@ use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, QueryId, TaskId, TenantId, WorkerId};
 use nexus_proto::messages::*;
 use nexus_proto::metrics::CoordinatorMetrics;
-use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
+use nexus_proto::quic::{recv_blob, recv_message, send_blob_owned, send_message, shared_bytes, Link};
 use nexus_proto::tls::{peer_is_authenticated, server_config, Identity};
 use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
@@ -190,9 +190,9 @@ impl Coordinator {
             let r = replica.clone();
             t.serve(move |m| r.step(m));
         }
-        let server = server_config(&config.ca, &config.identity)?;
-        let endpoint =
-            quinn::Endpoint::server(server, config.listen).map_err(|e| CoordinatorError::Endpoint(e.to_string()))?;
+        let server = server_config(&config.ca, &config.identity, Link::of_listen(config.listen))?;
+        let endpoint = nexus_proto::quic::endpoint(config.listen, Some(server))
+            .map_err(|e| CoordinatorError::Endpoint(e.to_string()))?;
         let metrics = CoordinatorMetrics::new()?;
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(nexus_proto::metrics::serve(metrics.registry.clone(), addr).await?),
@@ -444,15 +444,19 @@ impl Coordinator {
                 };
                 let bytes = me.replica.read(|s| s.key_sets.get(&key_set).map(|k| k.bytes.clone()));
                 let Some(bytes) = bytes else { return };
-                let msg = CoordinatorMessage::Keys { key_set, keys: BlobRef::of(&bytes) };
+                // The key set's id is its bytes' digest: no need to hash
+                // them again per worker.
+                let keys = BlobRef { len: bytes.len() as u64, digest: key_set.0 };
+                let msg = CoordinatorMessage::Keys { key_set, keys };
+                let len = bytes.len() as u64;
                 if send_message(&mut send, "keys", &msg, DEFAULT_MAX_FRAME).await.is_ok()
-                    && send_blob(&mut send, &bytes).await.is_ok()
+                    && send_blob_owned(&mut send, shared_bytes(bytes)).await.is_ok()
                 {
                     let _ = send.finish();
-                    me.metrics.key_bytes_sent.inc_by(bytes.len() as u64);
-                    me.metrics.bytes_sent.inc_by(bytes.len() as u64);
+                    me.metrics.key_bytes_sent.inc_by(len);
+                    me.metrics.bytes_sent.inc_by(len);
                     let mut local = me.local.lock().await;
-                    local.stats.key_bytes_sent += bytes.len() as u64;
+                    local.stats.key_bytes_sent += len;
                     *local.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
                     if let Some(w) = local.workers.iter_mut().find(|w| w.id == id) {
                         w.cached.insert(key_set);
@@ -497,11 +501,12 @@ impl Coordinator {
                     }
                 };
                 if send_message(&mut send, "response", &response, DEFAULT_MAX_FRAME).await.is_ok() {
-                    for b in &blobs {
-                        if send_blob(&mut send, b).await.is_err() {
+                    for b in blobs {
+                        let len = b.len() as u64;
+                        if send_blob_owned(&mut send, shared_bytes(b)).await.is_err() {
                             return;
                         }
-                        me.metrics.bytes_sent.inc_by(b.len() as u64);
+                        me.metrics.bytes_sent.inc_by(len);
                     }
                     let _ = send.finish();
                 }
@@ -555,7 +560,8 @@ impl Coordinator {
                 let bytes =
                     recv_blob(recv, &keys, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
                 self.metrics.bytes_received.inc_by(bytes.len() as u64);
-                if KeySetId::of(&bytes) != key_set {
+                // recv_blob checked the bytes against the announced digest.
+                if KeySetId::of_blob(&keys) != key_set {
                     return Err(reply(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}")));
                 }
                 let owned = self.replica.read(|s| s.key_sets.get(&key_set).is_some_and(|k| k.owners.contains(&tenant)));
@@ -698,7 +704,7 @@ impl Coordinator {
             let Ok(chain) = plan::chain(&model) else { return };
             let Some(kind) = chain.get(layer as usize).cloned() else { return };
             let task = TaskId { query, index: layer * inputs + input };
-            match self.dispatch(task, key_set, &model, kind, &current).await {
+            match self.dispatch(task, key_set, &model, kind, current).await {
                 Ok(output) => {
                     let command = Command::Checkpoint { query, input, layer: layer + 1, output };
                     match self.propose(&command).await {
@@ -741,7 +747,7 @@ impl Coordinator {
         key_set: KeySetId,
         model: &str,
         kind: TaskKind,
-        input: &[u8],
+        input: Arc<Vec<u8>>,
     ) -> Result<Vec<u8>, Dispatch> {
         let label = kind_label(&kind);
         let timer = self.metrics.task_seconds.with_label_values(&[label]).start_timer();
@@ -751,7 +757,7 @@ impl Coordinator {
                 return Err(Dispatch::Failed(format!("no worker registered for {} s", WORKER_WAIT.as_secs())));
             };
             debug!(query = %task.query, task = task.index, worker = worker.0, kind = label, "task dispatched");
-            let failure = match self.run_on(&conn, task, key_set, model, kind.clone(), input).await {
+            let failure = match self.run_on(&conn, task, key_set, model, kind.clone(), input.clone()).await {
                 Ok(output) => {
                     self.local.lock().await.release(worker, Some(key_set));
                     timer.observe_duration();
@@ -823,7 +829,7 @@ impl Coordinator {
         key_set: KeySetId,
         model: &str,
         kind: TaskKind,
-        input: &[u8],
+        input: Arc<Vec<u8>>,
     ) -> Result<Vec<u8>, Failure> {
         let lost = |e: String| Failure::Lost(e);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
@@ -832,10 +838,10 @@ impl Coordinator {
             model: model.to_string(),
             key_set,
             kind,
-            inputs: vec![BlobRef::of(input)],
+            inputs: vec![BlobRef::of(&input)],
         });
         send_message(&mut send, "assign", &assign, DEFAULT_MAX_FRAME).await.map_err(|e| lost(e.to_string()))?;
-        send_blob(&mut send, input).await.map_err(|e| lost(e.to_string()))?;
+        send_blob_owned(&mut send, shared_bytes(input)).await.map_err(|e| lost(e.to_string()))?;
         send.finish().map_err(|e| lost(e.to_string()))?;
         match recv_message::<_, WorkerMessage>(&mut recv, "task result", DEFAULT_MAX_FRAME)
             .await

@@ -26,6 +26,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+// Why mimalloc: glibc malloc returns large freed buffers to the kernel and
+// re-faults them, which took about a third of the CPU when moving blobs
+// over QUIC; mimalloc keeps them (see docs/PERFORMANCE.md, blob transfer).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "nexus-coordinator", version, about = "Nexus coordinator")]
 struct Cli {

@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 use crate::consensus::StateMachine;
 
-const COMMAND_VERSION: u8 = 1;
-const SNAPSHOT_VERSION: u8 = 1;
+// 2: BLAKE3 blob digests and key-set ids (protocol version 2); logs and
+// snapshots of version 1 are refused with the version named.
+const COMMAND_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// SHA-256 of a tenant's token: the log and snapshots never hold tokens.
 pub type TokenHash = [u8; 32];
@@ -41,7 +43,7 @@ pub enum Command {
     RegisterKeySet {
         /// Owner.
         tenant: TenantId,
-        /// SHA-256 of `keys`.
+        /// BLAKE3 digest of `keys`.
         key_set: KeySetId,
         /// Digest of the CKKS parameters the keys belong to (as the client
         /// declared it; inputs are checked against it at admission).

@@ -34,6 +34,8 @@ TABLE_OPS = [
     "rotate",
     "rotate_mid",
     "rotate_hoisted_8",
+    "serialize",
+    "deserialize",
 ]
 # nexus's "sizes" row -> the peers' size ops.
 NEXUS_SIZE_FIELDS = {"size_ciphertext_bytes": "ciphertext_bytes", "size_galois_key_bytes": "galois_key_seeded_bytes"}

@@ -36,6 +36,8 @@ OPS = [
     "rotate",
     "rotate_mid",
     "rotate_hoisted_8",
+    "serialize",
+    "deserialize",
     "ntt_forward_limb",
     "size_ciphertext_bytes",
     "size_galois_key_bytes",
@@ -105,6 +107,21 @@ def mem_available_bytes():
     except OSError:
         pass
     return None
+
+
+def emit_serialization(o, ops, R, ct, want, dec, save, load, save_note, load_note):
+    """The `serialize` and `deserialize` rows: a fresh top-level ciphertext
+    to bytes in memory and back, with its size and the rate in GB/s."""
+    if "serialize" not in ops and "deserialize" not in ops:
+        return
+    data = save(ct)
+    gbps = lambda ms: round(len(data) / ms / 1e6, 2)
+    if "serialize" in ops:
+        ms = median_ms(lambda: save(ct), R)
+        o.emit("serialize", ms, None, save_note, bytes=len(data), gb_per_s=gbps(ms))
+    if "deserialize" in ops:
+        ms = median_ms(lambda: load(data), R)
+        o.emit("deserialize", ms, bits(dec(load(data)), want), load_note, bytes=len(data), gb_per_s=gbps(ms))
 
 
 # --------------------------------------------------------------------- SEAL
@@ -193,6 +210,14 @@ class SealPython:
 
     def ct_bytes(self, ct):
         return ct.save_size(self.s.compr_mode_type.none)
+
+    def ct_serialize(self, ct):
+        return ct.to_string(self.s.compr_mode_type.none)
+
+    def ct_deserialize(self, data):
+        ct = self.s.Ciphertext()
+        ct.load_bytes(self.ctx, data)
+        return ct
 
     def save_bytes(self, obj):
         with tempfile.TemporaryDirectory() as d:
@@ -409,6 +434,10 @@ def run_seal(args, ops):
 
         ms = median_ms(fwd, max(R, 5), setup=back)
         o.emit("ntt_forward_limb", ms / (2 * L), None, f"derived: transform_to_ntt_inplace of a 2 x {L}-limb ciphertext / {2 * L}")
+    if hasattr(S, "ct_serialize"):
+        emit_serialization(o, ops, R, ca, a, dec, S.ct_serialize, S.ct_deserialize,
+                           "Ciphertext.to_string(compr_mode none), to memory",
+                           "Ciphertext.load_bytes (validated against the context)")
     if "size_ciphertext_bytes" in ops:
         o.emit("size_ciphertext_bytes", bytes=S.ct_bytes(ca), note=f"fresh public-key ciphertext at the top level, {S.size_note}")
     if "size_galois_key_bytes" in ops and gk is not None:
@@ -522,6 +551,8 @@ def run_desilo(args, ops):
         ci = eng.intt(ca)
         ms = median_ms(lambda: eng.ntt(ci), max(R, 5))
         o.emit("ntt_forward_limb", ms / (2 * words), None, f"derived: ntt() of a 2 x {words}-word ciphertext / {2 * words}, per 64-bit word (not per 40-bit limb)")
+    emit_serialization(o, ops, R, ca, a, dec, eng.serialize_ciphertext, eng.deserialize_ciphertext,
+                       "serialize_ciphertext, to memory", "deserialize_ciphertext")
     if "size_ciphertext_bytes" in ops:
         o.emit("size_ciphertext_bytes", bytes=len(eng.serialize_ciphertext(ca)), note="serialize_ciphertext of a fresh top-level ciphertext")
     if "size_galois_key_bytes" in ops and rot:

@@ -1,23 +1,25 @@
 //! Distribution overhead: the same workload run in this process and
 //! through a coordinator and one worker over loopback QUIC (mutual TLS,
-//! SHA-256-checked blobs), side by side, as a ratio. The workload is GELU
-//! on every input ciphertext, or with `--model mlp-demo` the tiny model
-//! (product, GELU, product: three tasks per ciphertext, every intermediate
-//! checkpointed by the coordinator).
+//! digest-checked blobs), side by side, as a ratio. The workload is one
+//! operator on every input ciphertext (`--model gelu|layernorm|softmax`,
+//! the operator benchmarks' cases), or with `--model mlp-demo` the tiny
+//! model (product, GELU, product: three tasks per ciphertext, every
+//! intermediate checkpointed by the coordinator). The cluster's results
+//! are decrypted and checked against the f64 twin.
 //!
-//! `cargo run --release -p nexus-tests --example overhead -- [PRESET] [INPUTS] [REPEATS] [--ha] [--model gelu|mlp-demo]`
+//! `cargo run --release -p nexus-tests --example overhead -- [PRESET] [INPUTS] [REPEATS] [--ha] [--model gelu|layernorm|softmax|mlp-demo]`
 //! (defaults: N16_QP1500_TERN, 4 ciphertexts, 3 repeats, gelu). `--ha` runs three
 //! coordinators as a raft group with on-disk logs (every admission and
 //! every layer checkpoint replicated and fsynced) instead of a group of
 //! one in memory. The cluster time
 //! covers submit, dispatch, transfers both ways, execution, status polling
 //! and fetch; keys are uploaded and cached once beforehand (as in steady
-//! state); the local time covers the same GELU evaluations.
+//! state); the local time covers the same evaluations.
 
 use nexus_ckks::*;
 use nexus_client::cluster::ClusterClient;
 use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
-use nexus_nn::{DemoMlp, Engine, Gelu, KeySet, DEMO_MODEL};
+use nexus_nn::{DemoMlp, Engine, KeySet, OperatorModel, DEMO_MODEL, OPERATOR_MODELS};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
 use nexus_worker::{run, WorkerConfig};
@@ -51,34 +53,42 @@ async fn main() -> Result<(), BoxError> {
             args.remove(i);
             m
         }
-        Some(_) => return Err("--model needs a name: gelu or mlp-demo".into()),
+        Some(_) => return Err("--model needs a name: gelu, layernorm, softmax or mlp-demo".into()),
         None => "gelu".to_string(),
     };
-    if model != "gelu" && model != DEMO_MODEL {
-        return Err(format!("--model {model:?}: expected gelu or {DEMO_MODEL}").into());
+    if !OPERATOR_MODELS.contains(&model.as_str()) && model != DEMO_MODEL {
+        return Err(format!("--model {model:?}: expected one of {OPERATOR_MODELS:?} or {DEMO_MODEL}").into());
     }
     let preset = args.first().cloned().unwrap_or_else(|| "N16_QP1500_TERN".into());
     let count: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(4);
     let repeats: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let params = Parameters::preset(&preset)?;
-    let gelu = Gelu::bert_default()?;
     let mlp = DemoMlp::embedded(params.max_slots())?;
+    let op = OperatorModel::named(&model, params.max_slots())?;
     let is_mlp = model == DEMO_MODEL;
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let galois = if is_mlp { kg.galois_keys(&sk, &mlp.rotations(), false)? } else { GaloisKeys::new() };
+    let rotations = match &op {
+        Some(op) => op.rotations(),
+        None => mlp.rotations(),
+    };
+    let galois = kg.galois_keys(&sk, &rotations, false)?;
     let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois };
     let encoder = Encoder::new(&params);
     let slots = params.max_slots();
-    let levels = if is_mlp { mlp.levels() } else { gelu.cost().levels };
+    let levels = match &op {
+        Some(op) => op.cost(&params).levels,
+        None => mlp.levels(),
+    };
+    let per_ct = mlp.tokens_per_ciphertext();
+    let tokens: Vec<Vec<f64>> =
+        (0..count * per_ct).map(|t| (0..16).map(|c| ((t * 16 + c) as f64 * 0.37).sin()).collect()).collect();
     let vectors: Vec<Vec<f64>> = if is_mlp {
-        let tokens: Vec<Vec<f64>> = (0..count * mlp.tokens_per_ciphertext())
-            .map(|t| (0..16).map(|c| ((t * 16 + c) as f64 * 0.37).sin()).collect())
-            .collect();
         mlp.pack(&tokens)?
     } else {
-        (0..count).map(|k| (0..slots).map(|i| ((i + k) as f64 * 0.001).sin() * 7.0).collect()).collect()
+        let op = op.as_ref().ok_or("no operator")?;
+        (0..count).map(|k| op.sample(slots, k)).collect::<Result<_, _>>()?
     };
     let inputs: Vec<Ciphertext> = vectors
         .iter()
@@ -101,8 +111,8 @@ async fn main() -> Result<(), BoxError> {
                 for layer in 0..mlp.layers().len() {
                     ct = mlp.run_layer(layer, &engine, &ct)?;
                 }
-            } else {
-                gelu.apply(&engine, c)?;
+            } else if let Some(op) = &op {
+                op.apply(&engine, c)?;
             }
         }
         local.push(t.elapsed().as_secs_f64());
@@ -174,6 +184,7 @@ async fn main() -> Result<(), BoxError> {
     let q = client.submit(key_set, &model, &input_bytes[..1]).await?;
     client.wait(q, Duration::from_secs(600)).await?;
     let mut cluster = Vec::new();
+    let mut outputs = Vec::new();
     for _ in 0..repeats {
         let t = Instant::now();
         let q = client.submit(key_set, &model, &input_bytes).await?;
@@ -181,6 +192,21 @@ async fn main() -> Result<(), BoxError> {
         let out = client.fetch(q).await?;
         cluster.push(t.elapsed().as_secs_f64());
         assert_eq!(out.len(), count);
+        outputs = out;
+    }
+    // The cluster computed what was asked: decrypted against the f64 twin.
+    let decryptor = Decryptor::new(&params);
+    let mut max_err = 0f64;
+    for (k, (bytes, v)) in outputs.iter().zip(&vectors).enumerate() {
+        let got = encoder.decode_real(&decryptor.decrypt(&Ciphertext::from_bytes(&params, bytes, 8 << 30)?, &sk)?)?;
+        let (want, got) = match &op {
+            Some(op) => (op.plain(v)?, got),
+            None => {
+                let want = mlp.plain(&tokens[k * per_ct..(k + 1) * per_ct])?.concat();
+                (want, mlp.unpack(&got, per_ct).concat())
+            }
+        };
+        max_err = want.iter().zip(&got).fold(max_err, |m, (w, g)| m.max((w - g).abs()));
     }
     for c in &coordinators {
         c.shutdown().await;
@@ -188,7 +214,7 @@ async fn main() -> Result<(), BoxError> {
     let _ = std::fs::remove_dir_all(&dir);
     let (l, c) = (median(local), median(cluster));
     println!(
-        "{{\"case\": \"{model}\", \"preset\": \"{preset}\", \"ciphertexts\": {count}, \"coordinators\": {members}, \"local_s\": {l:.3}, \"cluster_s\": {c:.3}, \"ratio\": {:.3}, \"repeats\": {repeats}}}",
+        "{{\"case\": \"{model}\", \"preset\": \"{preset}\", \"ciphertexts\": {count}, \"coordinators\": {members}, \"local_s\": {l:.3}, \"cluster_s\": {c:.3}, \"ratio\": {:.3}, \"repeats\": {repeats}, \"max_abs_err\": {max_err:.2e}}}",
         c / l
     );
     Ok(())

@@ -14,7 +14,7 @@ use nexus_proto::messages::{
     Capabilities, CoordinatorMessage, TaskAssignment, TaskOutcome, WorkerMessage, SHUTDOWN_REASON,
 };
 use nexus_proto::metrics::WorkerMetrics;
-use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
+use nexus_proto::quic::{recv_blob, recv_message, send_blob_owned, send_message, Link};
 use nexus_proto::tls::{client_config, Identity};
 use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
@@ -85,9 +85,13 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     if config.coordinators.is_empty() {
         return Err(conn_err("no coordinator address given".into()));
     }
-    let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|e| conn_err(format!("{e}")))?)
-        .map_err(|e| conn_err(e.to_string()))?;
-    endpoint.set_default_client_config(client_config(&config.ca, Some(&config.identity))?);
+    let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut endpoint = nexus_proto::quic::endpoint(any, None).map_err(|e| conn_err(e.to_string()))?;
+    endpoint.set_default_client_config(client_config(
+        &config.ca,
+        Some(&config.identity),
+        Link::to_hosts(&config.coordinators),
+    )?);
     let cache = Arc::new(Mutex::new(KeyCache::new(config.key_cache_bytes)));
     // Tasks run (key set pinned, working set allocated) this many at a
     // time; more only split the same cores and multiply the memory. Later
@@ -240,8 +244,8 @@ async fn serve_stream(
         }
     };
     send_message(&mut send, "task result", &message, DEFAULT_MAX_FRAME).await?;
-    for o in &outputs {
-        send_blob(&mut send, o).await?;
+    for o in outputs {
+        send_blob_owned(&mut send, o.into()).await?;
     }
     send.finish().map_err(|e| WorkerError::Connection(e.to_string()))?;
     Ok(())
@@ -292,7 +296,8 @@ async fn keys_for(
         other => return Err(WorkerError::Unexpected(format!("{other:?} for key set {key_set}"))),
     };
     let bytes = recv_blob(&mut recv, &blob, MAX_BLOB).await?;
-    if KeySetId::of(&bytes) != key_set {
+    // recv_blob checked the bytes against the announced digest.
+    if KeySetId::of_blob(&blob) != key_set {
         return Err(WorkerError::Unexpected(format!("key set bytes do not hash to {key_set}")));
     }
     let keys = tokio::task::spawn_blocking(move || nexus_nn::KeySet::from_bytes(&bytes, MAX_BLOB as usize, insecure))

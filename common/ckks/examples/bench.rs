@@ -64,6 +64,8 @@ const ALL_OPS: &[&str] = &[
     "rotate",
     "rotate_mid",
     "rotate_hoisted_8",
+    "serialize",
+    "deserialize",
     "sizes",
 ];
 
@@ -296,6 +298,30 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .into_iter()
             .fold(f64::INFINITY, f64::min);
         r.emit("rotate_hoisted_8", Some(ms), Some(worst), &[]);
+    }
+    // A fresh public-key ciphertext at the top level to bytes and back
+    // (checked decoding); `gb_per_s` is its wire size over the time.
+    if want("serialize") || want("deserialize") {
+        let bytes = ca.to_bytes(&params)?;
+        let gbps = |ms: f64| format!("{:.2}", bytes.len() as f64 / ms / 1e6);
+        if want("serialize") {
+            let ms = median_ms(reps, || {
+                std::hint::black_box(ca.to_bytes(&params).ok());
+            });
+            r.emit("serialize", Some(ms), None, &[("bytes", bytes.len().to_string()), ("gb_per_s", gbps(ms))]);
+        }
+        if want("deserialize") {
+            let ms = median_ms(reps, || {
+                std::hint::black_box(Ciphertext::from_bytes(&params, &bytes, usize::MAX).ok());
+            });
+            let back = Ciphertext::from_bytes(&params, &bytes, usize::MAX)?;
+            r.emit(
+                "deserialize",
+                Some(ms),
+                Some(bits(&decode(&back)?, &a)),
+                &[("bytes", bytes.len().to_string()), ("gb_per_s", gbps(ms))],
+            );
+        }
     }
     if want("sizes") {
         let seeded = encryptor.encrypt_sk(&pa, &sk)?;

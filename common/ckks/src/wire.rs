@@ -27,6 +27,7 @@ use crate::scheme::plaintext::{Ciphertext, Encoding, Plaintext};
 use crate::scheme::sampling::Sampler;
 use crate::Parameters;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// Current format version.
 pub const FORMAT_VERSION: u16 = 1;
@@ -86,22 +87,32 @@ fn decode_err(what: &'static str, reason: impl Into<String>) -> CkksError {
     CkksError::Decode { what, reason: reason.into() }
 }
 
+/// Header and payload written into one buffer of `payload_hint` bytes
+/// (the packed limbs, plus a little for MessagePack's framing): the limbs
+/// are copied once, and the buffer does not grow by reallocation.
 fn envelope(
     params: &Parameters,
     kind: Kind,
     what: &'static str,
     payload: &impl Serialize,
+    payload_hint: usize,
 ) -> Result<Vec<u8>, CkksError> {
-    let body = rmp_serde::to_vec(payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + payload_hint + 256);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.push(kind as u8);
     out.push(0);
     out.extend_from_slice(&params.digest());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 8]); // the payload length, once known
+    rmp_serde::encode::write(&mut out, payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })?;
+    let len = (out.len() - HEADER_LEN) as u64;
+    out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
     Ok(out)
+}
+
+/// Bytes of the packed limbs in `polys`: the hint for [`envelope`].
+fn packed_len<'p, 'a: 'p>(polys: impl IntoIterator<Item = &'p PolyWire<'a>>) -> usize {
+    polys.into_iter().map(|p| p.data.len()).sum()
 }
 
 fn open<'a, T: Deserialize<'a>>(
@@ -143,37 +154,123 @@ fn open<'a, T: Deserialize<'a>>(
     rmp_serde::from_slice(body).map_err(|e| decode_err(what, format!("malformed payload: {e}")))
 }
 
-/// A polynomial's limbs, each bit-packed at its prime's size.
+/// A polynomial's limbs, each bit-packed at its prime's size. Decoding
+/// borrows the limbs from the received bytes instead of copying them.
 #[derive(Serialize, Deserialize)]
-struct PolyWire {
+struct PolyWire<'a> {
     q: u32,
     p: u32,
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
+    #[serde(with = "serde_bytes", borrow)]
+    data: Cow<'a, [u8]>,
 }
 
-fn pack(params: &Parameters, poly: &Poly<Ntt>) -> PolyWire {
-    let ring = params.ring();
-    let basis = poly.basis();
-    let mut data = Vec::new();
-    for j in 0..basis.limbs() {
-        let bits = ring.modulus_of(basis, j).bits();
-        let mut acc: u128 = 0;
-        let mut filled = 0u32;
-        for &x in poly.limb(j) {
-            acc |= (x as u128) << filled;
-            filled += bits;
-            while filled >= 8 {
-                data.push(acc as u8);
-                acc >>= 8;
-                filled -= 8;
-            }
-        }
-        if filled > 0 {
-            data.push(acc as u8);
+/// Packs `limb` at `bits` bits per coefficient (least significant first,
+/// little endian) into `out`, a whole 64-bit word at a time.
+fn pack_limb(limb: &[u64], bits: u32, out: &mut Vec<u8>) {
+    // `acc` holds `filled` < 64 pending bits; a coefficient that overflows
+    // it completes a word, and its high bits start the next one.
+    let mut acc = 0u64;
+    let mut filled = 0u32;
+    for &x in limb {
+        acc |= x << filled;
+        filled += bits;
+        if filled >= 64 {
+            out.extend_from_slice(&acc.to_le_bytes());
+            filled -= 64;
+            acc = if filled == 0 { 0 } else { x >> (bits - filled) };
         }
     }
-    PolyWire { q: basis.q as u32, p: basis.p as u32, data }
+    out.extend_from_slice(&acc.to_le_bytes()[..filled.div_ceil(8) as usize]);
+}
+
+fn pack<'a>(params: &Parameters, poly: &Poly<Ntt>) -> PolyWire<'a> {
+    let ring = params.ring();
+    let basis = poly.basis();
+    let bits: Vec<u32> = (0..basis.limbs()).map(|j| ring.modulus_of(basis, j).bits()).collect();
+    let total: usize = bits.iter().map(|&b| (ring.n() * b as usize).div_ceil(8)).sum();
+    let mut data = Vec::with_capacity(total);
+    for (j, &b) in bits.iter().enumerate() {
+        pack_limb(poly.limb(j), b, &mut data);
+    }
+    PolyWire { q: basis.q as u32, p: basis.p as u32, data: Cow::Owned(data) }
+}
+
+/// Reads up to 8 bytes at `at` as a little-endian word (zero past the end).
+fn word_at(src: &[u8], at: usize) -> u64 {
+    match src.get(at..at + 8) {
+        Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
+        None => {
+            let mut w = [0u8; 8];
+            let tail = &src[at.min(src.len())..];
+            w[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(w)
+        }
+    }
+}
+
+/// Unpacks `dst.len()` coefficients of `bits` bits from `src` (exactly
+/// the packed length), each checked below `modulus`, and the padding bits
+/// after the last one checked zero. Errors name the coefficient.
+fn unpack_limb(src: &[u8], bits: u32, modulus: u64, dst: &mut [u64]) -> Result<(), String> {
+    // Fast path for primes below 2^57: every coefficient lies within the
+    // 8 bytes from its first byte, so it is one unaligned load, a shift
+    // and a mask, independent of its neighbours (no carried state). It
+    // covers all coefficients but the last few, whose 8-byte window would
+    // run past the limb; the general loop below re-reads those.
+    let mut start = 0;
+    if bits <= 57 {
+        let mask = (1u64 << bits) - 1;
+        let whole = if src.len() >= 8 { ((src.len() - 8) * 8) / bits as usize + 1 } else { 0 };
+        let fast = whole.min(dst.len());
+        let mut bad = false;
+        for (k, d) in dst[..fast].iter_mut().enumerate() {
+            let pos = k * bits as usize;
+            let at = pos / 8;
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&src[at..at + 8]);
+            let x = (u64::from_le_bytes(w) >> (pos % 8)) & mask;
+            bad |= x >= modulus;
+            *d = x;
+        }
+        if bad {
+            let k = dst[..fast].iter().position(|&x| x >= modulus).unwrap_or(0);
+            return Err(format!("coefficient {k} is not reduced modulo {modulus}"));
+        }
+        start = fast;
+    }
+    unpack_limb_from(src, bits, modulus, dst, start)
+}
+
+/// The general loop of [`unpack_limb`], from coefficient `start` on.
+fn unpack_limb_from(src: &[u8], bits: u32, modulus: u64, dst: &mut [u64], start: usize) -> Result<(), String> {
+    let mask = (1u128 << bits) - 1;
+    let first_bit = start * bits as usize;
+    let mut at = first_bit / 8;
+    let mut acc: u128 = 0;
+    let mut filled = 0u32;
+    if !first_bit.is_multiple_of(8) {
+        acc = (src[at] >> (first_bit % 8)) as u128;
+        filled = 8 - (first_bit % 8) as u32;
+        at += 1;
+    }
+    for (k, d) in dst.iter_mut().enumerate().skip(start) {
+        if filled < bits {
+            acc |= (word_at(src, at) as u128) << filled;
+            at += 8;
+            filled += 64;
+        }
+        let x = (acc & mask) as u64;
+        acc >>= bits;
+        filled -= bits;
+        if x >= modulus {
+            return Err(format!("coefficient {k} is not reduced modulo {modulus}"));
+        }
+        *d = x;
+    }
+    if acc != 0 || at < src.len() && src[at..].iter().any(|&b| b != 0) {
+        return Err("non-zero padding bits".into());
+    }
+    Ok(())
 }
 
 fn unpack(params: &Parameters, w: &PolyWire, expected: Basis, what: &'static str) -> Result<Poly<Ntt>, CkksError> {
@@ -194,40 +291,18 @@ fn unpack(params: &Parameters, w: &PolyWire, expected: Basis, what: &'static str
     if w.data.len() != expected_len {
         return Err(decode_err(what, format!("polynomial data is {} bytes, expected {expected_len}", w.data.len())));
     }
-    let mut out = vec![0u64; basis.limbs() * n];
+    // From the buffer pool: every coefficient is written below, and a
+    // fresh 2^16-coefficient buffer would cost a page fault per 4 KiB.
+    let mut out = Poly::<Ntt>::uninit(ring, basis);
     let mut pos = 0usize;
-    for j in 0..basis.limbs() {
+    for (j, dst) in out.data_mut().chunks_exact_mut(n).enumerate() {
         let m = ring.modulus_of(basis, j);
-        let bits = m.bits();
-        let mask = (1u128 << bits) - 1;
-        let limb_bytes = (n * bits as usize).div_ceil(8);
-        let src = &w.data[pos..pos + limb_bytes];
-        let mut acc: u128 = 0;
-        let mut filled = 0u32;
-        let mut byte = 0usize;
-        for (k, dst) in out[j * n..(j + 1) * n].iter_mut().enumerate() {
-            while filled < bits {
-                acc |= (src[byte] as u128) << filled;
-                byte += 1;
-                filled += 8;
-            }
-            let x = (acc & mask) as u64;
-            acc >>= bits;
-            filled -= bits;
-            if x >= m.value() {
-                return Err(decode_err(
-                    what,
-                    format!("coefficient {k} of limb {j} is not reduced modulo {}", m.value()),
-                ));
-            }
-            *dst = x;
-        }
-        if acc != 0 {
-            return Err(decode_err(what, format!("non-zero padding bits after limb {j}")));
-        }
+        let limb_bytes = (n * m.bits() as usize).div_ceil(8);
+        unpack_limb(&w.data[pos..pos + limb_bytes], m.bits(), m.value(), dst)
+            .map_err(|e| decode_err(what, format!("limb {j}: {e}")))?;
         pos += limb_bytes;
     }
-    Ok(Poly::from_raw(basis, n, out))
+    Ok(out)
 }
 
 fn check_scale(scale: f64, what: &'static str) -> Result<(), CkksError> {
@@ -257,12 +332,13 @@ fn check_level(params: &Parameters, level: usize, what: &'static str) -> Result<
 }
 
 #[derive(Serialize, Deserialize)]
-struct CiphertextWire {
+struct CiphertextWire<'a> {
     level: u32,
     scale: f64,
     encoding: Encoding,
     seed: Option<[u8; 32]>,
-    parts: Vec<PolyWire>,
+    #[serde(borrow)]
+    parts: Vec<PolyWire<'a>>,
 }
 
 impl Wire for Ciphertext {
@@ -279,7 +355,7 @@ impl Wire for Ciphertext {
             seed: self.seed,
             parts: parts.iter().map(|p| pack(params, p)).collect(),
         };
-        envelope(params, Self::KIND, Self::NAME, &w)
+        envelope(params, Self::KIND, Self::NAME, &w, packed_len(&w.parts))
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -309,11 +385,12 @@ impl Wire for Ciphertext {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PlaintextWire {
+struct PlaintextWire<'a> {
     level: u32,
     scale: f64,
     encoding: Encoding,
-    poly: PolyWire,
+    #[serde(borrow)]
+    poly: PolyWire<'a>,
 }
 
 impl Wire for Plaintext {
@@ -327,7 +404,7 @@ impl Wire for Plaintext {
             encoding: self.encoding,
             poly: pack(params, &self.poly),
         };
-        envelope(params, Self::KIND, Self::NAME, &w)
+        envelope(params, Self::KIND, Self::NAME, &w, w.poly.data.len())
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -342,9 +419,10 @@ impl Wire for Plaintext {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PublicKeyWire {
+struct PublicKeyWire<'a> {
     seed: [u8; 32],
-    b: PolyWire,
+    #[serde(borrow)]
+    b: PolyWire<'a>,
 }
 
 impl Wire for PublicKey {
@@ -352,7 +430,8 @@ impl Wire for PublicKey {
     const NAME: &'static str = "public key";
 
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
-        envelope(params, Self::KIND, Self::NAME, &PublicKeyWire { seed: self.seed, b: pack(params, &self.b) })
+        let w = PublicKeyWire { seed: self.seed, b: pack(params, &self.b) };
+        envelope(params, Self::KIND, Self::NAME, &w, w.b.data.len())
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -365,12 +444,13 @@ impl Wire for PublicKey {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SwitchingKeyWire {
+struct SwitchingKeyWire<'a> {
     seed: [u8; 32],
-    b: Vec<PolyWire>,
+    #[serde(borrow)]
+    b: Vec<PolyWire<'a>>,
 }
 
-fn switching_key_to_wire(params: &Parameters, k: &SwitchingKey) -> SwitchingKeyWire {
+fn switching_key_to_wire<'a>(params: &Parameters, k: &SwitchingKey) -> SwitchingKeyWire<'a> {
     SwitchingKeyWire { seed: k.seed, b: k.b.iter().map(|p| pack(params, p)).collect() }
 }
 
@@ -403,7 +483,8 @@ impl Wire for RelinKey {
     const NAME: &'static str = "relinearisation key";
 
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
-        envelope(params, Self::KIND, Self::NAME, &switching_key_to_wire(params, &self.0))
+        let w = switching_key_to_wire(params, &self.0);
+        envelope(params, Self::KIND, Self::NAME, &w, packed_len(&w.b))
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -413,9 +494,10 @@ impl Wire for RelinKey {
 }
 
 #[derive(Serialize, Deserialize)]
-struct GaloisKeyWire {
+struct GaloisKeyWire<'a> {
     element: u64,
-    key: SwitchingKeyWire,
+    #[serde(borrow)]
+    key: SwitchingKeyWire<'a>,
 }
 
 fn galois_from_wire(params: &Parameters, w: &GaloisKeyWire, what: &'static str) -> Result<GaloisKey, CkksError> {
@@ -435,7 +517,7 @@ impl Wire for GaloisKey {
 
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
         let w = GaloisKeyWire { element: self.element as u64, key: switching_key_to_wire(params, &self.key) };
-        envelope(params, Self::KIND, Self::NAME, &w)
+        envelope(params, Self::KIND, Self::NAME, &w, packed_len(&w.key.b))
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -454,7 +536,7 @@ impl Wire for GaloisKeys {
             .values()
             .map(|k| GaloisKeyWire { element: k.element as u64, key: switching_key_to_wire(params, &k.key) })
             .collect();
-        envelope(params, Self::KIND, Self::NAME, &w)
+        envelope(params, Self::KIND, Self::NAME, &w, packed_len(w.iter().flat_map(|k| &k.key.b)))
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -477,17 +559,19 @@ impl Wire for SecretKey {
 
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
         let mut w = pack(params, &self.poly);
-        let out = envelope(params, Self::KIND, Self::NAME, &w);
-        zeroize::Zeroize::zeroize(&mut w.data);
+        let out = envelope(params, Self::KIND, Self::NAME, &w, w.data.len());
+        if let Cow::Owned(data) = &mut w.data {
+            zeroize::Zeroize::zeroize(data);
+        }
         out
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
-        let mut w: PolyWire = open(params, bytes, limit, Self::KIND, Self::NAME)?;
+        // The limbs are read in place from `bytes` (the caller's to wipe).
+        let w: PolyWire = open(params, bytes, limit, Self::KIND, Self::NAME)?;
         let basis = Basis { q: params.q().len(), p: params.p().len() };
-        let poly = unpack(params, &w, basis, Self::NAME);
-        zeroize::Zeroize::zeroize(&mut w.data);
-        Ok(SecretKey { poly: poly?, digest: params.digest() })
+        let poly = unpack(params, &w, basis, Self::NAME)?;
+        Ok(SecretKey { poly, digest: params.digest() })
     }
 }
 
@@ -520,4 +604,81 @@ pub fn parameters_from_bytes_checked(
         return Err(decode_err("parameters", "only 128-bit-secure parameters are accepted from the wire"));
     }
     Parameters::new(literal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bit by bit, the format's definition: coefficient k occupies bits
+    /// k*bits .. (k+1)*bits of the limb, least significant first.
+    fn pack_reference(limb: &[u64], bits: u32) -> Vec<u8> {
+        let mut out = vec![0u8; (limb.len() * bits as usize).div_ceil(8)];
+        for (k, &x) in limb.iter().enumerate() {
+            for b in 0..bits as usize {
+                let pos = k * bits as usize + b;
+                out[pos / 8] |= (((x >> b) & 1) as u8) << (pos % 8);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// The word-at-a-time packer and both unpack paths (the unaligned
+        /// fast path below 2^57 and the general loop) agree with the
+        /// bit-by-bit definition, for every width and lengths that end
+        /// inside a byte.
+        #[test]
+        fn packing_matches_the_bitwise_definition(
+            bits in 1u32..=64,
+            len in 1usize..200,
+            seed in any::<u64>(),
+        ) {
+            let modulus = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let mut state = seed;
+            let limb: Vec<u64> = (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 3) % modulus
+                })
+                .collect();
+            let reference = pack_reference(&limb, bits);
+            let mut packed = Vec::new();
+            pack_limb(&limb, bits, &mut packed);
+            prop_assert_eq!(&packed, &reference);
+            let mut back = vec![0u64; len];
+            unpack_limb(&packed, bits, modulus, &mut back).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(&back, &limb);
+            let mut general = vec![0u64; len];
+            unpack_limb_from(&packed, bits, modulus, &mut general, 0).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(&general, &limb);
+        }
+
+        /// An unreduced coefficient is refused wherever it sits (fast path
+        /// or tail), and so is a set padding bit.
+        #[test]
+        fn unpacking_refuses_unreduced_coefficients_and_padding(
+            bits in 2u32..=63,
+            len in 1usize..100,
+            at in any::<prop::sample::Index>(),
+        ) {
+            let modulus = (1u64 << bits) - 1;
+            let mut limb = vec![1u64; len];
+            let k = at.index(len);
+            limb[k] = modulus;
+            let mut packed = Vec::new();
+            pack_limb(&limb, bits, &mut packed);
+            let mut back = vec![0u64; len];
+            let err = unpack_limb(&packed, bits, modulus, &mut back).unwrap_err();
+            prop_assert!(err.contains(&format!("coefficient {k} ")), "{}", err);
+            if !(len * bits as usize).is_multiple_of(8) {
+                limb[k] = 1;
+                packed.clear();
+                pack_limb(&limb, bits, &mut packed);
+                *packed.last_mut().unwrap() |= 0x80;
+                prop_assert!(unpack_limb(&packed, bits, modulus, &mut back).unwrap_err().contains("padding"));
+            }
+        }
+    }
 }

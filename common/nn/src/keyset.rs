@@ -1,6 +1,6 @@
 //! An evaluation key set as one blob: parameters, relinearisation key and
 //! Galois keys, each in the engine's checked wire format, length-prefixed.
-//! The cluster addresses it by the SHA-256 of these bytes and never looks
+//! The cluster addresses it by the BLAKE3 digest of these bytes and never looks
 //! inside; workers decode it once and cache it.
 
 use crate::error::{invalid, NnError};

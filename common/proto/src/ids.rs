@@ -1,24 +1,31 @@
-//! Identifiers. Key sets are content-addressed (SHA-256 of their wire
+//! Identifiers. Key sets are content-addressed (BLAKE3 of their wire
 //! bytes), so a re-upload is recognised and costs nothing; task ids are
 //! `(query, index)`, so a retried task's result is idempotent.
 
+use crate::blob::BlobRef;
 use crate::error::ProtoError;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fmt;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SHA-256 of a key set's serialized evaluation keys.
+/// BLAKE3 digest of a key set's serialized evaluation keys.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeySetId(pub [u8; 32]);
 
 impl KeySetId {
     /// The id of a key set's wire bytes.
     pub fn of(bytes: &[u8]) -> Self {
-        Self(Sha256::digest(bytes).into())
+        Self(blake3::hash(bytes).into())
+    }
+
+    /// The id of the key set whose bytes `blob` announces: both are the
+    /// BLAKE3 digest of the same bytes, so a received key set is checked against
+    /// its id by the blob's own digest check, without hashing it again.
+    pub fn of_blob(blob: &BlobRef) -> Self {
+        Self(blob.digest)
     }
 
     /// All 64 hex digits (`Display` shows the first 16).

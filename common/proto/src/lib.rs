@@ -9,7 +9,7 @@
 //! - [`tls`]: the cluster CA, leaf certificates, mutual-TLS endpoint configs.
 //! - [`quic`]: the same frames and blobs on QUIC streams (async).
 //! - [`blob`]: keys and ciphertexts travel as chunk frames after the message
-//!   that announces them (length and SHA-256 declared up front), so large
+//!   that announces them (length and BLAKE3 digest declared up front), so large
 //!   blobs are never copied into one message.
 //!
 //! It deliberately does not depend on `nexus-ckks`: ciphertexts and keys
@@ -28,5 +28,6 @@ pub mod tls;
 
 pub use error::ProtoError;
 
-/// The protocol version every frame header carries.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version every frame header carries. 2: blob digests and
+/// key-set ids are BLAKE3 (were SHA-256), the digest field is `digest`.
+pub const PROTOCOL_VERSION: u16 = 2;

@@ -15,7 +15,7 @@ pub enum ClientRequest {
         tenant: TenantId,
         /// Tenant token.
         token: String,
-        /// SHA-256 of the key set's bytes.
+        /// BLAKE3 digest of the key set's bytes.
         key_set: KeySetId,
         /// Digest of the CKKS parameters the keys belong to.
         params_digest: [u8; 32],

@@ -4,12 +4,99 @@
 use crate::blob::{Assembly, BlobRef, CHUNK};
 use crate::error::ProtoError;
 use crate::frame::{header, parse_header, FrameKind, HEADER_LEN};
+use bytes::BufMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 fn io(e: std::io::Error) -> ProtoError {
     ProtoError::Io(e.to_string())
+}
+
+/// Socket buffer asked for on every endpoint's UDP socket (the kernel caps
+/// it at `net.core.rmem_max` / `wmem_max`): the default 208 KiB overflows
+/// during bulk transfers on fast paths, and each dropped datagram costs a
+/// loss-recovery round.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// What a connection's datagrams cross, which decides their size.
+///
+/// quinn hands the kernel up to ten datagrams per segmentation-offload
+/// (GSO) send and a send must fit one 64 KiB UDP buffer, so with offload
+/// a datagram stays at most 6000 bytes (larger ones make whole batches
+/// fail and discovery fall back to 1200 bytes). On loopback the path
+/// carries 64 KiB datagrams: one large datagram per send, without
+/// offload, is about twice as fast as batches of 6000-byte ones there
+/// (0.5 vs 1.1 GB/s per connection on two cores, docs/PERFORMANCE.md).
+/// Path-MTU discovery still only goes as far as the path carries: an
+/// ordinary 1500-byte network stays at 1452 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Every peer is on this machine (127.0.0.0/8, ::1).
+    Loopback,
+    /// Anything else.
+    Network,
+}
+
+impl Link {
+    /// The link of an endpoint listening on `listen`: one bound to a
+    /// loopback address only ever talks to this machine.
+    pub fn of_listen(listen: SocketAddr) -> Link {
+        if listen.ip().is_loopback() {
+            Link::Loopback
+        } else {
+            Link::Network
+        }
+    }
+
+    /// The link to peers at `hosts` (`host:port`, names unresolved):
+    /// loopback only when every one is a loopback address or `localhost`
+    /// (and there is at least one).
+    pub fn to_hosts(hosts: &[String]) -> Link {
+        let local = |h: &String| match h.parse::<SocketAddr>() {
+            Ok(a) => a.ip().is_loopback(),
+            Err(_) => h.rsplit_once(':').is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+        };
+        if !hosts.is_empty() && hosts.iter().all(local) {
+            Link::Loopback
+        } else {
+            Link::Network
+        }
+    }
+
+    /// The ceiling of path-MTU discovery for what this side sends.
+    pub fn max_udp_payload(self) -> u16 {
+        match self {
+            Link::Loopback => 40_000,
+            Link::Network => 6000,
+        }
+    }
+
+    /// Whether quinn batches datagrams into one segmentation-offload send.
+    pub fn segmentation_offload(self) -> bool {
+        self == Link::Network
+    }
+}
+
+/// A QUIC endpoint bound to `listen` (accepting connections with `server`
+/// if given), with the socket buffers above. It accepts datagrams as large
+/// as a loopback peer sends, whatever its own link: what each side sends
+/// is decided by its transport settings ([`Link`]), and receiving large
+/// datagrams costs nothing. Must be called inside a tokio runtime.
+pub fn endpoint(listen: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, ProtoError> {
+    let bind = |e: std::io::Error| ProtoError::Io(format!("binding UDP {listen}: {e}"));
+    let socket = std::net::UdpSocket::bind(listen).map_err(bind)?;
+    let tune = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer only costs throughput.
+    let _ = tune.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = tune.set_send_buffer_size(SOCKET_BUFFER);
+    let mut config = quinn::EndpointConfig::default();
+    let payload = Link::Loopback.max_udp_payload();
+    config.max_udp_payload_size(payload).map_err(|e| ProtoError::Io(format!("UDP payload limit {payload}: {e}")))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| ProtoError::Io("no async runtime for QUIC".into()))?;
+    quinn::Endpoint::new(config, server, socket, runtime).map_err(bind)
 }
 
 /// Writes one message frame.
@@ -49,6 +136,32 @@ pub async fn send_blob<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result
     Ok(())
 }
 
+/// [`send_blob`] for a blob the caller gives up: its bytes are handed to
+/// quinn as they are (chunk headers in between) instead of copied into the
+/// stream's buffer. Same bytes on the wire.
+pub async fn send_blob_owned(w: &mut quinn::SendStream, bytes: bytes::Bytes) -> Result<(), ProtoError> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + CHUNK).min(bytes.len());
+        let head = bytes::Bytes::copy_from_slice(&header(FrameKind::BlobChunk, (end - at) as u32));
+        w.write_all_chunks(&mut [head, bytes.slice(at..end)]).await.map_err(|e| ProtoError::Io(e.to_string()))?;
+        at = end;
+    }
+    Ok(())
+}
+
+/// A stored blob as [`bytes::Bytes`] for [`send_blob_owned`], sharing
+/// the allocation instead of copying it.
+pub fn shared_bytes(blob: Arc<Vec<u8>>) -> bytes::Bytes {
+    struct Shared(Arc<Vec<u8>>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    bytes::Bytes::from_owner(Shared(blob))
+}
+
 /// Reads the blob `blob` announced, with the same checks as
 /// [`crate::blob::read_blob`].
 pub async fn recv_blob<R: AsyncRead + Unpin>(r: &mut R, blob: &BlobRef, max_len: u64) -> Result<Vec<u8>, ProtoError> {
@@ -58,7 +171,35 @@ pub async fn recv_blob<R: AsyncRead + Unpin>(r: &mut R, blob: &BlobRef, max_len:
         r.read_exact(&mut h).await.map_err(|_| a.ended())?;
         let range = a.accept(&h)?;
         let start = range.start;
-        r.read_exact(&mut a.out[range]).await.map_err(|_| a.err(format!("stream ended inside a chunk at {start}")))?;
+        // Straight into the reserved capacity: no zeroing first.
+        while a.out.len() < range.end {
+            let room = range.end - a.out.len();
+            let n = r.read_buf(&mut (&mut a.out).limit(room)).await.map_err(io)?;
+            if n == 0 {
+                return Err(a.err(format!("stream ended inside a chunk at {start}")));
+            }
+        }
+        a.absorb(range);
     }
     a.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Link;
+
+    #[test]
+    fn only_all_loopback_peers_make_a_loopback_link() {
+        let hosts = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(Link::to_hosts(&hosts(&["127.0.0.1:7000", "localhost:7001", "[::1]:7002"])), Link::Loopback);
+        assert_eq!(Link::to_hosts(&hosts(&["127.0.0.1:7000", "10.0.0.7:7000"])), Link::Network);
+        assert_eq!(Link::to_hosts(&hosts(&["coordinator-0.nexus:7000"])), Link::Network);
+        assert_eq!(Link::to_hosts(&hosts(&["localhost"])), Link::Network, "no port: not an address");
+        assert_eq!(Link::to_hosts(&[]), Link::Network);
+        assert_eq!(Link::of_listen("127.0.0.1:0".parse().unwrap()), Link::Loopback);
+        assert_eq!(Link::of_listen("0.0.0.0:7000".parse().unwrap()), Link::Network);
+        assert!(Link::Network.segmentation_offload() && !Link::Loopback.segmentation_offload());
+        // With offload, ten datagrams must fit one 64 KiB send.
+        assert!(10 * Link::Network.max_udp_payload() as usize <= 65_535);
+    }
 }

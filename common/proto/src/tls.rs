@@ -8,6 +8,7 @@
 //! without a certificate and authenticate every request with their token.
 
 use crate::error::ProtoError;
+use crate::quic::Link;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -163,8 +164,12 @@ fn roots(ca: &CertificateDer<'static>) -> Result<rustls::RootCertStore, ProtoErr
 /// bidirectional stream: a peer gets [`MAX_STREAMS_PER_CONNECTION`] at once
 /// (more wait for flow control, not for the coordinator's memory) and no
 /// unidirectional ones.
-pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Result<quinn::ServerConfig, ProtoError> {
-    let mut transport = transport_settings();
+pub fn server_config(
+    ca: &CertificateDer<'static>,
+    identity: &Identity,
+    link: Link,
+) -> Result<quinn::ServerConfig, ProtoError> {
+    let mut transport = transport_settings(link);
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS_PER_CONNECTION));
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     server_config_with(ca, identity, transport)
@@ -175,8 +180,9 @@ pub fn server_config(ca: &CertificateDer<'static>, identity: &Identity) -> Resul
 pub fn peer_server_config(
     ca: &CertificateDer<'static>,
     identity: &Identity,
+    link: Link,
 ) -> Result<quinn::ServerConfig, ProtoError> {
-    server_config_with(ca, identity, transport_settings())
+    server_config_with(ca, identity, transport_settings(link))
 }
 
 fn server_config_with(
@@ -204,17 +210,18 @@ fn server_config_with(
 
 /// Transport settings shared by both ends. Large blobs: generous
 /// flow-control windows so a 1 GB/s transfer is not window-bound on
-/// loopback; path-MTU discovery up to jumbo sizes, since on loopback and
-/// in-cluster networks 1452-byte packets cap a transfer at a few hundred
-/// MB/s of per-packet crypto and syscall overhead.
-fn transport_settings() -> quinn::TransportConfig {
+/// loopback; path-MTU discovery up to the link's datagram size (see
+/// [`Link`]), since on loopback and jumbo-frame networks 1452-byte
+/// packets spend much of a transfer on per-packet crypto and syscalls.
+fn transport_settings(link: Link) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
     transport.receive_window(quinn::VarInt::from_u32(256 << 20));
     transport.send_window(256 << 20);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(16384);
+    mtu.upper_bound(link.max_udp_payload());
     transport.mtu_discovery_config(Some(mtu));
+    transport.enable_segmentation_offload(link.segmentation_offload());
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     transport
@@ -224,10 +231,11 @@ fn transport_settings() -> quinn::TransportConfig {
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 
 /// A worker's or client's configuration: trusts `ca`; presents `identity`
-/// if given (workers must).
+/// if given (workers must); sized for `link` (see [`Link::to`]).
 pub fn client_config(
     ca: &CertificateDer<'static>,
     identity: Option<&Identity>,
+    link: Link,
 ) -> Result<quinn::ClientConfig, ProtoError> {
     let err = tls_err("client TLS configuration");
     let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -243,7 +251,7 @@ pub fn client_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_settings()));
+    config.transport_config(Arc::new(transport_settings(link)));
     Ok(config)
 }
 

@@ -1,12 +1,15 @@
 //! Frames and blobs over real QUIC on loopback with mutual TLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+                                                    // The binaries run on mimalloc (see worker/src/main.rs); measure the same.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::{KeySetId, TenantId};
 use nexus_proto::messages::{ClientRequest, ClientResponse};
-use nexus_proto::quic::{recv_blob, recv_message, send_blob, send_message};
+use nexus_proto::quic::{endpoint, recv_blob, recv_message, send_blob, send_message, Link};
 use nexus_proto::tls::{client_config, peer_is_authenticated, server_config, ClusterCa};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -22,8 +25,10 @@ async fn serve(endpoint: quinn::Endpoint) {
                 let req: ClientRequest = recv_message(&mut recv, "request", DEFAULT_MAX_FRAME).await.unwrap();
                 let reply = match req {
                     ClientRequest::RegisterKeySet { key_set, keys, .. } => {
+                        // Checked against the announced digest as it arrived.
                         let bytes = recv_blob(&mut recv, &keys, 1 << 30).await.unwrap();
-                        assert_eq!(KeySetId::of(&bytes), key_set);
+                        assert_eq!(bytes.len() as u64, keys.len);
+                        assert_eq!(KeySetId::of_blob(&keys), key_set);
                         ClientResponse::KeySetRegistered { key_set, already_present: authenticated }
                     }
                     other => panic!("unexpected {other:?}"),
@@ -42,7 +47,7 @@ async fn register(endpoint: &quinn::Endpoint, addr: SocketAddr, bytes: &[u8]) ->
     let req = ClientRequest::RegisterKeySet {
         tenant: TenantId::new("t").unwrap(),
         token: "secret".into(),
-        key_set: KeySetId::of(bytes),
+        key_set: KeySetId::of_blob(&keys),
         params_digest: [0; 32],
         keys,
     };
@@ -57,9 +62,9 @@ async fn mutual_tls_blobs_over_loopback_quic() {
     let ca = ClusterCa::generate("nexus test ca").unwrap();
     let coordinator = ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap();
     let worker = ca.issue("worker-0", &["worker-0"]).unwrap();
-    let server = quinn::Endpoint::server(
-        server_config(&ca.certificate(), &coordinator).unwrap(),
+    let server = endpoint(
         "127.0.0.1:0".parse().unwrap(),
+        Some(server_config(&ca.certificate(), &coordinator, Link::Loopback).unwrap()),
     )
     .unwrap();
     let addr = server.local_addr().unwrap();
@@ -67,17 +72,21 @@ async fn mutual_tls_blobs_over_loopback_quic() {
 
     let bytes: Vec<u8> = (0..(64usize << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     // A worker with a certificate: authenticated, blob intact.
-    let mut w = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    w.set_default_client_config(client_config(&ca.certificate(), Some(&worker)).unwrap());
-    let t = Instant::now();
-    let reply = register(&w, addr, &bytes).await.unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    println!("64 MiB key set over loopback QUIC (mTLS, SHA-256 checked): {:.2} GB/s", bytes.len() as f64 / secs / 1e9);
-    assert_eq!(reply, ClientResponse::KeySetRegistered { key_set: KeySetId::of(&bytes), already_present: true });
+    let mut w = endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    w.set_default_client_config(client_config(&ca.certificate(), Some(&worker), Link::Loopback).unwrap());
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let reply = register(&w, addr, &bytes).await.unwrap();
+        rates.push(bytes.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+        assert_eq!(reply, ClientResponse::KeySetRegistered { key_set: KeySetId::of(&bytes), already_present: true });
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("64 MiB key set over loopback QUIC (mTLS, BLAKE3-checked), 5 uploads: median {:.2} GB/s", rates[2]);
 
     // A tenant's client without a certificate connects but is not authenticated.
-    let mut c = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    c.set_default_client_config(client_config(&ca.certificate(), None).unwrap());
+    let mut c = endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    c.set_default_client_config(client_config(&ca.certificate(), None, Link::Loopback).unwrap());
     let reply = register(&c, addr, &bytes[..1000]).await.unwrap();
     assert!(matches!(reply, ClientResponse::KeySetRegistered { already_present: false, .. }));
 
@@ -85,10 +94,10 @@ async fn mutual_tls_blobs_over_loopback_quic() {
     // client refuses a server it cannot verify.
     let rogue_ca = ClusterCa::generate("rogue").unwrap();
     let rogue = rogue_ca.issue("worker-x", &["worker-x"]).unwrap();
-    let mut r = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    r.set_default_client_config(client_config(&ca.certificate(), Some(&rogue)).unwrap());
+    let mut r = endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    r.set_default_client_config(client_config(&ca.certificate(), Some(&rogue), Link::Loopback).unwrap());
     assert!(register(&r, addr, &bytes[..10]).await.is_err());
-    let mut u = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    u.set_default_client_config(client_config(&rogue_ca.certificate(), None).unwrap());
+    let mut u = endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    u.set_default_client_config(client_config(&rogue_ca.certificate(), None, Link::Loopback).unwrap());
     assert!(register(&u, addr, &bytes[..10]).await.is_err());
 }

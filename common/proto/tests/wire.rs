@@ -163,7 +163,10 @@ fn blobs_stream_in_chunks_and_are_verified() {
     // Corrupted byte: digest mismatch.
     let mut corrupt = stream.clone();
     corrupt[HEADER_LEN + 5] ^= 1;
-    assert!(read_blob(&mut corrupt.as_slice(), &blob, 1 << 30).unwrap_err().to_string().contains("SHA-256"));
+    assert!(read_blob(&mut corrupt.as_slice(), &blob, 1 << 30)
+        .unwrap_err()
+        .to_string()
+        .contains("BLAKE3 digest mismatch"));
     // Short stream.
     assert!(read_blob(&mut &stream[..stream.len() - 10], &blob, 1 << 30).unwrap_err().to_string().contains("ended"));
     // Announced shorter than sent: the chunk overruns.
@@ -176,6 +179,6 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode_message::<ClientRequest>("req", &bytes, DEFAULT_MAX_FRAME);
         let _ = read_message::<_, WorkerMessage>(&mut bytes.as_slice(), "w", DEFAULT_MAX_FRAME);
-        let _ = read_blob(&mut bytes.as_slice(), &BlobRef { len: 100, sha256: [0; 32] }, 1000);
+        let _ = read_blob(&mut bytes.as_slice(), &BlobRef { len: 100, digest: [0; 32] }, 1000);
     }
 }

@@ -8,6 +8,7 @@
 //! Sending never blocks the Ready loop: a full queue or a dead link drops
 //! messages, which raft retransmits.
 
+use nexus_proto::quic::Link;
 use nexus_proto::tls::{client_config, peer_has_name, peer_server_config, Identity, COORDINATOR_PEER_NAME};
 use protobuf::Message as _;
 use quinn::rustls::pki_types::CertificateDer;
@@ -47,9 +48,13 @@ impl RaftTransport {
         identity: &Identity,
         max_message: u64,
     ) -> Result<Self, String> {
-        let server = peer_server_config(ca, identity).map_err(|e| e.to_string())?;
-        let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|e| format!("raft endpoint: {e}"))?;
-        endpoint.set_default_client_config(client_config(ca, Some(identity)).map_err(|e| e.to_string())?);
+        // Peers reach this endpoint where it listens: on loopback they all
+        // run on this machine.
+        let link = Link::of_listen(listen);
+        let server = peer_server_config(ca, identity, link).map_err(|e| e.to_string())?;
+        let mut endpoint =
+            nexus_proto::quic::endpoint(listen, Some(server)).map_err(|e| format!("raft endpoint: {e}"))?;
+        endpoint.set_default_client_config(client_config(ca, Some(identity), link).map_err(|e| e.to_string())?);
         Ok(Self { endpoint, max_message })
     }
 
