@@ -7,8 +7,9 @@
 //! (how to unpack each submitted query's result).
 
 use crate::cluster::ClusterClient;
+use crate::packing::ClientModel;
 use nexus_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, PublicKey, SecretKey, Wire};
-use nexus_nn::{DemoMlp, KeySet, DEMO_MODEL};
+use nexus_nn::KeySet;
 use nexus_proto::ids::{KeySetId, QueryId, TenantId};
 use nexus_proto::messages::QueryState;
 use nexus_proto::tls::certificate_from_pem;
@@ -75,11 +76,8 @@ fn save_state(dir: &Path, state: &ClientState) -> Result<(), BoxError> {
     write(&dir.join("client.toml"), toml::to_string(state)?.as_bytes())
 }
 
-fn model_for(state: &ClientState, params: &Parameters) -> Result<DemoMlp, BoxError> {
-    if state.model != DEMO_MODEL {
-        return Err(format!("model {:?}: this client packs inputs for {DEMO_MODEL} only", state.model).into());
-    }
-    Ok(DemoMlp::embedded(params.max_slots())?)
+fn model_for(state: &ClientState, params: &Parameters) -> Result<ClientModel, BoxError> {
+    ClientModel::named(&state.model, params)
 }
 
 /// Generates a secret key, public key and the model's evaluation keys.
@@ -146,6 +144,9 @@ pub async fn upload(dir: &Path, conn: &Connection) -> Result<String, BoxError> {
 #[derive(Debug, Serialize, Deserialize)]
 struct Submitted {
     tokens: usize,
+    /// Values per row (absent in records of older clients: mlp-demo).
+    #[serde(default)]
+    width: usize,
 }
 
 /// Encrypts a JSON matrix (rows of the model's input width) and submits it.
@@ -166,16 +167,17 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &Path) -> Result<Query
     let pk = PublicKey::from_bytes(&params, &read(&dir.join("public.key"))?, MAX_FILE)?;
     let encoder = Encoder::new(&params);
     let inputs = model
-        .pack(&rows)?
+        .pack(&rows, params.max_slots())
+        .map_err(|e| format!("{}: {e}", input.display()))?
         .iter()
         .map(|s| -> Result<Vec<u8>, BoxError> {
-            let pt = encoder.encode_real(s, model.levels(), params.default_scale())?;
+            let pt = encoder.encode_real(s, model.levels(&params), params.default_scale())?;
             Ok(Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let client = conn.connect().await?;
     let query = client.submit(key_set, &state.model, &inputs).await?;
-    let record = toml::to_string(&Submitted { tokens: rows.len() })?;
+    let record = toml::to_string(&Submitted { tokens: rows.len(), width: rows[0].len() })?;
     write(&dir.join("queries").join(format!("{}.toml", query.0)), record.as_bytes())?;
     Ok(query)
 }
@@ -249,7 +251,7 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Vec<
     for bytes in &outputs {
         let ct = Ciphertext::from_bytes(&params, bytes, MAX_FILE)?;
         let slots = encoder.decode_real(&decryptor.decrypt(&ct, &sk)?)?;
-        rows.extend(model.unpack(&slots, record.tokens - rows.len()));
+        rows.extend(model.unpack(&slots, record.tokens - rows.len(), record.width)?);
     }
     if rows.len() != record.tokens {
         return Err(format!("result has {} rows, the query had {} tokens", rows.len(), record.tokens).into());

@@ -6,4 +6,5 @@ pub mod cluster;
 pub mod commands;
 pub mod demo;
 pub mod infer;
+pub mod packing;
 pub mod scaling;

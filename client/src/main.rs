@@ -50,7 +50,8 @@ enum Command {
         /// Parameter preset.
         #[arg(long, default_value = "N15_QP860_TERN")]
         preset: String,
-        /// Model the keys serve.
+        /// Model the keys serve: mlp-demo, gelu, layernorm (rows of 768)
+        /// or softmax (rows of 128, values in [-10, 0]).
         #[arg(long, default_value = "mlp-demo")]
         model: String,
     },
@@ -59,8 +60,8 @@ enum Command {
         #[command(subcommand)]
         what: KeysCommand,
     },
-    /// Encrypt a JSON matrix (one row per token) and submit it; prints the
-    /// query id.
+    /// Encrypt a JSON matrix (one row per token, the model's row width)
+    /// and submit it; prints the query id.
     Submit {
         /// Client directory.
         #[arg(long)]
