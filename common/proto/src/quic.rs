@@ -174,7 +174,8 @@ pub async fn recv_blob<R: AsyncRead + Unpin>(r: &mut R, blob: &BlobRef, max_len:
         // Straight into the reserved capacity: no zeroing first.
         while a.out.len() < range.end {
             let room = range.end - a.out.len();
-            let n = r.read_buf(&mut (&mut a.out).limit(room)).await.map_err(io)?;
+            let read = r.read_buf(&mut (&mut a.out).limit(room)).await;
+            let n = read.map_err(|e| a.err(format!("reading the chunk at {start}: {e}")))?;
             if n == 0 {
                 return Err(a.err(format!("stream ended inside a chunk at {start}")));
             }
