@@ -7,11 +7,13 @@
 //! (how to unpack each submitted query's result).
 
 use crate::cluster::ClusterClient;
+use crate::encoder::{ClientEncoder, EncoderChoice};
 use crate::packing::ClientModel;
 use nexus_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, PublicKey, SecretKey, Wire};
 use nexus_nn::KeySet;
 use nexus_proto::ids::{KeySetId, QueryId, TenantId};
 use nexus_proto::messages::QueryState;
+use nexus_proto::models::{BertModelId, BERT_PREFIX};
 use nexus_proto::tls::certificate_from_pem;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -33,6 +35,9 @@ pub struct ClientState {
     pub model: String,
     /// Key set id once uploaded (hex).
     pub key_set: Option<String>,
+    /// The BERT-family model, when `model` is `bert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderChoice>,
 }
 
 /// How to reach the cluster.
@@ -76,14 +81,39 @@ fn save_state(dir: &Path, state: &ClientState) -> Result<(), BoxError> {
     write(&dir.join("client.toml"), toml::to_string(state)?.as_bytes())
 }
 
-fn model_for(state: &ClientState, params: &Parameters) -> Result<ClientModel, BoxError> {
-    ClientModel::named(&state.model, params)
+/// A client directory's model.
+enum Model {
+    /// Rows in, rows out (mlp-demo and the single operators).
+    Rows(ClientModel),
+    /// A BERT-family encoder: text in, a sentence embedding out.
+    Encoder(Box<ClientEncoder>),
 }
 
-/// Generates a secret key, public key and the model's evaluation keys.
-pub fn keygen(dir: &Path, preset: &str, model: &str) -> Result<String, BoxError> {
+fn model_for(state: &ClientState, params: &Parameters) -> Result<Model, BoxError> {
+    if state.model == BERT_PREFIX {
+        let choice = state.encoder.as_ref().ok_or("client.toml names model bert without its [encoder] table")?;
+        let encoder = ClientEncoder::load(&choice.dir, Some(choice.layers), choice.max_tokens, &state.preset, params)?;
+        return Ok(Model::Encoder(Box::new(encoder)));
+    }
+    Ok(Model::Rows(ClientModel::named(&state.model, params)?))
+}
+
+/// Generates a secret key, public key and the model's evaluation keys
+/// (`encoder`: the model directory, layers and longest sentence when
+/// `model` is `bert`).
+pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoice>) -> Result<String, BoxError> {
     let params = Parameters::preset(preset)?;
-    let state = ClientState { preset: preset.to_string(), model: model.to_string(), key_set: None };
+    if (model == BERT_PREFIX) != encoder.is_some() {
+        return Err(format!("a model directory goes with model {BERT_PREFIX} (and only with it), not {model:?}").into());
+    }
+    let mut state = ClientState { preset: preset.to_string(), model: model.to_string(), key_set: None, encoder };
+    if let Some(choice) = &mut state.encoder {
+        // Later commands may run from another directory.
+        choice.dir = choice.dir.canonicalize().map_err(|e| format!("model directory {}: {e}", choice.dir.display()))?;
+        if choice.layers == 0 {
+            choice.layers = nexus_nn::bert::BertConfig::from_dir(&choice.dir)?.layers;
+        }
+    }
     let m = model_for(&state, &params)?;
     if dir.join("secret.key").exists() {
         return Err(format!("{} already holds a secret key; use another directory", dir.display()).into());
@@ -92,10 +122,9 @@ pub fn keygen(dir: &Path, preset: &str, model: &str) -> Result<String, BoxError>
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let keys = KeySet {
-        params: params.clone(),
-        relin: kg.relin_key(&sk),
-        galois: kg.galois_keys(&sk, &m.rotations(), false)?,
+    let keys = match &m {
+        Model::Rows(m) => KeySet::new(params.clone(), kg.relin_key(&sk), kg.galois_keys(&sk, &m.rotations(), false)?),
+        Model::Encoder(e) => e.generate_keys(preset, &params, &mut kg, &sk)?,
     };
     let sk_path = dir.join("secret.key");
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&sk_path)?;
@@ -147,13 +176,44 @@ struct Submitted {
     /// Values per row (absent in records of older clients: mlp-demo).
     #[serde(default)]
     width: usize,
+    /// The model id sent (BERT-family queries: it names the token count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
 }
 
-/// Encrypts a JSON matrix (rows of the model's input width) and submits it.
-pub async fn submit(dir: &Path, conn: &Connection, input: &Path) -> Result<QueryId, BoxError> {
+/// What a query carries.
+#[derive(Debug, Clone)]
+pub enum QueryInput {
+    /// A JSON file: an array of rows of numbers (row models).
+    Matrix(PathBuf),
+    /// A sentence (BERT-family models).
+    Text(String),
+}
+
+/// Encrypts the input and submits it.
+pub async fn submit(dir: &Path, conn: &Connection, input: &QueryInput) -> Result<QueryId, BoxError> {
     let state = load_state(dir)?;
     let params = Parameters::preset(&state.preset)?;
-    let model = model_for(&state, &params)?;
+    let key_set = state.key_set.as_deref().ok_or("no key set uploaded yet: run `nexus keys upload` first")?;
+    let key_set = KeySetId::from_hex(key_set)?;
+    let pk = PublicKey::from_bytes(&params, &read(&dir.join("public.key"))?, MAX_FILE)?;
+    let encoder = Encoder::new(&params);
+    let (model, input) = match (model_for(&state, &params)?, input) {
+        (Model::Rows(m), QueryInput::Matrix(path)) => (m, path.as_path()),
+        (Model::Encoder(e), QueryInput::Text(text)) => {
+            let (id, slots) = e.pack(text, &params)?;
+            let pt = encoder.encode_real(&slots, e.level(), params.default_scale())?;
+            let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?;
+            let query = conn.connect().await?.submit(key_set, &id.to_string(), &[ct]).await?;
+            let record = Submitted { tokens: id.tokens, width: 0, model: Some(id.to_string()) };
+            write(&dir.join("queries").join(format!("{}.toml", query.0)), toml::to_string(&record)?.as_bytes())?;
+            return Ok(query);
+        }
+        (Model::Rows(_), QueryInput::Text(_)) => {
+            return Err(format!("model {} takes a JSON matrix (--input), not text", state.model).into())
+        }
+        (Model::Encoder(_), QueryInput::Matrix(_)) => return Err("a BERT-family model takes text (--text)".into()),
+    };
     let rows: Vec<Vec<f64>> = serde_json::from_slice(&read(input)?)
         .map_err(|e| format!("{}: expected a JSON array of rows of numbers: {e}", input.display()))?;
     if rows.is_empty() {
@@ -162,10 +222,6 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &Path) -> Result<Query
     if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.iter().any(|x| !x.is_finite())) {
         return Err(format!("{}: row {i} has a non-finite value: {r:?}", input.display()).into());
     }
-    let key_set = state.key_set.as_deref().ok_or("no key set uploaded yet: run `nexus keys upload` first")?;
-    let key_set = KeySetId::from_hex(key_set)?;
-    let pk = PublicKey::from_bytes(&params, &read(&dir.join("public.key"))?, MAX_FILE)?;
-    let encoder = Encoder::new(&params);
     let inputs = model
         .pack(&rows, params.max_slots())
         .map_err(|e| format!("{}: {e}", input.display()))?
@@ -177,7 +233,7 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &Path) -> Result<Query
         .collect::<Result<Vec<_>, _>>()?;
     let client = conn.connect().await?;
     let query = client.submit(key_set, &state.model, &inputs).await?;
-    let record = toml::to_string(&Submitted { tokens: rows.len(), width: rows[0].len() })?;
+    let record = toml::to_string(&Submitted { tokens: rows.len(), width: rows[0].len(), model: None })?;
     write(&dir.join("queries").join(format!("{}.toml", query.0)), record.as_bytes())?;
     Ok(query)
 }
@@ -247,6 +303,19 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Vec<
     let outputs = client.fetch(query).await?;
     let encoder = Encoder::new(&params);
     let decryptor = Decryptor::new(&params);
+    let model = match model {
+        Model::Rows(m) => m,
+        Model::Encoder(e) => {
+            let id = record.model.as_deref().map(BertModelId::parse).transpose()?.flatten();
+            let id = id.ok_or_else(|| format!("{}: no BERT model id recorded", record_path.display()))?;
+            let [bytes] = &outputs[..] else {
+                return Err(format!("result has {} ciphertexts, a sentence embedding is one", outputs.len()).into());
+            };
+            let ct = Ciphertext::from_bytes(&params, bytes, MAX_FILE)?;
+            let slots = encoder.decode_real(&decryptor.decrypt(&ct, &sk)?)?;
+            return Ok(vec![e.unpack(&id, &slots, &params)?]);
+        }
+    };
     let mut rows = Vec::with_capacity(record.tokens);
     for bytes in &outputs {
         let ct = Ciphertext::from_bytes(&params, bytes, MAX_FILE)?;

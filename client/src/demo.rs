@@ -124,11 +124,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let keys = KeySet {
-        params: params.clone(),
-        relin: kg.relin_key(&sk),
-        galois: kg.galois_keys(&sk, &model.rotations(), false)?,
-    };
+    let keys = KeySet::new(params.clone(), kg.relin_key(&sk), kg.galois_keys(&sk, &model.rotations(), false)?);
     let key_bytes = keys.to_bytes()?;
     timed("client: key generation", t, &mut progress);
 
@@ -178,6 +174,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
             key_cache_bytes: 4 << 30,
             metrics_listen: None,
             reconnect_for: std::time::Duration::from_secs(10),
+            models: None,
             allow_insecure_parameters: !params.is_secure(),
         })));
     }

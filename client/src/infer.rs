@@ -11,15 +11,11 @@ use nexus_ckks::{Decryptor, Encoder, Encryptor, Evaluator, GaloisKeys, KeyGenera
 use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings};
 use nexus_nn::bert::head::{argmax_index, mean_pooled, ClassifierHead};
 use nexus_nn::bert::packed::HiddenLayout;
+use nexus_nn::bert::served::CALIBRATION;
 use nexus_nn::bert::{cosine, BertWeights, TextTokenizer};
 use nexus_nn::{Engine, Refresh};
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Public calibration sentences: the ranges the approximations are fitted
-/// on come from these, never from the user's input (the server must not
-/// depend on it).
-const CALIBRATION: &str = include_str!("../data/calibration.txt");
 
 /// What to run.
 #[derive(Debug, Clone)]

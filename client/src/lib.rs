@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod commands;
 pub mod demo;
+pub mod encoder;
 pub mod infer;
 pub mod packing;
 pub mod scaling;

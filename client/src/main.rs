@@ -50,10 +50,24 @@ enum Command {
         /// Parameter preset.
         #[arg(long, default_value = "N15_QP860_TERN")]
         preset: String,
-        /// Model the keys serve: mlp-demo, gelu, layernorm (rows of 768)
-        /// or softmax (rows of 128, values in [-10, 0]).
+        /// Model the keys serve: mlp-demo, gelu, layernorm (rows of 768),
+        /// softmax (rows of 128, values in [-10, 0]) or bert (a
+        /// BERT-family encoder from --model-dir; text in, embedding out;
+        /// needs a preset with bootstrapping, N16_QP1545_H192).
         #[arg(long, default_value = "mlp-demo")]
         model: String,
+        /// With --model bert: the model directory (config.json,
+        /// model.safetensors, tokenizer.json); the workers serve a
+        /// directory of the same name under their --models root.
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        /// With --model bert: longest sentence in tokens, [CLS] and [SEP]
+        /// included (the keys cover its power-of-two block).
+        #[arg(long, default_value_t = 32, requires = "model_dir")]
+        max_tokens: usize,
+        /// With --model bert: run only the first N layers.
+        #[arg(long, requires = "model_dir")]
+        layers: Option<usize>,
     },
     /// Evaluation keys.
     Keys {
@@ -61,14 +75,19 @@ enum Command {
         what: KeysCommand,
     },
     /// Encrypt a JSON matrix (one row per token, the model's row width)
-    /// and submit it; prints the query id.
+    /// or, for a BERT-family model, a sentence, and submit it; prints the
+    /// query id.
     Submit {
         /// Client directory.
         #[arg(long)]
         dir: PathBuf,
         /// JSON file: an array of rows of numbers.
+        #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+        input: Option<PathBuf>,
+        /// A sentence (BERT-family models: tokenized, embedded and
+        /// encrypted here).
         #[arg(long)]
-        input: PathBuf,
+        text: Option<String>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -280,8 +299,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let boxed = |e: Box<dyn std::error::Error + Send + Sync>| anyhow::anyhow!("{e}");
     match cli.command {
-        Command::Keygen { dir, preset, model } => {
-            println!("{}", commands::keygen(&dir, &preset, &model).map_err(boxed)?);
+        Command::Keygen { dir, preset, model, model_dir, max_tokens, layers } => {
+            let encoder = model_dir.map(|dir| nexus_client::encoder::EncoderChoice {
+                dir,
+                layers: layers.unwrap_or(0),
+                max_tokens,
+            });
+            println!("{}", commands::keygen(&dir, &preset, &model, encoder).map_err(boxed)?);
             Ok(())
         }
         Command::Keys { what: KeysCommand::Upload { dir, conn } } => {
@@ -289,8 +313,13 @@ fn main() -> Result<()> {
             println!("{}", runtime()?.block_on(commands::upload(&dir, &conn)).map_err(boxed)?);
             Ok(())
         }
-        Command::Submit { dir, input, conn } => {
+        Command::Submit { dir, input, text, conn } => {
             let conn = conn.connection()?;
+            let input = match (input, text) {
+                (Some(path), _) => commands::QueryInput::Matrix(path),
+                (None, Some(text)) => commands::QueryInput::Text(text),
+                (None, None) => anyhow::bail!("pass --input or --text"),
+            };
             println!("{}", runtime()?.block_on(commands::submit(&dir, &conn, &input)).map_err(boxed)?);
             Ok(())
         }

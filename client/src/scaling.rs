@@ -58,11 +58,7 @@ fn workload(preset: &str, tokens: usize) -> Result<Workload, BoxError> {
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let key_set = KeySet {
-        params: params.clone(),
-        relin: kg.relin_key(&sk),
-        galois: kg.galois_keys(&sk, &model.rotations(), false)?,
-    };
+    let key_set = KeySet::new(params.clone(), kg.relin_key(&sk), kg.galois_keys(&sk, &model.rotations(), false)?);
     let rows: Vec<Vec<f64>> =
         (0..tokens).map(|t| (0..model.d_in).map(|c| ((t * 31 + c * 7) as f64 * 0.013).sin()).collect()).collect();
     let encoder = Encoder::new(&params);
@@ -84,7 +80,7 @@ pub fn calibrate(preset: &str, tokens: usize, repeats: usize) -> Result<Costs, B
     let w = workload(preset, tokens)?;
     let eval = Evaluator::new(&w.params);
     let encoder = Encoder::new(&w.params);
-    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &w.key_set.relin, galois: &w.key_set.galois };
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: w.key_set.relin(), galois: w.key_set.galois() };
     let first = w.inputs.first().ok_or("no input ciphertext")?;
     let mut ct = nexus_ckks::Ciphertext::from_bytes(&w.params, first, 1 << 32)?;
     let mut task_seconds = Vec::new();

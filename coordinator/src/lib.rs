@@ -898,6 +898,8 @@ fn kind_label(kind: &TaskKind) -> &'static str {
         TaskKind::Elementwise { op: ElementwiseOp::Gelu, .. } => "gelu",
         TaskKind::Elementwise { op: ElementwiseOp::Softmax, .. } => "softmax",
         TaskKind::Elementwise { op: ElementwiseOp::LayerNorm, .. } => "layernorm",
+        TaskKind::EncoderLayer { .. } => "encoder_layer",
+        TaskKind::MeanPool => "mean_pool",
         TaskKind::Bootstrap => "bootstrap",
         TaskKind::ArgmaxRound { .. } => "argmax_round",
     }

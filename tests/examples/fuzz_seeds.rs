@@ -138,9 +138,9 @@ fn main() {
     let secure = Parameters::preset("N13_QP147_TERN").unwrap();
     let mut skg = KeyGenerator::new(&secure);
     let ssk = skg.secret_key();
-    let secure_set = KeySet { params: secure.clone(), relin: skg.relin_key(&ssk), galois: GaloisKeys::new() };
+    let secure_set = KeySet::new(secure.clone(), skg.relin_key(&ssk), GaloisKeys::new());
     write(&root, "key_set", "secure-relin-only", &secure_set.to_bytes().unwrap());
-    let small_set = KeySet { params: params.clone(), relin, galois: GaloisKeys::new() };
+    let small_set = KeySet::new(params.clone(), relin, GaloisKeys::new());
     write(&root, "key_set", "insecure-relin-only", &small_set.to_bytes().unwrap());
 
     // Model files.

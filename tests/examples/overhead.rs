@@ -74,7 +74,7 @@ async fn main() -> Result<(), BoxError> {
         None => mlp.rotations(),
     };
     let galois = kg.galois_keys(&sk, &rotations, false)?;
-    let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois };
+    let keys = KeySet::new(params.clone(), kg.relin_key(&sk), galois);
     let encoder = Encoder::new(&params);
     let slots = params.max_slots();
     let levels = match &op {
@@ -101,7 +101,7 @@ async fn main() -> Result<(), BoxError> {
 
     // Local.
     let eval = Evaluator::new(&params);
-    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &keys.relin, galois: &keys.galois };
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: keys.relin(), galois: keys.galois() };
     let mut local = Vec::new();
     for _ in 0..repeats {
         let t = Instant::now();
@@ -173,6 +173,7 @@ async fn main() -> Result<(), BoxError> {
         allow_insecure_parameters: !params.is_secure(),
         metrics_listen: None,
         reconnect_for: std::time::Duration::from_secs(10),
+        models: None,
     }));
     while leader_workers(&coordinators).await < 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;

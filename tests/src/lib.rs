@@ -5,12 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support fails loudly on purpose
 
 use nexus_ckks::*;
+use nexus_nn::bert::{BertConfig, BertWeights};
 use nexus_nn::{DemoMlp, KeySet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
 
 /// The workspace binary `name` of package `package`, brought up to date
 /// first: cargo builds another package's binaries for this package's tests
@@ -104,11 +109,8 @@ impl DemoClient {
         let mut kg = KeyGenerator::new(&params);
         let sk = kg.secret_key();
         let pk = kg.public_key(&sk);
-        let keys = KeySet {
-            params: params.clone(),
-            relin: kg.relin_key(&sk),
-            galois: kg.galois_keys(&sk, &model.rotations(), false).unwrap(),
-        };
+        let keys =
+            KeySet::new(params.clone(), kg.relin_key(&sk), kg.galois_keys(&sk, &model.rotations(), false).unwrap());
         let tokens: Vec<Vec<f64>> =
             (0..tokens).map(|t| (0..16).map(|c| ((t * 16 + c) as f64 * 0.37).sin()).collect()).collect();
         Self { keys: keys.to_bytes().unwrap(), params, model, sk, tokens, pk }
@@ -170,4 +172,34 @@ pub fn minilm_dir() -> Option<std::path::PathBuf> {
     );
     eprintln!("skipped: all-MiniLM-L6-v2 not found at {} (run ops/models/fetch-minilm.sh)", dir.display());
     None
+}
+
+/// The tiny model's words (besides the special tokens).
+pub const WORDS: &[&str] = &["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "home", "fast", "."];
+
+/// Writes a model directory (config.json, model.safetensors,
+/// tokenizer.json) of a tiny random BERT (`BertConfig::tiny`, seed 21)
+/// with a WordPiece vocabulary of a few words.
+pub fn write_tiny_bert(dir: &Path) {
+    let config = BertConfig::tiny();
+    let weights = BertWeights::random(config.clone(), 21).expect("weights");
+    std::fs::write(dir.join("model.safetensors"), weights.to_safetensors().expect("serialises")).expect("writes");
+    let hf = serde_json::json!({
+        "hidden_act": "gelu", "hidden_size": config.hidden, "intermediate_size": config.intermediate,
+        "layer_norm_eps": config.layer_norm_eps, "max_position_embeddings": config.max_positions,
+        "num_attention_heads": config.heads, "num_hidden_layers": config.layers,
+        "type_vocab_size": config.type_vocab, "vocab_size": config.vocab
+    });
+    std::fs::write(dir.join("config.json"), hf.to_string()).expect("writes");
+    // vocab.txt: one token per line, the id is the line number.
+    let vocab: Vec<&str> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().chain(WORDS).copied().collect();
+    let vocab_file = dir.join("vocab.txt");
+    std::fs::write(&vocab_file, vocab.join("\n") + "\n").expect("writes");
+    let model =
+        WordPiece::from_file(&vocab_file.to_string_lossy()).unk_token("[UNK]".into()).build().expect("wordpiece");
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer.with_normalizer(Some(BertNormalizer::default())).expect("normalizer");
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), 3), ("[CLS]".into(), 2))));
+    tokenizer.save(dir.join("tokenizer.json"), false).expect("saves tokenizer");
 }

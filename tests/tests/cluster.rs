@@ -23,7 +23,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois: GaloisKeys::new() };
+    let keys = KeySet::new(params.clone(), kg.relin_key(&sk), GaloisKeys::new());
     let key_bytes = keys.to_bytes().unwrap();
     let encoder = Encoder::new(&params);
     let slots = params.max_slots();
@@ -38,7 +38,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
     let input_bytes: Vec<Vec<u8>> = inputs.iter().map(|c| c.to_bytes(&params).unwrap()).collect();
     // The same computation in this process.
     let eval = Evaluator::new(&params);
-    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &keys.relin, galois: &keys.galois };
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: keys.relin(), galois: keys.galois() };
     let gelu = Gelu::bert_default().unwrap();
     let expected: Vec<Vec<u8>> =
         inputs.iter().map(|c| gelu.apply(&engine, c).unwrap().to_bytes(&params).unwrap()).collect();
@@ -71,6 +71,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
             key_cache_bytes: 1 << 30,
             metrics_listen: None,
             reconnect_for: std::time::Duration::from_secs(10),
+            models: None,
             allow_insecure_parameters: true,
         };
         workers.push(tokio::spawn(run(config)));
@@ -166,7 +167,7 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
             let mut kg = KeyGenerator::new(&params);
             let sk = kg.secret_key();
             let pk = kg.public_key(&sk);
-            let keys = KeySet { params: params.clone(), relin: kg.relin_key(&sk), galois: GaloisKeys::new() };
+            let keys = KeySet::new(params.clone(), kg.relin_key(&sk), GaloisKeys::new());
             let v: Vec<f64> = (0..params.max_slots()).map(|i| (i as f64 * 0.01 + n as f64).sin() * 6.0).collect();
             let pt = encoder.encode_real(&v, 8, params.default_scale()).unwrap();
             let inputs = (0..2)
@@ -202,6 +203,7 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
             key_cache_bytes: 1 << 30,
             metrics_listen: None,
             reconnect_for: std::time::Duration::from_secs(10),
+            models: None,
             allow_insecure_parameters: true,
         }));
     }

@@ -76,6 +76,7 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
         allow_insecure_parameters: true,
         metrics_listen: None,
         reconnect_for: Duration::from_secs(10),
+        models: None,
     }));
     let demo = DemoClient::new(64);
     let tenant = TenantId::new("acme").unwrap();

@@ -4,39 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use nexus_nn::bert::{BertConfig, BertWeights};
-use std::path::Path;
+use nexus_tests::write_tiny_bert as write_model;
 use std::process::Command;
-use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::bert::BertNormalizer;
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::processors::bert::BertProcessing;
-
-const WORDS: &[&str] = &["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "home", "fast", "."];
-
-fn write_model(dir: &Path) {
-    let config = BertConfig::tiny();
-    let weights = BertWeights::random(config.clone(), 21).expect("weights");
-    std::fs::write(dir.join("model.safetensors"), weights.to_safetensors().expect("serialises")).expect("writes");
-    let hf = serde_json::json!({
-        "hidden_act": "gelu", "hidden_size": config.hidden, "intermediate_size": config.intermediate,
-        "layer_norm_eps": config.layer_norm_eps, "max_position_embeddings": config.max_positions,
-        "num_attention_heads": config.heads, "num_hidden_layers": config.layers,
-        "type_vocab_size": config.type_vocab, "vocab_size": config.vocab
-    });
-    std::fs::write(dir.join("config.json"), hf.to_string()).expect("writes");
-    // vocab.txt: one token per line, the id is the line number.
-    let vocab: Vec<&str> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().chain(WORDS).copied().collect();
-    let vocab_file = dir.join("vocab.txt");
-    std::fs::write(&vocab_file, vocab.join("\n") + "\n").expect("writes");
-    let model =
-        WordPiece::from_file(&vocab_file.to_string_lossy()).unk_token("[UNK]".into()).build().expect("wordpiece");
-    let mut tokenizer = tokenizers::Tokenizer::new(model);
-    tokenizer.with_normalizer(Some(BertNormalizer::default())).expect("normalizer");
-    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-    tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), 3), ("[CLS]".into(), 2))));
-    tokenizer.save(dir.join("tokenizer.json"), false).expect("saves tokenizer");
-}
 
 #[test]
 fn nexus_infer_embeds_text_under_encryption() {

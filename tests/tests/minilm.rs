@@ -61,10 +61,8 @@ fn minilm_value_ranges_are_reported() {
     let Some(dir) = nexus_tests::minilm_dir() else { return };
     let weights = BertWeights::from_dir(&dir).expect("MiniLM loads");
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).expect("tokenizer loads");
-    let ids: Vec<Vec<u32>> = include_str!("../../client/data/calibration.txt")
-        .lines()
-        .map(|l| tokenizer.encode(l, 32).expect("tokenizes"))
-        .collect();
+    let ids: Vec<Vec<u32>> =
+        nexus_nn::bert::served::CALIBRATION.lines().map(|l| tokenizer.encode(l, 32).expect("tokenizes")).collect();
     let plan = nexus_nn::bert::encrypted::EncoderPlan::calibrate(&weights, &ids, 1.0).expect("calibrates");
     eprintln!("input bound {:.2}", plan.input_bound);
     for (i, r) in plan.layers.iter().enumerate() {

@@ -145,6 +145,7 @@ async fn prometheus_scrapes_a_running_cluster() {
         allow_insecure_parameters: true,
         metrics_listen: Some(worker_metrics),
         reconnect_for: Duration::from_secs(10),
+        models: None,
     }));
 
     // A real Prometheus scraping both every second, with our rules.

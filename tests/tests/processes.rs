@@ -1,11 +1,13 @@
 //! The real binaries as separate processes: `nexus-coordinator init-certs`,
 //! `nexus-coordinator run`, two `nexus-worker`s, and the `nexus` client CLI
 //! (`keygen`, `keys upload`, `submit`, `status --watch`, `fetch`) running
-//! the embedded demo model through them over QUIC.
+//! the embedded demo model through them over QUIC, then a sentence through
+//! a tiny BERT served from the workers' model root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use nexus_ckks::Parameters;
+use nexus_client::encoder::ClientEncoder;
 use nexus_nn::DemoMlp;
 use nexus_tests::{binary, Killed};
 use std::io::{BufRead, BufReader};
@@ -13,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 const PRESET: &str = "INSECURE_N12_QP640_TEST";
+const BERT_PRESET: &str = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
 
 /// Runs the client CLI with the connection flags; returns stdout.
 fn nexus(cli: &Path, args: &[&str], conn: &[String]) -> String {
@@ -51,11 +54,16 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
     BufReader::new(coord.stdout.take().unwrap()).read_line(&mut line).unwrap();
     children.0.push(coord);
     let addr = line.trim().to_string();
+    // The workers' model root: one BERT-family model directory.
+    let models = dir.join("models");
+    std::fs::create_dir_all(models.join("tiny-bert")).unwrap();
+    nexus_tests::write_tiny_bert(&models.join("tiny-bert"));
     for i in 0..2 {
         children.0.push(
             Command::new(&worker)
                 .args(["--coordinator", &addr, "--certs", certs.to_str().unwrap()])
                 .args(["--name", &format!("worker-{i}"), "--threads", "1", "--allow-insecure-parameters"])
+                .args(["--models", models.to_str().unwrap()])
                 .spawn()
                 .unwrap(),
         );
@@ -113,6 +121,37 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // Text through the tokenizer: a BERT-family model's keys, a sentence
+    // in, its encrypted embedding computed layer by layer on the workers.
+    let bert_dir = dir.join("bert-client");
+    let b = bert_dir.to_str().unwrap();
+    let model_dir = models.join("tiny-bert");
+    let m = model_dir.to_str().unwrap();
+    nexus(
+        &cli,
+        &["keygen", "--dir", b, "--preset", BERT_PRESET, "--model", "bert", "--model-dir", m, "--max-tokens", "8"],
+        &[],
+    );
+    nexus(&cli, &["keys", "upload", "--dir", b], &conn);
+    let text = "A dog ran home fast";
+    let sentence = nexus(&cli, &["submit", "--dir", b, "--text", text], &conn).trim().to_string();
+    let watched = nexus(&cli, &["status", &sentence, "--watch"], &conn);
+    assert!(watched.contains("layer 3/3"), "two layers and the pooling: {watched}");
+    let rows: Vec<Vec<f64>> = serde_json::from_str(&nexus(&cli, &["fetch", "--dir", b, &sentence], &conn)).unwrap();
+    let params = Parameters::preset(BERT_PRESET).unwrap();
+    let plain = ClientEncoder::load(&model_dir, None, 8, BERT_PRESET, &params).unwrap().plain_embedding(text).unwrap();
+    assert_eq!(rows.len(), 1);
+    let similarity = nexus_nn::bert::cosine(&rows[0], &plain);
+    assert!(similarity > 0.999, "cosine with the plaintext embedding {similarity}");
+    // A matrix is not a sentence.
+    let refused = Command::new(&cli)
+        .args(["submit", "--dir", b, "--input", input.to_str().unwrap()])
+        .args(&conn)
+        .env("NEXUS_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("takes text"), "{:?}", refused);
+
     // The coordinator logged structured events, one JSON object per line.
     let log = std::fs::read_to_string(&coordinator_log).unwrap();
     let events: Vec<serde_json::Value> =

@@ -1,28 +1,34 @@
 //! Task execution with `nexus-nn`: decode inputs against the key set's
 //! parameters, run the model's layer, encode outputs.
 
-use nexus_ckks::{Ciphertext, Encoder, Evaluator, Wire};
-use nexus_nn::{DemoMlp, Engine, KeySet, OperatorModel, DEMO_MODEL};
+use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
+use nexus_ckks::{Ciphertext, Encoder, Evaluator, Parameters, Wire};
+use nexus_nn::bert::encrypted::LayerTimings;
+use nexus_nn::bert::ServedBert;
+use nexus_nn::{DemoMlp, Engine, KeySet, OperatorModel, Refresh, DEMO_MODEL};
 use nexus_proto::messages::{ElementwiseOp, TaskKind};
+use nexus_proto::models::BertModelId;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Largest ciphertext accepted.
 const MAX_CIPHERTEXT: usize = 1 << 30;
 
-/// Models by (name, slot count), each built once: the demo model's
-/// diagonals and LayerNorm's and Softmax's approximations are computed at
-/// construction.
+/// Models by (name, variant: the slot count or a stage depth), each built
+/// once: the demo model's diagonals, LayerNorm's and Softmax's
+/// approximations and a BERT model's weights and calibration are computed
+/// at construction.
 type ModelCache<T> = OnceLock<Mutex<HashMap<(String, usize), Arc<T>>>>;
 
 fn cached<T>(
     cache: &'static ModelCache<T>,
     name: &str,
-    slots: usize,
+    variant: usize,
     build: impl FnOnce() -> Result<Option<T>, String>,
 ) -> Result<Option<Arc<T>>, String> {
     let mut guard = cache.get_or_init(Mutex::default).lock().map_err(|_| "model cache poisoned".to_string())?;
-    let key = (name.to_string(), slots);
+    let key = (name.to_string(), variant);
     if let Some(m) = guard.get(&key) {
         return Ok(Some(m.clone()));
     }
@@ -43,29 +49,80 @@ fn operator_model(name: &str, slots: usize) -> Result<Option<Arc<OperatorModel>>
     cached(&MODELS, name, slots, || OperatorModel::named(name, slots).map_err(|e| e.to_string()))
 }
 
-/// Runs one task; errors are messages for the coordinator.
-pub fn execute(model: &str, kind: &TaskKind, keys: &KeySet, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+/// The bootstrapping circuit of `params` (built once per parameter set).
+fn bootstrapper(params: &Parameters) -> Result<Arc<Bootstrapper>, String> {
+    static CIRCUITS: OnceLock<Mutex<HashMap<[u8; 32], Arc<Bootstrapper>>>> = OnceLock::new();
+    let mut guard = CIRCUITS.get_or_init(Mutex::default).lock().map_err(|_| "circuit cache poisoned".to_string())?;
+    if let Some(b) = guard.get(&params.digest()) {
+        return Ok(b.clone());
+    }
+    let config = BootstrapConfig::for_parameters(params)
+        .ok_or("the key set's parameters have no bootstrapping configuration (use a preset with one)")?;
+    let b = Arc::new(Bootstrapper::new(params, config).map_err(|e| e.to_string())?);
+    guard.insert(params.digest(), b.clone());
+    Ok(b)
+}
+
+/// `id`'s model from the model root, cut to its layers and calibrated for
+/// stages of `max_stage_depth` levels (loaded once).
+fn served_bert(models: Option<&Path>, id: &BertModelId, max_stage_depth: usize) -> Result<Arc<ServedBert>, String> {
+    static MODELS: ModelCache<ServedBert> = OnceLock::new();
+    let root = models.ok_or_else(|| format!("model {:?}: this worker has no model root (--models)", id.name))?;
+    let name = format!("{}:{}", id.name, id.layers);
+    cached(&MODELS, &name, max_stage_depth, || {
+        // The name was checked to be a plain directory name.
+        let dir = root.join(&id.name);
+        ServedBert::load(&dir, id.layers, max_stage_depth).map(Some).map_err(|e| format!("model {:?}: {e}", id.name))
+    })?
+    .ok_or_else(|| format!("model {:?} missing", id.name))
+}
+
+/// Runs one task; errors are messages for the coordinator. `models` is the
+/// root holding one directory per BERT-family model.
+pub fn execute(
+    models: Option<&Path>,
+    model: &str,
+    kind: &TaskKind,
+    keys: &KeySet,
+    inputs: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>, String> {
     let params = &keys.params;
     let eval = Evaluator::new(params);
     let encoder = Encoder::new(params);
-    let engine = Engine { eval: &eval, encoder: &encoder, rlk: &keys.relin, galois: &keys.galois };
-    let run = |f: &dyn Fn(&Ciphertext) -> Result<Ciphertext, String>| -> Result<Vec<Vec<u8>>, String> {
+    let engine = Engine { eval: &eval, encoder: &encoder, rlk: keys.relin(), galois: keys.galois() };
+    let run = |f: &dyn Fn(Ciphertext) -> Result<Ciphertext, String>| -> Result<Vec<Vec<u8>>, String> {
         inputs
             .iter()
             .map(|bytes| {
                 let ct = Ciphertext::from_bytes(params, bytes, MAX_CIPHERTEXT).map_err(|e| e.to_string())?;
-                f(&ct)?.to_bytes(params).map_err(|e| e.to_string())
+                f(ct)?.to_bytes(params).map_err(|e| e.to_string())
             })
             .collect()
     };
+    if let Some(id) = BertModelId::parse(model)? {
+        let boot = bootstrapper(params)?;
+        // A bootstrap leaves output_level levels, one kept for scaling down
+        // before the next (as `nexus infer` plans it).
+        let served = served_bert(models, &id, boot.output_level().saturating_sub(1))?;
+        let circuit = served.encoder(id.tokens, id.block, params.max_slots()).map_err(|e| e.to_string())?;
+        let refresh = Refresh { bootstrapper: &boot, keys: &keys.keys };
+        return match kind {
+            TaskKind::EncoderLayer { layer } => run(&|ct| {
+                let mut timings = LayerTimings::default();
+                circuit.run_layer(*layer as usize, &engine, &refresh, ct, &mut timings).map_err(|e| e.to_string())
+            }),
+            TaskKind::MeanPool => run(&|ct| circuit.mean_pool(&engine, &refresh, ct).map_err(|e| e.to_string())),
+            other => Err(format!("task {other:?} is not part of model {model:?}")),
+        };
+    }
     match (model, kind) {
         (_, TaskKind::Elementwise { layer: 0, .. }) if op_matches(model, kind) => {
             let m = operator_model(model, params.max_slots())?.ok_or_else(|| format!("unknown model {model:?}"))?;
-            run(&|ct| m.apply(&engine, ct).map_err(|e| e.to_string()))
+            run(&|ct| m.apply(&engine, &ct).map_err(|e| e.to_string()))
         }
         (DEMO_MODEL, TaskKind::MatMulDiagonal { layer } | TaskKind::Elementwise { layer, op: ElementwiseOp::Gelu }) => {
             let m = demo_model(params.max_slots())?;
-            run(&|ct| m.run_layer(*layer as usize, &engine, ct).map_err(|e| e.to_string()))
+            run(&|ct| m.run_layer(*layer as usize, &engine, &ct).map_err(|e| e.to_string()))
         }
         (model, other) => Err(format!("task {other:?} of model {model:?} is not supported by this worker")),
     }

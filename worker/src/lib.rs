@@ -19,6 +19,7 @@ use nexus_proto::tls::{client_config, Identity};
 use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -66,6 +67,10 @@ pub struct WorkerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Give up after this long without reaching any coordinator.
     pub reconnect_for: Duration,
+    /// Model root: one directory per BERT-family model (config.json,
+    /// model.safetensors, tokenizer.json) that queries name as
+    /// `bert:NAME:...`; none: this worker serves the embedded models only.
+    pub models: Option<PathBuf>,
 }
 
 /// How a session with one coordinator ended.
@@ -179,10 +184,11 @@ async fn session(
         };
         let (conn, cache, slots, metrics) = (conn.clone(), cache.clone(), slots.clone(), metrics.clone());
         let insecure = config.allow_insecure_parameters;
+        let models = config.models.clone();
         tokio::spawn(async move {
             // A failed stream is reported to the coordinator as a failed
             // task where possible; either way the worker keeps serving.
-            let _ = serve_stream(id, conn, cache, slots, &metrics, insecure, send, recv).await;
+            let _ = serve_stream(id, conn, cache, slots, &metrics, insecure, models, send, recv).await;
         });
     }
 }
@@ -195,6 +201,7 @@ async fn serve_stream(
     slots: Arc<tokio::sync::Semaphore>,
     metrics: &WorkerMetrics,
     insecure: bool,
+    models: Option<PathBuf>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), WorkerError> {
@@ -218,7 +225,7 @@ async fn serve_stream(
     let keys = keys_for(&conn, &cache, metrics, task.key_set, insecure).await;
     let keys_ms = started.elapsed().as_millis() as u64;
     let outcome = match keys {
-        Ok(keys) => run_task(task.clone(), keys, inputs).await,
+        Ok(keys) => run_task(task.clone(), keys, inputs, models).await,
         Err(e) => Err((e.to_string(), true)),
     };
     match &outcome {
@@ -316,8 +323,9 @@ async fn run_task(
     task: TaskAssignment,
     keys: Arc<nexus_nn::KeySet>,
     inputs: Vec<Vec<u8>>,
+    models: Option<PathBuf>,
 ) -> Result<Vec<Vec<u8>>, (String, bool)> {
-    tokio::task::spawn_blocking(move || execute::execute(&task.model, &task.kind, &keys, &inputs))
+    tokio::task::spawn_blocking(move || execute::execute(models.as_deref(), &task.model, &task.kind, &keys, &inputs))
         .await
         .map_err(|e| (format!("task panicked: {e}"), false))?
         .map_err(|e| (e, false))

@@ -45,6 +45,10 @@ struct Cli {
     /// Accept key sets at insecure test parameters (never in production).
     #[arg(long)]
     allow_insecure_parameters: bool,
+    /// Model root: one directory per BERT-family model (config.json,
+    /// model.safetensors, tokenizer.json), named by `bert:NAME:...` queries.
+    #[arg(long)]
+    models: Option<PathBuf>,
     /// Serve Prometheus metrics on this address.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -84,6 +88,7 @@ async fn main() -> Result<()> {
         allow_insecure_parameters: cli.allow_insecure_parameters,
         metrics_listen: cli.metrics,
         reconnect_for: std::time::Duration::from_secs(cli.reconnect_secs),
+        models: cli.models,
     };
     tracing::info!(name = %cli.name, coordinators = %config.coordinators.join(", "), threads = config.threads, "worker starting");
     run(config).await?;

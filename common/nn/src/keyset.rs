@@ -4,18 +4,19 @@
 //! inside; workers decode it once and cache it.
 
 use crate::error::{invalid, NnError};
+use nexus_ckks::bootstrapping::BootstrapKeys;
 use nexus_ckks::wire::{parameters_from_bytes_checked, parameters_to_bytes};
 use nexus_ckks::{GaloisKeys, Parameters, RelinKey, Wire};
 
-/// Decoded evaluation keys with their parameters.
+/// Decoded evaluation keys with their parameters. The keys are kept as a
+/// [`BootstrapKeys`] so that a key set holding the bootstrapping rotations
+/// serves bootstrapping as it is.
 #[derive(Debug)]
 pub struct KeySet {
     /// Parameters the keys belong to.
     pub params: Parameters,
-    /// Relinearisation key.
-    pub relin: RelinKey,
-    /// Galois keys.
-    pub galois: GaloisKeys,
+    /// Relinearisation and Galois keys.
+    pub keys: BootstrapKeys,
 }
 
 fn put(out: &mut Vec<u8>, part: &[u8]) {
@@ -39,12 +40,27 @@ fn take<'a>(bytes: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], NnErro
 }
 
 impl KeySet {
+    /// A key set of `params` with these keys.
+    pub fn new(params: Parameters, relin: RelinKey, galois: GaloisKeys) -> Self {
+        Self { params, keys: BootstrapKeys { relin, galois } }
+    }
+
+    /// The relinearisation key.
+    pub fn relin(&self) -> &RelinKey {
+        &self.keys.relin
+    }
+
+    /// The Galois keys.
+    pub fn galois(&self) -> &GaloisKeys {
+        &self.keys.galois
+    }
+
     /// Serializes the key set.
     pub fn to_bytes(&self) -> Result<Vec<u8>, NnError> {
         let mut out = Vec::new();
         put(&mut out, &parameters_to_bytes(&self.params)?);
-        put(&mut out, &self.relin.to_bytes(&self.params)?);
-        put(&mut out, &self.galois.to_bytes(&self.params)?);
+        put(&mut out, &self.keys.relin.to_bytes(&self.params)?);
+        put(&mut out, &self.keys.galois.to_bytes(&self.params)?);
         Ok(out)
     }
 
@@ -62,12 +78,12 @@ impl KeySet {
         if !rest.is_empty() {
             return Err(invalid("key set", format!("{} trailing bytes", rest.len())));
         }
-        Ok(Self { params, relin, galois })
+        Ok(Self::new(params, relin, galois))
     }
 
     /// Bytes held in memory (for the worker's cache budget).
     pub fn memory_bytes(&self) -> usize {
-        self.galois.memory_bytes() + self.relin_memory_bytes()
+        self.keys.galois.memory_bytes() + self.relin_memory_bytes()
     }
 
     fn relin_memory_bytes(&self) -> usize {

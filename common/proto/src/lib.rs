@@ -23,6 +23,7 @@ pub mod ids;
 pub mod logging;
 pub mod messages;
 pub mod metrics;
+pub mod models;
 pub mod quic;
 pub mod tls;
 

@@ -228,6 +228,15 @@ pub enum TaskKind {
         /// Operator.
         op: ElementwiseOp,
     },
+    /// One encoder layer of a BERT-family model on one sentence's
+    /// ciphertext (attention, feed-forward block, both LayerNorms and the
+    /// bootstraps between them).
+    EncoderLayer {
+        /// Layer.
+        layer: u32,
+    },
+    /// Mean pooling of the encoder's output (the sentence embedding).
+    MeanPool,
     /// Bootstrap one ciphertext.
     Bootstrap,
     /// One argmax comparison round.

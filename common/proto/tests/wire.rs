@@ -48,6 +48,8 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
         TaskKind::MatMulDiagonal { layer: 1 },
         TaskKind::Attention { layer: 1, head: 11 },
         TaskKind::Elementwise { layer: 1, op: ElementwiseOp::Softmax },
+        TaskKind::EncoderLayer { layer: 5 },
+        TaskKind::MeanPool,
         TaskKind::Bootstrap,
         TaskKind::ArgmaxRound { round: 14 },
     ];

@@ -110,6 +110,16 @@ impl BootstrapConfig {
         }
     }
 
+    /// The configuration of the preset `params` were built from, found by
+    /// their digest (a key set names its parameters, not a preset).
+    pub fn for_parameters(params: &Parameters) -> Option<Self> {
+        crate::presets::NAMES.iter().find_map(|name| {
+            let config = Self::for_preset(name)?;
+            let preset = Parameters::preset(name).ok()?;
+            (preset.digest() == params.digest()).then_some(config)
+        })
+    }
+
     /// Levels consumed by EvalMod.
     pub fn eval_mod_depth(&self) -> usize {
         let poly = Chebyshev { a: -1.0, b: 1.0, coeffs: vec![0.0; self.eval_mod_degree + 1] };

@@ -160,8 +160,21 @@ impl<'w> EncryptedEncoder<'w> {
     /// Latency mode: one sentence of `real_tokens` tokens (padded to a
     /// power of two), in `slots` slots.
     pub fn new(weights: &'w BertWeights, real_tokens: usize, slots: usize, plan: EncoderPlan) -> Result<Self, NnError> {
+        Self::padded(weights, real_tokens, real_tokens.next_power_of_two(), slots, plan)
+    }
+
+    /// Latency mode with an explicit block: `real_tokens` padded to
+    /// `block` (a power of two at least `real_tokens`), so that sentences
+    /// of different lengths share one block's rotation keys.
+    pub fn padded(
+        weights: &'w BertWeights,
+        real_tokens: usize,
+        block: usize,
+        slots: usize,
+        plan: EncoderPlan,
+    ) -> Result<Self, NnError> {
         let c = &weights.config;
-        let layout = HiddenLayout::new(real_tokens.next_power_of_two(), real_tokens, c.heads, c.head_dim(), slots)?;
+        let layout = HiddenLayout::new(block, real_tokens, c.heads, c.head_dim(), slots)?;
         Self::with_layout(weights, layout, plan)
     }
 

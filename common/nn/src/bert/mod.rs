@@ -8,12 +8,14 @@ pub mod encrypted;
 pub mod head;
 pub mod packed;
 pub mod reference;
+pub mod served;
 #[cfg(feature = "tokenizer")]
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::{BertConfig, Pooling};
 pub use reference::{cosine, LayerRanges, Span};
+pub use served::ServedBert;
 #[cfg(feature = "tokenizer")]
 pub use tokenizer::TextTokenizer;
 pub use weights::{BertWeights, LayerWeights, Linear, Norm};

@@ -1,0 +1,133 @@
+//! The client's side of a BERT-family encoder on the cluster: evaluation
+//! keys (the bootstrapping rotations and the encoder's, for one token
+//! block), a sentence tokenized, embedded, packed and encrypted, and the
+//! decrypted sentence embedding. The workers run every layer and the
+//! pooling (`bert:NAME:LAYERS:TOKENS:BLOCK` queries).
+
+use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
+use nexus_ckks::{GaloisKeys, KeyGenerator, Parameters, SecretKey};
+use nexus_nn::bert::{ServedBert, TextTokenizer};
+use nexus_nn::KeySet;
+use nexus_proto::models::BertModelId;
+use std::path::{Path, PathBuf};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A model directory as the client uses it.
+#[derive(Debug)]
+pub struct ClientEncoder {
+    name: String,
+    served: ServedBert,
+    tokenizer: TextTokenizer,
+    block: usize,
+    /// Level inputs are encrypted at (a bootstrap's output level).
+    level: usize,
+}
+
+/// The bootstrapping configuration of a preset, or an error saying the
+/// preset has none.
+fn boot_config(preset: &str) -> Result<BootstrapConfig, BoxError> {
+    BootstrapConfig::for_preset(preset).ok_or_else(|| {
+        format!("preset {preset} has no bootstrapping configuration: BERT models need one (N16_QP1545_H192)").into()
+    })
+}
+
+impl ClientEncoder {
+    /// Loads `dir` (config.json, model.safetensors, tokenizer.json) for
+    /// sentences of up to `max_tokens` tokens, running its first `layers`
+    /// layers (all: `None`), at `preset`.
+    pub fn load(
+        dir: &Path,
+        layers: Option<usize>,
+        max_tokens: usize,
+        preset: &str,
+        params: &Parameters,
+    ) -> Result<Self, BoxError> {
+        let name = dir
+            .canonicalize()
+            .map_err(|e| format!("model directory {}: {e}", dir.display()))?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("model directory {} has no name", dir.display()))?;
+        let config = boot_config(preset)?;
+        let level = params.max_level().checked_sub(config.depth()).ok_or("bootstrapping uses every level")?;
+        let all = nexus_nn::bert::BertConfig::from_dir(dir)?.layers;
+        let layers = layers.unwrap_or(all);
+        let block = max_tokens.next_power_of_two();
+        // Checks the name, layers and block the way the coordinator will.
+        BertModelId::new(&name, layers, 2.min(block), block)?;
+        // Same depth per stage as the workers plan with (one of a
+        // bootstrap's output levels kept for scaling before the next).
+        let served = ServedBert::load(dir, layers, level.saturating_sub(1))?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        Ok(Self { name, served, tokenizer, block, level })
+    }
+
+    /// Evaluation keys: the bootstrapping set and the encoder's rotations
+    /// for this block (at the level computations start at).
+    pub fn generate_keys(
+        &self,
+        preset: &str,
+        params: &Parameters,
+        kg: &mut KeyGenerator,
+        sk: &SecretKey,
+    ) -> Result<KeySet, BoxError> {
+        let boot = Bootstrapper::new(params, boot_config(preset)?)?;
+        let keys = boot.generate_keys(kg, sk)?;
+        let mut galois: GaloisKeys = keys.galois;
+        let circuit = self.served.encoder(self.block, self.block, params.max_slots())?;
+        for g in circuit.galois_elements(params)? {
+            // A bootstrapping key of the same element serves both.
+            if galois.get(g).is_err() {
+                galois.insert(kg.galois_key(sk, g)?.restricted_to_level(params, self.level));
+            }
+        }
+        Ok(KeySet::new(params.clone(), keys.relin, galois))
+    }
+
+    /// The query's model id and the slot vector of `text`'s embedded
+    /// tokens (truncated to the block).
+    pub fn pack(&self, text: &str, params: &Parameters) -> Result<(BertModelId, Vec<f64>), BoxError> {
+        let ids = self.tokenizer.encode(text, self.block)?;
+        let id = BertModelId::new(&self.name, self.served.weights().config.layers, ids.len(), self.block)?;
+        let circuit = self.served.encoder(id.tokens, id.block, params.max_slots())?;
+        let embedded = self.served.weights().embed(&ids)?;
+        Ok((id, circuit.layout().pack_batch(&[embedded])?))
+    }
+
+    /// Level inputs are encrypted at.
+    pub fn level(&self) -> usize {
+        self.level
+    }
+
+    /// The sentence embedding in the decoded slots of a query's result
+    /// (normalised when the model is).
+    pub fn unpack(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Vec<f64>, BoxError> {
+        let circuit = self.served.encoder(id.tokens, id.block, params.max_slots())?;
+        let mut embedding = circuit.unpack_pooled(slots);
+        if self.served.weights().config.normalize {
+            let norm = embedding.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+            embedding.iter_mut().for_each(|v| *v /= norm);
+        }
+        Ok(embedding)
+    }
+
+    /// The plaintext model's embedding of `text` (what the encrypted one
+    /// should match).
+    pub fn plain_embedding(&self, text: &str) -> Result<Vec<f64>, BoxError> {
+        let ids = self.tokenizer.encode(text, self.block)?;
+        Ok(self.served.weights().sentence_embedding(&ids)?)
+    }
+}
+
+/// What `client.toml` records about a BERT-family model.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderChoice {
+    /// Model directory (config.json, model.safetensors, tokenizer.json).
+    pub dir: PathBuf,
+    /// Layers run (the first ones).
+    pub layers: usize,
+    /// Longest sentence in tokens, [CLS] and [SEP] included.
+    pub max_tokens: usize,
+}

@@ -1,0 +1,78 @@
+//! BERT-family encoders served by the cluster: the public calibration
+//! corpus and the encoder a worker runs from a model directory, for the
+//! queries that name it (`nexus_proto::models::BertModelId`).
+
+use super::encrypted::{EncoderPlan, EncryptedEncoder};
+use super::weights::BertWeights;
+use crate::error::{invalid, NnError};
+
+/// Public calibration sentences: the ranges the approximations are fitted
+/// on come from these, never from a user's input (the server must not
+/// depend on it). Client and workers calibrate on the same text.
+pub const CALIBRATION: &str = include_str!("calibration.txt");
+
+/// Margin on the calibrated ranges of served encoders.
+pub const SERVED_MARGIN: f64 = 1.5;
+
+/// Tokens per calibration sentence (at most the model's positions).
+pub const CALIBRATION_MAX_TOKENS: usize = 32;
+
+/// A model's weights (the first `layers` layers) and its calibrated plan:
+/// what a worker loads once and every task of the model reuses.
+#[derive(Debug)]
+pub struct ServedBert {
+    weights: BertWeights,
+    plan: EncoderPlan,
+}
+
+impl ServedBert {
+    /// `weights` cut to `layers`, calibrated on `calibration` (token ids),
+    /// each stage limited to `max_stage_depth` levels (a bootstrap's output
+    /// levels less one, kept for scaling before the next).
+    pub fn new(
+        mut weights: BertWeights,
+        layers: usize,
+        calibration: &[Vec<u32>],
+        max_stage_depth: usize,
+    ) -> Result<Self, NnError> {
+        if layers == 0 || layers > weights.config.layers {
+            return Err(invalid("model", format!("{layers} layers asked, the model has {}", weights.config.layers)));
+        }
+        weights.layers.truncate(layers);
+        weights.config.layers = layers;
+        let mut plan = EncoderPlan::calibrate(&weights, calibration, SERVED_MARGIN)?;
+        plan.max_stage_depth = Some(max_stage_depth);
+        Ok(Self { weights, plan })
+    }
+
+    /// Reads a model directory (config.json, model.safetensors,
+    /// tokenizer.json) and calibrates on [`CALIBRATION`].
+    #[cfg(feature = "tokenizer")]
+    pub fn load(dir: &std::path::Path, layers: usize, max_stage_depth: usize) -> Result<Self, NnError> {
+        let weights = BertWeights::from_dir(dir)?;
+        let tokenizer = super::TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let max_tokens = CALIBRATION_MAX_TOKENS.min(weights.config.max_positions);
+        let calibration: Vec<Vec<u32>> = CALIBRATION
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| tokenizer.encode(l, max_tokens))
+            .collect::<Result<_, _>>()?;
+        Self::new(weights, layers, &calibration, max_stage_depth)
+    }
+
+    /// The weights (cut to the served layers).
+    pub fn weights(&self) -> &BertWeights {
+        &self.weights
+    }
+
+    /// The calibrated plan.
+    pub fn plan(&self) -> &EncoderPlan {
+        &self.plan
+    }
+
+    /// The encoder for one sentence of `tokens` real tokens padded to
+    /// `block`.
+    pub fn encoder(&self, tokens: usize, block: usize, slots: usize) -> Result<EncryptedEncoder<'_>, NnError> {
+        EncryptedEncoder::padded(&self.weights, tokens, block, slots, self.plan.clone())
+    }
+}

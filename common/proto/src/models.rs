@@ -1,0 +1,114 @@
+//! Model ids queries name. A BERT-family encoder's id is
+//! `bert:NAME:LAYERS:TOKENS:BLOCK`: the model directory's name under the
+//! workers' model root, how many encoder layers run (all of them, or the
+//! first ones), the sentence's real tokens and the power-of-two block they
+//! are padded to. The block fixes the rotation keys, so one key set serves
+//! every sentence up to its length; the real token count is public, as in
+//! NEXUS (the server masks the padding with it).
+
+use std::fmt;
+
+/// Model-id prefix of BERT-family encoders.
+pub const BERT_PREFIX: &str = "bert";
+
+/// Largest token block a query may name.
+pub const MAX_BLOCK: usize = 512;
+
+/// Most encoder layers a query may name.
+pub const MAX_LAYERS: usize = 48;
+
+/// What a query asks a BERT-family encoder to run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BertModelId {
+    /// Model directory name under the workers' model root.
+    pub name: String,
+    /// Encoder layers to run (the first ones).
+    pub layers: usize,
+    /// Real tokens of the sentence ([CLS] and [SEP] included).
+    pub tokens: usize,
+    /// Power-of-two block the tokens are padded to.
+    pub block: usize,
+}
+
+fn valid_name(name: &str) -> bool {
+    // A directory name, never a path: no separators, no leading dot.
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl BertModelId {
+    /// A checked id.
+    pub fn new(name: &str, layers: usize, tokens: usize, block: usize) -> Result<Self, String> {
+        let id = Self { name: name.to_string(), layers, tokens, block };
+        id.check()?;
+        Ok(id)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let bad = |m: String| Err(format!("model id: {m}"));
+        if !valid_name(&self.name) {
+            return bad(format!(
+                "model name {:?}: 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
+                self.name
+            ));
+        }
+        if self.layers == 0 || self.layers > MAX_LAYERS {
+            return bad(format!("{} layers: 1 to {MAX_LAYERS}", self.layers));
+        }
+        if !self.block.is_power_of_two() || self.block > MAX_BLOCK {
+            return bad(format!("token block {}: a power of two up to {MAX_BLOCK}", self.block));
+        }
+        if self.tokens < 2 || self.tokens > self.block {
+            return bad(format!("{} tokens: 2 ([CLS] and [SEP]) to the block of {}", self.tokens, self.block));
+        }
+        Ok(())
+    }
+
+    /// Parses a model id: `Ok(None)` if it does not name a BERT-family
+    /// encoder, an error naming the part that is wrong if it does.
+    pub fn parse(id: &str) -> Result<Option<Self>, String> {
+        let Some(rest) = id.strip_prefix(BERT_PREFIX).and_then(|r| r.strip_prefix(':')) else {
+            return Ok(None);
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let [name, layers, tokens, block] = parts[..] else {
+            return Err(format!("model id {id:?}: expected {BERT_PREFIX}:NAME:LAYERS:TOKENS:BLOCK"));
+        };
+        let number = |what: &str, s: &str| {
+            s.parse::<usize>().map_err(|_| format!("model id {id:?}: {what} {s:?} is not a number"))
+        };
+        Self::new(name, number("layers", layers)?, number("tokens", tokens)?, number("block", block)?).map(Some)
+    }
+}
+
+impl fmt::Display for BertModelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{BERT_PREFIX}:{}:{}:{}:{}", self.name, self.layers, self.tokens, self.block)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_round_trip_and_bad_ones_are_named() {
+        let id = BertModelId::new("all-MiniLM-L6-v2", 6, 9, 16).unwrap();
+        assert_eq!(id.to_string(), "bert:all-MiniLM-L6-v2:6:9:16");
+        assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id));
+        assert_eq!(BertModelId::parse("gelu").unwrap(), None);
+        assert_eq!(BertModelId::parse("bertie").unwrap(), None);
+        let err = |s: &str| BertModelId::parse(s).unwrap_err();
+        assert!(err("bert:m:2:9").contains("NAME:LAYERS:TOKENS:BLOCK"));
+        assert!(err("bert:../etc:2:9:16").contains("model name"));
+        assert!(err("bert:.hidden:2:9:16").contains("model name"));
+        assert!(err("bert:m:x:9:16").contains("layers \"x\""));
+        assert!(err("bert:m:0:9:16").contains("0 layers"));
+        assert!(err("bert:m:2:9:12").contains("block 12"));
+        assert!(err("bert:m:2:17:16").contains("17 tokens"));
+        assert!(err("bert:m:2:1:16").contains("1 tokens"));
+        assert!(err("bert:m:2:9:1024").contains("block 1024"));
+    }
+}

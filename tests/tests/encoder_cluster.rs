@@ -1,0 +1,134 @@
+//! A BERT-family encoder on the cluster: a tiny random BERT served from
+//! the workers' model root, a sentence tokenized, embedded and encrypted
+//! by the client library, every layer and the pooling run as tasks on two
+//! workers over loopback QUIC with mutual TLS (bootstrapping inside the
+//! layers, at insecure test parameters), the result bit-identical to the
+//! same tasks run in-process and, decrypted, close to the plaintext model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use nexus_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Wire};
+use nexus_client::cluster::ClusterClient;
+use nexus_client::encoder::ClientEncoder;
+use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_nn::bert::cosine;
+use nexus_proto::ids::TenantId;
+use nexus_proto::messages::{QueryState, TaskKind};
+use nexus_proto::tls::ClusterCa;
+use nexus_worker::{execute::execute, run, WorkerConfig};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const PRESET: &str = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
+    let root = std::env::temp_dir().join(format!("nexus-encoder-cluster-{}", std::process::id()));
+    let dir = root.join("tiny-bert");
+    std::fs::create_dir_all(&dir).unwrap();
+    nexus_tests::write_tiny_bert(&dir);
+
+    // Client: keys for sentences of up to 8 tokens, one sentence encrypted.
+    let params = Parameters::preset(PRESET).unwrap();
+    let client_model = ClientEncoder::load(&dir, None, 8, PRESET, &params).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let keys = client_model.generate_keys(PRESET, &params, &mut kg, &sk).unwrap();
+    let key_bytes = keys.to_bytes().unwrap();
+    let text = "The cat sat on the mat";
+    let (id, slots) = client_model.pack(text, &params).unwrap();
+    assert_eq!(id.to_string(), "bert:tiny-bert:2:8:8");
+    let encoder = Encoder::new(&params);
+    let pt = encoder.encode_real(&slots, client_model.level(), params.default_scale()).unwrap();
+    let input = Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap().to_bytes(&params).unwrap();
+
+    // The same tasks in this process, without the network.
+    let model = id.to_string();
+    let chain = [TaskKind::EncoderLayer { layer: 0 }, TaskKind::EncoderLayer { layer: 1 }, TaskKind::MeanPool];
+    // Warm the worker-side caches (model, calibration, bootstrapping
+    // circuit) so that the timing below is the tasks' alone.
+    execute(Some(&root), &model, &TaskKind::MeanPool, &keys, std::slice::from_ref(&input)).unwrap();
+    let started = Instant::now();
+    let mut expected = vec![input.clone()];
+    for kind in &chain {
+        expected = execute(Some(&root), &model, kind, &keys, &expected).unwrap();
+    }
+    let in_process = started.elapsed().as_secs_f64();
+
+    // The cluster: a coordinator and two workers serving the model root.
+    let ca = ClusterCa::generate("nexus test").unwrap();
+    let config = CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ca: ca.certificate(),
+        identity: ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap(),
+        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
+        max_queued: 8,
+        max_blob: 1 << 32,
+        max_attempts: 2,
+        metrics_listen: None,
+        raft: RaftSettings::default(),
+        limits: nexus_coordinator::limits::Limits::default(),
+    };
+    let coordinator = Coordinator::start(config).await.unwrap();
+    let addr = coordinator.local_addr().unwrap();
+    for i in 0..2 {
+        let name = format!("worker-{i}");
+        tokio::spawn(run(WorkerConfig {
+            coordinators: vec![addr.to_string()],
+            server_name: "localhost".into(),
+            ca: ca.certificate(),
+            identity: ca.issue(&name, &[&name]).unwrap(),
+            threads: 1,
+            key_cache_bytes: 4 << 30,
+            allow_insecure_parameters: true,
+            metrics_listen: None,
+            reconnect_for: Duration::from_secs(10),
+            models: Some(root.clone()),
+        }));
+    }
+    for _ in 0..500 {
+        if coordinator.workers().await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tenant = TenantId::new("acme").unwrap();
+    let client = ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant, "s3cret".into()).await.unwrap();
+    let (key_set, _) = client.register_keys(&key_bytes, params.digest()).await.unwrap();
+    // A first query fetches the key set onto a worker; the second is timed.
+    let first = client.submit(key_set, &model, std::slice::from_ref(&input)).await.unwrap();
+    client.wait(first, Duration::from_secs(600)).await.unwrap();
+    let started = Instant::now();
+    let query = client.submit(key_set, &model, &[input]).await.unwrap();
+    let status = client.wait(query, Duration::from_secs(600)).await.unwrap();
+    let clustered = started.elapsed().as_secs_f64();
+    println!(
+        "tiny BERT, 2 layers + pooling at {PRESET}: in-process {in_process:.2} s, cluster {clustered:.2} s ({:.2}x)",
+        clustered / in_process
+    );
+    assert_eq!((status.layers_done, status.layers_total), (3, 3), "two layers and the pooling: {status:?}");
+    let outputs = client.fetch(query).await.unwrap();
+    assert!(outputs == expected, "the cluster's result differs from the same tasks run in-process");
+
+    // Decrypted: the plaintext model's sentence embedding.
+    let ct = Ciphertext::from_bytes(&params, &outputs[0], 1 << 30).unwrap();
+    let decoded = encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &sk).unwrap()).unwrap();
+    let embedding = client_model.unpack(&id, &decoded, &params).unwrap();
+    let plain = client_model.plain_embedding(text).unwrap();
+    let similarity = cosine(&embedding, &plain);
+    assert!(similarity > 0.999, "cosine with the plaintext embedding {similarity}");
+
+    // A model the workers do not have fails the query, naming it.
+    let missing = model.replace("tiny-bert", "absent-bert");
+    let query = client.submit(key_set, &missing, &[expected[0].clone()]).await.unwrap();
+    let reason = loop {
+        match client.status(query).await.unwrap().state {
+            QueryState::Failed { reason } => break reason,
+            QueryState::Done => panic!("a query of a missing model finished"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert!(reason.contains("absent-bert"), "{reason}");
+    coordinator.shutdown().await;
+    let _ = std::fs::remove_dir_all(&root);
+}
