@@ -201,6 +201,9 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &QueryInput) -> Result
     let (model, input) = match (model_for(&state, &params)?, input) {
         (Model::Rows(m), QueryInput::Matrix(path)) => (m, path.as_path()),
         (Model::Encoder(e), QueryInput::Text(text)) => {
+            for line in e.range_warnings(text)? {
+                eprintln!("warning: {line}: the encrypted result may be inaccurate");
+            }
             let (id, slots) = e.pack(text, &params)?;
             let pt = encoder.encode_real(&slots, e.level(), params.default_scale())?;
             let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?;

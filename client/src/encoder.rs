@@ -95,6 +95,15 @@ impl ClientEncoder {
         Ok((id, circuit.layout().pack_batch(&[embedded])?))
     }
 
+    /// Where `text`'s values leave the ranges the workers' approximations
+    /// were fitted on (one line each; empty when inside): the client knows
+    /// its plaintext and can say so before sending.
+    pub fn range_warnings(&self, text: &str) -> Result<Vec<String>, BoxError> {
+        let ids = self.tokenizer.encode(text, self.block)?;
+        let (_, seen) = self.served.weights().encode(&ids)?;
+        Ok(self.served.plan().violations(&seen))
+    }
+
     /// Level inputs are encrypted at.
     pub fn level(&self) -> usize {
         self.level

@@ -694,6 +694,10 @@ impl Coordinator {
     /// task may run on a different worker). Stops when the query finishes,
     /// fails, or this coordinator stops leading.
     async fn run_chain(&self, query: QueryId, input: u32) {
+        // The digest of the chain's current ciphertext: hashed once when
+        // the chain (re)starts, then the previous task's output reference,
+        // which recv_blob checked against the bytes as they arrived.
+        let mut known: Option<(u32, BlobRef)> = None;
         loop {
             let next = self.replica.read(|s| {
                 let q = s.queries.get(&query).filter(|q| q.failed.is_none())?;
@@ -704,8 +708,13 @@ impl Coordinator {
             let Ok(chain) = plan::chain(&model) else { return };
             let Some(kind) = chain.get(layer as usize).cloned() else { return };
             let task = TaskId { query, index: layer * inputs + input };
-            match self.dispatch(task, key_set, &model, kind, current).await {
-                Ok(output) => {
+            let current_ref = match known {
+                Some((at, r)) if at == layer && r.len == current.len() as u64 => r,
+                _ => BlobRef::of(&current),
+            };
+            match self.dispatch(task, key_set, &model, kind, (current_ref, current)).await {
+                Ok((output_ref, output)) => {
+                    known = Some((layer + 1, output_ref));
                     let command = Command::Checkpoint { query, input, layer: layer + 1, output };
                     match self.propose(&command).await {
                         Ok(Outcome::Checkpointed { completed, .. }) => {
@@ -747,8 +756,8 @@ impl Coordinator {
         key_set: KeySetId,
         model: &str,
         kind: TaskKind,
-        input: Arc<Vec<u8>>,
-    ) -> Result<Vec<u8>, Dispatch> {
+        input: (BlobRef, Arc<Vec<u8>>),
+    ) -> Result<(BlobRef, Vec<u8>), Dispatch> {
         let label = kind_label(&kind);
         let timer = self.metrics.task_seconds.with_label_values(&[label]).start_timer();
         let (mut failed, mut lost) = (0u32, 0u32);
@@ -757,7 +766,7 @@ impl Coordinator {
                 return Err(Dispatch::Failed(format!("no worker registered for {} s", WORKER_WAIT.as_secs())));
             };
             debug!(query = %task.query, task = task.index, worker = worker.0, kind = label, "task dispatched");
-            let failure = match self.run_on(&conn, task, key_set, model, kind.clone(), input.clone()).await {
+            let failure = match self.run_on(&conn, task, key_set, model, (kind.clone(), input.clone())).await {
                 Ok(output) => {
                     self.local.lock().await.release(worker, Some(key_set));
                     timer.observe_duration();
@@ -828,9 +837,8 @@ impl Coordinator {
         task: TaskId,
         key_set: KeySetId,
         model: &str,
-        kind: TaskKind,
-        input: Arc<Vec<u8>>,
-    ) -> Result<Vec<u8>, Failure> {
+        (kind, (input_ref, input)): (TaskKind, (BlobRef, Arc<Vec<u8>>)),
+    ) -> Result<(BlobRef, Vec<u8>), Failure> {
         let lost = |e: String| Failure::Lost(e);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
         let assign = CoordinatorMessage::Assign(TaskAssignment {
@@ -838,7 +846,7 @@ impl Coordinator {
             model: model.to_string(),
             key_set,
             kind,
-            inputs: vec![BlobRef::of(&input)],
+            inputs: vec![input_ref],
         });
         send_message(&mut send, "assign", &assign, DEFAULT_MAX_FRAME).await.map_err(|e| lost(e.to_string()))?;
         send_blob_owned(&mut send, shared_bytes(input)).await.map_err(|e| lost(e.to_string()))?;
@@ -851,7 +859,8 @@ impl Coordinator {
                 let first = outputs
                     .first()
                     .ok_or_else(|| Failure::Reported { reason: "task returned no output".into(), retryable: false })?;
-                recv_blob(&mut recv, first, self.config.max_blob).await.map_err(|e| lost(e.to_string()))
+                let bytes = recv_blob(&mut recv, first, self.config.max_blob).await.map_err(|e| lost(e.to_string()))?;
+                Ok((*first, bytes))
             }
             WorkerMessage::TaskResult { outcome: TaskOutcome::Failed { reason, retryable }, .. } => {
                 Err(Failure::Reported { reason, retryable })

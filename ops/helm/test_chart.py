@@ -98,6 +98,20 @@ check(spec["containers"][0]["resources"]["limits"].get("nvidia.com/gpu") == 1, "
 check(gpu[0]["spec"]["replicas"] == 2, "GPU replicas")
 check(by_kind(docs, "Deployment", "nexus-cpu-worker")[0]["spec"]["replicas"] == 4, "fixed CPU replicas without HPA")
 check(not by_kind(docs, "HorizontalPodAutoscaler"), "no HPA when disabled")
+
+# A model volume: every worker mounts it read-only and serves it.
+docs = render({**gpu_values, "models": {"claimName": "nexus-models", "mountPath": "/models"}})
+validate(docs, "models")
+for name in ("nexus-cpu-worker", "nexus-gpu-worker"):
+    deploy = by_kind(docs, "Deployment", name)[0]
+    pod = deploy["spec"]["template"]["spec"]
+    check("--models=/models" in args_of(deploy), f"{name} serves the model root")
+    mounts = pod["containers"][0]["volumeMounts"]
+    check({"name": "models", "mountPath": "/models", "readOnly": True} in mounts, f"{name} mounts the models read-only")
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    check(claims == ["nexus-models"], f"{name} models claim: {claims}")
+check(not any("--models" in str(a) for a in args_of(by_kind(render({}), "Deployment", "nexus-cpu-worker")[0])),
+      "no model root by default")
 sts = by_kind(docs, "StatefulSet")[0]
 check(sum(str(a).startswith("--peer=") for a in sts["spec"]["template"]["spec"]["containers"][0]["args"]) == 5,
       "five members, five peers")

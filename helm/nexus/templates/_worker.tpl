@@ -48,6 +48,9 @@ spec:
             {{- if and (eq .kind "cpu") (gt (int $w.threads) 0) }}
             - --threads={{ $w.threads }}
             {{- end }}
+            {{- if $root.Values.models.claimName }}
+            - --models={{ $root.Values.models.mountPath }}
+            {{- end }}
           ports:
             - {name: metrics, containerPort: {{ $root.Values.worker.metricsPort }}, protocol: TCP}
           readinessProbe:
@@ -67,6 +70,9 @@ spec:
             capabilities: {drop: [ALL]}
           volumeMounts:
             - {name: certs, mountPath: /certs, readOnly: true}
+            {{- if $root.Values.models.claimName }}
+            - {name: models, mountPath: {{ $root.Values.models.mountPath }}, readOnly: true}
+            {{- end }}
       volumes:
         - name: certs
           secret:
@@ -75,6 +81,12 @@ spec:
               - {key: ca.pem, path: ca.pem}
               - {key: worker.pem, path: worker.pem}
               - {key: worker.key, path: worker.key}
+        {{- if $root.Values.models.claimName }}
+        - name: models
+          persistentVolumeClaim:
+            claimName: {{ $root.Values.models.claimName }}
+            readOnly: true
+        {{- end }}
       {{- with $w.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
