@@ -45,15 +45,20 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     // The same tasks in this process, without the network.
     let model = id.to_string();
     let chain = [TaskKind::EncoderLayer { layer: 0 }, TaskKind::EncoderLayer { layer: 1 }, TaskKind::MeanPool];
-    // Warm the worker-side caches (model, calibration, bootstrapping
-    // circuit) so that the timing below is the tasks' alone.
-    execute(Some(&root), &model, &TaskKind::MeanPool, &keys, std::slice::from_ref(&input)).unwrap();
-    let started = Instant::now();
-    let mut expected = vec![input.clone()];
-    for kind in &chain {
-        expected = execute(Some(&root), &model, kind, &keys, &expected).unwrap();
+    // Run twice, timing the second: the first warms what the cluster's
+    // first query warms too (the model, its calibration, the bootstrapping
+    // circuit, the engine's buffer pool).
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let mut outputs = vec![input.clone()];
+        for kind in &chain {
+            outputs = execute(Some(&root), &model, kind, &keys, &outputs).unwrap();
+        }
+        runs.push((started.elapsed().as_secs_f64(), outputs));
     }
-    let in_process = started.elapsed().as_secs_f64();
+    let (in_process, expected) = runs.pop().unwrap();
+    assert!(runs[0].1 == expected, "the tasks are deterministic");
 
     // The cluster: a coordinator and two workers serving the model root.
     let ca = ClusterCa::generate("nexus test").unwrap();
