@@ -103,8 +103,10 @@ fn model_for(state: &ClientState, params: &Parameters) -> Result<Model, BoxError
 /// `model` is `bert`).
 pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoice>) -> Result<String, BoxError> {
     let params = Parameters::preset(preset)?;
-    if (model == BERT_PREFIX) != encoder.is_some() {
-        return Err(format!("a model directory goes with model {BERT_PREFIX} (and only with it), not {model:?}").into());
+    match (model == BERT_PREFIX, encoder.is_some()) {
+        (true, false) => return Err(format!("model {BERT_PREFIX} needs its directory (--model-dir)").into()),
+        (false, true) => return Err(format!("a model directory goes with model {BERT_PREFIX}, not {model:?}").into()),
+        _ => {}
     }
     let mut state = ClientState { preset: preset.to_string(), model: model.to_string(), key_set: None, encoder };
     if let Some(choice) = &mut state.encoder {
