@@ -34,6 +34,25 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// An in-process test worker named `name` (a certificate issued by `ca`)
+/// for the coordinator at `addr`: one thread, a 1 GiB key cache, insecure
+/// test parameters accepted, no metrics, no model root. Tests override
+/// fields with `WorkerConfig { .., ..test_worker(..) }`.
+pub fn test_worker(addr: SocketAddr, ca: &nexus_proto::tls::ClusterCa, name: &str) -> nexus_worker::WorkerConfig {
+    nexus_worker::WorkerConfig {
+        coordinators: vec![addr.to_string()],
+        server_name: "localhost".into(),
+        ca: ca.certificate(),
+        identity: ca.issue(name, &[name]).unwrap(),
+        threads: 1,
+        key_cache_bytes: 1 << 30,
+        allow_insecure_parameters: true,
+        metrics_listen: None,
+        reconnect_for: Duration::from_secs(10),
+        models: None,
+    }
+}
+
 /// Child processes killed (SIGKILL) when dropped.
 #[derive(Debug, Default)]
 pub struct Killed(pub Vec<Child>);

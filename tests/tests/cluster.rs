@@ -12,7 +12,8 @@ use nexus_nn::{Engine, Gelu, KeySet};
 use nexus_proto::ids::TenantId;
 use nexus_proto::messages::ErrorCode;
 use nexus_proto::tls::ClusterCa;
-use nexus_worker::{run, WorkerConfig};
+use nexus_tests::test_worker;
+use nexus_worker::run;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -62,19 +63,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
     let mut workers = Vec::new();
     for i in 0..2 {
         let name = format!("worker-{i}");
-        let config = WorkerConfig {
-            coordinators: vec![addr.to_string()],
-            server_name: "localhost".into(),
-            ca: ca.certificate(),
-            identity: ca.issue(&name, &[&name]).unwrap(),
-            threads: 1,
-            key_cache_bytes: 1 << 30,
-            metrics_listen: None,
-            reconnect_for: std::time::Duration::from_secs(10),
-            models: None,
-            allow_insecure_parameters: true,
-        };
-        workers.push(tokio::spawn(run(config)));
+        workers.push(tokio::spawn(run(test_worker(addr, &ca, &name))));
     }
     for _ in 0..200 {
         if coordinator.workers().await == 2 {
@@ -194,18 +183,7 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
     let addr = coordinator.local_addr().unwrap();
     for i in 0..2 {
         let name = format!("worker-{i}");
-        tokio::spawn(run(WorkerConfig {
-            coordinators: vec![addr.to_string()],
-            server_name: "localhost".into(),
-            ca: ca.certificate(),
-            identity: ca.issue(&name, &[&name]).unwrap(),
-            threads: 1,
-            key_cache_bytes: 1 << 30,
-            metrics_listen: None,
-            reconnect_for: std::time::Duration::from_secs(10),
-            models: None,
-            allow_insecure_parameters: true,
-        }));
+        tokio::spawn(run(test_worker(addr, &ca, &name)));
     }
     let mut clients = Vec::new();
     for (name, token) in [("alice", "a"), ("bob", "b")] {

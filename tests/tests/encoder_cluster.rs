@@ -15,6 +15,7 @@ use nexus_nn::bert::cosine;
 use nexus_proto::ids::TenantId;
 use nexus_proto::messages::{QueryState, TaskKind};
 use nexus_proto::tls::ClusterCa;
+use nexus_tests::test_worker;
 use nexus_worker::{execute::execute, run, WorkerConfig};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -78,18 +79,7 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let addr = coordinator.local_addr().unwrap();
     for i in 0..2 {
         let name = format!("worker-{i}");
-        tokio::spawn(run(WorkerConfig {
-            coordinators: vec![addr.to_string()],
-            server_name: "localhost".into(),
-            ca: ca.certificate(),
-            identity: ca.issue(&name, &[&name]).unwrap(),
-            threads: 1,
-            key_cache_bytes: 4 << 30,
-            allow_insecure_parameters: true,
-            metrics_listen: None,
-            reconnect_for: Duration::from_secs(10),
-            models: Some(root.clone()),
-        }));
+        tokio::spawn(run(WorkerConfig { models: Some(root.clone()), ..test_worker(addr, &ca, &name) }));
     }
     for _ in 0..500 {
         if coordinator.workers().await == 2 {

@@ -18,8 +18,8 @@ use nexus_proto::ids::TenantId;
 use nexus_proto::messages::{ClientRequest, ClientResponse, ErrorCode};
 use nexus_proto::quic::{recv_message, Link};
 use nexus_proto::tls::{client_config, ClusterCa};
-use nexus_tests::DemoClient;
-use nexus_worker::{run, WorkerConfig};
+use nexus_tests::{test_worker, DemoClient};
+use nexus_worker::run;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,18 +66,7 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
     .await
     .unwrap();
     let addr = coordinator.local_addr().unwrap();
-    tokio::spawn(run(WorkerConfig {
-        coordinators: vec![addr.to_string()],
-        server_name: "localhost".into(),
-        ca: ca.certificate(),
-        identity: ca.issue("worker-0", &["worker-0"]).unwrap(),
-        threads: 1,
-        key_cache_bytes: 1 << 30,
-        allow_insecure_parameters: true,
-        metrics_listen: None,
-        reconnect_for: Duration::from_secs(10),
-        models: None,
-    }));
+    tokio::spawn(run(test_worker(addr, &ca, "worker-0")));
     let demo = DemoClient::new(64);
     let tenant = TenantId::new("acme").unwrap();
     let client =

@@ -15,7 +15,7 @@ use nexus_nn::DEMO_MODEL;
 use nexus_proto::ids::TenantId;
 use nexus_proto::metrics::{CoordinatorMetrics, WorkerMetrics};
 use nexus_proto::tls::ClusterCa;
-use nexus_tests::{free_tcp_port, http_get, DemoClient};
+use nexus_tests::{free_tcp_port, http_get, test_worker, DemoClient};
 use nexus_worker::{run, WorkerConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -135,18 +135,7 @@ async fn prometheus_scrapes_a_running_cluster() {
     .unwrap();
     let addr = coordinator.local_addr().unwrap();
     let worker_metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-    tokio::spawn(run(WorkerConfig {
-        coordinators: vec![addr.to_string()],
-        server_name: "localhost".into(),
-        ca: ca.certificate(),
-        identity: ca.issue("worker-0", &["worker-0"]).unwrap(),
-        threads: 1,
-        key_cache_bytes: 1 << 30,
-        allow_insecure_parameters: true,
-        metrics_listen: Some(worker_metrics),
-        reconnect_for: Duration::from_secs(10),
-        models: None,
-    }));
+    tokio::spawn(run(WorkerConfig { metrics_listen: Some(worker_metrics), ..test_worker(addr, &ca, "worker-0") }));
 
     // A real Prometheus scraping both every second, with our rules.
     let dir = std::env::temp_dir().join(format!("nexus-prometheus-{}", std::process::id()));
