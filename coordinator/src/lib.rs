@@ -15,12 +15,16 @@
 //! one layer). A single coordinator is a group of one.
 
 pub mod consensus;
+mod keyreplication;
+pub mod keystore;
 pub mod limits;
 mod plan;
 pub mod replicated;
 mod state;
 
 use consensus::{LogStorage, PeerAddress, ProposeError, RaftTransport, Replica, ReplicaConfig, Role};
+use keyreplication::KeyReplication;
+use keystore::KeyStore;
 use limits::{ConnectionSlots, Limits, RequestRates, UploadBudget, UploadRefusal, UPLOAD_WAIT};
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
@@ -122,6 +126,9 @@ pub struct CoordinatorConfig {
     pub limits: Limits,
 }
 
+/// How often a member checks that it holds every key set's bytes.
+const KEY_REPAIR_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long a task waits for any worker before it counts as a failed
 /// attempt (workers reconnect after a failover within a few seconds).
 const WORKER_WAIT: Duration = Duration::from_secs(30);
@@ -134,6 +141,8 @@ pub struct Coordinator {
     endpoint: quinn::Endpoint,
     replica: Replica<Replicated>,
     transport: Option<RaftTransport>,
+    /// Key-set bytes (the log names key sets by digest only).
+    keys: KeyReplication,
     local: Arc<Mutex<Local>>,
     worker_joined: Arc<Notify>,
     /// The term in which this leader finished taking over (tenants
@@ -164,35 +173,41 @@ impl Coordinator {
         if !voters.contains(&settings.id) {
             return Err(raft_err(format!("raft id {} is not among the peers {voters:?}", settings.id)));
         }
-        let storage = match &settings.dir {
-            Some(dir) => LogStorage::open(dir, &voters).map_err(|e| raft_err(e.to_string()))?,
-            None => LogStorage::in_memory(&voters),
+        // The public endpoint first: a start that fails on it leaves no
+        // raft replica running behind.
+        let server = server_config(&config.ca, &config.identity, Link::of_listen(config.listen))?;
+        let endpoint = nexus_proto::quic::endpoint(config.listen, Some(server))
+            .map_err(|e| CoordinatorError::Endpoint(e.to_string()))?;
+        let (storage, store) = match &settings.dir {
+            Some(dir) => (
+                LogStorage::open(dir, &voters).map_err(|e| raft_err(e.to_string()))?,
+                KeyStore::open(&dir.join("keys")).map_err(raft_err)?,
+            ),
+            None => (LogStorage::in_memory(&voters), KeyStore::in_memory()),
         };
+        let others: Vec<PeerAddress> = settings
+            .peers
+            .iter()
+            .filter(|p| p.id != settings.id)
+            .map(|p| PeerAddress { id: p.id, raft: p.raft.clone() })
+            .collect();
         let mut replica_config = ReplicaConfig::new(settings.id, voters.clone());
         replica_config.tick = settings.tick;
         let (transport, outbox): (_, consensus::replica::Outbox) = if voters.len() > 1 {
             let listen = settings.listen.ok_or_else(|| raft_err("a raft group needs a raft listen address".into()))?;
             let t =
                 RaftTransport::bind(listen, &config.ca, &config.identity, settings.max_message).map_err(raft_err)?;
-            let others: Vec<PeerAddress> = settings
-                .peers
-                .iter()
-                .filter(|p| p.id != settings.id)
-                .map(|p| PeerAddress { id: p.id, raft: p.raft.clone() })
-                .collect();
             let outbox = t.outbox(&others);
             (Some(t), outbox)
         } else {
             (None, Box::new(|_| {}))
         };
         let replica = Replica::start(replica_config, storage, Replicated::default(), outbox).map_err(raft_err)?;
+        let keys = KeyReplication::new(store, transport.clone(), others, config.max_blob);
         if let Some(t) = &transport {
             let r = replica.clone();
-            t.serve(move |m| r.step(m));
+            t.serve(move |m| r.step(m), keys.streams());
         }
-        let server = server_config(&config.ca, &config.identity, Link::of_listen(config.listen))?;
-        let endpoint = nexus_proto::quic::endpoint(config.listen, Some(server))
-            .map_err(|e| CoordinatorError::Endpoint(e.to_string()))?;
         let metrics = CoordinatorMetrics::new()?;
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(nexus_proto::metrics::serve(metrics.registry.clone(), addr).await?),
@@ -202,6 +217,7 @@ impl Coordinator {
             endpoint,
             replica,
             transport,
+            keys,
             local: Arc::new(Mutex::new(Local::default())),
             worker_joined: Arc::new(Notify::new()),
             serving_term: Arc::new(AtomicU64::new(0)),
@@ -223,6 +239,10 @@ impl Coordinator {
         tokio::spawn(async move { accept.accept_loop().await });
         let watch = me.clone();
         tokio::spawn(async move { watch.follow_leadership().await });
+        if me.transport.is_some() {
+            let repair = me.clone();
+            tokio::spawn(async move { repair.repair_key_sets().await });
+        }
         Ok(me)
     }
 
@@ -281,6 +301,28 @@ impl Coordinator {
             t.close();
         }
         self.replica.stop();
+    }
+
+    /// Fetches from peers the bytes of every key set in the log that this
+    /// member lacks (it was down or in the minority when the key set was
+    /// stored), so that it can serve them once it leads.
+    async fn repair_key_sets(self) {
+        let mut watch = self.replica.watch();
+        loop {
+            let wanted: Vec<KeySetId> = self
+                .replica
+                .read(|s| s.key_sets.keys().copied().collect::<Vec<_>>())
+                .into_iter()
+                .filter(|k| !self.keys.contains(k))
+                .collect();
+            if !wanted.is_empty() {
+                self.keys.repair(wanted).await;
+            }
+            if watch.borrow().stopped {
+                return;
+            }
+            let _ = tokio::time::timeout(KEY_REPAIR_INTERVAL, watch.changed()).await;
+        }
     }
 
     /// Reacts to leadership changes: a leader resumes every unfinished
@@ -442,8 +484,21 @@ impl Coordinator {
                 else {
                     return;
                 };
-                let bytes = me.replica.read(|s| s.key_sets.get(&key_set).map(|k| k.bytes.clone()));
-                let Some(bytes) = bytes else { return };
+                if !me.replica.read(|s| s.key_sets.contains_key(&key_set)) {
+                    warn!(worker = id.0, key_set = %key_set, "worker asked for an unknown key set");
+                    return;
+                }
+                let bytes = match me.keys.get(key_set).await {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => {
+                        warn!(worker = id.0, key_set = %key_set, "no coordinator holds the key set's bytes");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(worker = id.0, key_set = %key_set, error = %e, "reading the key set");
+                        return;
+                    }
+                };
                 // The key set's id is its bytes' digest: no need to hash
                 // them again per worker.
                 let keys = BlobRef { len: bytes.len() as u64, digest: key_set.0 };
@@ -568,7 +623,12 @@ impl Coordinator {
                 if owned {
                     return Ok((ClientResponse::KeySetRegistered { key_set, already_present: true }, vec![]));
                 }
-                match self.propose(&Command::RegisterKeySet { tenant, key_set, params_digest, keys: bytes }).await? {
+                let len = bytes.len() as u64;
+                self.keys
+                    .store_on_majority(key_set, Arc::new(bytes))
+                    .await
+                    .map_err(|e| reply(ErrorCode::Internal, format!("storing the key set: {e}")))?;
+                match self.propose(&Command::RegisterKeySet { tenant, key_set, params_digest, len }).await? {
                     Outcome::KeySetRegistered { already_present } => {
                         Ok((ClientResponse::KeySetRegistered { key_set, already_present }, vec![]))
                     }

@@ -16,10 +16,12 @@ use std::sync::Arc;
 
 use crate::consensus::StateMachine;
 
-// 2: BLAKE3 blob digests and key-set ids (protocol version 2); logs and
-// snapshots of version 1 are refused with the version named.
-const COMMAND_VERSION: u8 = 2;
-const SNAPSHOT_VERSION: u8 = 2;
+// 2: BLAKE3 blob digests and key-set ids (protocol version 2).
+// 3: key-set bytes out of the log (`crate::keystore`): the log names a key
+// set by digest and length. Logs and snapshots of an older version are
+// refused with the version named.
+const COMMAND_VERSION: u8 = 3;
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// SHA-256 of a tenant's token: the log and snapshots never hold tokens.
 pub type TokenHash = [u8; 32];
@@ -39,18 +41,19 @@ pub enum Command {
         /// Tenant to token hash.
         tenants: BTreeMap<TenantId, TokenHash>,
     },
-    /// A tenant's key set (content-addressed).
+    /// A tenant's key set (content-addressed). Its bytes are not in the
+    /// log: the leader stored them on a majority of the coordinators'
+    /// key stores before proposing this.
     RegisterKeySet {
         /// Owner.
         tenant: TenantId,
-        /// BLAKE3 digest of `keys`.
+        /// BLAKE3 digest of the key set's wire bytes.
         key_set: KeySetId,
         /// Digest of the CKKS parameters the keys belong to (as the client
         /// declared it; inputs are checked against it at admission).
         params_digest: [u8; 32],
-        /// The evaluation keys' wire bytes.
-        #[serde(with = "serde_bytes")]
-        keys: Vec<u8>,
+        /// Length of the wire bytes.
+        len: u64,
     },
     /// A query enters the queue.
     Admit {
@@ -184,9 +187,8 @@ pub struct KeySetEntry {
     pub owners: BTreeSet<TenantId>,
     /// Digest of its CKKS parameters.
     pub params_digest: [u8; 32],
-    /// Wire bytes.
-    #[serde(with = "arc_bytes")]
-    pub bytes: Arc<Vec<u8>>,
+    /// Length of its wire bytes (in the key store).
+    pub len: u64,
 }
 
 /// One input's progress through the plan.
@@ -311,14 +313,11 @@ impl Replicated {
                 self.tenants = tenants;
                 Outcome::TenantsSet
             }
-            Command::RegisterKeySet { tenant, key_set, params_digest, keys } => {
-                if KeySetId::of(&keys) != key_set {
-                    return Outcome::Rejected(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}"));
-                }
+            Command::RegisterKeySet { tenant, key_set, params_digest, len } => {
                 let entry = self.key_sets.entry(key_set).or_insert_with(|| KeySetEntry {
                     owners: BTreeSet::new(),
                     params_digest,
-                    bytes: Arc::new(keys),
+                    len,
                 });
                 let already_present = !entry.owners.insert(tenant);
                 Outcome::KeySetRegistered { already_present }
@@ -479,14 +478,12 @@ mod tests {
     #[test]
     fn admission_checkpoints_and_snapshot_round_trip() {
         let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
-        let keys = b"keys".to_vec();
-        let ks = KeySetId::of(&keys);
+        let ks = KeySetId::of(b"keys");
         let mut s = Replicated::default();
         // b cannot use a key set only a registered.
-        apply(
-            &mut s,
-            Command::RegisterKeySet { tenant: a.clone(), key_set: ks, params_digest: [7; 32], keys: keys.clone() },
-        );
+        apply(&mut s, Command::RegisterKeySet { tenant: a.clone(), key_set: ks, params_digest: [7; 32], len: 4 });
+        let register = Command::RegisterKeySet { tenant: a.clone(), key_set: ks, params_digest: [7; 32], len: 9 << 30 };
+        assert!(register.encode().unwrap().len() < 128, "the log names a key set, it does not carry it");
         assert!(matches!(apply(&mut s, admit(1, 10, &b, ks)), Outcome::Rejected(ErrorCode::NotFound, _)));
         let admitted = |q, position, replayed| Outcome::Admitted { query: QueryId(q), position, replayed };
         assert_eq!(apply(&mut s, admit(1, 10, &a, ks)), admitted(10, 0, false));
@@ -526,14 +523,10 @@ mod tests {
     #[test]
     fn tenant_quota_counts_held_queries_until_released() {
         let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
-        let keys = b"keys".to_vec();
-        let ks = KeySetId::of(&keys);
+        let ks = KeySetId::of(b"keys");
         let mut s = Replicated::default();
         for t in [&a, &b] {
-            apply(
-                &mut s,
-                Command::RegisterKeySet { tenant: t.clone(), key_set: ks, params_digest: [7; 32], keys: keys.clone() },
-            );
+            apply(&mut s, Command::RegisterKeySet { tenant: t.clone(), key_set: ks, params_digest: [7; 32], len: 4 });
         }
         let quota = |request, query, tenant: &TenantId| {
             let mut c = admit(request, query, tenant, ks);

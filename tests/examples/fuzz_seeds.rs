@@ -157,12 +157,7 @@ fn main() {
     let mut state = Replicated::default();
     let commands = [
         Command::SetTenants { tenants: [(tenant.clone(), [3; 32])].into_iter().collect() },
-        Command::RegisterKeySet {
-            tenant: tenant.clone(),
-            key_set: KeySetId::of(b"k"),
-            params_digest: [2; 32],
-            keys: b"k".to_vec(),
-        },
+        Command::RegisterKeySet { tenant: tenant.clone(), key_set: KeySetId::of(b"k"), params_digest: [2; 32], len: 1 },
         Command::Admit {
             query,
             request: 9,

@@ -53,6 +53,29 @@ pub fn test_worker(addr: SocketAddr, ca: &nexus_proto::tls::ClusterCa, name: &st
     }
 }
 
+/// An in-process test coordinator on a free loopback port with a
+/// certificate from `ca` (for `localhost` and `127.0.0.1`), the given
+/// tenants (name, token), a group of one in memory, 16 queued queries,
+/// 4 GiB blobs, 3 attempts, no metrics. Tests override fields with
+/// `CoordinatorConfig { .., ..test_coordinator(..) }`.
+pub fn test_coordinator(
+    ca: &nexus_proto::tls::ClusterCa,
+    tenants: &[(&str, &str)],
+) -> nexus_coordinator::CoordinatorConfig {
+    nexus_coordinator::CoordinatorConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ca: ca.certificate(),
+        identity: ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap(),
+        tenants: tenants.iter().map(|(t, k)| (t.to_string(), k.to_string())).collect(),
+        max_queued: 16,
+        max_blob: 1 << 32,
+        max_attempts: 3,
+        metrics_listen: None,
+        raft: nexus_coordinator::RaftSettings::default(),
+        limits: nexus_coordinator::limits::Limits::default(),
+    }
+}
+
 /// Child processes killed (SIGKILL) when dropped.
 #[derive(Debug, Default)]
 pub struct Killed(pub Vec<Child>);

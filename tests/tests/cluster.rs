@@ -7,14 +7,13 @@
 
 use nexus_ckks::*;
 use nexus_client::cluster::{ClientError, ClusterClient};
-use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_coordinator::{Coordinator, CoordinatorConfig};
 use nexus_nn::{Engine, Gelu, KeySet};
 use nexus_proto::ids::TenantId;
 use nexus_proto::messages::ErrorCode;
 use nexus_proto::tls::ClusterCa;
-use nexus_tests::test_worker;
+use nexus_tests::{test_coordinator, test_worker};
 use nexus_worker::run;
-use std::collections::HashMap;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,16 +46,9 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
     // The cluster.
     let ca = ClusterCa::generate("nexus test").unwrap();
     let config = CoordinatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ca: ca.certificate(),
-        identity: ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap(),
-        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
         max_queued: 32,
-        max_blob: 1 << 32,
-        max_attempts: 3,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        raft: RaftSettings::default(),
-        limits: nexus_coordinator::limits::Limits::default(),
+        ..test_coordinator(&ca, &[("acme", "s3cret")])
     };
     let coordinator = Coordinator::start(config).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
@@ -166,20 +158,7 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
         })
         .collect();
     let ca = ClusterCa::generate("two tenants").unwrap();
-    let coordinator = Coordinator::start(CoordinatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ca: ca.certificate(),
-        identity: ca.issue_coordinator(&["localhost"]).unwrap(),
-        tenants: HashMap::from([("alice".to_string(), "a".to_string()), ("bob".to_string(), "b".to_string())]),
-        max_queued: 16,
-        max_blob: 1 << 32,
-        max_attempts: 3,
-        metrics_listen: None,
-        raft: RaftSettings::default(),
-        limits: nexus_coordinator::limits::Limits::default(),
-    })
-    .await
-    .unwrap();
+    let coordinator = Coordinator::start(test_coordinator(&ca, &[("alice", "a"), ("bob", "b")])).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
     for i in 0..2 {
         let name = format!("worker-{i}");

@@ -10,14 +10,13 @@
 use nexus_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Wire};
 use nexus_client::cluster::ClusterClient;
 use nexus_client::encoder::ClientEncoder;
-use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_coordinator::{Coordinator, CoordinatorConfig};
 use nexus_nn::bert::cosine;
 use nexus_proto::ids::TenantId;
 use nexus_proto::messages::{QueryState, TaskKind};
 use nexus_proto::tls::ClusterCa;
-use nexus_tests::test_worker;
+use nexus_tests::{test_coordinator, test_worker};
 use nexus_worker::{execute::execute, run, WorkerConfig};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const PRESET: &str = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
@@ -63,18 +62,7 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
 
     // The cluster: a coordinator and two workers serving the model root.
     let ca = ClusterCa::generate("nexus test").unwrap();
-    let config = CoordinatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ca: ca.certificate(),
-        identity: ca.issue_coordinator(&["localhost", "127.0.0.1"]).unwrap(),
-        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
-        max_queued: 8,
-        max_blob: 1 << 32,
-        max_attempts: 2,
-        metrics_listen: None,
-        raft: RaftSettings::default(),
-        limits: nexus_coordinator::limits::Limits::default(),
-    };
+    let config = CoordinatorConfig { max_queued: 8, max_attempts: 2, ..test_coordinator(&ca, &[("acme", "s3cret")]) };
     let coordinator = Coordinator::start(config).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
     for i in 0..2 {

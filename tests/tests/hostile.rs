@@ -10,7 +10,7 @@
 
 use nexus_ckks::{Encoder, Encryptor, KeyGenerator, Parameters, Wire};
 use nexus_client::cluster::{ClientError, ClusterClient};
-use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_coordinator::{Coordinator, CoordinatorConfig};
 use nexus_nn::DEMO_MODEL;
 use nexus_proto::blob::BlobRef;
 use nexus_proto::frame::{encode_message, header, FrameKind, DEFAULT_MAX_FRAME};
@@ -18,9 +18,8 @@ use nexus_proto::ids::TenantId;
 use nexus_proto::messages::{ClientRequest, ClientResponse, ErrorCode};
 use nexus_proto::quic::{recv_message, Link};
 use nexus_proto::tls::{client_config, ClusterCa};
-use nexus_tests::{test_worker, DemoClient};
+use nexus_tests::{test_coordinator, test_worker, DemoClient};
 use nexus_worker::run;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -52,16 +51,9 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
     let ca = ClusterCa::generate("hostile").unwrap();
     let max_blob = 64 << 20;
     let coordinator = Coordinator::start(CoordinatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ca: ca.certificate(),
-        identity: ca.issue_coordinator(&["localhost"]).unwrap(),
-        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string()), ("bolt".to_string(), "b0lt".to_string())]),
-        max_queued: 16,
         max_blob,
         max_attempts: 2,
-        metrics_listen: None,
-        raft: RaftSettings::default(),
-        limits: nexus_coordinator::limits::Limits::default(),
+        ..test_coordinator(&ca, &[("acme", "s3cret"), ("bolt", "b0lt")])
     })
     .await
     .unwrap();

@@ -10,14 +10,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use nexus_client::cluster::ClusterClient;
-use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_coordinator::{Coordinator, CoordinatorConfig};
 use nexus_nn::DEMO_MODEL;
 use nexus_proto::ids::TenantId;
 use nexus_proto::metrics::{CoordinatorMetrics, WorkerMetrics};
 use nexus_proto::tls::ClusterCa;
-use nexus_tests::{free_tcp_port, http_get, test_worker, DemoClient};
+use nexus_tests::{free_tcp_port, http_get, test_coordinator, test_worker, DemoClient};
 use nexus_worker::{run, WorkerConfig};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,16 +120,8 @@ async fn prometheus_scrapes_a_running_cluster() {
     // A cluster with metrics endpoints.
     let ca = ClusterCa::generate("observability").unwrap();
     let coordinator = Coordinator::start(CoordinatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ca: ca.certificate(),
-        identity: ca.issue_coordinator(&["localhost"]).unwrap(),
-        tenants: HashMap::from([("acme".to_string(), "s3cret".to_string())]),
-        max_queued: 16,
-        max_blob: 1 << 32,
-        max_attempts: 3,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        raft: RaftSettings::default(),
-        limits: nexus_coordinator::limits::Limits::default(),
+        ..test_coordinator(&ca, &[("acme", "s3cret")])
     })
     .await
     .unwrap();

@@ -16,4 +16,4 @@ mod tests;
 
 pub use replica::{ProposeError, Replica, ReplicaConfig, Role, StateMachine};
 pub use storage::{LogError, LogStorage};
-pub use transport::{PeerAddress, RaftTransport};
+pub use transport::{PeerAddress, PeerStreams, RaftTransport};

@@ -7,6 +7,11 @@
 //! frames `[len u64][protobuf Message]`, each at most `max_message` bytes.
 //! Sending never blocks the Ready loop: a full queue or a dead link drops
 //! messages, which raft retransmits.
+//!
+//! The same endpoint carries the coordinators' other traffic among
+//! themselves on bidirectional streams (key-set bytes, which stay out of
+//! the raft log): [`RaftTransport::open_stream`] and the `streams` handler
+//! of [`RaftTransport::serve`].
 
 use nexus_proto::quic::Link;
 use nexus_proto::tls::{client_config, peer_has_name, peer_server_config, Identity, COORDINATOR_PEER_NAME};
@@ -20,6 +25,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::replica::Outbox;
+
+/// Handles a peer's bidirectional stream (spawning what takes time).
+pub type PeerStreams = Arc<dyn Fn(quinn::SendStream, quinn::RecvStream) + Send + Sync>;
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE: usize = 4096;
@@ -78,19 +86,26 @@ impl RaftTransport {
         })
     }
 
-    /// Accepts peers' connections and hands every message to `step`.
-    pub fn serve(&self, step: impl Fn(Message) + Send + Sync + 'static) {
+    /// Accepts peers' connections: hands every raft message to `step` and
+    /// every bidirectional stream to `streams`.
+    pub fn serve(&self, step: impl Fn(Message) + Send + Sync + 'static, streams: PeerStreams) {
         let (endpoint, max) = (self.endpoint.clone(), self.max_message);
         let step = Arc::new(step);
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
-                let step = step.clone();
+                let (step, streams) = (step.clone(), streams.clone());
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
                     if !peer_has_name(&conn, COORDINATOR_PEER_NAME) {
                         conn.close(2u32.into(), b"raft peers need a coordinator certificate");
                         return;
                     }
+                    let bi = conn.clone();
+                    tokio::spawn(async move {
+                        while let Ok((send, recv)) = bi.accept_bi().await {
+                            streams(send, recv);
+                        }
+                    });
                     while let Ok(mut stream) = conn.accept_uni().await {
                         let step = step.clone();
                         tokio::spawn(async move {
@@ -102,6 +117,15 @@ impl RaftTransport {
                 });
             }
         });
+    }
+
+    /// A bidirectional stream to `peer` on a connection of its own (these
+    /// carry bulk transfers, which must not delay raft's messages).
+    pub async fn open_stream(&self, peer: &PeerAddress) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+        let conn = connect(&self.endpoint, peer)
+            .await
+            .ok_or_else(|| format!("coordinator {} at {} is unreachable", peer.id, peer.raft))?;
+        conn.open_bi().await.map_err(|e| format!("opening a stream to coordinator {}: {e}", peer.id))
     }
 
     /// Closes the endpoint.

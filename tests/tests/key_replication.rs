@@ -1,0 +1,135 @@
+//! Key sets stay out of the raft log: three in-process coordinators (a raft
+//! group with logs on disk, real mutual-TLS QUIC on loopback). A key set is
+//! on a majority of the members' key stores when its registration is
+//! acknowledged, the raft logs stay small, and a member that was down
+//! fetches the bytes from a peer when it comes back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use nexus_client::cluster::ClusterClient;
+use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
+use nexus_proto::ids::TenantId;
+use nexus_proto::tls::ClusterCa;
+use nexus_tests::{free_udp_port, test_coordinator};
+use rand::{RngCore, SeedableRng};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The three members' configurations: data in `dir/raft-ID`.
+fn group(ca: &ClusterCa, dir: &Path) -> Vec<CoordinatorConfig> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_udp_port(), free_udp_port())).collect();
+    let peers: Vec<PeerConfig> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (public, raft))| PeerConfig {
+            id: i as u64 + 1,
+            raft: format!("127.0.0.1:{raft}"),
+            public: format!("127.0.0.1:{public}"),
+        })
+        .collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (public, raft))| CoordinatorConfig {
+            listen: ([127, 0, 0, 1], *public).into(),
+            raft: RaftSettings {
+                id: i as u64 + 1,
+                peers: peers.clone(),
+                listen: Some(([127, 0, 0, 1], *raft).into()),
+                dir: Some(dir.join(format!("raft-{}", i + 1))),
+                ..RaftSettings::default()
+            },
+            ..test_coordinator(ca, &[("acme", "s3cret")])
+        })
+        .collect()
+}
+
+async fn wait_for_leader(members: &[Option<Coordinator>]) -> usize {
+    let start = Instant::now();
+    loop {
+        if let Some(i) = members.iter().position(|m| m.as_ref().is_some_and(|c| c.role().leader_ready)) {
+            return i;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no leader within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a member again on its old ports. The stopped instance's sockets
+/// close once its tasks have wound down (a restarted process gets fresh
+/// ones at once): retry while the port is still held.
+async fn restart(config: &CoordinatorConfig) -> Coordinator {
+    let start = Instant::now();
+    loop {
+        match Coordinator::start(config.clone()).await {
+            Ok(c) => return c,
+            Err(e) if e.to_string().contains("in use") && start.elapsed() < Duration::from_secs(15) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("restarting the member: {e}"),
+        }
+    }
+}
+
+/// Bytes of a member's raft state (log, snapshot, hard state): everything
+/// in its data directory but the key store.
+fn raft_bytes(member_dir: &Path) -> u64 {
+    std::fs::read_dir(member_dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_sets_are_on_a_majority_before_the_log_names_them_and_reach_the_rest_later() {
+    let ca = ClusterCa::generate("nexus test").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let configs = group(&ca, dir.path());
+    let mut members = Vec::new();
+    for c in &configs {
+        members.push(Some(Coordinator::start(c.clone()).await.unwrap()));
+    }
+    let leader = wait_for_leader(&members).await;
+    // One follower is down while the key set is registered.
+    let absent = (leader + 1) % 3;
+    members[absent].take().unwrap().shutdown().await;
+
+    let mut keys = vec![0u8; 8 << 20];
+    rand::rngs::StdRng::seed_from_u64(5).fill_bytes(&mut keys);
+    let publics: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
+    let tenant = TenantId::new("acme").unwrap();
+    let client =
+        ClusterClient::connect_any(&publics, "localhost", &ca.certificate(), tenant, "s3cret".into()).await.unwrap();
+    let (key_set, already_present) = client.register_keys(&keys, [7; 32]).await.unwrap();
+    assert!(!already_present);
+    let stored = |i: usize| dir.path().join(format!("raft-{}/keys/{}", i + 1, key_set.to_hex()));
+
+    // Acknowledged: both running members hold the bytes, durably.
+    for i in (0..3).filter(|&i| i != absent) {
+        assert_eq!(std::fs::read(stored(i)).unwrap(), keys, "member {} holds the key set", i + 1);
+    }
+    assert!(!stored(absent).exists());
+    // The log and snapshot name the key set; they do not carry it.
+    for i in 0..3 {
+        let bytes = raft_bytes(&dir.path().join(format!("raft-{}", i + 1)));
+        assert!(bytes < keys.len() as u64 / 8, "member {}'s raft state is {bytes} bytes", i + 1);
+    }
+
+    // The absent member comes back and fetches the bytes from a peer.
+    members[absent] = Some(restart(&configs[absent]).await);
+    let start = Instant::now();
+    while !stored(absent).exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the returning member never fetched the key set");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read(stored(absent)).unwrap(), keys);
+
+    // Registering it again costs no transfer among the members.
+    let (again, already_present) = client.register_keys(&keys, [7; 32]).await.unwrap();
+    assert_eq!((again, already_present), (key_set, true));
+    for m in members.into_iter().flatten() {
+        m.shutdown().await;
+    }
+}
