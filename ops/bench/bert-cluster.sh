@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Encrypted all-MiniLM-L6-v2 through the real binaries at 128-bit
+# N16_QP1545_H192: a coordinator with a data directory (key sets in its key
+# store, not its raft log), one worker with the model root, the tenant's CLI
+# (keygen, keys upload, submit --text, status --watch, fetch). Two queries
+# of the same sentence: the first one cold (the worker fetches the key set,
+# loads the model, builds the bootstrapping circuit), the second warm.
+# Reports each query's wall time as the client sees it (submit to result),
+# the worker's execution time for it (its task-time histogram), their
+# ratio (the distribution overhead), peak memory per process and the cosine
+# of the decrypted embedding with the plaintext model's.
+#
+#   ops/bench/bert-cluster.sh [LAYERS]        (default 1; MiniLM has 6)
+#
+# Needs the model (ops/models/fetch-minilm.sh) and about 20 GB of memory.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LAYERS=${1:-1}
+MAX_TOKENS=16
+PRESET=N16_QP1545_H192
+MODEL=${NEXUS_MINILM_DIR:-${NEXUS_MODEL_CACHE:-$HOME/.cache/nexus/models}/all-MiniLM-L6-v2}
+TEXT="Homomorphic encryption lets a server compute on data it cannot read."
+[ -f "$MODEL/model.safetensors" ] || { echo "no model at $MODEL (run ops/models/fetch-minilm.sh)" >&2; exit 1; }
+
+cargo build --release -q -p nexus-coordinator -p nexus-worker -p nexus-client
+cargo build --release -q -p nexus-tests --example plain_embedding
+bin=target/release
+work=$(mktemp -d /tmp/nexus-bert-cluster.XXXXXX)
+pids=()
+# The pids are /usr/bin/time's: signal the processes it measures.
+stop() { for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap stop EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+cm=$(port); wm=$(port)
+
+$bin/nexus-coordinator init-certs --dir "$work/certs" --workers 1 >/dev/null
+/usr/bin/time -f %M -o "$work/coordinator.maxrss" $bin/nexus-coordinator run --listen 127.0.0.1:0 \
+    --certs "$work/certs" --tenant acme=s3cret --print-addr --data-dir "$work/data" \
+    --metrics "127.0.0.1:$cm" >"$work/addr" 2>"$work/coordinator.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
+addr=$(head -1 "$work/addr")
+/usr/bin/time -f %M -o "$work/worker.maxrss" $bin/nexus-worker --coordinator "$addr" --certs "$work/certs" \
+    --name worker-0 --models "$(dirname "$MODEL")" --metrics "127.0.0.1:$wm" 2>"$work/worker.log" &
+pids+=($!)
+export NEXUS_TOKEN=s3cret
+conn=(--coordinator "$addr" --ca "$work/certs/ca.pem" --tenant acme)
+client="$work/client"
+
+t=$(now)
+/usr/bin/time -f %M -o "$work/keygen.maxrss" $bin/nexus keygen --dir "$client" --preset $PRESET --model bert \
+    --model-dir "$MODEL" --max-tokens $MAX_TOKENS --layers "$LAYERS" >/dev/null
+keygen_s=$(echo "$(now) - $t" | bc)
+t=$(now)
+$bin/nexus keys upload --dir "$client" "${conn[@]}" >/dev/null
+upload_s=$(echo "$(now) - $t" | bc)
+key_bytes=$(du -sb "$work/data/keys" | cut -f1)
+raft_bytes=$(find "$work/data" -maxdepth 1 -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+
+worker_task_seconds() {
+    curl -s "http://127.0.0.1:$wm/metrics" | awk '/^nexus_worker_task_duration_seconds_sum/ {print $2}'
+}
+plain=$(target/release/examples/plain_embedding "$MODEL" "$LAYERS" $MAX_TOKENS $PRESET "$TEXT")
+results=()
+for run in cold warm; do
+    before=$(worker_task_seconds)
+    t=$(now)
+    q=$($bin/nexus submit --dir "$client" --text "$TEXT" "${conn[@]}")
+    $bin/nexus status "$q" --watch "${conn[@]}" >/dev/null
+    got=$($bin/nexus fetch --dir "$client" "$q" --release "${conn[@]}")
+    wall=$(echo "$(now) - $t" | bc)
+    task=$(echo "$(worker_task_seconds) - $before" | bc)
+    cosine=$(python3 -c 'import json,sys,math; a=json.loads(sys.argv[1])[0]; b=json.loads(sys.argv[2]); print(sum(x*y for x,y in zip(a,b))/math.sqrt(sum(x*x for x in a)*sum(y*y for y in b)))' "$got" "$plain")
+    results+=("{\"run\": \"$run\", \"wall_s\": $wall, \"worker_task_s\": $task, \"ratio\": $(echo "scale=4; $wall / $task" | bc), \"cosine\": $cosine}")
+    echo "${results[-1]}"
+done
+stop
+echo "{\"preset\": \"$PRESET\", \"layers\": $LAYERS, \"tokens_block\": $MAX_TOKENS, \"keygen_s\": $keygen_s, \"upload_s\": $upload_s, \"key_store_bytes\": $key_bytes, \"raft_state_bytes\": $raft_bytes, \"maxrss_kib\": {\"keygen\": $(cat "$work/keygen.maxrss"), \"coordinator\": $(cat "$work/coordinator.maxrss" | tail -1), \"worker\": $(cat "$work/worker.maxrss" | tail -1)}, \"queries\": [$(IFS=,; echo "${results[*]}")]}"
+rm -rf "$work"
