@@ -176,6 +176,7 @@ async fn run_async(config: &DemoConfig, mut progress: impl FnMut(&str) + Send) -
             reconnect_for: std::time::Duration::from_secs(10),
             models: None,
             allow_insecure_parameters: !params.is_secure(),
+            lean_keys: false,
         })));
     }
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -171,6 +171,7 @@ async fn main() -> Result<(), BoxError> {
         threads: 2,
         key_cache_bytes: 8 << 30,
         allow_insecure_parameters: !params.is_secure(),
+        lean_keys: false,
         metrics_listen: None,
         reconnect_for: std::time::Duration::from_secs(10),
         models: None,

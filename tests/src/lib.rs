@@ -47,6 +47,7 @@ pub fn test_worker(addr: SocketAddr, ca: &nexus_proto::tls::ClusterCa, name: &st
         threads: 1,
         key_cache_bytes: 1 << 30,
         allow_insecure_parameters: true,
+        lean_keys: false,
         metrics_listen: None,
         reconnect_for: Duration::from_secs(10),
         models: None,

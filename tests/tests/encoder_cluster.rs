@@ -42,7 +42,9 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let pt = encoder.encode_real(&slots, client_model.level(), params.default_scale()).unwrap();
     let input = Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap().to_bytes(&params).unwrap();
 
-    // The same tasks in this process, without the network.
+    // The same tasks in this process, without the network, with the keys
+    // decoded in full (the client generated them lean).
+    let keys = nexus_nn::KeySet::from_bytes(&key_bytes, usize::MAX, true).unwrap();
     let model = id.to_string();
     let chain = [TaskKind::EncoderLayer { layer: 0 }, TaskKind::EncoderLayer { layer: 1 }, TaskKind::MeanPool];
     // Run twice, timing the second: the first warms what the cluster's
@@ -65,9 +67,13 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let config = CoordinatorConfig { max_queued: 8, max_attempts: 2, ..test_coordinator(&ca, &[("acme", "s3cret")]) };
     let coordinator = Coordinator::start(config).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
+    // The workers cache their keys lean and the local run below uses full
+    // keys: the results must still be the same bytes (a lean key switch
+    // regenerates the same uniform halves).
     for i in 0..2 {
         let name = format!("worker-{i}");
-        tokio::spawn(run(WorkerConfig { models: Some(root.clone()), ..test_worker(addr, &ca, &name) }));
+        let config = WorkerConfig { models: Some(root.clone()), lean_keys: true, ..test_worker(addr, &ca, &name) };
+        tokio::spawn(run(config));
     }
     for _ in 0..500 {
         if coordinator.workers().await == 2 {

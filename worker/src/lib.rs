@@ -63,6 +63,10 @@ pub struct WorkerConfig {
     pub key_cache_bytes: u64,
     /// Accept key sets at parameters marked insecure (test clusters only).
     pub allow_insecure_parameters: bool,
+    /// Cache Galois keys lean ([`nexus_nn::KeySet::lean`]): about half the
+    /// memory per key set (an N = 2^16 BERT key set holds 12.4 GB in full),
+    /// for regenerating each key's uniform halves at every key switch.
+    pub lean_keys: bool,
     /// Where to serve Prometheus `/metrics` (none: not served).
     pub metrics_listen: Option<SocketAddr>,
     /// Give up after this long without reaching any coordinator.
@@ -183,14 +187,23 @@ async fn session(
             Err(_) => return Ok(SessionEnd::Lost),
         };
         let (conn, cache, slots, metrics) = (conn.clone(), cache.clone(), slots.clone(), metrics.clone());
-        let insecure = config.allow_insecure_parameters;
+        let intake = KeyIntake { insecure: config.allow_insecure_parameters, lean: config.lean_keys };
         let models = config.models.clone();
         tokio::spawn(async move {
             // A failed stream is reported to the coordinator as a failed
             // task where possible; either way the worker keeps serving.
-            let _ = serve_stream(id, conn, cache, slots, &metrics, insecure, models, send, recv).await;
+            let _ = serve_stream(id, conn, cache, slots, &metrics, intake, models, send, recv).await;
         });
     }
+}
+
+/// How fetched key sets are taken in.
+#[derive(Clone, Copy, Debug)]
+struct KeyIntake {
+    /// Accept insecure test parameters.
+    insecure: bool,
+    /// Keep the Galois keys lean.
+    lean: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -200,7 +213,7 @@ async fn serve_stream(
     cache: Arc<Mutex<KeyCache>>,
     slots: Arc<tokio::sync::Semaphore>,
     metrics: &WorkerMetrics,
-    insecure: bool,
+    intake: KeyIntake,
     models: Option<PathBuf>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -222,7 +235,7 @@ async fn serve_stream(
     let _busy = Busy::start(metrics);
     let started = Instant::now();
     metrics.tasks.inc();
-    let keys = keys_for(&conn, &cache, metrics, task.key_set, insecure).await;
+    let keys = keys_for(&conn, &cache, metrics, task.key_set, intake).await;
     let keys_ms = started.elapsed().as_millis() as u64;
     let outcome = match keys {
         Ok(keys) => run_task(task.clone(), keys, inputs, models).await,
@@ -285,7 +298,7 @@ async fn keys_for(
     cache: &Mutex<KeyCache>,
     metrics: &WorkerMetrics,
     key_set: KeySetId,
-    insecure: bool,
+    intake: KeyIntake,
 ) -> Result<Arc<nexus_nn::KeySet>, WorkerError> {
     let mut guard = cache.lock().await;
     if let Some(keys) = guard.get(&key_set) {
@@ -307,10 +320,13 @@ async fn keys_for(
     if KeySetId::of_blob(&blob) != key_set {
         return Err(WorkerError::Unexpected(format!("key set bytes do not hash to {key_set}")));
     }
-    let keys = tokio::task::spawn_blocking(move || nexus_nn::KeySet::from_bytes(&bytes, MAX_BLOB as usize, insecure))
-        .await
-        .map_err(|e| WorkerError::Unexpected(e.to_string()))?
-        .map_err(|e| WorkerError::Unexpected(format!("key set {key_set}: {e}")))?;
+    let keys = tokio::task::spawn_blocking(move || {
+        let keys = nexus_nn::KeySet::from_bytes(&bytes, MAX_BLOB as usize, intake.insecure)?;
+        Ok::<_, nexus_nn::NnError>(if intake.lean { keys.lean() } else { keys })
+    })
+    .await
+    .map_err(|e| WorkerError::Unexpected(e.to_string()))?
+    .map_err(|e| WorkerError::Unexpected(format!("key set {key_set}: {e}")))?;
     let evictions = guard.stats().evictions;
     tracing::info!(%key_set, bytes = keys.memory_bytes(), "key set fetched and cached");
     let keys = guard.insert(key_set, keys);

@@ -45,6 +45,10 @@ struct Cli {
     /// Accept key sets at insecure test parameters (never in production).
     #[arg(long)]
     allow_insecure_parameters: bool,
+    /// Cache Galois keys without their uniform halves (about half the
+    /// memory per key set, for regenerating them at every key switch).
+    #[arg(long)]
+    lean_keys: bool,
     /// Model root: one directory per BERT-family model (config.json,
     /// model.safetensors, tokenizer.json), named by `bert:NAME:...` queries.
     #[arg(long)]
@@ -86,6 +90,7 @@ async fn main() -> Result<()> {
         threads: rayon::current_num_threads() as u32,
         key_cache_bytes: cli.key_cache_mib << 20,
         allow_insecure_parameters: cli.allow_insecure_parameters,
+        lean_keys: cli.lean_keys,
         metrics_listen: cli.metrics,
         reconnect_for: std::time::Duration::from_secs(cli.reconnect_secs),
         models: cli.models,

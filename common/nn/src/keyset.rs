@@ -81,6 +81,14 @@ impl KeySet {
         Ok(Self::new(params, relin, galois))
     }
 
+    /// The same keys with lean Galois keys ([`GaloisKeys::lean`]): about
+    /// half the memory, for regenerating each key's uniform halves from its
+    /// seed at every key switch. Results are bit-identical.
+    pub fn lean(self) -> Self {
+        let BootstrapKeys { relin, galois } = self.keys;
+        Self { params: self.params, keys: BootstrapKeys { relin, galois: galois.lean() } }
+    }
+
     /// Bytes held in memory (for the worker's cache budget).
     pub fn memory_bytes(&self) -> usize {
         self.keys.galois.memory_bytes() + self.relin_memory_bytes()
@@ -89,5 +97,39 @@ impl KeySet {
     fn relin_memory_bytes(&self) -> usize {
         let p = &self.params;
         2 * p.q().len().div_ceil(p.alpha()) * (p.q().len() + p.p().len()) * p.n() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use nexus_ckks::{Encoder, Encryptor, Evaluator, KeyGenerator};
+
+    #[test]
+    fn lean_key_sets_take_less_memory_and_rotate_bit_identically() {
+        let params = Parameters::preset("INSECURE_N12_QP1500_DEEP_TEST").unwrap();
+        let mut kg = KeyGenerator::new(&params);
+        let sk = kg.secret_key();
+        let pk = kg.public_key(&sk);
+        let steps = [1i64, 5];
+        let galois = kg.galois_keys(&sk, &steps, false).unwrap();
+        let full = KeySet::new(params.clone(), kg.relin_key(&sk), galois);
+        let lean = KeySet::from_bytes(&full.to_bytes().unwrap(), 1 << 30, true).unwrap().lean();
+        assert!(
+            lean.memory_bytes() < full.memory_bytes() * 3 / 4,
+            "{} vs {}",
+            lean.memory_bytes(),
+            full.memory_bytes()
+        );
+        let values: Vec<f64> = (0..params.max_slots()).map(|i| (i as f64 * 0.01).sin()).collect();
+        let pt = Encoder::new(&params).encode_real(&values, 4, params.default_scale()).unwrap();
+        let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
+        let eval = Evaluator::new(&params);
+        for step in steps {
+            let a = eval.rotate(&ct, step, full.galois()).unwrap();
+            let b = eval.rotate(&ct, step, lean.galois()).unwrap();
+            assert_eq!(a.to_bytes(&params).unwrap(), b.to_bytes(&params).unwrap(), "rotation by {step}");
+        }
     }
 }
