@@ -112,6 +112,10 @@ for name in ("nexus-cpu-worker", "nexus-gpu-worker"):
     check(claims == ["nexus-models"], f"{name} models claim: {claims}")
 check(not any("--models" in str(a) for a in args_of(by_kind(render({}), "Deployment", "nexus-cpu-worker")[0])),
       "no model root by default")
+check(not any("--lean-keys" in str(a) for a in args_of(by_kind(render({}), "Deployment", "nexus-cpu-worker")[0])),
+      "full keys by default")
+lean = by_kind(render({"worker": {"leanKeys": True}}), "Deployment", "nexus-cpu-worker")[0]
+check("--lean-keys" in args_of(lean), "worker.leanKeys passes --lean-keys")
 sts = by_kind(docs, "StatefulSet")[0]
 check(sum(str(a).startswith("--peer=") for a in sts["spec"]["template"]["spec"]["containers"][0]["args"]) == 5,
       "five members, five peers")

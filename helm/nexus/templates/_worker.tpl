@@ -44,6 +44,9 @@ spec:
             - --name=worker
             - --key-cache-mib={{ $w.keyCacheMiB }}
             - --buffer-pool-mib={{ $w.bufferPoolMiB }}
+            {{- if $w.leanKeys }}
+            - --lean-keys
+            {{- end }}
             - --metrics=0.0.0.0:{{ $root.Values.worker.metricsPort }}
             {{- if and (eq .kind "cpu") (gt (int $w.threads) 0) }}
             - --threads={{ $w.threads }}
