@@ -139,8 +139,16 @@ impl ClusterClient {
             max_blob: 16 << 30,
             failover_timeout: Duration::from_secs(30),
         };
-        me.connection().await?;
-        Ok(me)
+        // Each failed address becomes suspect, so the next attempt picks
+        // another: one round over the group.
+        let mut failures = Vec::new();
+        for _ in 0..me.addrs.len() {
+            match me.connection().await {
+                Ok(_) => return Ok(me),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        Err(cerr(format!("no coordinator reachable: {}", failures.join("; "))))
     }
 
     /// The open connection, or a new one to the hinted leader or the next
