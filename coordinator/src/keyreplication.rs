@@ -137,14 +137,19 @@ impl KeyReplication {
     /// The bytes of `key_set`: from this store, else from a peer (then
     /// stored here). `Ok(None)`: no member has them.
     pub async fn get(&self, key_set: KeySetId) -> Result<Option<Arc<Vec<u8>>>, String> {
-        let store = self.store.clone();
-        let local = tokio::task::spawn_blocking(move || store.get(&key_set))
-            .await
-            .map_err(|e| format!("reading key set {key_set}: {e}"))??;
-        if local.is_some() {
-            return Ok(local);
+        match self.get_local(key_set).await? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.fetch_from_peers(key_set).await,
         }
-        self.fetch_from_peers(key_set).await
+    }
+
+    /// The bytes of `key_set` from this store (read off the runtime's
+    /// threads: a key set is gigabytes).
+    async fn get_local(&self, key_set: KeySetId) -> Result<Option<Arc<Vec<u8>>>, String> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.get(&key_set))
+            .await
+            .map_err(|e| format!("reading key set {key_set}: {e}"))?
     }
 
     /// Fetches every key set in `wanted` that is not stored here from a peer.
@@ -221,11 +226,7 @@ impl KeyReplication {
                 outcome
             }
             PeerKeyRequest::Fetch { key_set } => {
-                let store = self.store.clone();
-                let local = tokio::task::spawn_blocking(move || store.get(&key_set))
-                    .await
-                    .map_err(|e| format!("reading key set {key_set}: {e}"))?;
-                match local {
+                match self.get_local(key_set).await {
                     Ok(Some(bytes)) => {
                         reply(&mut send, PeerKeyReply::Keys { len: bytes.len() as u64 }).await?;
                         send_blob_owned(&mut send, shared_bytes(bytes)).await.map_err(|e| e.to_string())?;

@@ -14,8 +14,6 @@
 
 use nexus_proto::ids::KeySetId;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -89,7 +87,8 @@ impl KeyStore {
             Backing::Disk { .. } => return Ok(()),
         };
         // Written without the lock: other key sets stay readable meanwhile.
-        write_durably(&dir, &id.to_hex(), &bytes)?;
+        crate::consensus::storage::write_atomically(&dir, &id.to_hex(), &bytes)
+            .map_err(|(path, e)| format!("writing key set {id} to {}: {e}", path.display()))?;
         if let Backing::Disk { present, loaded, .. } = &mut *self.lock() {
             present.insert(id);
             loaded.insert(id, Arc::downgrade(&bytes));
@@ -126,19 +125,6 @@ impl KeyStore {
         loaded.insert(*id, Arc::downgrade(&bytes));
         Ok(Some(bytes))
     }
-}
-
-/// Writes `dir/name` through a temporary file, synced, renamed and the
-/// directory synced: a crash leaves the whole file or none.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let err = |p: &Path, e: std::io::Error| format!("writing {}: {e}", p.display());
-    let mut f = File::create(&tmp).map_err(|e| err(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| err(&tmp, e))?;
-    f.sync_all().map_err(|e| err(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(dir, e))
 }
 
 #[cfg(test)]

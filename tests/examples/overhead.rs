@@ -18,7 +18,7 @@
 
 use nexus_ckks::*;
 use nexus_client::cluster::ClusterClient;
-use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
 use nexus_nn::{DemoMlp, Engine, KeySet, OperatorModel, DEMO_MODEL, OPERATOR_MODELS};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
@@ -125,19 +125,7 @@ async fn main() -> Result<(), BoxError> {
     let free = || -> Result<u16, BoxError> { Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()) };
     let ports: Vec<(u16, u16)> = (0..members).map(|_| Ok((free()?, free()?))).collect::<Result<_, BoxError>>()?;
     let dir = std::env::temp_dir().join(format!("nexus-overhead-{}", std::process::id()));
-    let peers: Vec<PeerConfig> = if ha {
-        ports
-            .iter()
-            .enumerate()
-            .map(|(i, (public, raft))| PeerConfig {
-                id: i as u64 + 1,
-                raft: format!("127.0.0.1:{raft}"),
-                public: format!("127.0.0.1:{public}"),
-            })
-            .collect()
-    } else {
-        vec![]
-    };
+    let peers = if ha { nexus_tests::loopback_peers(&ports) } else { vec![] };
     let mut coordinators = Vec::new();
     for (i, (public, raft)) in ports.iter().enumerate() {
         coordinators.push(

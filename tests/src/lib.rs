@@ -77,6 +77,20 @@ pub fn test_coordinator(
     }
 }
 
+/// A raft group's members on loopback: member `i + 1` at
+/// `ports[i] = (public, raft)`.
+pub fn loopback_peers(ports: &[(u16, u16)]) -> Vec<nexus_coordinator::PeerConfig> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (public, raft))| nexus_coordinator::PeerConfig {
+            id: i as u64 + 1,
+            raft: format!("127.0.0.1:{raft}"),
+            public: format!("127.0.0.1:{public}"),
+        })
+        .collect()
+}
+
 /// Child processes killed (SIGKILL) when dropped.
 #[derive(Debug, Default)]
 pub struct Killed(pub Vec<Child>);

@@ -7,10 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use nexus_client::cluster::ClusterClient;
-use nexus_coordinator::{Coordinator, CoordinatorConfig, PeerConfig, RaftSettings};
+use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
-use nexus_tests::{free_udp_port, test_coordinator};
+use nexus_tests::{free_udp_port, loopback_peers, test_coordinator};
 use rand::{RngCore, SeedableRng};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,15 +18,7 @@ use std::time::{Duration, Instant};
 /// The three members' configurations: data in `dir/raft-ID`.
 fn group(ca: &ClusterCa, dir: &Path) -> Vec<CoordinatorConfig> {
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_udp_port(), free_udp_port())).collect();
-    let peers: Vec<PeerConfig> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (public, raft))| PeerConfig {
-            id: i as u64 + 1,
-            raft: format!("127.0.0.1:{raft}"),
-            public: format!("127.0.0.1:{public}"),
-        })
-        .collect();
+    let peers = loopback_peers(&ports);
     ports
         .iter()
         .enumerate()

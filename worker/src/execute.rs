@@ -49,18 +49,17 @@ fn operator_model(name: &str, slots: usize) -> Result<Option<Arc<OperatorModel>>
     cached(&MODELS, name, slots, || OperatorModel::named(name, slots).map_err(|e| e.to_string()))
 }
 
-/// The bootstrapping circuit of `params` (built once per parameter set).
+/// The bootstrapping circuit of `params` (built once per parameter set,
+/// cached by the parameters' digest).
 fn bootstrapper(params: &Parameters) -> Result<Arc<Bootstrapper>, String> {
-    static CIRCUITS: OnceLock<Mutex<HashMap<[u8; 32], Arc<Bootstrapper>>>> = OnceLock::new();
-    let mut guard = CIRCUITS.get_or_init(Mutex::default).lock().map_err(|_| "circuit cache poisoned".to_string())?;
-    if let Some(b) = guard.get(&params.digest()) {
-        return Ok(b.clone());
-    }
-    let config = BootstrapConfig::for_parameters(params)
-        .ok_or("the key set's parameters have no bootstrapping configuration (use a preset with one)")?;
-    let b = Arc::new(Bootstrapper::new(params, config).map_err(|e| e.to_string())?);
-    guard.insert(params.digest(), b.clone());
-    Ok(b)
+    static CIRCUITS: ModelCache<Bootstrapper> = OnceLock::new();
+    let digest: String = params.digest().iter().map(|b| format!("{b:02x}")).collect();
+    cached(&CIRCUITS, &digest, 0, || {
+        let config = BootstrapConfig::for_parameters(params)
+            .ok_or("the key set's parameters have no bootstrapping configuration (use a preset with one)")?;
+        Bootstrapper::new(params, config).map(Some).map_err(|e| e.to_string())
+    })?
+    .ok_or_else(|| "no bootstrapping circuit".to_string())
 }
 
 /// `id`'s model from the model root, cut to its layers and calibrated for

@@ -409,13 +409,22 @@ fn read_log(path: &Path, snapshot_index: u64) -> Result<Vec<Entry>, LogError> {
 /// Replaces `dir/name` with `bytes` so that a crash leaves the old or the
 /// new file, never a mix.
 fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+    write_atomically(dir, name, bytes).map_err(|(path, source)| LogError::Io { path, source })
+}
+
+/// Writes `dir/name` through `dir/name.tmp`: written, synced, renamed, the
+/// directory synced. A failure names the path it happened on.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    fn at(p: &Path) -> impl Fn(std::io::Error) -> (PathBuf, std::io::Error) + '_ {
+        move |e| (p.to_path_buf(), e)
+    }
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    let mut f = File::create(&tmp).map_err(at(&tmp))?;
+    f.write_all(bytes).map_err(at(&tmp))?;
+    f.sync_all().map_err(at(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(at(&path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
 }
 
 #[cfg(test)]
