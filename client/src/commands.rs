@@ -132,14 +132,22 @@ pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoi
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&sk_path)?;
     f.write_all(&sk.to_bytes(&params)?)?;
     write(&dir.join("public.key"), &pk.to_bytes(&params)?)?;
-    let eval = keys.to_bytes()?;
-    write(&dir.join("evaluation.keys"), &eval)?;
+    // Streamed: the encoded set (GBs at 2^16) is never in memory whole.
+    let eval_path = dir.join("evaluation.keys");
+    let written = write_key_set(&eval_path, &keys).map_err(|e| format!("writing {}: {e}", eval_path.display()))?;
     save_state(dir, &state)?;
     Ok(format!(
         "keys for {model} at {preset} in {}: secret.key (keep it), public.key, evaluation.keys ({:.1} MB, upload with `nexus keys upload`)",
         dir.display(),
-        eval.len() as f64 / 1e6
+        written as f64 / 1e6
     ))
+}
+
+fn write_key_set(path: &Path, keys: &KeySet) -> Result<u64, BoxError> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let written = keys.write_to(&mut out)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(written)
 }
 
 /// Opening a file readable by its owner only (the secret key).

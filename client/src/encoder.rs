@@ -4,7 +4,7 @@
 //! decrypted sentence embedding. The workers run every layer and the
 //! pooling (`bert:NAME:LAYERS:TOKENS:BLOCK` queries).
 
-use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
+use nexus_ckks::bootstrapping::BootstrapConfig;
 use nexus_ckks::{GaloisKeys, KeyGenerator, Parameters, SecretKey};
 use nexus_nn::bert::{ServedBert, TextTokenizer};
 use nexus_nn::KeySet;
@@ -72,11 +72,10 @@ impl ClientEncoder {
         kg: &mut KeyGenerator,
         sk: &SecretKey,
     ) -> Result<KeySet, BoxError> {
-        let boot = Bootstrapper::new(params, boot_config(preset)?)?;
         // Lean keys (no uniform halves in memory): the wire carries only
         // their seeds anyway and the client never evaluates with them, so
         // the set costs half the memory (5 GB instead of 10 at N = 2^16).
-        let keys = boot.generate_lean_keys(kg, sk)?;
+        let keys = boot_config(preset)?.generate_lean_keys(params, kg, sk)?;
         let mut galois: GaloisKeys = keys.galois;
         let circuit = self.served.encoder(self.block, self.block, params.max_slots())?;
         for g in circuit.galois_elements(params)? {

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-printf '.venv/\nresults/\n' > .gitignore
+printf '.venv/\nresults/\n.openfhe/\n' > .gitignore
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

@@ -24,13 +24,16 @@ use crate::error::CkksError;
 use crate::ring::{Basis, Ntt, Poly};
 use crate::scheme::keys::{GaloisKey, GaloisKeys, PublicKey, RelinKey, SecretKey, SwitchingKey};
 use crate::scheme::plaintext::{Ciphertext, Encoding, Plaintext};
-use crate::scheme::sampling::Sampler;
+use crate::scheme::sampling::expand_uniform_ntt;
 use crate::Parameters;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
-/// Current format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// Current format version. 2: a seed expands into one ChaCha20 stream per
+/// (digit, prime) ([`crate::scheme::sampling::expand_uniform_ntt`]) instead
+/// of one stream for everything; a version-1 seed would expand to other
+/// values, so version 1 is refused rather than misread.
+pub const FORMAT_VERSION: u16 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 48;
 const MAGIC: &[u8; 4] = b"NXCK";
@@ -81,6 +84,16 @@ pub trait Wire: Sized {
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError>;
     /// Decodes and checks against `params`, refusing inputs over `limit` bytes.
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError>;
+    /// The length of [`to_bytes`](Self::to_bytes)'s output.
+    fn encoded_len(&self, params: &Parameters) -> Result<u64, CkksError> {
+        Ok(self.to_bytes(params)?.len() as u64)
+    }
+    /// Writes [`to_bytes`](Self::to_bytes)'s output to `out` (large objects
+    /// override it to stream without the whole encoding in memory).
+    fn write_to(&self, params: &Parameters, out: &mut dyn std::io::Write) -> Result<(), CkksError> {
+        out.write_all(&self.to_bytes(params)?)
+            .map_err(|e| CkksError::Encode { what: Self::NAME, reason: e.to_string() })
+    }
 }
 
 fn decode_err(what: &'static str, reason: impl Into<String>) -> CkksError {
@@ -98,16 +111,56 @@ fn envelope(
     payload_hint: usize,
 ) -> Result<Vec<u8>, CkksError> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload_hint + 256);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.push(kind as u8);
-    out.push(0);
-    out.extend_from_slice(&params.digest());
-    out.extend_from_slice(&[0; 8]); // the payload length, once known
+    out.extend_from_slice(&header(params, kind, 0)); // the payload length, once known
     rmp_serde::encode::write(&mut out, payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })?;
     let len = (out.len() - HEADER_LEN) as u64;
     out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
     Ok(out)
+}
+
+fn header(params: &Parameters, kind: Kind, payload_len: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(MAGIC);
+    h[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[6] = kind as u8;
+    h[8..40].copy_from_slice(&params.digest());
+    h[40..48].copy_from_slice(&payload_len.to_le_bytes());
+    h
+}
+
+/// Counts what is written to it.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The payload's MessagePack length (an encoding pass into a counter).
+fn payload_len(what: &'static str, payload: &impl Serialize) -> Result<u64, CkksError> {
+    let mut counter = Counter(0);
+    rmp_serde::encode::write(&mut counter, payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })?;
+    Ok(counter.0)
+}
+
+/// [`envelope`] written to `out` with the payload encoded twice (once to
+/// count it for the header): for payloads built lazily, whose whole
+/// encoding is never in memory.
+fn stream_envelope(
+    params: &Parameters,
+    kind: Kind,
+    what: &'static str,
+    payload: &impl Serialize,
+    out: &mut dyn std::io::Write,
+) -> Result<(), CkksError> {
+    let io = |e: std::io::Error| CkksError::Encode { what, reason: e.to_string() };
+    out.write_all(&header(params, kind, payload_len(what, payload)?)).map_err(io)?;
+    rmp_serde::encode::write(out, payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })
 }
 
 /// Bytes of the packed limbs in `polys`: the hint for [`envelope`].
@@ -378,7 +431,7 @@ impl Wire for Ciphertext {
         let basis = Basis::q(level);
         let mut parts = w.parts.iter().map(|p| unpack(params, p, basis, Self::NAME)).collect::<Result<Vec<_>, _>>()?;
         if let Some(seed) = w.seed {
-            parts.push(Sampler::from_seed(seed).uniform_ntt(params.ring(), basis));
+            parts.push(expand_uniform_ntt(params.ring(), seed, 0, basis));
         }
         Ok(Ciphertext { parts, level, scale: w.scale, encoding: w.encoding, seed: w.seed })
     }
@@ -438,7 +491,7 @@ impl Wire for PublicKey {
         let w: PublicKeyWire = open(params, bytes, limit, Self::KIND, Self::NAME)?;
         let basis = Basis { q: params.q().len(), p: params.p().len() };
         let b = unpack(params, &w.b, basis, Self::NAME)?;
-        let a = Sampler::from_seed(w.seed).uniform_ntt(params.ring(), basis);
+        let a = expand_uniform_ntt(params.ring(), w.seed, 0, basis);
         Ok(PublicKey { b, a, seed: w.seed, digest: params.digest() })
     }
 }
@@ -472,8 +525,7 @@ fn switching_key_from_wire(
     }
     let basis = Basis { q, p: full.p };
     let b = w.b.iter().map(|p| unpack(params, p, basis, what)).collect::<Result<Vec<_>, _>>()?;
-    // `a` is regenerated in full from the seed (as it was sampled), then
-    // restricted like `b`.
+    // `a` is regenerated from the seed, only over `b`'s limbs.
     let a = crate::scheme::keys::regenerate_uniform_halves(params, w.seed, basis, digits);
     Ok(SwitchingKey::compacted(b, a, w.seed, params.digest()))
 }
@@ -498,6 +550,28 @@ struct GaloisKeyWire<'a> {
     element: u64,
     #[serde(borrow)]
     key: SwitchingKeyWire<'a>,
+}
+
+/// A Galois key set's wire form, each key packed only while it is encoded:
+/// one key's packed limbs in memory at a time instead of the whole set's.
+/// Encodes exactly as the `Vec<GaloisKeyWire>` it is decoded into.
+struct LazyGaloisKeys<'k> {
+    params: &'k Parameters,
+    keys: &'k GaloisKeys,
+}
+
+impl Serialize for LazyGaloisKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.keys.keys.len()))?;
+        for k in self.keys.keys.values() {
+            seq.serialize_element(&GaloisKeyWire {
+                element: k.element as u64,
+                key: switching_key_to_wire(self.params, &k.key),
+            })?;
+        }
+        seq.end()
+    }
 }
 
 fn galois_from_wire(params: &Parameters, w: &GaloisKeyWire, what: &'static str) -> Result<GaloisKey, CkksError> {
@@ -531,12 +605,17 @@ impl Wire for GaloisKeys {
     const NAME: &'static str = "Galois key set";
 
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
-        let w: Vec<GaloisKeyWire> = self
-            .keys
-            .values()
-            .map(|k| GaloisKeyWire { element: k.element as u64, key: switching_key_to_wire(params, &k.key) })
-            .collect();
-        envelope(params, Self::KIND, Self::NAME, &w, packed_len(w.iter().flat_map(|k| &k.key.b)))
+        // The packed limbs are at most their in-memory size.
+        let hint = self.keys.values().flat_map(|k| &k.key.b).map(|p| p.basis().limbs() * p.n() * 8).sum::<usize>();
+        envelope(params, Self::KIND, Self::NAME, &LazyGaloisKeys { params, keys: self }, hint)
+    }
+
+    fn encoded_len(&self, params: &Parameters) -> Result<u64, CkksError> {
+        Ok(HEADER_LEN as u64 + payload_len(Self::NAME, &LazyGaloisKeys { params, keys: self })?)
+    }
+
+    fn write_to(&self, params: &Parameters, out: &mut dyn std::io::Write) -> Result<(), CkksError> {
+        stream_envelope(params, Self::KIND, Self::NAME, &LazyGaloisKeys { params, keys: self }, out)
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {

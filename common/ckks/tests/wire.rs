@@ -7,7 +7,9 @@ use nexus_ckks::wire::{parameters_from_bytes, parameters_to_bytes, HEADER_LEN};
 use nexus_ckks::*;
 
 const LIMIT: usize = 1 << 30;
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/ciphertext_v1_insecure_n11.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/ciphertext_v2_insecure_n11.bin");
+/// The same ciphertext in format 1, whose seed expanded through one stream.
+const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/ciphertext_v1_insecure_n11.bin");
 
 fn setup() -> (Parameters, SecretKey, KeyGenerator) {
     let params = Parameters::preset("INSECURE_N11_QP230_TEST").unwrap();
@@ -42,6 +44,14 @@ fn golden_file_pins_the_format() {
 }
 
 #[test]
+fn a_version_1_object_is_refused_naming_its_version() {
+    let (params, _, _) = setup();
+    let v1 = std::fs::read(GOLDEN_V1).unwrap();
+    let err = Ciphertext::from_bytes(&params, &v1, LIMIT).unwrap_err().to_string();
+    assert!(err.contains("format version 1 is not supported"), "{err}");
+}
+
+#[test]
 fn round_trips_and_seeded_sizes() {
     let (params, sk, mut kg) = setup();
     let pk = kg.public_key(&sk);
@@ -61,7 +71,16 @@ fn round_trips_and_seeded_sizes() {
     assert!(fb.len() < packed + 200, "{} vs {packed}", fb.len());
     assert_eq!(PublicKey::from_bytes(&params, &pk.to_bytes(&params).unwrap(), LIMIT).unwrap(), pk);
     assert_eq!(RelinKey::from_bytes(&params, &rlk.to_bytes(&params).unwrap(), LIMIT).unwrap(), rlk);
-    assert_eq!(GaloisKeys::from_bytes(&params, &gks.to_bytes(&params).unwrap(), LIMIT).unwrap(), gks);
+    let gkb = gks.to_bytes(&params).unwrap();
+    assert_eq!(GaloisKeys::from_bytes(&params, &gkb, LIMIT).unwrap(), gks);
+    // The streamed encoding (one key packed at a time) is the same bytes.
+    let mut streamed = Vec::new();
+    gks.write_to(&params, &mut streamed).unwrap();
+    assert_eq!(streamed, gkb);
+    assert_eq!(gks.encoded_len(&params).unwrap(), gkb.len() as u64);
+    let mut streamed = Vec::new();
+    rlk.write_to(&params, &mut streamed).unwrap();
+    assert_eq!(streamed, rlk.to_bytes(&params).unwrap());
     let one = gks.get(params.galois_element_for_rotation(1)).unwrap();
     assert_eq!(&GaloisKey::from_bytes(&params, &one.to_bytes(&params).unwrap(), LIMIT).unwrap(), one);
     assert_eq!(Plaintext::from_bytes(&params, &pt.to_bytes(&params).unwrap(), LIMIT).unwrap(), pt);

@@ -19,11 +19,6 @@ pub struct KeySet {
     pub keys: BootstrapKeys,
 }
 
-fn put(out: &mut Vec<u8>, part: &[u8]) {
-    out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-    out.extend_from_slice(part);
-}
-
 fn take<'a>(bytes: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], NnError> {
     if bytes.len() < 8 {
         return Err(invalid("key set", format!("truncated before the {what}")));
@@ -57,11 +52,26 @@ impl KeySet {
 
     /// Serializes the key set.
     pub fn to_bytes(&self) -> Result<Vec<u8>, NnError> {
-        let mut out = Vec::new();
-        put(&mut out, &parameters_to_bytes(&self.params)?);
-        put(&mut out, &self.keys.relin.to_bytes(&self.params)?);
-        put(&mut out, &self.keys.galois.to_bytes(&self.params)?);
+        let mut out = Vec::with_capacity(self.memory_bytes() / 2 + (1 << 16));
+        self.write_to(&mut out)?;
         Ok(out)
+    }
+
+    /// Writes [`to_bytes`](Self::to_bytes)'s output to `out` with one
+    /// Galois key's encoding in memory at a time (a 2^16 key set is GBs:
+    /// the client writes it to a file this way). Returns the bytes written.
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> Result<u64, NnError> {
+        let io = |e: std::io::Error| invalid("key set", format!("writing: {e}"));
+        let mut written = 0;
+        for part in [parameters_to_bytes(&self.params)?, self.keys.relin.to_bytes(&self.params)?] {
+            out.write_all(&(part.len() as u64).to_le_bytes()).map_err(io)?;
+            out.write_all(&part).map_err(io)?;
+            written += 8 + part.len() as u64;
+        }
+        let galois_len = self.keys.galois.encoded_len(&self.params)?;
+        out.write_all(&galois_len.to_le_bytes()).map_err(io)?;
+        self.keys.galois.write_to(&self.params, out)?;
+        Ok(written + 8 + galois_len)
     }
 
     /// Decodes and checks a key set (every part against the parameters),

@@ -28,7 +28,12 @@
 //! ratio decide it.
 //!
 //! The Galois elements and the depth follow from the parameters alone
-//! ([`Bootstrapper::galois_elements`], [`BootstrapConfig::depth`]).
+//! ([`BootstrapConfig::galois`], [`BootstrapConfig::depth`]): the client
+//! generates keys without building the circuit.
+
+mod galois;
+
+pub use galois::BootstrapGalois;
 
 use crate::circuits::{Chebyshev, LinearTransform, PolynomialEvaluator};
 use crate::error::CkksError;
@@ -130,6 +135,52 @@ impl BootstrapConfig {
     pub fn depth(&self) -> usize {
         self.cts_levels + self.eval_mod_depth() + self.stc_levels
     }
+
+    /// Generates the bootstrapping keys (client side) from the parameters
+    /// alone. Keys only SlotToCoeff uses are restricted to its input level:
+    /// it runs after CoeffToSlot and EvalMod have consumed most of the
+    /// chain, so those keys need a fraction of the limbs and digits (about
+    /// a third less key memory at N = 2^16).
+    pub fn generate_keys(
+        &self,
+        params: &Parameters,
+        keygen: &mut KeyGenerator,
+        sk: &SecretKey,
+    ) -> Result<BootstrapKeys, CkksError> {
+        self.generate_keys_with(params, keygen, sk, |key| key)
+    }
+
+    /// [`generate_keys`](Self::generate_keys) with lean Galois keys (their
+    /// uniform halves regenerated from the seed at every use): about half
+    /// the key memory, for the time of sampling them again.
+    pub fn generate_lean_keys(
+        &self,
+        params: &Parameters,
+        keygen: &mut KeyGenerator,
+        sk: &SecretKey,
+    ) -> Result<BootstrapKeys, CkksError> {
+        self.generate_keys_with(params, keygen, sk, GaloisKey::lean)
+    }
+
+    fn generate_keys_with(
+        &self,
+        params: &Parameters,
+        keygen: &mut KeyGenerator,
+        sk: &SecretKey,
+        shape: impl Fn(GaloisKey) -> GaloisKey,
+    ) -> Result<BootstrapKeys, CkksError> {
+        let plan = self.galois(params)?;
+        let mut galois = GaloisKeys::new();
+        // One key at a time, restricted at once, so the full-size set never
+        // exists in memory.
+        for &g in &plan.top_level {
+            galois.insert(shape(keygen.galois_key(sk, g)?));
+        }
+        for &g in &plan.slot_to_coeff_only {
+            galois.insert(shape(keygen.galois_key(sk, g)?.restricted_to_level(params, plan.slot_to_coeff_level)));
+        }
+        Ok(BootstrapKeys { relin: keygen.relin_key(sk), galois })
+    }
 }
 
 /// The bootstrapping evaluation keys: relinearisation and the Galois keys of
@@ -168,6 +219,7 @@ pub struct Bootstrapper {
     cts: Vec<LinearTransform>,
     stc: Vec<LinearTransform>,
     eval_mod: Chebyshev,
+    galois: BootstrapGalois,
 }
 
 /// One butterfly stage of the encoder's special FFT (`inverse = false`) or
@@ -213,12 +265,11 @@ fn stage(encoder: &Encoder, n: usize, h: usize, inverse: bool) -> Result<LinearT
 /// group's diagonals are tiny (they are encoded at a fixed scale, and small
 /// entries would lose precision to rounding).
 fn group(stages: Vec<LinearTransform>, levels: usize, factor: f64) -> Result<Vec<LinearTransform>, CkksError> {
-    let total = stages.len();
-    let levels = levels.clamp(1, total.max(1));
+    let sizes: Vec<usize> = galois::group_sizes(stages.len(), levels).collect();
+    let levels = sizes.len();
     let mut out = Vec::with_capacity(levels);
     let mut it = stages.into_iter();
-    for g in 0..levels {
-        let size = total / levels + usize::from(g < total % levels);
+    for size in sizes {
         let mut acc: Option<LinearTransform> = None;
         for _ in 0..size {
             let Some(s) = it.next() else { break };
@@ -245,38 +296,10 @@ fn group(stages: Vec<LinearTransform>, levels: usize, factor: f64) -> Result<Vec
 impl Bootstrapper {
     /// Builds the circuit (the DFT matrices and the EvalMod polynomial).
     pub fn new(params: &Parameters, config: BootstrapConfig) -> Result<Self, CkksError> {
-        if config.double_angle == 0
-            || config.cts_levels == 0
-            || config.stc_levels == 0
-            || config.k.is_nan()
-            || config.k < 1.0
-        {
-            return Err(CkksError::InvalidParameters(format!(
-                "bootstrapping needs at least one double angle, one CoeffToSlot and one SlotToCoeff level and K >= 1: {config:?}"
-            )));
-        }
-        if params.max_level() < config.depth() {
-            return Err(CkksError::InvalidParameters(format!(
-                "bootstrapping needs {} levels, the parameters have {}",
-                config.depth(),
-                params.max_level()
-            )));
-        }
+        let n = config.checked_slots(params)?;
+        let galois = config.galois(params)?;
         let encoder = Encoder::new(params);
-        let n = config.slots.unwrap_or(params.max_slots());
-        if !n.is_power_of_two() || n < 2 || n > params.max_slots() {
-            return Err(CkksError::InvalidParameters(format!(
-                "bootstrapping slots must be a power of two in [2, {}], got {n}",
-                params.max_slots()
-            )));
-        }
         let log_n = n.trailing_zeros() as usize;
-        if log_n < config.cts_levels.max(config.stc_levels) {
-            return Err(CkksError::InvalidParameters(format!(
-                "{n} slots have {log_n} FFT stages, fewer than the {} CoeffToSlot / {} SlotToCoeff levels",
-                config.cts_levels, config.stc_levels
-            )));
-        }
         // The trace onto the sparse subring multiplies by its degree.
         let trace_gain = (params.max_slots() / n) as f64;
         // CoeffToSlot: inverse stages with h = n/2 .. 1, then 1/(n K).
@@ -295,7 +318,7 @@ impl Bootstrapper {
             1.0,
             config.eval_mod_degree,
         );
-        Ok(Self { params: params.clone(), config, encoder, cts, stc, eval_mod })
+        Ok(Self { params: params.clone(), config, encoder, cts, stc, eval_mod, galois })
     }
 
     /// The circuit settings.
@@ -329,63 +352,25 @@ impl Bootstrapper {
         1 << (ratio_bits - self.message_ratio_bits()).clamp(0, 30)
     }
 
-    /// Rotations of the trace onto a sparse ciphertext's subring: by
-    /// `slots`, `2 slots`, ... below `N/2` (none at full slots).
+    /// Rotations of the trace onto a sparse ciphertext's subring.
     fn trace_rotations(&self) -> Vec<i64> {
-        let full = self.params.max_slots();
-        std::iter::successors(Some(self.slots()), |r| Some(r * 2)).take_while(|&r| r < full).map(|r| r as i64).collect()
+        galois::trace_rotations(self.slots(), self.params.max_slots())
     }
 
-    /// Galois elements used at the top level (CoeffToSlot, the trace and
-    /// the conjugation).
-    fn top_level_elements(&self) -> Vec<usize> {
-        let mut g: Vec<usize> = self.cts.iter().flat_map(|t| t.galois_elements(&self.params)).collect();
-        g.extend(self.trace_rotations().into_iter().map(|r| self.params.galois_element_for_rotation(r)));
-        g.push(self.params.galois_element_conjugate());
-        g
-    }
-
-    /// Galois elements the keys must cover.
+    /// Galois elements the keys must cover (sorted).
     pub fn galois_elements(&self) -> Vec<usize> {
-        let mut g = self.top_level_elements();
-        g.extend(self.stc.iter().flat_map(|t| t.galois_elements(&self.params)));
-        g.sort_unstable();
-        g.dedup();
-        g
+        self.galois.all()
     }
 
-    /// Generates the bootstrapping keys (client side). Keys only
-    /// SlotToCoeff uses are restricted to its input level: it runs after
-    /// CoeffToSlot and EvalMod have consumed most of the chain, so those
-    /// keys need a fraction of the limbs and digits (about a third less
-    /// key memory at N = 2^16).
+    /// Generates the bootstrapping keys (client side); see
+    /// [`BootstrapConfig::generate_keys`].
     pub fn generate_keys(&self, keygen: &mut KeyGenerator, sk: &SecretKey) -> Result<BootstrapKeys, CkksError> {
-        self.generate_keys_with(keygen, sk, |key| key)
+        self.config.generate_keys(&self.params, keygen, sk)
     }
 
-    /// [`generate_keys`](Self::generate_keys) with lean Galois keys (their
-    /// uniform halves regenerated from the seed at every use): about half
-    /// the key memory, for the time of sampling them again.
+    /// Lean bootstrapping keys; see [`BootstrapConfig::generate_lean_keys`].
     pub fn generate_lean_keys(&self, keygen: &mut KeyGenerator, sk: &SecretKey) -> Result<BootstrapKeys, CkksError> {
-        self.generate_keys_with(keygen, sk, GaloisKey::lean)
-    }
-
-    fn generate_keys_with(
-        &self,
-        keygen: &mut KeyGenerator,
-        sk: &SecretKey,
-        shape: impl Fn(GaloisKey) -> GaloisKey,
-    ) -> Result<BootstrapKeys, CkksError> {
-        let top = self.top_level_elements();
-        let stc_level = self.output_level() + self.config.stc_levels;
-        let mut galois = GaloisKeys::new();
-        // One key at a time, restricted at once, so the full-size set never
-        // exists in memory.
-        for g in self.galois_elements() {
-            let key = keygen.galois_key(sk, g)?;
-            galois.insert(shape(if top.contains(&g) { key } else { key.restricted_to_level(&self.params, stc_level) }));
-        }
-        Ok(BootstrapKeys { relin: keygen.relin_key(sk), galois })
+        self.config.generate_lean_keys(&self.params, keygen, sk)
     }
 
     /// Lifts a level-0 ciphertext to the top level; scale metadata `q0`.

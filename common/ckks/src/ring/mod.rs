@@ -81,8 +81,10 @@ impl RingContext {
         &*self.backend
     }
 
+    /// The index of limb `limb` of `basis` in the whole chain: `q` primes
+    /// first, then the special primes.
     #[inline]
-    fn index_of(&self, basis: Basis, limb: usize) -> usize {
+    pub fn chain_index_of(&self, basis: Basis, limb: usize) -> usize {
         if limb < basis.q {
             limb
         } else {
@@ -93,7 +95,7 @@ impl RingContext {
     /// The prime of limb `limb` of a polynomial in `basis`.
     #[inline]
     pub fn modulus_of(&self, basis: Basis, limb: usize) -> &Modulus {
-        let i = self.index_of(basis, limb);
+        let i = self.chain_index_of(basis, limb);
         if i < self.q.len() {
             &self.q[i]
         } else {
@@ -104,13 +106,13 @@ impl RingContext {
     /// The NTT table of limb `limb` in `basis`.
     #[inline]
     pub fn ntt_of(&self, basis: Basis, limb: usize) -> &NttTable {
-        &self.ntt[self.index_of(basis, limb)]
+        &self.ntt[self.chain_index_of(basis, limb)]
     }
 
     /// The IFMA reduction constants of limb `limb` in `basis`.
     #[inline]
     pub fn reducer_of(&self, basis: Basis, limb: usize) -> &Reducer52 {
-        &self.reducers[self.index_of(basis, limb)]
+        &self.reducers[self.chain_index_of(basis, limb)]
     }
 
     /// All moduli of a basis, in limb order.

@@ -2,7 +2,7 @@
 
 use super::keys::{PublicKey, SecretKey};
 use super::plaintext::{Ciphertext, Plaintext};
-use super::sampling::Sampler;
+use super::sampling::{expand_uniform_ntt, Sampler};
 use crate::error::CkksError;
 use crate::ring::Basis;
 use crate::Parameters;
@@ -79,7 +79,7 @@ impl Encryptor {
         let basis = Basis::q(level);
         let sigma = self.params.error_std();
         let (seed, e) = self.with_sampler(|s| (s.seed(), s.gaussian(ring.n(), sigma)));
-        let a = Sampler::from_seed(seed).uniform_ntt(ring, basis);
+        let a = expand_uniform_ntt(ring, seed, 0, basis);
         let mut c0 = a.clone();
         c0.mul_assign(ring, &sk.at_level(level));
         c0.neg_assign(ring);

@@ -7,11 +7,12 @@
 //! elsewhere. All `a_j` of a key derive from one 32-byte seed, so a key can
 //! travel in seeded form at about half its size.
 
-use super::sampling::Sampler;
+use super::sampling::{expand_uniform_ntt, Sampler};
 use crate::error::CkksError;
 use crate::params::SecretDistribution;
 use crate::ring::{Basis, Ntt, Poly};
 use crate::Parameters;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use zeroize::Zeroize;
 
@@ -97,12 +98,19 @@ impl SwitchingKey {
     }
 
     /// The first `digits` uniform halves: held, or regenerated for a lean
-    /// key (only the digits a key switch at a lower level reads).
-    pub(crate) fn uniform_halves(&self, params: &Parameters, digits: usize) -> std::borrow::Cow<'_, [Poly<Ntt>]> {
+    /// key, then only what a key switch at `level` reads (its digits, and
+    /// the chain limbs up to `level` with the special ones).
+    pub(crate) fn uniform_halves(
+        &self,
+        params: &Parameters,
+        digits: usize,
+        level: usize,
+    ) -> std::borrow::Cow<'_, [Poly<Ntt>]> {
         let digits = digits.min(self.b.len());
         match self.b.first() {
             Some(b0) if self.is_lean() => {
-                std::borrow::Cow::Owned(regenerate_uniform_halves(params, self.seed, b0.basis(), digits))
+                let basis = Basis { q: b0.basis().q.min(level + 1), p: b0.basis().p };
+                std::borrow::Cow::Owned(regenerate_uniform_halves(params, self.seed, basis, digits))
             }
             _ => std::borrow::Cow::Borrowed(&self.a[..digits]),
         }
@@ -130,21 +138,16 @@ impl SwitchingKey {
     }
 }
 
-/// The first `digits` uniform halves of a switching key with `seed`, as key
-/// generation sampled them (digit after digit, over every prime), each
-/// restricted to `basis`.
+/// The first `digits` uniform halves of a switching key with `seed` over
+/// `basis` (digit `j` is stream `j`): exactly key generation's residues on
+/// those limbs, and only those limbs are sampled.
 pub(crate) fn regenerate_uniform_halves(
     params: &Parameters,
     seed: [u8; 32],
     basis: Basis,
     digits: usize,
 ) -> Vec<Poly<Ntt>> {
-    let full = Basis { q: params.q().len(), p: params.p().len() };
-    let mut sampler = Sampler::from_seed(seed);
-    (0..digits)
-        .map(|_| sampler.uniform_ntt(params.ring(), full))
-        .map(|p| if basis == full { p } else { Poly::compacted(p.restricted(basis)) })
-        .collect()
+    (0..digits).into_par_iter().map(|j| expand_uniform_ntt(params.ring(), seed, j as u64, basis)).collect()
 }
 
 /// Relinearisation key (switches `s^2` to `s`).
@@ -275,7 +278,7 @@ impl KeyGenerator {
         let ring = self.params.ring();
         let basis = self.full_basis();
         let seed = self.sampler.seed();
-        let a = Sampler::from_seed(seed).uniform_ntt(ring, basis);
+        let a = expand_uniform_ntt(ring, seed, 0, basis);
         let e = Sampler::small_to_ntt(ring, basis, &self.sampler.gaussian(ring.n(), self.params.error_std()));
         let mut b = a.clone();
         b.mul_assign(ring, &sk.poly);
@@ -293,12 +296,11 @@ impl KeyGenerator {
         let q_count = self.params.q().len();
         let digits = q_count.div_ceil(alpha);
         let seed = self.sampler.seed();
-        let mut a_sampler = Sampler::from_seed(seed);
         let n = ring.n();
         let mut bs = Vec::with_capacity(digits);
         let mut as_ = Vec::with_capacity(digits);
         for j in 0..digits {
-            let a = a_sampler.uniform_ntt(ring, basis);
+            let a = expand_uniform_ntt(ring, seed, j as u64, basis);
             let e = Sampler::small_to_ntt(ring, basis, &self.sampler.gaussian(n, self.params.error_std()));
             let mut b = a.clone();
             b.mul_assign(ring, &sk.poly);

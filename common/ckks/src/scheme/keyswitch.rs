@@ -64,7 +64,7 @@ pub(crate) fn apply_key(
     let ext = Basis { q: level + 1, p: params.p().len() };
     let digit_data: Vec<&[u64]> = digits.iter().map(|d| d.data()).collect();
     let kb: Vec<KeyLimbs<'_>> = key.b[..digits.len()].iter().map(|p| key_limbs(params, p)).collect();
-    let uniform = key.uniform_halves(params, digits.len());
+    let uniform = key.uniform_halves(params, digits.len(), level);
     let ka: Vec<KeyLimbs<'_>> = uniform.iter().map(|p| key_limbs(params, p)).collect();
     let mut out_b = Poly::<Ntt>::uninit(ring, ext);
     let mut out_a = Poly::<Ntt>::uninit(ring, ext);
