@@ -37,6 +37,8 @@ pub struct InferOptions {
     pub batch: Option<usize>,
     /// An optional classification head after the pooling.
     pub head: Option<HeadSource>,
+    /// The head's Argmax resolves gaps of `2^-head_gap_bits` of its range.
+    pub head_gap_bits: u32,
 }
 
 /// Where a classification head comes from.
@@ -217,7 +219,7 @@ pub fn run(
         if let Some((h, bound)) = &head {
             // Comparison stages keep three levels of a bootstrap's output
             // for the differences and the final product.
-            circuit = circuit.with_head(h.clone(), *bound, level.saturating_sub(3))?;
+            circuit = circuit.with_head(h.clone(), *bound, level.saturating_sub(3), options.head_gap_bits)?;
         }
         let steps = circuit.rotations()?;
         if keys.as_ref().is_none_or(|(s, _, _)| *s != steps) {

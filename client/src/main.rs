@@ -165,6 +165,10 @@ enum Command {
         /// by ';'), weighted by the model's embedding of it.
         #[arg(long)]
         labels: Option<String>,
+        /// The head's Argmax resolves top-two gaps of 2^-BITS of its
+        /// range (the logit bound): more bits, finer and slower.
+        #[arg(long, value_name = "BITS", default_value_t = nexus_nn::bert::head::DEFAULT_GAP_BITS)]
+        head_gap_bits: u32,
     },
     /// Cluster benchmarks.
     Bench {
@@ -203,6 +207,12 @@ enum Command {
         /// Skip the cluster runs (projection only).
         #[arg(long)]
         no_validate: bool,
+        /// Project a workload measured elsewhere instead of calibrating the
+        /// demo model: a JSON costs object (`ops/bench/task-costs.py` makes
+        /// one from a cluster run's logs). Projection only; its
+        /// coordinator CPU per task replaces --coordinator-ms.
+        #[arg(long, conflicts_with_all = ["preset", "tokens"])]
+        costs: Option<PathBuf>,
     },
 }
 
@@ -358,6 +368,7 @@ fn main() -> Result<()> {
             batch_size,
             head,
             labels,
+            head_gap_bits,
         } => {
             if let Some(t) = threads {
                 rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
@@ -386,7 +397,8 @@ fn main() -> Result<()> {
                 }
                 (None, None) => None,
             };
-            let options = infer::InferOptions { model, texts, max_tokens, preset, layers, margin, batch, head };
+            let options =
+                infer::InferOptions { model, texts, max_tokens, preset, layers, margin, batch, head, head_gap_bits };
             let mut emit = |r: &infer::InferResult| -> anyhow::Result<()> {
                 if as_json {
                     println!("{}", json(r)?);
@@ -432,13 +444,22 @@ fn main() -> Result<()> {
             loopback_gbs,
             coordinator_ms,
             no_validate,
+            costs,
         } => {
-            // Costs at one engine thread: what each worker process uses.
-            rayon::ThreadPoolBuilder::new().num_threads(1).build_global()?;
-            let costs = scaling::calibrate(&preset, tokens, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (costs, measured_elsewhere) = match costs {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    (scaling::Costs::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?, true)
+                }
+                None => {
+                    // Costs at one engine thread: what each worker process uses.
+                    rayon::ThreadPoolBuilder::new().num_threads(1).build_global()?;
+                    (scaling::calibrate(&preset, tokens, 3).map_err(|e| anyhow::anyhow!("{e}"))?, false)
+                }
+            };
             println!("{}", json(&serde_json::json!({"costs": costs}))?);
-            let mut coordinator_s = coordinator_ms / 1e3;
-            if !no_validate {
+            let mut coordinator_s = costs.coordinator_s_per_task.unwrap_or(coordinator_ms / 1e3);
+            if !no_validate && !measured_elsewhere {
                 for k in [1usize, 2] {
                     let q = queries_per_worker * k;
                     let measured = runtime()?

@@ -17,7 +17,7 @@ use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
 use nexus_nn::{DemoMlp, Engine, KeySet, DEMO_MODEL};
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
@@ -26,8 +26,12 @@ use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The workload and its measured costs.
-#[derive(Clone, Debug, Serialize)]
+/// The workload and its measured costs: [`calibrate`]'s for the demo
+/// model, or read from a file ([`Costs::from_json`]) for a workload measured
+/// elsewhere (a BERT encoder through the real binaries:
+/// `ops/bench/task-costs.py`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Costs {
     /// Parameter preset.
     pub preset: String,
@@ -41,6 +45,48 @@ pub struct Costs {
     pub ciphertext_bytes: Vec<u64>,
     /// Bytes of the evaluation key set.
     pub key_bytes: u64,
+    /// What each task of the chain is (informative).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_kinds: Vec<String>,
+    /// Coordinator CPU per task (seconds), where the measurement includes
+    /// it; otherwise the 1-worker validation run measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator_s_per_task: Option<f64>,
+}
+
+impl Costs {
+    /// Costs from JSON (the object `nexus sim` prints under `costs`),
+    /// checked: every figure finite and positive, one ciphertext size per
+    /// task plus the final output's.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let costs: Costs = serde_json::from_str(text).map_err(|e| format!("costs: {e}"))?;
+        costs.check()?;
+        Ok(costs)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if self.task_seconds.is_empty() {
+            return Err("costs: task_seconds is empty (one entry per task of an input's chain)".into());
+        }
+        if let Some((i, t)) = self.task_seconds.iter().enumerate().find(|(_, t)| !positive(**t)) {
+            return Err(format!("costs: task_seconds[{i}] = {t} is not a positive number of seconds"));
+        }
+        if self.ciphertext_bytes.len() != self.task_seconds.len() + 1 {
+            return Err(format!(
+                "costs: {} ciphertext sizes for {} tasks (one per task's input, then the final output)",
+                self.ciphertext_bytes.len(),
+                self.task_seconds.len()
+            ));
+        }
+        if self.inputs_per_query == 0 || self.threads == 0 || self.key_bytes == 0 {
+            return Err("costs: inputs_per_query, threads and key_bytes must be at least 1".into());
+        }
+        if let Some(c) = self.coordinator_s_per_task.filter(|c| !(c.is_finite() && *c >= 0.0)) {
+            return Err(format!("costs: coordinator_s_per_task = {c} is not a number of seconds"));
+        }
+        Ok(())
+    }
 }
 
 /// A client side of the demo model: keys and encrypted queries.
@@ -110,6 +156,8 @@ pub fn calibrate(preset: &str, tokens: usize, repeats: usize) -> Result<Costs, B
         inputs_per_query: w.inputs.len(),
         ciphertext_bytes,
         key_bytes: w.keys.len() as u64,
+        task_kinds: Vec::new(),
+        coordinator_s_per_task: None,
     })
 }
 
@@ -435,7 +483,28 @@ mod tests {
             inputs_per_query: 2,
             ciphertext_bytes: vec![1000, 1000, 1000, 500],
             key_bytes: 1_000_000,
+            task_kinds: Vec::new(),
+            coordinator_s_per_task: None,
         }
+    }
+
+    #[test]
+    fn costs_read_from_json_are_checked() {
+        let text = serde_json::to_string(&costs()).unwrap();
+        let read = Costs::from_json(&text).unwrap();
+        assert_eq!(read.task_seconds, costs().task_seconds);
+        let with = |field: &str, value: serde_json::Value| {
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v[field] = value;
+            Costs::from_json(&v.to_string())
+        };
+        assert_eq!(with("coordinator_s_per_task", 0.25.into()).unwrap().coordinator_s_per_task, Some(0.25));
+        assert!(with("task_seconds", serde_json::json!([1.0, -2.0])).unwrap_err().contains("task_seconds[1]"));
+        assert!(with("task_seconds", serde_json::json!([])).unwrap_err().contains("empty"));
+        assert!(with("ciphertext_bytes", serde_json::json!([1, 2])).unwrap_err().contains("2 ciphertext sizes"));
+        assert!(with("key_bytes", 0.into()).unwrap_err().contains("key_bytes"));
+        assert!(Costs::from_json("{").unwrap_err().starts_with("costs:"));
+        assert!(with("key_byte", 1.into()).unwrap_err().contains("key_byte"), "unknown fields are refused");
     }
 
     #[test]

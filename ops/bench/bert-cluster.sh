@@ -12,6 +12,10 @@
 #
 #   ops/bench/bert-cluster.sh [LAYERS]        (default 1; MiniLM has 6)
 #
+# It also writes the warm query's per-task costs (COSTS_OUT, default
+# ops/bench/results/bert-costs-LAYERS-layers.json) for
+# `nexus sim --costs FILE --no-validate`.
+#
 # Needs the model (ops/models/fetch-minilm.sh) and about 20 GB of memory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,8 +45,11 @@ $bin/nexus-coordinator init-certs --dir "$work/certs" --workers 1 >/dev/null
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
 addr=$(head -1 "$work/addr")
-/usr/bin/time -f %M -o "$work/worker.maxrss" $bin/nexus-worker --coordinator "$addr" --certs "$work/certs" \
-    --name worker-0 --models "$(dirname "$MODEL")" --metrics "127.0.0.1:$wm" 2>"$work/worker.log" &
+coordinator_pid=$(pgrep -P "${pids[0]}")
+# Debug events in JSON: each finished task's kind, time and bytes (task-costs.py).
+RUST_LOG=info,nexus_worker=debug /usr/bin/time -f %M -o "$work/worker.maxrss" $bin/nexus-worker \
+    --coordinator "$addr" --certs "$work/certs" --name worker-0 --models "$(dirname "$MODEL")" \
+    --metrics "127.0.0.1:$wm" --log-format json 2>"$work/worker.log" &
 pids+=($!)
 export NEXUS_TOKEN=s3cret
 conn=(--coordinator "$addr" --ca "$work/certs/ca.pem" --tenant acme)
@@ -58,6 +65,10 @@ upload_s=$(echo "$(now) - $t" | bc)
 key_bytes=$(du -sb "$work/data/keys" | cut -f1)
 raft_bytes=$(find "$work/data" -maxdepth 1 -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 
+# Coordinator CPU seconds so far (user + system).
+coordinator_cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$coordinator_pid/stat"
+}
 worker_task_seconds() {
     curl -s "http://127.0.0.1:$wm/metrics" | awk '/^nexus_worker_task_duration_seconds_sum/ {print $2}'
 }
@@ -65,16 +76,24 @@ plain=$(target/release/examples/plain_embedding "$MODEL" "$LAYERS" $MAX_TOKENS $
 results=()
 for run in cold warm; do
     before=$(worker_task_seconds)
+    cpu_before=$(coordinator_cpu_seconds)
     t=$(now)
     q=$($bin/nexus submit --dir "$client" --text "$TEXT" "${conn[@]}")
     $bin/nexus status "$q" --watch "${conn[@]}" >/dev/null
     got=$($bin/nexus fetch --dir "$client" "$q" --release "${conn[@]}")
     wall=$(echo "$(now) - $t" | bc)
     task=$(echo "$(worker_task_seconds) - $before" | bc)
+    coordinator_cpu=$(echo "$(coordinator_cpu_seconds) - $cpu_before" | bc)
     cosine=$(python3 -c 'import json,sys,math; a=json.loads(sys.argv[1])[0]; b=json.loads(sys.argv[2]); print(sum(x*y for x,y in zip(a,b))/math.sqrt(sum(x*x for x in a)*sum(y*y for y in b)))' "$got" "$plain")
-    results+=("{\"run\": \"$run\", \"wall_s\": $wall, \"worker_task_s\": $task, \"ratio\": $(echo "scale=4; $wall / $task" | bc), \"cosine\": $cosine}")
+    results+=("{\"run\": \"$run\", \"wall_s\": $wall, \"worker_task_s\": $task, \"coordinator_cpu_s\": $coordinator_cpu, \"ratio\": $(echo "scale=4; $wall / $task" | bc), \"cosine\": $cosine}")
     echo "${results[-1]}"
 done
 stop
+# The warm query's per-task costs, for `nexus sim --costs`.
+costs=${COSTS_OUT:-ops/bench/results/bert-costs-$LAYERS-layers.json}
+mkdir -p "$(dirname "$costs")"
+python3 ops/bench/task-costs.py "$work/worker.log" --preset $PRESET --threads "$(nproc)" \
+    --key-bytes "$key_bytes" --coordinator-cpu-s "$coordinator_cpu" >"$costs"
+echo "{\"costs_file\": \"$costs\"}"
 echo "{\"preset\": \"$PRESET\", \"layers\": $LAYERS, \"tokens_block\": $MAX_TOKENS, \"keygen_s\": $keygen_s, \"upload_s\": $upload_s, \"key_store_bytes\": $key_bytes, \"raft_state_bytes\": $raft_bytes, \"maxrss_kib\": {\"keygen\": $(cat "$work/keygen.maxrss"), \"coordinator\": $(cat "$work/coordinator.maxrss" | tail -1), \"worker\": $(cat "$work/worker.maxrss" | tail -1)}, \"queries\": [$(IFS=,; echo "${results[*]}")]}"
 rm -rf "$work"

@@ -237,14 +237,18 @@ async fn serve_stream(
     metrics.tasks.inc();
     let keys = keys_for(&conn, &cache, metrics, task.key_set, intake).await;
     let keys_ms = started.elapsed().as_millis() as u64;
+    let input_bytes: usize = inputs.iter().map(Vec::len).sum();
     let outcome = match keys {
         Ok(keys) => run_task(task.clone(), keys, inputs, models).await,
         Err(e) => Err((e.to_string(), true)),
     };
     match &outcome {
-        Ok(_) => tracing::debug!(
+        // What `ops/bench/task-costs.py` reads (with the JSON log format)
+        // to feed `nexus sim --costs`.
+        Ok(outputs) => tracing::debug!(
             query = %task.task.query, task = task.task.index, kind = ?task.kind, keys_ms,
-            ms = started.elapsed().as_millis() as u64, "task done"
+            ms = started.elapsed().as_millis() as u64, input_bytes,
+            output_bytes = outputs.iter().map(Vec::len).sum::<usize>(), "task done"
         ),
         Err((reason, _)) => {
             tracing::warn!(query = %task.task.query, task = task.task.index, kind = ?task.kind, %reason, "task failed")

@@ -94,6 +94,17 @@ pub trait Wire: Sized {
         out.write_all(&self.to_bytes(params)?)
             .map_err(|e| CkksError::Encode { what: Self::NAME, reason: e.to_string() })
     }
+    /// [`write_to`](Self::write_to)'s bytes after their length (8 bytes,
+    /// little-endian), as containers of several objects frame them.
+    /// Returns the bytes written, prefix included. Large objects override
+    /// it to count their encoding once for both the prefix and the header.
+    fn write_length_prefixed(&self, params: &Parameters, out: &mut dyn std::io::Write) -> Result<u64, CkksError> {
+        let bytes = self.to_bytes(params)?;
+        let io = |e: std::io::Error| CkksError::Encode { what: Self::NAME, reason: e.to_string() };
+        out.write_all(&(bytes.len() as u64).to_le_bytes()).map_err(io)?;
+        out.write_all(&bytes).map_err(io)?;
+        Ok(8 + bytes.len() as u64)
+    }
 }
 
 fn decode_err(what: &'static str, reason: impl Into<String>) -> CkksError {
@@ -150,17 +161,26 @@ fn payload_len(what: &'static str, payload: &impl Serialize) -> Result<u64, Ckks
 
 /// [`envelope`] written to `out` with the payload encoded twice (once to
 /// count it for the header): for payloads built lazily, whose whole
-/// encoding is never in memory.
+/// encoding is never in memory. With `length_prefixed`, the envelope's
+/// length goes first (8 bytes, little-endian) from the same count. Returns
+/// the bytes written.
 fn stream_envelope(
     params: &Parameters,
     kind: Kind,
     what: &'static str,
     payload: &impl Serialize,
     out: &mut dyn std::io::Write,
-) -> Result<(), CkksError> {
+    length_prefixed: bool,
+) -> Result<u64, CkksError> {
     let io = |e: std::io::Error| CkksError::Encode { what, reason: e.to_string() };
-    out.write_all(&header(params, kind, payload_len(what, payload)?)).map_err(io)?;
-    rmp_serde::encode::write(out, payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })
+    let payload_len = payload_len(what, payload)?;
+    let envelope_len = HEADER_LEN as u64 + payload_len;
+    if length_prefixed {
+        out.write_all(&envelope_len.to_le_bytes()).map_err(io)?;
+    }
+    out.write_all(&header(params, kind, payload_len)).map_err(io)?;
+    rmp_serde::encode::write(out, payload).map_err(|e| CkksError::Encode { what, reason: e.to_string() })?;
+    Ok(envelope_len + if length_prefixed { 8 } else { 0 })
 }
 
 /// Bytes of the packed limbs in `polys`: the hint for [`envelope`].
@@ -615,7 +635,11 @@ impl Wire for GaloisKeys {
     }
 
     fn write_to(&self, params: &Parameters, out: &mut dyn std::io::Write) -> Result<(), CkksError> {
-        stream_envelope(params, Self::KIND, Self::NAME, &LazyGaloisKeys { params, keys: self }, out)
+        stream_envelope(params, Self::KIND, Self::NAME, &LazyGaloisKeys { params, keys: self }, out, false).map(drop)
+    }
+
+    fn write_length_prefixed(&self, params: &Parameters, out: &mut dyn std::io::Write) -> Result<u64, CkksError> {
+        stream_envelope(params, Self::KIND, Self::NAME, &LazyGaloisKeys { params, keys: self }, out, true)
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {

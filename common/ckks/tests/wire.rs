@@ -81,6 +81,25 @@ fn round_trips_and_seeded_sizes() {
     let mut streamed = Vec::new();
     rlk.write_to(&params, &mut streamed).unwrap();
     assert_eq!(streamed, rlk.to_bytes(&params).unwrap());
+    // Length-prefixed: 8 little-endian length bytes, then the same bytes,
+    // for the streaming override and the default alike.
+    for (prefixed, plain) in [
+        {
+            let mut out = Vec::new();
+            let n = gks.write_length_prefixed(&params, &mut out).unwrap();
+            assert_eq!(n, out.len() as u64);
+            (out, gkb.clone())
+        },
+        {
+            let mut out = Vec::new();
+            let n = rlk.write_length_prefixed(&params, &mut out).unwrap();
+            assert_eq!(n, out.len() as u64);
+            (out, rlk.to_bytes(&params).unwrap())
+        },
+    ] {
+        assert_eq!(prefixed[..8], (plain.len() as u64).to_le_bytes());
+        assert_eq!(prefixed[8..], plain[..]);
+    }
     let one = gks.get(params.galois_element_for_rotation(1)).unwrap();
     assert_eq!(&GaloisKey::from_bytes(&params, &one.to_bytes(&params).unwrap(), LIMIT).unwrap(), one);
     assert_eq!(Plaintext::from_bytes(&params, &pt.to_bytes(&params).unwrap(), LIMIT).unwrap(), pt);

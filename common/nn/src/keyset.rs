@@ -62,16 +62,14 @@ impl KeySet {
     /// the client writes it to a file this way). Returns the bytes written.
     pub fn write_to(&self, out: &mut dyn std::io::Write) -> Result<u64, NnError> {
         let io = |e: std::io::Error| invalid("key set", format!("writing: {e}"));
-        let mut written = 0;
-        for part in [parameters_to_bytes(&self.params)?, self.keys.relin.to_bytes(&self.params)?] {
-            out.write_all(&(part.len() as u64).to_le_bytes()).map_err(io)?;
-            out.write_all(&part).map_err(io)?;
-            written += 8 + part.len() as u64;
-        }
-        let galois_len = self.keys.galois.encoded_len(&self.params)?;
-        out.write_all(&galois_len.to_le_bytes()).map_err(io)?;
-        self.keys.galois.write_to(&self.params, out)?;
-        Ok(written + 8 + galois_len)
+        let params = parameters_to_bytes(&self.params)?;
+        out.write_all(&(params.len() as u64).to_le_bytes()).map_err(io)?;
+        out.write_all(&params).map_err(io)?;
+        // The Galois keys are packed twice (counted, then written), not a
+        // third time for their length prefix.
+        Ok(8 + params.len() as u64
+            + self.keys.relin.write_length_prefixed(&self.params, out)?
+            + self.keys.galois.write_length_prefixed(&self.params, out)?)
     }
 
     /// Decodes and checks a key set (every part against the parameters),

@@ -7,7 +7,7 @@
 use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::*;
 use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings};
-use nexus_nn::bert::head::ClassifierHead;
+use nexus_nn::bert::head::{ClassifierHead, DEFAULT_GAP_BITS};
 use nexus_nn::bert::{cosine, BertConfig, BertWeights};
 use nexus_nn::{Engine, Refresh};
 use rand::{Rng, SeedableRng};
@@ -79,7 +79,7 @@ fn run_batch(weights: &BertWeights, lengths: &[usize], tolerance: f64, classify:
         labels.push(("other".into(), vec![7, 9, 11, 13, 15]));
         let head = ClassifierHead::prototypes(weights, &labels).unwrap();
         let bound = head.logit_bound(weights, &calibration, 1.5).unwrap();
-        encoder = encoder.with_head(head, bound, boot.output_level() - 3).unwrap();
+        encoder = encoder.with_head(head, bound, boot.output_level() - 3, DEFAULT_GAP_BITS).unwrap();
     }
 
     let mut kg = KeyGenerator::new(&params);

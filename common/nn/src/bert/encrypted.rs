@@ -203,10 +203,18 @@ impl<'w> EncryptedEncoder<'w> {
 
     /// Adds a classification head after the pooling: `logit_bound` from
     /// [`ClassifierHead::logit_bound`], `argmax_depth` the levels one
-    /// comparison stage may use between bootstraps.
-    pub fn with_head(mut self, head: ClassifierHead, logit_bound: f64, argmax_depth: usize) -> Result<Self, NnError> {
+    /// comparison stage may use between bootstraps, `gap_bits` the
+    /// Argmax's resolution (see [`EncryptedHead::new`]).
+    pub fn with_head(
+        mut self,
+        head: ClassifierHead,
+        logit_bound: f64,
+        argmax_depth: usize,
+        gap_bits: u32,
+    ) -> Result<Self, NnError> {
         let normalized = self.weights.config.normalize;
-        self.head = Some(EncryptedHead::new(head, self.layout.clone(), logit_bound, normalized, argmax_depth)?);
+        let layout = self.layout.clone();
+        self.head = Some(EncryptedHead::new(head, layout, logit_bound, normalized, argmax_depth, gap_bits)?);
         Ok(self)
     }
 

@@ -168,18 +168,40 @@ pub struct EncryptedHead {
 /// Range the Argmax compares in (logits are scaled into it).
 const ARGMAX_RANGE: f64 = 0.5;
 
+/// The Argmax's default comparison gap, `2^-12` of its input range: top-two
+/// gaps down to about 1/500 of the logit bound are resolved, for one more
+/// sign stage than `2^-8` (about 1/30, which missed a close MiniLM
+/// sentence).
+pub const DEFAULT_GAP_BITS: u32 = 12;
+
+/// Gap exponents [`EncryptedHead::new`] accepts.
+pub const GAP_BITS: std::ops::RangeInclusive<u32> = 4..=20;
+
 impl EncryptedHead {
     /// `head` after an encoder of `layout`; `logit_bound` bounds its
     /// centred logits on the mean-pooled vectors (calibrated, with a margin);
     /// `normalized` says whether the model's embedding is L2-normalised;
-    /// `max_stage_depth` as for [`Argmax::new`].
+    /// `max_stage_depth` as for [`Argmax::new`]; the comparisons resolve
+    /// gaps of `2^-gap_bits` of the Argmax's range (with sign error
+    /// `2^-(gap_bits + 2)`), see [`DEFAULT_GAP_BITS`].
     pub fn new(
         head: ClassifierHead,
         layout: HiddenLayout,
         logit_bound: f64,
         normalized: bool,
         max_stage_depth: usize,
+        gap_bits: u32,
     ) -> Result<Self, NnError> {
+        if !GAP_BITS.contains(&gap_bits) {
+            return Err(invalid(
+                "classifier head",
+                format!(
+                    "Argmax gap of 2^-{gap_bits}: the exponent must be in {}..={}",
+                    GAP_BITS.start(),
+                    GAP_BITS.end()
+                ),
+            ));
+        }
         let centred = head.centred();
         if normalized && centred.bias.iter().any(|&b| b.abs() > 1e-12) {
             return Err(invalid(
@@ -194,8 +216,14 @@ impl EncryptedHead {
             return Err(invalid("classifier head", format!("logit bound {logit_bound}")));
         }
         let stride = layout.lengths().len().next_power_of_two();
-        let argmax = Argmax::new(head.classes(), ARGMAX_RANGE, 2f64.powi(-8), 2f64.powi(-10), max_stage_depth)?
-            .with_stride(stride)?;
+        let argmax = Argmax::new(
+            head.classes(),
+            ARGMAX_RANGE,
+            0.5f64.powi(gap_bits as i32),
+            0.5f64.powi(gap_bits as i32 + 2),
+            max_stage_depth,
+        )?
+        .with_stride(stride)?;
         Ok(Self { head, centred, layout, argmax, scale: logit_bound / ARGMAX_RANGE })
     }
 
@@ -290,5 +318,30 @@ impl EncryptedHead {
     /// The head.
     pub fn head(&self) -> &ClassifierHead {
         &self.head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_with_gap(gap_bits: u32) -> Result<EncryptedHead, NnError> {
+        let layout = HiddenLayout::new(4, 3, 2, 4, 1 << 10)?;
+        let weight = vec![vec![1.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0], vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0]];
+        let head = ClassifierHead::new(vec!["a".into(), "b".into()], weight, vec![0.0; 2], 8)?;
+        EncryptedHead::new(head, layout, 2.0, true, 9, gap_bits)
+    }
+
+    #[test]
+    fn the_argmax_gap_sets_the_stated_resolution() {
+        let coarse = head_with_gap(8).unwrap().min_gap();
+        let fine = head_with_gap(DEFAULT_GAP_BITS).unwrap().min_gap();
+        // Four bits finer: the resolution shrinks with the gap (the sign
+        // error shrinks alongside, so about 16x).
+        assert!(fine < coarse / 12.0, "2^-8: {coarse}, 2^-{DEFAULT_GAP_BITS}: {fine}");
+        for bad in [GAP_BITS.start() - 1, GAP_BITS.end() + 1] {
+            let err = head_with_gap(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("2^-{bad}")), "{err}");
+        }
     }
 }
