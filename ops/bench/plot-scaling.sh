@@ -3,6 +3,9 @@
 #
 #   ops/bench/plot-scaling.sh [SIM_OUTPUT.jsonl] [-- NEXUS_SIM_FLAGS...]
 #
+# PLOT_OUT names another PNG (e.g. docs/scaling-minilm.png for the output
+# of `nexus sim --costs`).
+#
 # Without a file it runs `nexus sim --no-validate --coordinator-ms 16.5`
 # (the coordinator CPU per task measured by the 1-worker validation run,
 # docs/OPERATIONS.md) and keeps its output in ops/bench/results/. matplotlib
@@ -23,4 +26,4 @@ if [ -z "$src" ]; then
     cargo build --release -q -p nexus-client
     target/release/nexus sim --no-validate --coordinator-ms 16.5 "$@" | tee "$src"
 fi
-ops/bench/.venv/bin/python ops/bench/plot_scaling.py "$src" docs/scaling.png
+ops/bench/.venv/bin/python ops/bench/plot_scaling.py "$src" "${PLOT_OUT:-docs/scaling.png}"

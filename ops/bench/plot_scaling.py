@@ -17,8 +17,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def workload(costs):
+    """The title's workload: the measured chain of a --costs run, else the
+    demo model that `nexus sim` calibrates."""
+    kinds = (costs or {}).get("task_kinds") or []
+    if not kinds:
+        return "mlp-demo batch"
+    seconds = sum(costs.get("task_seconds", []))
+    return f"{costs.get('preset', '?')}, {' + '.join(kinds)} ({seconds:.0f} s per query, measured)"
+
+
 def projections(path):
     rows = {True: [], False: []}
+    costs = None
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
@@ -28,6 +39,8 @@ def projections(path):
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 sys.exit(f"{path}:{n}: not JSON: {e}")
+            if "costs" in obj:
+                costs = obj["costs"]
             if "projection" not in obj:
                 continue
             p = obj["projection"]
@@ -36,11 +49,11 @@ def projections(path):
             )
     if not rows[True]:
         sys.exit(f"{path}: no projection lines (expected the output of `nexus sim`)")
-    return {warm: sorted(r) for warm, r in rows.items() if r}
+    return {warm: sorted(r) for warm, r in rows.items() if r}, workload(costs)
 
 
 def main(src, out):
-    rows = projections(src)
+    rows, name = projections(src)
     fig, (thr, eff) = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {True: ("-o", "key sets cached"), False: ("--s", "cold key caches")}
     for warm, r in rows.items():
@@ -69,7 +82,7 @@ def main(src, out):
     eff.set_ylabel("efficiency (%)")
     eff.set_ylim(0, 105)
     eff.set_title("Scaling efficiency (bottleneck named)")
-    fig.suptitle("nexus sim: mlp-demo batch, 8 queries per worker", fontsize=10)
+    fig.suptitle(f"nexus sim: {name}, 8 queries per worker", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
