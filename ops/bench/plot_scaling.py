@@ -8,9 +8,9 @@ names where efficiency falls.
 Run by ops/bench/plot-scaling.sh, which produces the JSON lines first.
 """
 
-import json
 import sys
 
+import jsonl
 import matplotlib
 
 matplotlib.use("Agg")
@@ -30,23 +30,15 @@ def workload(costs):
 def projections(path):
     rows = {True: [], False: []}
     costs = None
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                sys.exit(f"{path}:{n}: not JSON: {e}")
-            if "costs" in obj:
-                costs = obj["costs"]
-            if "projection" not in obj:
-                continue
-            p = obj["projection"]
-            rows[bool(obj["warm_key_caches"])].append(
-                (p["workers"], p["throughput_qps"], 100.0 * obj["efficiency"], p["bottleneck"])
-            )
+    for _, obj in jsonl.objects(path):
+        if "costs" in obj:
+            costs = obj["costs"]
+        if "projection" not in obj:
+            continue
+        p = obj["projection"]
+        rows[bool(obj["warm_key_caches"])].append(
+            (p["workers"], p["throughput_qps"], 100.0 * obj["efficiency"], p["bottleneck"])
+        )
     if not rows[True]:
         sys.exit(f"{path}: no projection lines (expected the output of `nexus sim`)")
     return {warm: sorted(r) for warm, r in rows.items() if r}, workload(costs)

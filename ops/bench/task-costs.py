@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+import jsonl
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,27 +35,18 @@ def main() -> int:
 
     tasks = {}
     order = []
-    with open(args.log, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError as e:
-                print(f"{args.log}:{n}: not JSON ({e}); skipped", file=sys.stderr)
-                continue
-            if event.get("message") != "task done":
-                continue
-            missing = [k for k in ("query", "task", "kind", "ms", "input_bytes", "output_bytes") if k not in event]
-            if missing:
-                print(f"{args.log}:{n}: 'task done' without {missing}: an older worker?", file=sys.stderr)
-                return 1
-            q = event["query"]
-            if q not in tasks:
-                tasks[q] = {}
-                order.append(q)
-            tasks[q][int(event["task"])] = event
+    for n, event in jsonl.objects(args.log, strict=False):
+        if event.get("message") != "task done":
+            continue
+        missing = [k for k in ("query", "task", "kind", "ms", "input_bytes", "output_bytes") if k not in event]
+        if missing:
+            print(f"{args.log}:{n}: 'task done' without {missing}: an older worker?", file=sys.stderr)
+            return 1
+        q = event["query"]
+        if q not in tasks:
+            tasks[q] = {}
+            order.append(q)
+        tasks[q][int(event["task"])] = event
     if not order:
         print(f"{args.log}: no 'task done' events (needs RUST_LOG=nexus_worker=debug and --log-format json)", file=sys.stderr)
         return 1
