@@ -333,7 +333,9 @@ impl Coordinator {
         loop {
             let role = watch.borrow_and_update().clone();
             self.metrics.raft_term.set(role.term as i64);
-            self.metrics.raft_leader.set(i64::from(role.leader_ready));
+            // Leading means serving: elected and done taking over.
+            let serving = role.leader_ready && self.serving_term.load(Ordering::SeqCst) == role.term;
+            self.metrics.raft_leader.set(i64::from(serving));
             if role.leader_ready && led_term != Some(role.term) {
                 led_term = Some(role.term);
                 self.metrics.raft_leader_changes.inc();
@@ -349,6 +351,7 @@ impl Coordinator {
                     continue;
                 }
                 self.serving_term.store(role.term, Ordering::SeqCst);
+                self.metrics.raft_leader.set(1);
                 let unfinished = self.replica.read(|s| s.unfinished());
                 let queries: std::collections::HashSet<QueryId> = unfinished.iter().map(|(q, _)| *q).collect();
                 info!(term = role.term, resumed_queries = queries.len(), "leading");
@@ -569,6 +572,16 @@ impl Coordinator {
         }
     }
 
+    /// Redirects to the leader unless this coordinator leads, then
+    /// authorizes there. In this order because only a leader that has
+    /// finished taking over is sure to hold the configured tenant table: a
+    /// follower (or a leader just elected in a fresh cluster) may not have
+    /// applied it yet and would refuse a valid token.
+    async fn authorize_on_leader(&self, tenant: &TenantId, token: &str) -> Result<(), ErrorReply> {
+        self.require_leader().await?;
+        self.authorize(tenant, token)
+    }
+
     /// Checks the token against the replicated tenant table, then takes
     /// one request from the tenant's rate.
     fn authorize(&self, tenant: &TenantId, token: &str) -> Result<(), ErrorReply> {
@@ -609,8 +622,7 @@ impl Coordinator {
         let max = self.config.max_blob;
         match req {
             ClientRequest::RegisterKeySet { tenant, token, key_set, keys, params_digest } => {
-                self.authorize(&tenant, &token)?;
-                self.require_leader().await?;
+                self.authorize_on_leader(&tenant, &token).await?;
                 let _room = self.reserve_upload(&[&keys]).await?;
                 let bytes =
                     recv_blob(recv, &keys, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
@@ -636,12 +648,11 @@ impl Coordinator {
                 }
             }
             ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs, request } => {
-                self.authorize(&tenant, &token)?;
+                self.authorize_on_leader(&tenant, &token).await?;
                 let chain = plan::chain(&model).map_err(|m| reply(ErrorCode::BadRequest, m))?;
                 if inputs.is_empty() {
                     return Err(reply(ErrorCode::BadRequest, "a query needs at least one input ciphertext".into()));
                 }
-                self.require_leader().await?;
                 let _room = self.reserve_upload(&inputs.iter().collect::<Vec<_>>()).await?;
                 let mut blobs = Vec::with_capacity(inputs.len());
                 for b in &inputs {
@@ -695,8 +706,7 @@ impl Coordinator {
                 }
             }
             ClientRequest::Status { tenant, token, query } => {
-                self.authorize(&tenant, &token)?;
-                self.require_leader().await?;
+                self.authorize_on_leader(&tenant, &token).await?;
                 self.replica.read(|s| {
                     let q = s
                         .query_of(&tenant, query)
@@ -705,8 +715,7 @@ impl Coordinator {
                 })
             }
             ClientRequest::FetchResult { tenant, token, query } => {
-                self.authorize(&tenant, &token)?;
-                self.require_leader().await?;
+                self.authorize_on_leader(&tenant, &token).await?;
                 self.replica.read(|s| {
                     let q = s
                         .query_of(&tenant, query)
@@ -723,8 +732,7 @@ impl Coordinator {
                 })
             }
             ClientRequest::Release { tenant, token, query } => {
-                self.authorize(&tenant, &token)?;
-                self.require_leader().await?;
+                self.authorize_on_leader(&tenant, &token).await?;
                 match self.propose(&Command::Release { tenant, query }).await? {
                     Outcome::Released => {
                         info!(%query, "query released");

@@ -111,7 +111,10 @@ impl CoordinatorMetrics {
             bytes_sent: counter("nexus_coordinator_sent_bytes_total", "Bytes sent")?,
             workers: gauge("nexus_coordinator_workers", "Registered workers")?,
             raft_term: gauge("nexus_coordinator_raft_term", "Raft term")?,
-            raft_leader: gauge("nexus_coordinator_raft_leader", "1 while this coordinator leads")?,
+            raft_leader: gauge(
+                "nexus_coordinator_raft_leader",
+                "1 while this coordinator leads and serves (elected and done taking over)",
+            )?,
             raft_leader_changes: counter("nexus_coordinator_raft_leader_changes_total", "Times this became leader")?,
             queries_resumed: counter("nexus_coordinator_queries_resumed_total", "Queries resumed after failover")?,
             requests_refused,
