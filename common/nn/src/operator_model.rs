@@ -25,7 +25,7 @@ pub enum OperatorModel {
     /// [0.25, 256]), up to 16 rows per ciphertext as in the benchmark.
     LayerNorm(LayerNorm),
     /// Softmax over rows of 128 with inputs in [-10, 0], up to 128 rows.
-    Softmax(Softmax),
+    Softmax(Box<Softmax>),
 }
 
 impl OperatorModel {
@@ -55,7 +55,7 @@ impl OperatorModel {
             }
             "softmax" => {
                 let layout = RowLayout::new(rows(SOFTMAX_ROW, 128)?, SOFTMAX_ROW, slots)?;
-                Self::Softmax(Softmax::new(layout, -10.0, 0.0, 1e-5)?)
+                Self::Softmax(Box::new(Softmax::new(layout, -10.0, 0.0, 1e-5)?))
             }
             _ => return Ok(None),
         }))

@@ -24,6 +24,15 @@
 //! `softmax(x / 2^r)^(2^r)` is proportional to `softmax(x)`. Each row of
 //! `z` sums to 1, so every `sum(z^2)` lies in `[1/L, 1]`: a narrow interval
 //! whose inverse is shallow, whatever `W` was.
+//!
+//! Only the last normalisation has to be accurate: every earlier one
+//! multiplies a whole row by one factor, and any positive factor per row
+//! cancels in the last (`z^2 / sum(z^2)` is the same for `z` and `c z`).
+//! The earlier ones only keep each row's sum near 1, within a relative
+//! `delta`, so their inverses are *rough*: a shallow guess with few or no
+//! Newton steps. The sums of squares then lie in
+//! `[(1 - delta)^2 / L, (1 + delta)^2]`, and `delta` is chosen for the
+//! fewest levels over the whole operator.
 
 use crate::cost::OpCost;
 use crate::engine::Engine;
@@ -52,12 +61,58 @@ pub struct Softmax {
     mean_mask: Option<Vec<f64>>,
     /// Normalised squarings after the Softmax of `x / 2^sharpen`.
     sharpen: u32,
-    /// `1/s` on `[1/count, 1]` (with a margin) for the squarings.
-    unit_inverse: NewtonApprox,
+    /// `1/s` for the squarings' sums of squares: rough for all but the
+    /// last, which is accurate.
+    unit_inverses: Normalisers,
+}
+
+/// The inverses of the squarings (see the module documentation).
+#[derive(Clone, Debug, PartialEq)]
+struct Normalisers {
+    /// Every squaring but the last: relative error `delta`.
+    rough: NewtonApprox,
+    /// The last squaring.
+    last: NewtonApprox,
 }
 
 /// Widest interval the exponential is fitted on before sharpening.
 const MAX_DIRECT_WIDTH: f64 = 12.0;
+
+/// Relative errors tried for the rough normalisations.
+const ROUGH_ERRORS: [f64; 6] = [0.5, 0.35, 0.25, 0.15, 0.08, 0.03];
+
+/// The inverses of one Softmax: of the exponentials' row sums (accurate
+/// without sharpening, rough with it) and of the squarings' sums.
+fn fit_inverses(
+    counts: (usize, usize),
+    width: f64,
+    shift: f64,
+    sharpen: u32,
+    max_rel_error: f64,
+) -> Result<(NewtonApprox, Normalisers), NnError> {
+    // Half the error budget goes to the exponential (doubled by every
+    // squaring), half to the one accurate normalisation.
+    let accurate = max_rel_error / 2.0;
+    let most = counts.1;
+    if sharpen == 0 {
+        let inverse = fit_inverse(counts, width, shift, accurate)?;
+        let unit = fit_unit_inverse(most, 0.0, accurate)?;
+        return Ok((inverse, Normalisers { rough: unit.clone(), last: unit }));
+    }
+    let mut best: Option<(usize, usize, NewtonApprox, Normalisers)> = None;
+    for delta in ROUGH_ERRORS {
+        let inverse = fit_inverse(counts, width, shift, delta)?;
+        let rough = fit_unit_inverse(most, delta, delta)?;
+        let last = fit_unit_inverse(most, delta, accurate)?;
+        let steps = sharpen as usize - 1;
+        let levels = inverse.depth() + steps * rough.depth() + last.depth();
+        let products = inverse.products() + steps * rough.products() + last.products();
+        if best.as_ref().is_none_or(|(l, p, _, _)| (levels, products) < (*l, *p)) {
+            best = Some((levels, products, inverse, Normalisers { rough, last }));
+        }
+    }
+    best.map(|(_, _, inverse, unit)| (inverse, unit)).ok_or_else(|| invalid("softmax", "no rough normalisation fits"))
+}
 
 impl Softmax {
     /// Inputs in `[lo, hi]` (width at most 30, so that `e^(W/2)` stays
@@ -71,14 +126,13 @@ impl Softmax {
             ));
         }
         let sharpen = if width <= MAX_DIRECT_WIDTH { 0 } else { (width / MAX_DIRECT_WIDTH).log2().ceil() as u32 };
-        // Relative errors double with every squaring.
-        let base_error = max_rel_error / f64::from(1u32 << sharpen);
         let width = width / f64::from(1u32 << sharpen);
         let shift = width / 2.0;
-        let exp = fit_exp(-width - shift, width - shift, base_error)?;
+        // The exponential's relative errors double with every squaring and
+        // get half the budget.
+        let exp = fit_exp(-width - shift, width - shift, max_rel_error / f64::from(2u32 << sharpen))?;
         let count = layout.row_len();
-        let inverse = fit_inverse((count, count), width, shift, base_error)?;
-        let unit_inverse = fit_unit_inverse(count, base_error)?;
+        let (inverse, unit_inverses) = fit_inverses((count, count), width, shift, sharpen, max_rel_error)?;
         Ok(Self {
             layout,
             lo,
@@ -86,13 +140,29 @@ impl Softmax {
             shift,
             exp,
             inverse,
-            max_rel_error: base_error,
+            max_rel_error,
             valid: None,
             counts: (count, count),
             mean_mask: None,
             sharpen,
-            unit_inverse,
+            unit_inverses,
         })
+    }
+
+    /// The squarings' normalisers in order (rough ones, then the accurate
+    /// last one).
+    fn squaring_inverses(&self) -> impl Iterator<Item = &NewtonApprox> {
+        (1..=self.sharpen).map(|k| if k == self.sharpen { &self.unit_inverses.last } else { &self.unit_inverses.rough })
+    }
+
+    /// Bound on the rows' sums between normalisations: 1 when every
+    /// normalisation is accurate, `1 + delta` after a rough one.
+    fn row_sum_bound(&self) -> f64 {
+        if self.sharpen == 0 {
+            1.0
+        } else {
+            1.0 + self.inverse.rel_error().max(self.unit_inverses.rough.rel_error())
+        }
     }
 
     /// Normalised squarings after the base Softmax (0 for narrow inputs).
@@ -126,8 +196,8 @@ impl Softmax {
         }
         self.mean_mask = Some(valid.iter().enumerate().map(|(s, v)| v / per_row[s % rows] as f64).collect());
         self.valid = Some(valid);
-        self.inverse = fit_inverse((fewest, most), self.width(), self.shift, self.max_rel_error)?;
-        self.unit_inverse = fit_unit_inverse(most, self.max_rel_error)?;
+        (self.inverse, self.unit_inverses) =
+            fit_inverses((fewest, most), self.width(), self.shift, self.sharpen, self.max_rel_error)?;
         self.counts = (fewest, most);
         Ok(self)
     }
@@ -183,9 +253,9 @@ impl Softmax {
                 row.iter().zip(valid).map(|(&x, &v)| v * self.exp.evaluate(x / factor - mean - self.shift)).collect();
             let inv = self.inverse.evaluate(e.iter().sum());
             let mut z: Vec<f64> = e.iter().map(|v| v * inv).collect();
-            for _ in 0..self.sharpen {
+            for unit_inverse in self.squaring_inverses() {
                 let squares: Vec<f64> = z.iter().map(|v| v * v).collect();
-                let inv = self.unit_inverse.evaluate(squares.iter().sum());
+                let inv = unit_inverse.evaluate(squares.iter().sum());
                 z = squares.iter().map(|v| v * inv).collect();
             }
             out.push(z);
@@ -202,12 +272,12 @@ impl Softmax {
                 + usize::from(self.is_masked())
                 + self.inverse.depth()
                 + 1
-                + self.sharpen as usize * (1 + self.unit_inverse.depth() + 1),
+                + self.squaring_inverses().map(|inv| 1 + inv.depth() + 1).sum::<usize>(),
             rotations: (2 + self.sharpen as usize) * sums.rotations,
             products: polynomial_products(self.exp.degree())
                 + self.inverse.products()
                 + 1
-                + self.sharpen as usize * (2 + self.unit_inverse.products()),
+                + self.squaring_inverses().map(|inv| 2 + inv.products()).sum::<usize>(),
             bootstraps: 0,
             galois_elements: sums.galois_elements,
         }
@@ -257,12 +327,15 @@ impl Softmax {
         let inv_bound = self.inverse.evaluate(self.inverse.lo()) * 1.5;
         let (e, inv) = refresh.refresh_pair((e, 1, e_bound), (inv, 1, inv_bound))?;
         let mut z = engine.mul(&e, &inv)?;
-        for _ in 0..self.sharpen {
-            z = refresh.refresh(z, 2, 1.1)?;
+        // Every element is at most its row's sum.
+        let z_bound = 1.1 * self.row_sum_bound();
+        for unit_inverse in self.squaring_inverses() {
+            z = refresh.refresh(z, 2, z_bound)?;
             let squares = engine.mul(&z, &z)?;
             let sums = self.layout.row_sums(engine.eval, &squares, engine.galois)?;
-            let inv = self.unit_inverse.apply_refreshing(engine, sums, refresh)?;
-            let (squares, inv) = refresh.refresh_pair((squares, 1, 1.1), (inv, 1, 1.1 * len))?;
+            let inv = unit_inverse.apply_refreshing(engine, sums, refresh)?;
+            let inv_bound = unit_inverse.evaluate(unit_inverse.lo()) * 1.5;
+            let (squares, inv) = refresh.refresh_pair((squares, 1, z_bound * z_bound), (inv, 1, inv_bound))?;
             z = engine.mul(&squares, &inv)?;
         }
         Ok(z)
@@ -279,10 +352,12 @@ fn fit_inverse(counts: (usize, usize), width: f64, shift: f64, max_rel_error: f6
     NewtonApprox::new(NewtonTarget::Inverse, s_lo, s_hi, max_rel_error)
 }
 
-/// `1/s` for the sums of squares of a probability vector over `len`
-/// elements: `[1/len, 1]`, with a margin for the approximation errors.
-fn fit_unit_inverse(len: usize, max_rel_error: f64) -> Result<NewtonApprox, NnError> {
-    NewtonApprox::new(NewtonTarget::Inverse, 0.9 / len as f64, 1.1, max_rel_error)
+/// `1/s` for the sums of squares of a vector over `len` elements whose sum
+/// is within a relative `delta` of 1: `[(1 - delta)^2 / len, (1 +
+/// delta)^2]`, with a margin for the approximation errors.
+fn fit_unit_inverse(len: usize, delta: f64, max_rel_error: f64) -> Result<NewtonApprox, NnError> {
+    let (low, high) = ((1.0 - delta).powi(2), (1.0 + delta).powi(2));
+    NewtonApprox::new(NewtonTarget::Inverse, 0.9 * low / len as f64, 1.1 * high, max_rel_error)
 }
 
 /// `exp` on `[lo, hi]`: the lowest degree whose error relative to
@@ -329,6 +404,49 @@ mod tests {
         }
         let narrow = Softmax::new(RowLayout::new(4, 16, 64).unwrap(), -10.0, 0.0, 1e-4).unwrap();
         assert_eq!(narrow.sharpen_steps(), 0);
+    }
+
+    /// Rough normalisations before the last one cost fewer levels than
+    /// accurate ones and give the same Softmax: a factor per row cancels.
+    #[test]
+    fn rough_normalisations_cancel_and_save_levels() {
+        let (lo, hi, max_rel_error) = (-45.0, 45.0, 1e-4);
+        let layout = RowLayout::new(4, 16, 64).unwrap();
+        let sm = Softmax::new(layout.clone(), lo, hi, max_rel_error).unwrap();
+        let delta = sm.row_sum_bound() - 1.0;
+        assert!(delta > max_rel_error, "the earlier normalisations are rough: {delta}");
+        // The same operator with every normalisation accurate.
+        let (width, r) = (sm.width(), sm.sharpen_steps());
+        let accurate = max_rel_error / f64::from(1u32 << r);
+        let accurate_inverse = fit_inverse((16, 16), width, sm.shift, accurate).unwrap();
+        let accurate_unit = fit_unit_inverse(16, 0.0, accurate).unwrap();
+        let all_accurate = accurate_inverse.depth() + r as usize * accurate_unit.depth();
+        let rough = sm.inverse.depth() + sm.squaring_inverses().map(NewtonApprox::depth).sum::<usize>();
+        assert!(rough < all_accurate, "rough {rough} levels vs accurate {all_accurate}");
+        let params = Parameters::preset("INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST").unwrap();
+        println!("inverse levels: {rough} rough vs {all_accurate} accurate; cost {:?}", sm.cost(&params));
+        // The rows' sums after a rough normalisation are off 1 by up to
+        // delta, yet the output rows sum to 1 and match the exact Softmax.
+        let rows: Vec<Vec<f64>> = (0..4)
+            .map(|r| (0..16).map(|j| ((r * 16 + j) as f64 * 1.31).cos() * (45.0 - 10.0 * r as f64)).collect())
+            .collect();
+        let accurate_sm = Softmax {
+            inverse: accurate_inverse,
+            unit_inverses: Normalisers { rough: accurate_unit.clone(), last: accurate_unit },
+            ..sm.clone()
+        };
+        let relative = |got: &[f64], want: &[f64]| {
+            got.iter().zip(want).map(|(a, b)| ((a - b) / b.max(1e-3)).abs()).fold(0.0, f64::max)
+        };
+        for ((row, got), all) in rows.iter().zip(sm.plain(&rows).unwrap()).zip(accurate_sm.plain(&rows).unwrap()) {
+            let want = exact(row);
+            println!("relative error {:.2e} (all accurate: {:.2e})", relative(&got, &want), relative(&all, &want));
+            // As close to the exact Softmax as the all-accurate operator
+            // (small entries carry the exponential's absolute error).
+            assert!(relative(&got, &want) < relative(&all, &want) + max_rel_error);
+            assert!(relative(&got, &all) < max_rel_error);
+            assert!((got.iter().sum::<f64>() - 1.0).abs() < max_rel_error);
+        }
     }
 
     #[test]
