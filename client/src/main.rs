@@ -169,6 +169,14 @@ enum Command {
         /// range (the logit bound): more bits, finer and slower.
         #[arg(long, value_name = "BITS", default_value_t = nexus_nn::bert::head::DEFAULT_GAP_BITS)]
         head_gap_bits: u32,
+        /// Which Galois keys to hold lean (uniform halves regenerated from
+        /// their seeds at each use): less memory, slower key switches.
+        #[arg(long, value_enum, default_value_t = infer::LeanKeys::default())]
+        lean_keys: infer::LeanKeys,
+        /// With --batch: run two batches of as many sentences side by side,
+        /// every bootstrap shared by both (2), or one at a time (1).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2), requires = "batch")]
+        lanes: u8,
     },
     /// Cluster benchmarks.
     Bench {
@@ -369,6 +377,8 @@ fn main() -> Result<()> {
             head,
             labels,
             head_gap_bits,
+            lean_keys,
+            lanes,
         } => {
             if let Some(t) = threads {
                 rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
@@ -397,8 +407,19 @@ fn main() -> Result<()> {
                 }
                 (None, None) => None,
             };
-            let options =
-                infer::InferOptions { model, texts, max_tokens, preset, layers, margin, batch, head, head_gap_bits };
+            let options = infer::InferOptions {
+                model,
+                texts,
+                max_tokens,
+                preset,
+                layers,
+                margin,
+                batch,
+                head,
+                head_gap_bits,
+                lean_keys,
+                lanes: usize::from(lanes),
+            };
             let mut emit = |r: &infer::InferResult| -> anyhow::Result<()> {
                 if as_json {
                     println!("{}", json(r)?);

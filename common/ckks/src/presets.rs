@@ -10,6 +10,7 @@
 //! | `N16_QP1500_TERN` (alias `bench-n16-l27`) | 2^16 | 60 + 26 x 40 | 8 x 50 (< 2^50) | 3 | 2^40 | 26 | 128-bit |
 //! | `N16_QP1420_H192` | 2^16 | 60 + 24 x 40 | 8 x 50 (< 2^50) | 3 | 2^40 | 24 | 128-bit (h = 192) |
 //! | `N16_QP1545_H192` (bootstrapping) | 2^16 | 50 + 12 x 40 + 10 x 59 + 3 x 60 | 5 x 49 | 7 | 2^40 | 25 (9 after bootstrapping) | 128-bit (h = 192) |
+//! | `N16_QP1525_H192` (bootstrapping, deep) | 2^16 | 50 + 14 x 40 + 10 x 49 + 3 x 60 | 5 x 49 | 7 | 2^40 | 27 (11 after bootstrapping) | 128-bit (h = 192) |
 //! | `INSECURE_N12_QP1121_H32_BOOT_TEST` | 2^12 | 50 + 5 x 40 + 9 x 55 + 3 x 60 | 4 x 49 | 6 | 2^40 | 17 (2 after bootstrapping) | no |
 //!
 //! Special primes below 2^50 keep the key-switching NTTs on the IFMA path;
@@ -31,6 +32,7 @@ pub const NAMES: &[&str] = &[
     "N16_QP1500_TERN",
     "N16_QP1420_H192",
     "N16_QP1545_H192",
+    "N16_QP1525_H192",
 ];
 
 fn lit(
@@ -56,6 +58,20 @@ fn lit(
 
 fn chain(first: u32, rest: u32, count: usize) -> Vec<u32> {
     std::iter::once(first).chain(std::iter::repeat_n(rest, count)).collect()
+}
+
+/// The 128-bit full-slot bootstrapping chains at N = 2^16 (h = 192): q0
+/// of 50 bits, `forty_bit` levels of 40 bits (user and SlotToCoeff), 10
+/// EvalMod levels of `eval_mod_bits`, 3 CoeffToSlot levels of 60 bits; 5
+/// special primes of 49 bits, dnum 7, scale 2^40.
+fn n16_h192_bootstrapping(forty_bit: usize, eval_mod_bits: u32) -> ParametersLiteral {
+    let q = std::iter::once(50)
+        .chain(std::iter::repeat_n(40, forty_bit))
+        .chain(std::iter::repeat_n(eval_mod_bits, 10))
+        .chain([60; 3])
+        .collect();
+    let secret = SecretDistribution::SparseTernary { hamming_weight: 192 };
+    lit(16, q, vec![49; 5], 7, 40, secret, SecurityLevel::Bits128)
 }
 
 /// The literal of a named preset.
@@ -109,15 +125,16 @@ pub fn literal(name: &str) -> Result<ParametersLiteral, CkksError> {
         // bootstrapping error: 59 rather than 55 bits uses the security
         // budget's last 40 bits for ~1 bit of precision at no cost in
         // limbs), 3 CoeffToSlot levels of 60 bits; 5 special primes, dnum 7.
-        "N16_QP1545_H192" => lit(
-            16,
-            std::iter::once(50).chain([40; 12]).chain([59; 10]).chain([60; 3]).collect(),
-            vec![49; 5],
-            7,
-            40,
-            SparseTernary { hamming_weight: 192 },
-            Bits128,
-        ),
+        "N16_QP1545_H192" => n16_h192_bootstrapping(12, 59),
+        // The same bootstrapping with EvalMod on 49-bit primes: 100 bits
+        // of the budget go to two more 40-bit levels after bootstrapping
+        // (11 instead of 9 per refresh, so deep circuits such as a
+        // transformer layer bootstrap less often), and EvalMod's
+        // arithmetic runs on the IFMA path (primes below 2^50): 11.4 s
+        // against 12.8 s per bootstrap. Its EvalMod noise is relative to
+        // 2^49 instead of 2^59: 15.3 / 13.3 bits mean / worst slot instead
+        // of 25.3 / 23.3 (docs/PERFORMANCE.md).
+        "N16_QP1525_H192" => n16_h192_bootstrapping(14, 49),
         other => {
             return Err(CkksError::InvalidParameters(format!(
                 "unknown preset {other:?}; known presets: {}",

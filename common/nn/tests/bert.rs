@@ -8,6 +8,7 @@ use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::*;
 use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings};
 use nexus_nn::bert::head::{ClassifierHead, DEFAULT_GAP_BITS};
+use nexus_nn::bert::lockstep::{lockstep, Bootstraps};
 use nexus_nn::bert::{cosine, BertConfig, BertWeights};
 use nexus_nn::{Engine, Refresh};
 use rand::{Rng, SeedableRng};
@@ -161,5 +162,94 @@ fn run_batch(weights: &BertWeights, lengths: &[usize], tolerance: f64, classify:
         let hot =
             mask[..logits.len()].iter().enumerate().map(|(j, v)| (v - f64::from(j == i)).abs()).fold(0.0, f64::max);
         assert!(hot < 0.05, "mask {:?} is not one-hot", &mask[..logits.len()]);
+    }
+}
+
+/// Throughput mode with two lanes: two batches of the same shape run in
+/// lockstep, each bootstrap shared by both (one complex bootstrap for two
+/// real ciphertexts). Each lane matches its sentences' plaintext runs, and
+/// the two lanes together bootstrap as often as one lane alone.
+#[test]
+fn two_batches_in_lockstep_share_their_bootstraps() {
+    let mut config = BertConfig::tiny();
+    config.layers = 1;
+    let weights = BertWeights::random(config, 14).unwrap();
+    let preset = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
+    let params = Parameters::preset(preset).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let mut sentence = |len: usize| -> Vec<u32> { (0..len).map(|_| rng.gen_range(0..64)).collect() };
+    let lanes: [Vec<Vec<u32>>; 2] = [vec![sentence(6), sentence(3)], vec![sentence(8), sentence(5)]];
+    let mut calibration: Vec<Vec<u32>> = (0..16).map(|i| sentence(2 + i % 7)).collect();
+    calibration.extend(lanes.iter().flatten().cloned());
+    let plan = EncoderPlan::calibrate(&weights, &calibration, 1.5).unwrap();
+    let lengths = |lane: &[Vec<u32>]| lane.iter().map(Vec::len).collect::<Vec<_>>();
+    // Both lanes in blocks of 8 tokens: the same layout shape.
+    let encoders = [
+        EncryptedEncoder::padded_batch(&weights, &lengths(&lanes[0]), 8, params.max_slots(), plan.clone()).unwrap(),
+        EncryptedEncoder::padded_batch(&weights, &lengths(&lanes[1]), 8, params.max_slots(), plan).unwrap(),
+    ];
+    assert_eq!(encoders[0].rotations().unwrap(), encoders[1].rotations().unwrap());
+    let boot = Bootstrapper::new(&params, BootstrapConfig::for_preset(preset).unwrap()).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let boot_keys = boot.generate_keys(&mut kg, &sk).unwrap();
+    let galois = kg.galois_keys(&sk, &encoders[0].rotations().unwrap(), false).unwrap();
+    let (eval, encoding) = (Evaluator::new(&params), Encoder::new(&params));
+    let engine = Engine { eval: &eval, encoder: &encoding, rlk: &boot_keys.relin, galois: &galois };
+    let refresh = Refresh { bootstrapper: &boot, keys: &boot_keys };
+    let encrypt = |encoder: &EncryptedEncoder<'_>, lane: &[Vec<u32>]| {
+        let x: Vec<Vec<Vec<f64>>> = lane.iter().map(|ids| weights.embed(ids).unwrap()).collect();
+        let pt = encoding.encode_real(
+            &encoder.layout().pack_batch(&x).unwrap(),
+            boot.output_level(),
+            params.default_scale(),
+        );
+        Encryptor::new(&params).encrypt_sk(&pt.unwrap(), &sk).unwrap()
+    };
+    let run = |encoder: &EncryptedEncoder<'_>, ct: Ciphertext, r: &mut Bootstraps<'_>| {
+        let ct = encoder.run_layer_with(0, r, ct, &mut LayerTimings::default())?;
+        encoder.mean_pool_with(r, ct)
+    };
+    let (cts, alone) =
+        ([encrypt(&encoders[0], &lanes[0]), encrypt(&encoders[1], &lanes[1])], encrypt(&encoders[0], &lanes[0]));
+    let mut single = Bootstraps::new(&engine, &refresh);
+    run(&encoders[0], alone, &mut single).unwrap();
+    let [a, b] = cts;
+    let ((pooled_a, count_a), (pooled_b, count_b)) = lockstep(
+        &engine,
+        &refresh,
+        |r| Ok((run(&encoders[0], a, r)?, r.count)),
+        |r| Ok((run(&encoders[1], b, r)?, r.count)),
+    )
+    .unwrap();
+    // A lane that stops (here: fails at once) leaves the other to
+    // bootstrap alone rather than wait for it.
+    let (lone, completed) = (encrypt(&encoders[0], &lanes[0]), std::sync::atomic::AtomicUsize::new(0));
+    let stopped = lockstep(
+        &engine,
+        &refresh,
+        |r| {
+            run(&encoders[0], lone, r)?;
+            completed.store(r.count, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        },
+        |_| -> Result<(), nexus_nn::NnError> {
+            Err(nexus_nn::NnError::InvalidConfig { op: "test", msg: "stopped".into() })
+        },
+    );
+    assert!(stopped.is_err());
+    assert_eq!(completed.into_inner(), single.count, "the remaining lane ran every bootstrap alone");
+    println!("bootstraps: one lane alone {}, two lanes in lockstep {count_a} + {count_b}", single.count);
+    assert!(single.count > 0);
+    assert_eq!(count_a + count_b, single.count, "every bootstrap is shared");
+    let decrypt = |c: &Ciphertext| encoding.decode_real(&Decryptor::new(&params).decrypt(c, &sk).unwrap()).unwrap();
+    for (encoder, (pooled, lane)) in encoders.iter().zip([(pooled_a, &lanes[0]), (pooled_b, &lanes[1])]) {
+        let got = encoder.unpack_pooled_batch(&decrypt(&pooled));
+        assert_eq!(got.len(), lane.len());
+        for (got, ids) in got.iter().zip(lane) {
+            let cos = cosine(got, &weights.sentence_embedding(ids).unwrap());
+            println!("sentence of {} tokens: embedding cosine {cos:.6}", ids.len());
+            assert!(cos > 0.9999, "cosine {cos}");
+        }
     }
 }

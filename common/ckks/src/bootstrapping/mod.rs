@@ -111,6 +111,8 @@ impl BootstrapConfig {
             // no better). EvalMod at 2^59 and a message ratio of 2^8:
             // 25.3 / 23.4 bits mean / worst instead of 23.3 / 21.4 at 2^10.
             "N16_QP1545_H192" => Some(Self { k: 24.0, eval_mod_degree: 55, log_eval_mod_scale: 59, ..Self::default() }),
+            // The same circuit at its 49-bit EvalMod primes' scale.
+            "N16_QP1525_H192" => Some(Self { k: 24.0, eval_mod_degree: 55, log_eval_mod_scale: 49, ..Self::default() }),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@
 
 use super::attention::PackedAttention;
 use super::head::{ClassifierHead, EncryptedHead};
+use super::lockstep::Bootstraps;
 use super::packed::{HiddenLayout, PackedLinear, Placement};
 use super::reference::{LayerRanges, Span};
 use super::weights::BertWeights;
@@ -187,10 +188,29 @@ impl<'w> EncryptedEncoder<'w> {
         slots: usize,
         plan: EncoderPlan,
     ) -> Result<Self, NnError> {
-        let c = &weights.config;
         let block = lengths.iter().copied().max().unwrap_or(0).next_power_of_two();
+        Self::padded_batch(weights, lengths, block, slots, plan)
+    }
+
+    /// Throughput mode in blocks of `block` tokens (a power of two at
+    /// least the longest sentence's), so that batches of as many sentences
+    /// share one layout (and can run in
+    /// [`lockstep`](super::lockstep::lockstep)).
+    pub fn padded_batch(
+        weights: &'w BertWeights,
+        lengths: &[usize],
+        block: usize,
+        slots: usize,
+        plan: EncoderPlan,
+    ) -> Result<Self, NnError> {
+        let c = &weights.config;
         let layout = HiddenLayout::batched(block, lengths, c.heads, c.head_dim(), slots)?;
         Self::with_layout(weights, layout, plan)
+    }
+
+    /// Encoder layers the circuit runs.
+    pub fn layer_count(&self) -> usize {
+        self.weights.config.layers
     }
 
     fn with_layout(weights: &'w BertWeights, layout: HiddenLayout, plan: EncoderPlan) -> Result<Self, NnError> {
@@ -348,6 +368,20 @@ impl<'w> EncryptedEncoder<'w> {
         x: Ciphertext,
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
+        self.run_layer_with(index, &mut Bootstraps::new(engine, refresh), x, timings)
+    }
+
+    /// [`run_layer`](Self::run_layer) bootstrapping through `r` (a lane of
+    /// [`lockstep`](super::lockstep::lockstep) pairs its bootstraps with
+    /// the other lane's).
+    pub fn run_layer_with(
+        &self,
+        index: usize,
+        r: &mut Bootstraps<'_>,
+        x: Ciphertext,
+        timings: &mut LayerTimings,
+    ) -> Result<Ciphertext, NnError> {
+        let engine = r.engine;
         let l = self.layer(index)?;
         let w = &self.weights.layers[index];
         let (hidden, wide) = (self.layout.placement(), self.wide()?);
@@ -356,60 +390,66 @@ impl<'w> EncryptedEncoder<'w> {
             if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
         // Every section below reports its wall time without the bootstraps
         // inside it.
-        let mut r = Bootstrapping { engine, refresh, seconds: 0.0, count: 0 };
-        let mark = |r: &Bootstrapping<'_>| (Instant::now(), r.seconds);
-        let since = |(start, b): (Instant, f64), r: &Bootstrapping<'_>| start.elapsed().as_secs_f64() - (r.seconds - b);
+        let (seconds_before, count_before) = (r.seconds, r.count);
+        let mark = |r: &Bootstraps<'_>| (Instant::now(), r.seconds);
+        let since = |(start, b): (Instant, f64), r: &Bootstraps<'_>| start.elapsed().as_secs_f64() - (r.seconds - b);
 
         // Attention.
         let x = r.refresh(x, 1 + 3, input_bound)?;
-        let section = mark(&r);
+        let section = mark(&*r);
         let project = |linear, factor| -> Result<Ciphertext, NnError> {
             Ok(self.linear(linear, &hidden, &hidden, factor)?.apply(engine, std::slice::from_ref(&x))?.swap_remove(0))
         };
         let q = project(&w.query, head_factor)?;
         let k = project(&w.key, 1.0)?;
         let v = project(&w.value, 1.0)?;
-        timings.projections += since(section, &r);
-        let section = mark(&r);
+        timings.projections += since(section, &*r);
+        let section = mark(&*r);
         let scores = l.attention.scores(engine, &q, &k)?;
-        let probabilities = l.attention.softmax().apply_refreshing(engine, scores, &mut r)?;
+        let probabilities = l.attention.softmax().apply_refreshing(engine, scores, r)?;
         let (probabilities, v) = r.refresh_pair((probabilities, 2, 1.0), (v, 2, l.bound))?;
         let context = l.attention.weighted_sum(engine, &probabilities, &v)?;
         let context = r.refresh(context, 1, l.bound)?;
-        timings.attention += since(section, &r);
-        let section = mark(&r);
+        timings.attention += since(section, &*r);
+        let section = mark(&*r);
         let projected = self.linear(&w.attention_out, &hidden, &hidden, 1.0)?.apply(engine, &[context])?.swap_remove(0);
         let attended = engine.add_aligned(&projected, &x)?;
-        timings.attention_out += since(section, &r);
-        let section = mark(&r);
-        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, &mut r)?;
-        timings.layer_norms += since(section, &r);
+        timings.attention_out += since(section, &*r);
+        let section = mark(&*r);
+        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, r)?;
+        timings.layer_norms += since(section, &*r);
 
         // Feed-forward.
-        let section = mark(&r);
+        let section = mark(&*r);
         let x1 = r.refresh(x1, 1, l.output_bound.max(l.bound))?;
         let expanded = self.linear(&w.ffn_in, &hidden, &wide, 1.0)?.apply(engine, std::slice::from_ref(&x1))?;
         // A level more than GELU needs if it fits: the product after it
         // then needs no bootstrap.
-        let expanded = refresh_all(&mut r, expanded, l.gelu.cost().levels + 1, l.bound)?;
+        let expanded = refresh_all(r, expanded, l.gelu.cost().levels + 1, l.bound)?;
         let activated = expanded.iter().map(|h| l.gelu.apply(engine, h)).collect::<Result<Vec<_>, _>>()?;
-        let activated = refresh_all(&mut r, activated, 1, l.bound)?;
+        let activated = refresh_all(r, activated, 1, l.bound)?;
         let contracted = self.linear(&w.ffn_out, &wide, &hidden, 1.0)?.apply(engine, &activated)?.swap_remove(0);
         let out = engine.add_aligned(&contracted, &x1)?;
-        timings.feed_forward += since(section, &r);
-        let section = mark(&r);
-        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, &mut r)?;
-        timings.layer_norms += since(section, &r);
-        timings.bootstraps += r.seconds;
-        timings.bootstrap_count += r.count;
+        timings.feed_forward += since(section, &*r);
+        let section = mark(&*r);
+        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, r)?;
+        timings.layer_norms += since(section, &*r);
+        timings.bootstraps += r.seconds - seconds_before;
+        timings.bootstrap_count += r.count - count_before;
         Ok(y)
     }
 
     /// Mean over each sentence's real tokens of every hidden column, at
     /// slot `position(c) * T + i * B` for sentence `i` (one level).
     pub fn mean_pool(&self, engine: &Engine<'_>, refresh: &Refresh<'_>, x: Ciphertext) -> Result<Ciphertext, NnError> {
+        self.mean_pool_with(&mut Bootstraps::new(engine, refresh), x)
+    }
+
+    /// [`mean_pool`](Self::mean_pool) bootstrapping through `r`.
+    pub fn mean_pool_with(&self, r: &mut Bootstraps<'_>, x: Ciphertext) -> Result<Ciphertext, NnError> {
+        let engine = r.engine;
         let bound = self.plan.layers.last().map_or(1.0, |r| bound_of(&r.output));
-        let mut acc = refresh_scaled(engine, refresh, x, 1, bound)?;
+        let mut acc = r.refresh(x, 1, bound)?;
         for step in self.pooling_rotations() {
             let r = engine.eval.rotate(&acc, step, engine.galois)?;
             engine.eval.add_assign(&mut acc, &r)?;
@@ -444,7 +484,7 @@ impl<'w> EncryptedEncoder<'w> {
 /// next bootstrap.
 const SPARE: usize = 1;
 
-fn needs_bootstrap(ct: &Ciphertext, needed: usize) -> bool {
+pub(crate) fn needs_bootstrap(ct: &Ciphertext, needed: usize) -> bool {
     ct.level() < needed + SPARE
 }
 
@@ -522,43 +562,6 @@ pub fn refresh_scaled_pair(
         (&small_b, factor_b),
         refresh.keys,
     )?)
-}
-
-/// The encoder's [`Refresher`]: scaled bootstraps, two at once where a
-/// stage needs two, with their count and wall time.
-struct Bootstrapping<'a> {
-    engine: &'a Engine<'a>,
-    refresh: &'a Refresh<'a>,
-    seconds: f64,
-    count: usize,
-}
-
-impl Refresher for Bootstrapping<'_> {
-    fn refresh(&mut self, ct: Ciphertext, needed: usize, bound: f64) -> Result<Ciphertext, NnError> {
-        if !needs_bootstrap(&ct, needed) {
-            return Ok(ct);
-        }
-        let start = Instant::now();
-        let out = refresh_scaled(self.engine, self.refresh, ct, needed, bound)?;
-        self.seconds += start.elapsed().as_secs_f64();
-        self.count += 1;
-        Ok(out)
-    }
-
-    fn refresh_pair(
-        &mut self,
-        a: (Ciphertext, usize, f64),
-        b: (Ciphertext, usize, f64),
-    ) -> Result<(Ciphertext, Ciphertext), NnError> {
-        if !(needs_bootstrap(&a.0, a.1) && needs_bootstrap(&b.0, b.1)) {
-            return Ok((self.refresh(a.0, a.1, a.2)?, self.refresh(b.0, b.1, b.2)?));
-        }
-        let start = Instant::now();
-        let out = refresh_scaled_pair(self.engine, self.refresh, a, b)?;
-        self.seconds += start.elapsed().as_secs_f64();
-        self.count += 1;
-        Ok(out)
-    }
 }
 
 /// Refreshes every ciphertext of `cts`, two at a time.

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod config;
 pub mod encrypted;
 pub mod head;
+pub mod lockstep;
 pub mod packed;
 pub mod reference;
 pub mod served;
