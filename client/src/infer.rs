@@ -400,8 +400,15 @@ fn serve_pair(
         layers.push(report_layer(i, count, t, timings, progress));
     }
     let (pooled_a, pooled_b) = lockstep(engine, refresh, |r| a.mean_pool_with(r, x), |r| b.mean_pool_with(r, y))?;
-    let masks_a = classify(a, engine, refresh, &pooled_a, progress)?;
-    let masks_b = classify(b, engine, refresh, &pooled_b, progress)?;
+    let (masks_a, masks_b) = if a.head().is_some() && b.head().is_some() {
+        let t = Instant::now();
+        let (pa, pb) = (pooled_a.clone(), pooled_b.clone());
+        let masks = lockstep(engine, refresh, |r| a.classify_with(r, pa), |r| b.classify_with(r, pb))?;
+        progress(&format!("  classification heads (two lanes): {:.1} s", t.elapsed().as_secs_f64()));
+        (Some(masks.0), Some(masks.1))
+    } else {
+        (classify(a, engine, refresh, &pooled_a, progress)?, classify(b, engine, refresh, &pooled_b, progress)?)
+    };
     Ok((Served { pooled: pooled_a, masks: masks_a }, Served { pooled: pooled_b, masks: masks_b }))
 }
 

@@ -303,7 +303,7 @@ fn argmax(args: &Args, m: usize) -> Result<Outcome, BoxError> {
     let pt =
         encoder.encode_real(&argmax.pack(&values, params.max_slots())?, boot.output_level(), params.default_scale())?;
     let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?;
-    let (ms, out) = median_ms(args.repeats, || Ok(argmax.apply(&engine, &ct, Some(&refresh))?))?;
+    let (ms, out) = median_ms(args.repeats, || Ok(argmax.apply(&engine, &ct, Some(&mut { refresh }))?))?;
     let got = encoder.decode_real(&Decryptor::new(&params).decrypt(&out, &sk)?)?[..m].to_vec();
     let want: Vec<f64> = (0..m).map(|i| if i == top { 1.0 } else { 0.0 }).collect();
     let detail = format!(

@@ -13,7 +13,7 @@
 //! value exceeds the runner-up by [`Argmax::min_gap`] `= 2 (E + gap bound)`:
 //! that is the resolution the operator states and its tests check.
 
-use crate::compare::{Comparator, Refresh};
+use crate::compare::{Comparator, Ensure};
 use crate::cost::OpCost;
 use crate::engine::Engine;
 use crate::error::{check_range, invalid, NnError};
@@ -116,22 +116,22 @@ impl Argmax {
         &self,
         engine: &Engine<'_>,
         x: &Ciphertext,
-        refresh: Option<&Refresh<'_>>,
+        mut refresh: Option<&mut (dyn Ensure + '_)>,
     ) -> Result<Ciphertext, NnError> {
         let e = engine.eval;
         let mut a = x.clone();
         for step in self.rotations() {
             // Two levels for the difference's scaling and halving; the sign
             // stages refresh themselves as they go.
-            a = match refresh {
+            a = match refresh.as_deref_mut() {
                 Some(r) => r.ensure(engine, a, 2)?,
                 None => a,
             };
             let b = e.rotate(&a, step, engine.galois)?;
-            a = self.comparator.max(engine, &a, &b, refresh)?;
+            a = self.comparator.max(engine, &a, &b, refresh.as_deref_mut())?;
         }
         let shifted = e.add_const(&engine.sub_aligned(x, &a)?, self.min_gap() / 2.0)?;
-        let sign = self.comparator.sign_of_difference(engine, &shifted, refresh)?;
+        let sign = self.comparator.sign_of_difference(engine, &shifted, refresh.as_deref_mut())?;
         let sign = match refresh {
             Some(r) => r.ensure(engine, sign, 1)?,
             None => sign,

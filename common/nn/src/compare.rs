@@ -25,18 +25,33 @@ pub struct Refresh<'a> {
     pub keys: &'a BootstrapKeys,
 }
 
+/// What the comparisons call when an operand is short of levels: a
+/// plain bootstrap (no scaling, the values are already small).
+pub trait Ensure {
+    /// `ct` with at least `needed` levels.
+    fn ensure(&mut self, engine: &Engine<'_>, ct: Ciphertext, needed: usize) -> Result<Ciphertext, NnError>;
+}
+
 impl Refresh<'_> {
-    /// Bootstraps `ct` if it has fewer than `needed` levels.
-    pub fn ensure(&self, engine: &Engine<'_>, ct: Ciphertext, needed: usize) -> Result<Ciphertext, NnError> {
-        if ct.level() >= needed {
-            return Ok(ct);
-        }
+    /// Fails unless bootstrapping leaves at least `needed` levels.
+    pub fn check_provides(&self, needed: usize) -> Result<(), NnError> {
         if self.bootstrapper.output_level() < needed {
             return Err(invalid(
                 "refresh",
                 format!("{needed} levels needed, bootstrapping only provides {}", self.bootstrapper.output_level()),
             ));
         }
+        Ok(())
+    }
+}
+
+impl Ensure for Refresh<'_> {
+    /// Bootstraps `ct` if it has fewer than `needed` levels.
+    fn ensure(&mut self, engine: &Engine<'_>, ct: Ciphertext, needed: usize) -> Result<Ciphertext, NnError> {
+        if ct.level() >= needed {
+            return Ok(ct);
+        }
+        self.check_provides(needed)?;
         Ok(self.bootstrapper.bootstrap(engine.eval, &ct, self.keys)?)
     }
 }
@@ -102,13 +117,14 @@ impl Comparator {
         &self,
         engine: &Engine<'_>,
         diff: &Ciphertext,
-        refresh: Option<&Refresh<'_>>,
+        mut refresh: Option<&mut (dyn Ensure + '_)>,
     ) -> Result<Ciphertext, NnError> {
         let scale = engine.params().default_scale();
-        let mut x = refresh_to(engine, diff.clone(), 1 + self.sign.stages().first().map_or(0, |s| s.depth()), refresh)?;
+        let first = 1 + self.sign.stages().first().map_or(0, |s| s.depth());
+        let mut x = refresh_to(engine, diff.clone(), first, refresh.as_deref_mut())?;
         x = engine.mul_const_to(&x, 1.0 / self.bound, x.level().saturating_sub(1), scale)?;
         for stage in self.sign.stages() {
-            x = refresh_to(engine, x, stage.depth(), refresh)?;
+            x = refresh_to(engine, x, stage.depth(), refresh.as_deref_mut())?;
             x = engine.polynomial(&x, stage, scale)?;
         }
         Ok(x)
@@ -120,16 +136,16 @@ impl Comparator {
         engine: &Engine<'_>,
         a: &Ciphertext,
         b: &Ciphertext,
-        refresh: Option<&Refresh<'_>>,
+        mut refresh: Option<&mut (dyn Ensure + '_)>,
     ) -> Result<Ciphertext, NnError> {
         let diff = engine.sub(a, b)?;
         let sum = engine.add(a, b)?;
-        let sign = self.sign_of_difference(engine, &diff, refresh)?;
-        let sign = refresh_to(engine, sign, 1, refresh)?;
+        let sign = self.sign_of_difference(engine, &diff, refresh.as_deref_mut())?;
+        let sign = refresh_to(engine, sign, 1, refresh.as_deref_mut())?;
         // (a - b)/2 computed beside the sign (off the critical path), at the
         // sign's level or one below the difference's, whichever is lower (a
         // refreshed sign sits above the unrefreshed inputs).
-        let diff = refresh_to(engine, diff, 2, refresh)?;
+        let diff = refresh_to(engine, diff, 2, refresh.as_deref_mut())?;
         let sum = refresh_to(engine, sum, 2, refresh)?;
         let level = sign.level().min(diff.level() - 1);
         let half_diff = engine.mul_const_to(&diff, 0.5, level, sign.scale())?;
@@ -143,7 +159,7 @@ fn refresh_to(
     engine: &Engine<'_>,
     ct: Ciphertext,
     needed: usize,
-    refresh: Option<&Refresh<'_>>,
+    refresh: Option<&mut (dyn Ensure + '_)>,
 ) -> Result<Ciphertext, NnError> {
     match refresh {
         Some(r) => r.ensure(engine, ct, needed),

@@ -183,13 +183,23 @@ fn two_batches_in_lockstep_share_their_bootstraps() {
     calibration.extend(lanes.iter().flatten().cloned());
     let plan = EncoderPlan::calibrate(&weights, &calibration, 1.5).unwrap();
     let lengths = |lane: &[Vec<u32>]| lane.iter().map(Vec::len).collect::<Vec<_>>();
-    // Both lanes in blocks of 8 tokens: the same layout shape.
-    let encoders = [
-        EncryptedEncoder::padded_batch(&weights, &lengths(&lanes[0]), 8, params.max_slots(), plan.clone()).unwrap(),
-        EncryptedEncoder::padded_batch(&weights, &lengths(&lanes[1]), 8, params.max_slots(), plan).unwrap(),
-    ];
-    assert_eq!(encoders[0].rotations().unwrap(), encoders[1].rotations().unwrap());
     let boot = Bootstrapper::new(&params, BootstrapConfig::for_preset(preset).unwrap()).unwrap();
+    // A zero-shot head whose classes are the four sentences (and one
+    // random text): its comparisons' bootstraps are paired too.
+    let mut labels: Vec<(String, Vec<u32>)> =
+        lanes.iter().flatten().enumerate().map(|(i, s)| (format!("sentence {i}"), s.clone())).collect();
+    labels.push(("other".into(), vec![7, 9, 11, 13, 15]));
+    let head = ClassifierHead::prototypes(&weights, &labels).unwrap();
+    let bound = head.logit_bound(&weights, &calibration, 1.5).unwrap();
+    // Both lanes in blocks of 8 tokens: the same layout shape.
+    let encoder = |lane: &[Vec<u32>]| {
+        EncryptedEncoder::padded_batch(&weights, &lengths(lane), 8, params.max_slots(), plan.clone())
+            .unwrap()
+            .with_head(head.clone(), bound, boot.output_level() - 3, DEFAULT_GAP_BITS)
+            .unwrap()
+    };
+    let encoders = [encoder(&lanes[0]), encoder(&lanes[1])];
+    assert_eq!(encoders[0].rotations().unwrap(), encoders[1].rotations().unwrap());
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let boot_keys = boot.generate_keys(&mut kg, &sk).unwrap();
@@ -208,14 +218,17 @@ fn two_batches_in_lockstep_share_their_bootstraps() {
     };
     let run = |encoder: &EncryptedEncoder<'_>, ct: Ciphertext, r: &mut Bootstraps<'_>| {
         let ct = encoder.run_layer_with(0, r, ct, &mut LayerTimings::default())?;
-        encoder.mean_pool_with(r, ct)
+        let pooled = encoder.mean_pool_with(r, ct)?;
+        let encoder_count = r.count;
+        let masks = encoder.classify_with(r, pooled.clone())?;
+        Ok::<_, nexus_nn::NnError>((pooled, masks, encoder_count))
     };
     let (cts, alone) =
         ([encrypt(&encoders[0], &lanes[0]), encrypt(&encoders[1], &lanes[1])], encrypt(&encoders[0], &lanes[0]));
     let mut single = Bootstraps::new(&engine, &refresh);
-    run(&encoders[0], alone, &mut single).unwrap();
+    let (_, _, encoder_count) = run(&encoders[0], alone, &mut single).unwrap();
     let [a, b] = cts;
-    let ((pooled_a, count_a), (pooled_b, count_b)) = lockstep(
+    let (((pooled_a, masks_a, _), count_a), ((pooled_b, masks_b, _), count_b)) = lockstep(
         &engine,
         &refresh,
         |r| Ok((run(&encoders[0], a, r)?, r.count)),
@@ -239,17 +252,24 @@ fn two_batches_in_lockstep_share_their_bootstraps() {
     );
     assert!(stopped.is_err());
     assert_eq!(completed.into_inner(), single.count, "the remaining lane ran every bootstrap alone");
-    println!("bootstraps: one lane alone {}, two lanes in lockstep {count_a} + {count_b}", single.count);
-    assert!(single.count > 0);
+    println!(
+        "bootstraps: one lane alone {} ({encoder_count} before the head), two lanes in lockstep {count_a} + {count_b}",
+        single.count
+    );
+    assert!(encoder_count > 0 && single.count > encoder_count, "the encoder and the head bootstrap");
     assert_eq!(count_a + count_b, single.count, "every bootstrap is shared");
     let decrypt = |c: &Ciphertext| encoding.decode_real(&Decryptor::new(&params).decrypt(c, &sk).unwrap()).unwrap();
-    for (encoder, (pooled, lane)) in encoders.iter().zip([(pooled_a, &lanes[0]), (pooled_b, &lanes[1])]) {
+    let lanes_out = [(pooled_a, masks_a, &lanes[0], 0), (pooled_b, masks_b, &lanes[1], lanes[0].len())];
+    for (encoder, (pooled, masks, lane, first_class)) in encoders.iter().zip(lanes_out) {
         let got = encoder.unpack_pooled_batch(&decrypt(&pooled));
         assert_eq!(got.len(), lane.len());
-        for (got, ids) in got.iter().zip(lane) {
+        let (head, masks) = (encoder.head().unwrap(), decrypt(&masks));
+        for (i, (got, ids)) in got.iter().zip(lane).enumerate() {
             let cos = cosine(got, &weights.sentence_embedding(ids).unwrap());
-            println!("sentence of {} tokens: embedding cosine {cos:.6}", ids.len());
+            let mask = head.mask_of(&masks, i);
+            println!("sentence of {} tokens: embedding cosine {cos:.6}, class mask {mask:.3?}", ids.len());
             assert!(cos > 0.9999, "cosine {cos}");
+            assert_eq!(head.decode(&mask), first_class + i, "each sentence is its own class");
         }
     }
 }

@@ -72,7 +72,7 @@ fn argmax_of_8_values_with_bootstrapping_is_one_hot() {
         let level = boot.output_level();
         let pt = encoder.encode_real(&argmax.pack(&v, params.max_slots()).unwrap(), level, params.default_scale());
         let ct = Encryptor::new(&params).encrypt_pk(&pt.unwrap(), &pk).unwrap();
-        let out = argmax.apply(&engine, &ct, Some(&refresh)).unwrap();
+        let out = argmax.apply(&engine, &ct, Some(&mut { refresh })).unwrap();
         let got = encoder.decode_real(&Decryptor::new(&params).decrypt(&out, &sk).unwrap()).unwrap();
         let twin = argmax.plain(&v).unwrap();
         for s in 0..8 {

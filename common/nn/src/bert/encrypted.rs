@@ -252,10 +252,17 @@ impl<'w> EncryptedEncoder<'w> {
         refresh: &Refresh<'_>,
         pooled: &Ciphertext,
     ) -> Result<Ciphertext, NnError> {
+        self.classify_with(&mut Bootstraps::new(engine, refresh), pooled.clone())
+    }
+
+    /// [`classify`](Self::classify) bootstrapping through `r` (in a lane:
+    /// paired with the other lane's head).
+    pub fn classify_with(&self, r: &mut Bootstraps<'_>, pooled: Ciphertext) -> Result<Ciphertext, NnError> {
         let head = self.head.as_ref().ok_or_else(|| invalid("encoder", "no classification head"))?;
         let bound = self.plan.layers.last().map_or(1.0, |r| bound_of(&r.output));
-        let pooled = refresh_scaled(engine, refresh, pooled.clone(), 2, bound)?;
-        head.classify(engine, refresh, &pooled)
+        let pooled = r.refresh(pooled, 2, bound)?;
+        let engine = r.engine;
+        head.classify(engine, r, &pooled)
     }
 
     /// The hidden layout (client side: pack the embedded tokens with it).

@@ -20,7 +20,7 @@
 use super::packed::HiddenLayout;
 use super::weights::{to_f64, BertWeights};
 use crate::argmax::Argmax;
-use crate::compare::Refresh;
+use crate::compare::Ensure;
 use crate::engine::Engine;
 use crate::error::{invalid, NnError};
 use nexus_ckks::Ciphertext;
@@ -295,7 +295,7 @@ impl EncryptedHead {
     pub fn classify(
         &self,
         engine: &Engine<'_>,
-        refresh: &Refresh<'_>,
+        refresh: &mut dyn Ensure,
         pooled: &Ciphertext,
     ) -> Result<Ciphertext, NnError> {
         let logits = self.logits(engine, pooled)?;

@@ -10,7 +10,7 @@
 //! bootstraps alone, so nothing waits forever.
 
 use super::encrypted::{needs_bootstrap, refresh_scaled, refresh_scaled_pair};
-use crate::compare::Refresh;
+use crate::compare::{Ensure, Refresh};
 use crate::engine::Engine;
 use crate::error::{invalid, NnError};
 use crate::newton::Refresher;
@@ -22,6 +22,20 @@ use std::time::Instant;
 /// bound on its values).
 type Offer = (Ciphertext, usize, f64);
 
+/// How an offered ciphertext is bootstrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Divided by a power of two bounding it first and multiplied back
+    /// after (the encoder's [`Refresher`]).
+    Scaled,
+    /// As it is, when fewer than the needed levels are left (the
+    /// comparisons' [`Ensure`]: their values are small).
+    Direct,
+}
+
+/// What a lane leaves at the meeting.
+type Request = (Offer, Kind);
+
 /// Where two lanes meet to bootstrap together.
 #[derive(Debug, Default)]
 struct Meeting {
@@ -32,7 +46,7 @@ struct Meeting {
 #[derive(Debug, Default)]
 struct MeetingState {
     /// A lane's ciphertext waiting for its partner's.
-    offers: [Option<Offer>; 2],
+    offers: [Option<Request>; 2],
     /// A waiting lane's result, left by the partner that ran the pair.
     results: [Option<Result<Ciphertext, String>>; 2],
     /// Lanes that will offer nothing more.
@@ -85,25 +99,48 @@ impl<'a> Bootstraps<'a> {
         Self { engine, refresh, lane: None, seconds: 0.0, count: 0 }
     }
 
-    fn alone(&mut self, (ct, needed, bound): Offer) -> Result<Ciphertext, NnError> {
+    fn alone(&mut self, ((ct, needed, bound), kind): Request) -> Result<Ciphertext, NnError> {
         self.count += 1;
-        refresh_scaled(self.engine, self.refresh, ct, needed, bound)
+        match kind {
+            Kind::Scaled => refresh_scaled(self.engine, self.refresh, ct, needed, bound),
+            Kind::Direct => {
+                let mut refresh = *self.refresh;
+                refresh.ensure(self.engine, ct, needed)
+            }
+        }
     }
 
-    /// Offers `offer` to the partner lane: runs the pair if the partner is
-    /// waiting, else waits for it to run it.
-    fn meet(&mut self, meeting: &Meeting, lane: usize, offer: Offer) -> Result<Ciphertext, NnError> {
+    /// Both lanes' requests, the first lane's first, through one
+    /// bootstrap (two if they differ in kind: the lanes are out of step).
+    fn both(&mut self, first: Request, second: Request) -> Result<(Ciphertext, Ciphertext), NnError> {
+        match (first, second) {
+            ((a, Kind::Scaled), (b, Kind::Scaled)) => {
+                self.count += 1;
+                refresh_scaled_pair(self.engine, self.refresh, a, b)
+            }
+            (((a, needed_a, _), Kind::Direct), ((b, needed_b, _), Kind::Direct)) => {
+                self.count += 1;
+                self.refresh.check_provides(needed_a.max(needed_b))?;
+                let (bootstrapper, keys) = (self.refresh.bootstrapper, self.refresh.keys);
+                Ok(bootstrapper.bootstrap_real_pair_times(self.engine.eval, (&a, 1.0), (&b, 1.0), keys)?)
+            }
+            (first, second) => Ok((self.alone(first)?, self.alone(second)?)),
+        }
+    }
+
+    /// Offers `request` to the partner lane: runs the pair if the partner
+    /// is waiting, else waits for it to run it.
+    fn meet(&mut self, meeting: &Meeting, lane: usize, request: Request) -> Result<Ciphertext, NnError> {
         let other = 1 - lane;
         let mut s = meeting.lock()?;
         if s.finished[other] {
             drop(s);
-            return self.alone(offer);
+            return self.alone(request);
         }
         if let Some(theirs) = s.offers[other].take() {
             drop(s);
-            self.count += 1;
-            let (first, second) = if lane == 0 { (offer, theirs) } else { (theirs, offer) };
-            let pair = refresh_scaled_pair(self.engine, self.refresh, first, second);
+            let (first, second) = if lane == 0 { (request, theirs) } else { (theirs, request) };
+            let pair = self.both(first, second);
             let mut s = meeting.lock()?;
             let mine = match pair {
                 Ok((a, b)) => {
@@ -120,7 +157,7 @@ impl<'a> Bootstraps<'a> {
             meeting.changed.notify_all();
             return mine;
         }
-        s.offers[lane] = Some(offer);
+        s.offers[lane] = Some(request);
         meeting.changed.notify_all();
         loop {
             if let Some(result) = s.results[lane].take() {
@@ -129,14 +166,25 @@ impl<'a> Bootstraps<'a> {
             if s.finished[other] {
                 // The partner stopped without taking the offer: bootstrap
                 // alone. Taken but no result: it stopped mid-bootstrap.
-                let Some(offer) = s.offers[lane].take() else {
+                let Some(request) = s.offers[lane].take() else {
                     return Err(invalid("lockstep", "the other lane stopped during a paired bootstrap"));
                 };
                 drop(s);
-                return self.alone(offer);
+                return self.alone(request);
             }
             s = meeting.changed.wait(s).map_err(|_| invalid("lockstep", "the other lane panicked"))?;
         }
+    }
+
+    /// `request` bootstrapped, with the partner lane's if there is one.
+    fn bootstrap(&mut self, request: Request) -> Result<Ciphertext, NnError> {
+        let start = Instant::now();
+        let out = match self.lane {
+            Some((meeting, lane)) => self.meet(meeting, lane, request),
+            None => self.alone(request),
+        };
+        self.seconds += start.elapsed().as_secs_f64();
+        out
     }
 }
 
@@ -145,13 +193,7 @@ impl Refresher for Bootstraps<'_> {
         if !needs_bootstrap(&ct, needed) {
             return Ok(ct);
         }
-        let start = Instant::now();
-        let out = match self.lane {
-            Some((meeting, lane)) => self.meet(meeting, lane, (ct, needed, bound)),
-            None => self.alone((ct, needed, bound)),
-        };
-        self.seconds += start.elapsed().as_secs_f64();
-        out
+        self.bootstrap(((ct, needed, bound), Kind::Scaled))
     }
 
     /// Two ciphertexts of one lane that both need a bootstrap share one
@@ -166,6 +208,17 @@ impl Refresher for Bootstraps<'_> {
         self.seconds += start.elapsed().as_secs_f64();
         self.count += 1;
         Ok(out)
+    }
+}
+
+impl Ensure for Bootstraps<'_> {
+    /// The comparisons' plain bootstrap (the classification head), paired
+    /// like the encoder's.
+    fn ensure(&mut self, _engine: &Engine<'_>, ct: Ciphertext, needed: usize) -> Result<Ciphertext, NnError> {
+        if ct.level() >= needed {
+            return Ok(ct);
+        }
+        self.bootstrap(((ct, needed, 1.0), Kind::Direct))
     }
 }
 
