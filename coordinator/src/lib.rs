@@ -441,14 +441,23 @@ impl Coordinator {
     }
 
     async fn serve_worker(&self, conn: quinn::Connection) {
-        // First stream: registration.
+        // First stream: registration, or a key fetch on a connection that
+        // only fetches key sets (from any member: see `serve_key_fetch`).
         let Ok((mut send, mut recv)) = conn.accept_bi().await else { return };
-        let Ok(WorkerMessage::Register { capabilities, cached }) =
-            recv_message::<_, WorkerMessage>(&mut recv, "worker registration", DEFAULT_MAX_FRAME).await
-        else {
-            conn.close(1u32.into(), b"expected registration");
-            return;
-        };
+        let (capabilities, cached) =
+            match recv_message::<_, WorkerMessage>(&mut recv, "worker registration", DEFAULT_MAX_FRAME).await {
+                Ok(WorkerMessage::Register { capabilities, cached }) => (capabilities, cached),
+                Ok(WorkerMessage::FetchKeys { key_set }) => {
+                    info!(remote = %conn.remote_address(), %key_set, "key-set fetch from a worker");
+                    self.serve_key_fetch(send, key_set, None).await;
+                    self.serve_key_fetches(&conn, None).await;
+                    return;
+                }
+                _ => {
+                    conn.close(1u32.into(), b"expected registration");
+                    return;
+                }
+            };
         if let Err(e) = self.require_leader().await {
             let _ = send_message(
                 &mut send,
@@ -478,56 +487,73 @@ impl Coordinator {
             return;
         }
         let _ = send.finish();
-        // Then: key fetches.
-        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-            let me = self.clone();
-            tokio::spawn(async move {
-                let Ok(WorkerMessage::FetchKeys { key_set }) =
-                    recv_message::<_, WorkerMessage>(&mut recv, "worker request", DEFAULT_MAX_FRAME).await
-                else {
-                    return;
-                };
-                if !me.replica.read(|s| s.key_sets.contains_key(&key_set)) {
-                    warn!(worker = id.0, key_set = %key_set, "worker asked for an unknown key set");
-                    return;
-                }
-                let bytes = match me.keys.get(key_set).await {
-                    Ok(Some(bytes)) => bytes,
-                    Ok(None) => {
-                        warn!(worker = id.0, key_set = %key_set, "no coordinator holds the key set's bytes");
-                        return;
-                    }
-                    Err(e) => {
-                        warn!(worker = id.0, key_set = %key_set, error = %e, "reading the key set");
-                        return;
-                    }
-                };
-                // The key set's id is its bytes' digest: no need to hash
-                // them again per worker.
-                let keys = BlobRef { len: bytes.len() as u64, digest: key_set.0 };
-                let msg = CoordinatorMessage::Keys { key_set, keys };
-                let len = bytes.len() as u64;
-                if send_message(&mut send, "keys", &msg, DEFAULT_MAX_FRAME).await.is_ok()
-                    && send_blob_owned(&mut send, shared_bytes(bytes)).await.is_ok()
-                {
-                    let _ = send.finish();
-                    me.metrics.key_bytes_sent.inc_by(len);
-                    me.metrics.bytes_sent.inc_by(len);
-                    let mut local = me.local.lock().await;
-                    local.stats.key_bytes_sent += len;
-                    *local.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
-                    if let Some(w) = local.workers.iter_mut().find(|w| w.id == id) {
-                        w.cached.insert(key_set);
-                    }
-                }
-            });
-        }
+        self.serve_key_fetches(&conn, Some(id)).await;
         // Connection gone (or silent past the idle timeout): forget the
         // worker; its running tasks fail and are retried elsewhere.
         warn!(worker = id.0, reason = ?conn.close_reason(), "worker gone");
         let mut local = self.local.lock().await;
         local.workers.retain(|w| w.id != id);
         self.metrics.workers.set(local.workers.len() as i64);
+    }
+
+    /// Serves the key fetches a worker's connection opens until it closes
+    /// (`id`: the worker registered on it, if any).
+    async fn serve_key_fetches(&self, conn: &quinn::Connection, id: Option<WorkerId>) {
+        while let Ok((send, mut recv)) = conn.accept_bi().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Ok(WorkerMessage::FetchKeys { key_set }) =
+                    recv_message::<_, WorkerMessage>(&mut recv, "worker request", DEFAULT_MAX_FRAME).await
+                {
+                    me.serve_key_fetch(send, key_set, id).await;
+                }
+            });
+        }
+    }
+
+    /// Streams a key set to a worker. Any member serves it, leader or
+    /// not: key sets are content-addressed and every member's key store
+    /// holds them (or fetches them from a peer), so workers can take them
+    /// from followers and leave the leader's CPU and link to the tasks. A
+    /// key set this member does not know yet ends the stream without a
+    /// reply (the worker then asks another member).
+    async fn serve_key_fetch(&self, mut send: quinn::SendStream, key_set: KeySetId, id: Option<WorkerId>) {
+        let worker = id.map(|w| w.0);
+        if !self.replica.read(|s| s.key_sets.contains_key(&key_set)) {
+            warn!(?worker, key_set = %key_set, "worker asked for an unknown key set");
+            return;
+        }
+        let bytes = match self.keys.get(key_set).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                warn!(?worker, key_set = %key_set, "no coordinator holds the key set's bytes");
+                return;
+            }
+            Err(e) => {
+                warn!(?worker, key_set = %key_set, error = %e, "reading the key set");
+                return;
+            }
+        };
+        // The key set's id is its bytes' digest: no need to hash them
+        // again per worker.
+        let keys = BlobRef { len: bytes.len() as u64, digest: key_set.0 };
+        let msg = CoordinatorMessage::Keys { key_set, keys };
+        let len = bytes.len() as u64;
+        if send_message(&mut send, "keys", &msg, DEFAULT_MAX_FRAME).await.is_ok()
+            && send_blob_owned(&mut send, shared_bytes(bytes)).await.is_ok()
+        {
+            let _ = send.finish();
+            self.metrics.key_bytes_sent.inc_by(len);
+            self.metrics.bytes_sent.inc_by(len);
+            let mut local = self.local.lock().await;
+            local.stats.key_bytes_sent += len;
+            if let Some(id) = id {
+                *local.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
+                if let Some(w) = local.workers.iter_mut().find(|w| w.id == id) {
+                    w.cached.insert(key_set);
+                }
+            }
+        }
     }
 
     async fn serve_client(&self, conn: quinn::Connection) {

@@ -2,15 +2,18 @@
 //! group with logs on disk, real mutual-TLS QUIC on loopback). A key set is
 //! on a majority of the members' key stores when its registration is
 //! acknowledged, the raft logs stay small, and a member that was down
-//! fetches the bytes from a peer when it comes back.
+//! fetches the bytes from a peer when it comes back. Workers take key sets
+//! from the followers, leaving the leader's link to the tasks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use nexus_client::cluster::ClusterClient;
 use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
+use nexus_nn::DEMO_MODEL;
 use nexus_proto::ids::TenantId;
 use nexus_proto::tls::ClusterCa;
-use nexus_tests::{free_udp_port, loopback_peers, test_coordinator};
+use nexus_tests::{free_udp_port, loopback_peers, test_coordinator, test_worker, DemoClient};
+use nexus_worker::WorkerConfig;
 use rand::{RngCore, SeedableRng};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -125,5 +128,63 @@ async fn key_sets_are_on_a_majority_before_the_log_names_them_and_reach_the_rest
     assert_eq!((again, already_present), (key_set, true));
     for m in members.into_iter().flatten() {
         m.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_fetch_key_sets_from_the_followers() {
+    let ca = ClusterCa::generate("nexus test").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let configs = group(&ca, dir.path());
+    let mut members = Vec::new();
+    for c in &configs {
+        members.push(Some(Coordinator::start(c.clone()).await.unwrap()));
+    }
+    let leader = wait_for_leader(&members).await;
+    let publics: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
+    let demo = DemoClient::new(16);
+    let tenant = TenantId::new("acme").unwrap();
+    let client =
+        ClusterClient::connect_any(&publics, "localhost", &ca.certificate(), tenant, "s3cret".into()).await.unwrap();
+    let (key_set, _) = client.register_keys(&demo.keys, demo.params.digest()).await.unwrap();
+    // Two workers that know every member; they register with the leader.
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let name = format!("worker-{i}");
+            let config = WorkerConfig { coordinators: publics.clone(), ..test_worker(configs[0].listen, &ca, &name) };
+            tokio::spawn(nexus_worker::run(config))
+        })
+        .collect();
+    let lead = members[leader].as_ref().unwrap();
+    let start = Instant::now();
+    while lead.workers().await < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the workers did not register with the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queries: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(client.submit(key_set, DEMO_MODEL, &demo.inputs()).await.unwrap());
+        }
+        v
+    };
+    for q in queries {
+        client.wait(q, Duration::from_secs(120)).await.unwrap();
+        assert!(demo.max_error(&client.fetch(q).await.unwrap()) < 1e-4);
+    }
+    let sent = |i: usize| members[i].as_ref().unwrap().metrics().key_bytes_sent.get();
+    let from_followers: u64 = (0..3).filter(|&i| i != leader).map(sent).sum();
+    let len = demo.keys.len() as u64;
+    println!("key bytes sent: leader {}, followers {from_followers} ({len} per key set)", sent(leader));
+    assert_eq!(sent(leader), 0, "the leader's link carried a key set");
+    assert!(
+        from_followers.is_multiple_of(len) && (1..=2).contains(&(from_followers / len)),
+        "each worker that ran a task fetched the key set once, from a follower: {from_followers} bytes"
+    );
+    for m in members.into_iter().flatten() {
+        m.shutdown().await;
+    }
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
     }
 }

@@ -147,6 +147,103 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
 /// Pause between connection attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
+/// How long a worker waits for another coordinator to answer a key fetch
+/// (connection and the key set's header) before it asks the next one.
+const KEY_SOURCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    target: &str,
+    server_name: &str,
+) -> Result<quinn::Connection, WorkerError> {
+    let conn_err = |e: String| WorkerError::Connection(format!("{target}: {e}"));
+    let addr = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| conn_err(e.to_string()))?
+        .next()
+        .ok_or_else(|| conn_err("resolves to no address".into()))?;
+    endpoint.connect(addr, server_name).map_err(|e| conn_err(e.to_string()))?.await.map_err(|e| conn_err(e.to_string()))
+}
+
+/// Where a worker fetches a key set it lacks: first the coordinators
+/// other than the one it serves (every member's key store holds the same
+/// content-addressed bytes, and the leader's CPU and link carry every
+/// task), in an order that spreads workers and key sets over them; then
+/// the leader it is connected to.
+#[derive(Clone, Debug)]
+struct KeySources {
+    endpoint: quinn::Endpoint,
+    server_name: String,
+    /// Every configured coordinator but the session's.
+    others: Vec<String>,
+    /// This worker's offset into `others` (random per process).
+    spread: u64,
+}
+
+impl KeySources {
+    fn new(endpoint: &quinn::Endpoint, config: &WorkerConfig, session: &str, spread: u64) -> Self {
+        let others = config.coordinators.iter().filter(|c| c.as_str() != session).cloned().collect();
+        Self { endpoint: endpoint.clone(), server_name: config.server_name.clone(), others, spread }
+    }
+
+    /// `others` rotated by the worker's and the key set's offsets.
+    fn order(&self, key_set: &KeySetId) -> impl Iterator<Item = &String> {
+        let n = self.others.len().max(1);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&key_set.0[..8]);
+        let start = (self.spread ^ u64::from_le_bytes(first)) as usize % n;
+        self.others.iter().cycle().skip(start).take(self.others.len())
+    }
+
+    /// The key set's bytes from another coordinator, or `None` when none
+    /// answers in time or holds it.
+    async fn fetch(&self, key_set: KeySetId) -> Option<Vec<u8>> {
+        for target in self.order(&key_set) {
+            let started = async {
+                let conn = connect(&self.endpoint, target, &self.server_name).await?;
+                let (recv, blob) = request_keys(&conn, key_set).await?;
+                Ok::<_, WorkerError>((conn, recv, blob))
+            };
+            let (conn, mut recv, blob) = match tokio::time::timeout(KEY_SOURCE_TIMEOUT, started).await {
+                Ok(Ok(started)) => started,
+                Ok(Err(e)) => {
+                    tracing::debug!(coordinator = %target, %key_set, error = %e, "no key set from this member");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(coordinator = %target, %key_set, "key fetch timed out");
+                    continue;
+                }
+            };
+            let bytes = recv_blob(&mut recv, &blob, MAX_BLOB).await;
+            conn.close(0u32.into(), b"key set received");
+            match bytes {
+                Ok(bytes) => {
+                    tracing::info!(coordinator = %target, %key_set, bytes = bytes.len(), "key set fetched from a member");
+                    return Some(bytes);
+                }
+                Err(e) => tracing::warn!(coordinator = %target, %key_set, error = %e, "key set transfer failed"),
+            }
+        }
+        None
+    }
+}
+
+/// Asks `conn` for `key_set`: the stream the bytes follow on, and their
+/// announced reference.
+async fn request_keys(
+    conn: &quinn::Connection,
+    key_set: KeySetId,
+) -> Result<(quinn::RecvStream, BlobRef), WorkerError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| WorkerError::Connection(e.to_string()))?;
+    send_message(&mut send, "fetch keys", &WorkerMessage::FetchKeys { key_set }, DEFAULT_MAX_FRAME).await?;
+    send.finish().map_err(|e| WorkerError::Connection(e.to_string()))?;
+    match recv_message(&mut recv, "keys", DEFAULT_MAX_FRAME).await? {
+        CoordinatorMessage::Keys { key_set: got, keys } if got == key_set => Ok((recv, keys)),
+        other => Err(WorkerError::Unexpected(format!("{other:?} for key set {key_set}"))),
+    }
+}
+
 async fn session(
     endpoint: &quinn::Endpoint,
     target: &str,
@@ -156,16 +253,7 @@ async fn session(
     metrics: &Arc<WorkerMetrics>,
 ) -> Result<SessionEnd, WorkerError> {
     let conn_err = |e: String| WorkerError::Connection(format!("{target}: {e}"));
-    let addr = tokio::net::lookup_host(target)
-        .await
-        .map_err(|e| conn_err(e.to_string()))?
-        .next()
-        .ok_or_else(|| conn_err("resolves to no address".into()))?;
-    let conn = endpoint
-        .connect(addr, &config.server_name)
-        .map_err(|e| conn_err(e.to_string()))?
-        .await
-        .map_err(|e| conn_err(e.to_string()))?;
+    let conn = connect(endpoint, target, &config.server_name).await?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(e.to_string()))?;
     let capabilities = Capabilities { threads: config.threads, memory_bytes: config.key_cache_bytes, gpus: vec![] };
     let cached = cache.lock().await.ids();
@@ -177,6 +265,9 @@ async fn session(
         other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
     };
     tracing::info!(worker = id.0, coordinator = %target, "registered");
+    // A random offset per session spreads workers over the other members.
+    let spread = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), target);
+    let sources = KeySources::new(endpoint, config, target, spread);
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -187,7 +278,8 @@ async fn session(
             Err(_) => return Ok(SessionEnd::Lost),
         };
         let (conn, cache, slots, metrics) = (conn.clone(), cache.clone(), slots.clone(), metrics.clone());
-        let intake = KeyIntake { insecure: config.allow_insecure_parameters, lean: config.lean_keys };
+        let intake =
+            KeyIntake { insecure: config.allow_insecure_parameters, lean: config.lean_keys, sources: sources.clone() };
         let models = config.models.clone();
         tokio::spawn(async move {
             // A failed stream is reported to the coordinator as a failed
@@ -197,13 +289,15 @@ async fn session(
     }
 }
 
-/// How fetched key sets are taken in.
-#[derive(Clone, Copy, Debug)]
+/// Where key sets come from and how they are taken in.
+#[derive(Clone, Debug)]
 struct KeyIntake {
     /// Accept insecure test parameters.
     insecure: bool,
     /// Keep the Galois keys lean.
     lean: bool,
+    /// The coordinators to fetch them from.
+    sources: KeySources,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -235,7 +329,7 @@ async fn serve_stream(
     let _busy = Busy::start(metrics);
     let started = Instant::now();
     metrics.tasks.inc();
-    let keys = keys_for(&conn, &cache, metrics, task.key_set, intake).await;
+    let keys = keys_for(&conn, &cache, metrics, task.key_set, &intake).await;
     let keys_ms = started.elapsed().as_millis() as u64;
     let input_bytes: usize = inputs.iter().map(Vec::len).sum();
     let outcome = match keys {
@@ -296,13 +390,14 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// The key set from the cache, fetched from the coordinator on a miss.
+/// The key set from the cache, fetched on a miss (from another
+/// coordinator if one answers, else from the leader on `conn`).
 async fn keys_for(
     conn: &quinn::Connection,
     cache: &Mutex<KeyCache>,
     metrics: &WorkerMetrics,
     key_set: KeySetId,
-    intake: KeyIntake,
+    intake: &KeyIntake,
 ) -> Result<Arc<nexus_nn::KeySet>, WorkerError> {
     let mut guard = cache.lock().await;
     if let Some(keys) = guard.get(&key_set) {
@@ -312,21 +407,22 @@ async fn keys_for(
     metrics.key_cache_misses.inc();
     // Holding the lock while fetching makes concurrent tasks of the same key
     // set wait for one transfer instead of starting several.
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| WorkerError::Connection(e.to_string()))?;
-    send_message(&mut send, "fetch keys", &WorkerMessage::FetchKeys { key_set }, DEFAULT_MAX_FRAME).await?;
-    send.finish().map_err(|e| WorkerError::Connection(e.to_string()))?;
-    let blob = match recv_message(&mut recv, "keys", DEFAULT_MAX_FRAME).await? {
-        CoordinatorMessage::Keys { key_set: got, keys } if got == key_set => keys,
-        other => return Err(WorkerError::Unexpected(format!("{other:?} for key set {key_set}"))),
+    let bytes = match intake.sources.fetch(key_set).await {
+        Some(bytes) => bytes,
+        None => {
+            let (mut recv, blob) = request_keys(conn, key_set).await?;
+            recv_blob(&mut recv, &blob, MAX_BLOB).await?
+        }
     };
-    let bytes = recv_blob(&mut recv, &blob, MAX_BLOB).await?;
-    // recv_blob checked the bytes against the announced digest.
-    if KeySetId::of_blob(&blob) != key_set {
+    // recv_blob checked the bytes against the announced digest; the id is
+    // the digest of the bytes.
+    if KeySetId::of_blob(&BlobRef::of(&bytes)) != key_set {
         return Err(WorkerError::Unexpected(format!("key set bytes do not hash to {key_set}")));
     }
+    let (insecure, lean) = (intake.insecure, intake.lean);
     let keys = tokio::task::spawn_blocking(move || {
-        let keys = nexus_nn::KeySet::from_bytes(&bytes, MAX_BLOB as usize, intake.insecure)?;
-        Ok::<_, nexus_nn::NnError>(if intake.lean { keys.lean() } else { keys })
+        let keys = nexus_nn::KeySet::from_bytes(&bytes, MAX_BLOB as usize, insecure)?;
+        Ok::<_, nexus_nn::NnError>(if lean { keys.lean() } else { keys })
     })
     .await
     .map_err(|e| WorkerError::Unexpected(e.to_string()))?
