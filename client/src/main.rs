@@ -215,6 +215,14 @@ enum Command {
         /// Skip the cluster runs (projection only).
         #[arg(long)]
         no_validate: bool,
+        /// Also project CPU and GPU mixes, a GPU worker running the tasks
+        /// this many times faster than a CPU worker (from a GPU worker's
+        /// measured costs; no default: none is measured here).
+        #[arg(long)]
+        gpu_speedup: Option<f64>,
+        /// With --gpu-speedup: the GPU share of each projected cluster.
+        #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1")]
+        gpu_shares: Vec<f64>,
         /// Project a workload measured elsewhere instead of calibrating the
         /// demo model: a JSON costs object (`ops/bench/task-costs.py` makes
         /// one from a cluster run's logs). Projection only; its
@@ -465,8 +473,16 @@ fn main() -> Result<()> {
             loopback_gbs,
             coordinator_ms,
             no_validate,
+            gpu_speedup,
+            gpu_shares,
             costs,
         } => {
+            if let Some(s) = gpu_speedup.filter(|s| !(s.is_finite() && *s > 0.0)) {
+                anyhow::bail!("--gpu-speedup {s}: a GPU worker's speed relative to a CPU worker, a positive number");
+            }
+            if let Some(s) = gpu_shares.iter().find(|s| !(0.0..=1.0).contains(*s)) {
+                anyhow::bail!("--gpu-shares: {s} is not a share between 0 and 1");
+            }
             let (costs, measured_elsewhere) = match costs {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -480,19 +496,29 @@ fn main() -> Result<()> {
             };
             println!("{}", json(&serde_json::json!({"costs": costs}))?);
             let mut coordinator_s = costs.coordinator_s_per_task.unwrap_or(coordinator_ms / 1e3);
+            let mut worker_overhead_s = 0.0;
             if !no_validate && !measured_elsewhere {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let mean_task = costs.task_seconds.iter().sum::<f64>() / costs.task_seconds.len() as f64;
                 for k in [1usize, 2] {
                     let q = queries_per_worker * k;
                     let measured = runtime()?
                         .block_on(scaling::bench_cluster(&preset, tokens, k, q, &worker_binary()?))
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     if k == 1 {
-                        // The coordinator's measured CPU per task replaces the default.
+                        // The 1-worker run measures the coordinator's CPU
+                        // per task and the worker's beyond the tasks'
+                        // calibrated cost; the 2-worker run is predicted
+                        // from them.
                         coordinator_s = measured.coordinator_cpu_s_per_task;
+                        worker_overhead_s = (measured.worker_cpu_s_per_task - mean_task).max(0.0);
                     }
+                    // Both runs on this host: the coordinator shares its cores.
                     let local = scaling::SimCluster {
                         coordinator_s_per_task: coordinator_s,
                         link_bytes_per_s: loopback_gbs * 1e9,
+                        worker_overhead_s_per_task: worker_overhead_s,
+                        shared_cores: Some(cores),
                     };
                     let projected = scaling::simulate(&costs, local, k, q, true);
                     let error = projected.throughput_qps / measured.throughput_qps - 1.0;
@@ -504,8 +530,30 @@ fn main() -> Result<()> {
                     );
                 }
             }
-            let link =
-                scaling::SimCluster { coordinator_s_per_task: coordinator_s, link_bytes_per_s: link_gbps * 1e9 / 8.0 };
+            let link = scaling::SimCluster {
+                worker_overhead_s_per_task: worker_overhead_s,
+                ..scaling::SimCluster::dedicated(coordinator_s, link_gbps * 1e9 / 8.0)
+            };
+            // CPU and GPU mixes (key sets cached): efficiency against the
+            // fleet's capacity in CPU workers.
+            if let Some(speedup) = gpu_speedup {
+                let base = scaling::simulate(&costs, link, 1, queries_per_worker, true);
+                for &k in &workers {
+                    for &share in &gpu_shares {
+                        let gpu = ((k as f64 * share).round() as usize).clamp(usize::from(share > 0.0), k);
+                        let fleet = scaling::Fleet { cpu: k - gpu, gpu, gpu_speedup: speedup };
+                        let queries = (queries_per_worker as f64 * fleet.cpu_equivalents()).ceil() as usize;
+                        let r = scaling::simulate_fleet(&costs, link, fleet, queries, true);
+                        let efficiency = r.throughput_qps / (base.throughput_qps * fleet.cpu_equivalents());
+                        println!(
+                            "{}",
+                            json(
+                                &serde_json::json!({"projection": r, "warm_key_caches": true, "gpu_speedup": speedup, "gpu_share": share, "efficiency": efficiency})
+                            )?
+                        );
+                    }
+                }
+            }
             // Steady state (key sets cached) and a cold first batch (every
             // worker fetches the key set from the coordinator).
             for warm in [true, false] {

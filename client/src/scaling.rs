@@ -183,11 +183,16 @@ pub struct BenchReport {
     /// CPU this process (the coordinator; the client only polls) spent per
     /// task during the batch.
     pub coordinator_cpu_s_per_task: f64,
+    /// CPU the worker processes spent per task during the batch (the
+    /// task's compute and everything around it: QUIC, TLS, the runtime).
+    pub worker_cpu_s_per_task: f64,
 }
 
-/// CPU seconds this process has used (Linux `/proc/self/stat`; 0 elsewhere).
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+/// CPU seconds process `pid` (this one for `None`) has used (Linux
+/// `/proc/PID/stat`; 0 elsewhere).
+fn process_cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
     // Fields after the command name (which may contain spaces) start at ')'.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -294,7 +299,9 @@ pub async fn bench_cluster(
         }
     }
     let done_before = coordinator.stats().await.tasks_done;
-    let cpu_before = process_cpu_seconds();
+    let workers_cpu =
+        |children: &Children| -> f64 { children.0.iter().map(|c| process_cpu_seconds(Some(c.id()))).sum() };
+    let (cpu_before, workers_cpu_before) = (process_cpu_seconds(None), workers_cpu(&children));
     let start = Instant::now();
     let mut submitted = Vec::new();
     for _ in 0..queries {
@@ -320,7 +327,8 @@ pub async fn bench_cluster(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let makespan = start.elapsed().as_secs_f64();
-    let cpu = process_cpu_seconds() - cpu_before;
+    let cpu = process_cpu_seconds(None) - cpu_before;
+    let worker_cpu = workers_cpu(&children) - workers_cpu_before;
     let tasks = (coordinator.stats().await.tasks_done - done_before) as usize;
     coordinator.shutdown().await;
     drop(children);
@@ -336,6 +344,7 @@ pub async fn bench_cluster(
         latency_p95_s: percentile(&latencies, 0.95),
         latency_p99_s: percentile(&latencies, 0.99),
         coordinator_cpu_s_per_task: cpu / tasks.max(1) as f64,
+        worker_cpu_s_per_task: worker_cpu / tasks.max(1) as f64,
     })
 }
 
@@ -347,6 +356,56 @@ pub struct SimCluster {
     /// The coordinator's link, bytes per second (every ciphertext and key
     /// set crosses it).
     pub link_bytes_per_s: f64,
+    /// Worker CPU per task beyond the task's measured cost (receiving and
+    /// sending over QUIC and TLS, the runtime), seconds.
+    pub worker_overhead_s_per_task: f64,
+    /// Cores of one host that the coordinator shares with the workers,
+    /// each worker pinned to its own (a local run); `None`: the
+    /// coordinator has a machine of its own. With every core taken by a
+    /// worker, the coordinator's CPU comes out of the workers' cores.
+    pub shared_cores: Option<usize>,
+}
+
+impl SimCluster {
+    /// A coordinator on its own machine behind a link of `link_bytes_per_s`.
+    pub fn dedicated(coordinator_s_per_task: f64, link_bytes_per_s: f64) -> Self {
+        Self { coordinator_s_per_task, link_bytes_per_s, worker_overhead_s_per_task: 0.0, shared_cores: None }
+    }
+}
+
+/// The workers of a simulated cluster: CPU workers at the measured costs,
+/// and GPU workers that run every task `gpu_speedup` times faster (their
+/// transfers, and the coordinator's work per task, stay what they are).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Fleet {
+    /// CPU workers.
+    pub cpu: usize,
+    /// GPU workers.
+    pub gpu: usize,
+    /// A GPU worker's speed on the tasks relative to a CPU worker's.
+    pub gpu_speedup: f64,
+}
+
+impl Fleet {
+    /// `workers` CPU workers.
+    pub fn cpu(workers: usize) -> Self {
+        Self { cpu: workers, gpu: 0, gpu_speedup: 1.0 }
+    }
+
+    /// All workers.
+    pub fn len(&self) -> usize {
+        self.cpu + self.gpu
+    }
+
+    /// Whether there is no worker.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The fleet's capacity in CPU workers.
+    pub fn cpu_equivalents(&self) -> f64 {
+        self.cpu as f64 + self.gpu as f64 * self.gpu_speedup
+    }
 }
 
 /// What a simulation projects.
@@ -354,6 +413,8 @@ pub struct SimCluster {
 pub struct SimReport {
     /// Workers.
     pub workers: usize,
+    /// Of which GPU workers.
+    pub gpu_workers: usize,
     /// Queries in the batch.
     pub queries: usize,
     /// Projected makespan.
@@ -372,8 +433,18 @@ pub struct SimReport {
 /// worker's first task), a worker (compute), the link (output) and the
 /// coordinator (checkpoint). The coordinator, the link and each worker are
 /// FIFO servers, served in event-time order; a task goes to the worker with
-/// the fewest outstanding tasks (as the coordinator's scheduler does).
+/// the fewest outstanding tasks (as the coordinator's scheduler does). A
+/// worker pays its task's cost plus [`SimCluster::worker_overhead_s_per_task`],
+/// and the coordinator's CPU too where it shares a host whose cores the
+/// workers all hold ([`SimCluster::shared_cores`]).
 pub fn simulate(costs: &Costs, cluster: SimCluster, workers: usize, queries: usize, warm: bool) -> SimReport {
+    simulate_fleet(costs, cluster, Fleet::cpu(workers), queries, warm)
+}
+
+/// [`simulate`] with CPU and GPU workers (the first `fleet.cpu` are CPUs).
+/// The least-outstanding assignment gives the faster workers more tasks,
+/// as it does in the coordinator.
+pub fn simulate_fleet(costs: &Costs, cluster: SimCluster, fleet: Fleet, queries: usize, warm: bool) -> SimReport {
     #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
     enum Stage {
         Dispatch,
@@ -382,11 +453,19 @@ pub fn simulate(costs: &Costs, cluster: SimCluster, workers: usize, queries: usi
         Output,
         Checkpoint,
     }
-    let workers = workers.max(1);
+    let fleet = if fleet.is_empty() { Fleet::cpu(1) } else { fleet };
+    let workers = fleet.len();
+    let speed = |w: usize| if w < fleet.cpu { 1.0 } else { fleet.gpu_speedup.max(f64::MIN_POSITIVE) };
     let layers = costs.task_seconds.len();
     let ns = |s: f64| (s * 1e9).round() as u64;
     let link = |bytes: u64| ns(bytes as f64 / cluster.link_bytes_per_s);
     let half = ns(cluster.coordinator_s_per_task / 2.0);
+    // A worker's core also runs its transfers and runtime, and on a shared
+    // host whose cores the workers all hold, the coordinator (whose own
+    // server below still serialises its work).
+    let coordinator_on_workers = cluster.shared_cores.is_some_and(|cores| workers >= cores);
+    let worker_extra = ns(cluster.worker_overhead_s_per_task)
+        + if coordinator_on_workers { ns(cluster.coordinator_s_per_task) } else { 0 };
     /// (time, sequence, stage, query, input, layer, worker)
     type Event = (u64, u64, Stage, usize, usize, usize, usize);
     let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
@@ -426,7 +505,7 @@ pub fn simulate(costs: &Costs, cluster: SimCluster, workers: usize, queries: usi
                 (Some(Stage::Compute), end, w)
             }
             Stage::Compute => {
-                let c = ns(costs.task_seconds[layer]);
+                let c = ns(costs.task_seconds[layer] / speed(w)) + worker_extra;
                 let end = t.max(worker_free[w]) + c;
                 worker_free[w] = end;
                 worker_busy += c;
@@ -463,6 +542,7 @@ pub fn simulate(costs: &Costs, cluster: SimCluster, workers: usize, queries: usi
     let busiest = (0..3).max_by(|a, b| utilisation[*a].total_cmp(&utilisation[*b])).unwrap_or(2);
     SimReport {
         workers,
+        gpu_workers: fleet.gpu,
         queries,
         makespan_s: makespan as f64 / 1e9,
         throughput_qps: queries as f64 / (makespan as f64 / 1e9).max(1e-12),
@@ -509,7 +589,7 @@ mod tests {
 
     #[test]
     fn compute_bound_batches_scale_with_workers() {
-        let free = SimCluster { coordinator_s_per_task: 0.0, link_bytes_per_s: 1e15 };
+        let free = SimCluster::dedicated(0.0, 1e15);
         let one = simulate(&costs(), free, 1, 8, false);
         // 8 queries x 2 inputs x 2 s of work, all on one worker.
         assert!((one.makespan_s - 32.0).abs() < 1e-6, "{one:?}");
@@ -519,12 +599,59 @@ mod tests {
     }
 
     #[test]
+    fn a_coordinator_sharing_the_workers_cores_slows_them() {
+        let on_host = |overhead| SimCluster {
+            coordinator_s_per_task: 0.1,
+            link_bytes_per_s: 1e15,
+            worker_overhead_s_per_task: overhead,
+            shared_cores: Some(2),
+        };
+        // One worker of two cores: the coordinator has a core of its own.
+        let one = simulate(&costs(), on_host(0.0), 1, 8, true);
+        let dedicated = simulate(&costs(), SimCluster::dedicated(0.1, 1e15), 1, 8, true);
+        assert!((one.makespan_s - dedicated.makespan_s).abs() < 1e-6, "{one:?} vs {dedicated:?}");
+        // Two workers take both cores: every task also pays the
+        // coordinator's 0.1 s, and the overhead, on a worker's core.
+        let two = simulate(&costs(), on_host(0.05), 2, 8, true);
+        let free = simulate(&costs(), SimCluster::dedicated(0.1, 1e15), 2, 8, true);
+        // 8 queries x 2 inputs x 3 tasks on two workers: 24 tasks each.
+        let slower = two.makespan_s - free.makespan_s;
+        assert!((slower - 24.0 * 0.15).abs() < 0.2, "{slower} s slower: {two:?} vs {free:?}");
+    }
+
+    #[test]
+    fn gpu_workers_run_faster_until_the_coordinator_saturates() {
+        let free = SimCluster::dedicated(0.0, 1e15);
+        let cpu = simulate(&costs(), free, 1, 40, true);
+        // A GPU four times as fast as a CPU alone: four times the speed.
+        let gpu = simulate_fleet(&costs(), free, Fleet { cpu: 0, gpu: 1, gpu_speedup: 4.0 }, 40, true);
+        assert!((cpu.makespan_s / gpu.makespan_s - 4.0).abs() < 1e-6, "{gpu:?}");
+        // Beside a CPU: faster than the CPU alone, at most the fleet's
+        // capacity (5 CPUs). Tasks go to the worker with the fewest
+        // outstanding, as in the coordinator, which does not weigh speed:
+        // the CPU's queue holds as many first tasks as the GPU's, and the
+        // pair ends below the GPU alone (3.3x here).
+        let fleet = Fleet { cpu: 1, gpu: 1, gpu_speedup: 4.0 };
+        assert_eq!(fleet.cpu_equivalents(), 5.0);
+        let mixed = simulate_fleet(&costs(), free, fleet, 40, true);
+        assert_eq!((mixed.workers, mixed.gpu_workers), (2, 1));
+        let ratio = cpu.makespan_s / mixed.makespan_s;
+        println!("one CPU and one 4x GPU: {ratio:.2}x one CPU");
+        assert!(ratio > 1.0 && ratio <= 5.0 + 1e-9, "speed-up {ratio}: {mixed:?}");
+        // The coordinator's work per task does not get faster with the
+        // workers: with fast GPUs it is what limits the cluster.
+        let busy = SimCluster::dedicated(0.05, 1e15);
+        let gpus = simulate_fleet(&costs(), busy, Fleet { cpu: 0, gpu: 16, gpu_speedup: 40.0 }, 64, true);
+        assert_eq!(gpus.bottleneck, "coordinator", "{gpus:?}");
+    }
+
+    #[test]
     fn a_slow_link_or_coordinator_is_named_as_the_bottleneck() {
-        let slow_link = SimCluster { coordinator_s_per_task: 0.0, link_bytes_per_s: 100.0 };
+        let slow_link = SimCluster::dedicated(0.0, 100.0);
         let r = simulate(&costs(), slow_link, 16, 32, false);
         assert_eq!(r.bottleneck, "network");
         assert!(r.utilisation[1] > 0.9, "{r:?}");
-        let slow_coordinator = SimCluster { coordinator_s_per_task: 0.4, link_bytes_per_s: 1e15 };
+        let slow_coordinator = SimCluster::dedicated(0.4, 1e15);
         let r = simulate(&costs(), slow_coordinator, 64, 128, true);
         assert_eq!(r.bottleneck, "coordinator");
         // Every task needs 0.4 s of the coordinator: 128 x 2 x 3 tasks.
