@@ -195,9 +195,9 @@ impl KeySources {
         self.others.iter().cycle().skip(start).take(self.others.len())
     }
 
-    /// The key set's bytes from another coordinator, or `None` when none
-    /// answers in time or holds it.
-    async fn fetch(&self, key_set: KeySetId) -> Option<Vec<u8>> {
+    /// The key set's bytes (checked against the announced reference) from
+    /// another coordinator, or `None` when none answers in time or holds it.
+    async fn fetch(&self, key_set: KeySetId) -> Option<(Vec<u8>, BlobRef)> {
         for target in self.order(&key_set) {
             let started = async {
                 let conn = connect(&self.endpoint, target, &self.server_name).await?;
@@ -220,7 +220,7 @@ impl KeySources {
             match bytes {
                 Ok(bytes) => {
                     tracing::info!(coordinator = %target, %key_set, bytes = bytes.len(), "key set fetched from a member");
-                    return Some(bytes);
+                    return Some((bytes, blob));
                 }
                 Err(e) => tracing::warn!(coordinator = %target, %key_set, error = %e, "key set transfer failed"),
             }
@@ -407,16 +407,15 @@ async fn keys_for(
     metrics.key_cache_misses.inc();
     // Holding the lock while fetching makes concurrent tasks of the same key
     // set wait for one transfer instead of starting several.
-    let bytes = match intake.sources.fetch(key_set).await {
-        Some(bytes) => bytes,
+    let (bytes, blob) = match intake.sources.fetch(key_set).await {
+        Some(fetched) => fetched,
         None => {
             let (mut recv, blob) = request_keys(conn, key_set).await?;
-            recv_blob(&mut recv, &blob, MAX_BLOB).await?
+            (recv_blob(&mut recv, &blob, MAX_BLOB).await?, blob)
         }
     };
-    // recv_blob checked the bytes against the announced digest; the id is
-    // the digest of the bytes.
-    if KeySetId::of_blob(&BlobRef::of(&bytes)) != key_set {
+    // recv_blob checked the bytes against the announced digest.
+    if KeySetId::of_blob(&blob) != key_set {
         return Err(WorkerError::Unexpected(format!("key set bytes do not hash to {key_set}")));
     }
     let (insecure, lean) = (intake.insecure, intake.lean);
