@@ -39,6 +39,18 @@ fn group(ca: &ClusterCa, dir: &Path) -> Vec<CoordinatorConfig> {
         .collect()
 }
 
+/// Starts the three members; returns their configurations, the running
+/// members and the leader's index.
+async fn start_group(ca: &ClusterCa, dir: &Path) -> (Vec<CoordinatorConfig>, Vec<Option<Coordinator>>, usize) {
+    let configs = group(ca, dir);
+    let mut members = Vec::new();
+    for c in &configs {
+        members.push(Some(Coordinator::start(c.clone()).await.unwrap()));
+    }
+    let leader = wait_for_leader(&members).await;
+    (configs, members, leader)
+}
+
 async fn wait_for_leader(members: &[Option<Coordinator>]) -> usize {
     let start = Instant::now();
     loop {
@@ -81,12 +93,7 @@ fn raft_bytes(member_dir: &Path) -> u64 {
 async fn key_sets_are_on_a_majority_before_the_log_names_them_and_reach_the_rest_later() {
     let ca = ClusterCa::generate("nexus test").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let configs = group(&ca, dir.path());
-    let mut members = Vec::new();
-    for c in &configs {
-        members.push(Some(Coordinator::start(c.clone()).await.unwrap()));
-    }
-    let leader = wait_for_leader(&members).await;
+    let (configs, mut members, leader) = start_group(&ca, dir.path()).await;
     // One follower is down while the key set is registered.
     let absent = (leader + 1) % 3;
     members[absent].take().unwrap().shutdown().await;
@@ -135,12 +142,7 @@ async fn key_sets_are_on_a_majority_before_the_log_names_them_and_reach_the_rest
 async fn workers_fetch_key_sets_from_the_followers() {
     let ca = ClusterCa::generate("nexus test").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let configs = group(&ca, dir.path());
-    let mut members = Vec::new();
-    for c in &configs {
-        members.push(Some(Coordinator::start(c.clone()).await.unwrap()));
-    }
-    let leader = wait_for_leader(&members).await;
+    let (configs, members, leader) = start_group(&ca, dir.path()).await;
     let publics: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
     let demo = DemoClient::new(16);
     let tenant = TenantId::new("acme").unwrap();
