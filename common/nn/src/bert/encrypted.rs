@@ -295,9 +295,14 @@ impl<'w> EncryptedEncoder<'w> {
                 self.plan.max_rel_error,
             )?,
             attention_norm: norm(&w.attention_norm, &r.attention_variance)?,
+            // Prescaled (the division goes into the product before it):
+            // one level less. One level short of a whole stage if that
+            // costs little accuracy, so that the product after it runs
+            // without a bootstrap of the wide activations.
             gelu: match self.plan.max_stage_depth {
-                Some(depth) => Gelu::within_depth(gelu_range, depth)?,
-                None => Gelu::new(gelu_range, self.plan.gelu_error)?,
+                Some(depth) => Gelu::prescaled_within(gelu_range, depth.saturating_sub(1), 1e-3)
+                    .or_else(|_| Gelu::prescaled_within(gelu_range, depth, 1e-2))?,
+                None => Gelu::prescaled(gelu_range, self.plan.gelu_error)?,
             },
             ffn_norm: norm(&w.ffn_norm, &r.ffn_variance)?,
             bound: bound_of(&r.activations).max(bound_of(&r.scores)).max(gelu_range),
@@ -428,11 +433,19 @@ impl<'w> EncryptedEncoder<'w> {
 
         // Feed-forward.
         let section = mark(&*r);
+        // `x1` is not bootstrapped to carry the product, GELU and the product
+        // after it in one stage (one bootstrap instead of one per pair of
+        // wide ciphertexts): the product into the wide layout then runs at
+        // the top level, on more limbs, and on MiniLM that cost more time
+        // than the bootstraps it spared (tried: 58 bootstraps instead of 69
+        // in a batch of eight, and a slower run; PERFORMANCE.md).
         let x1 = r.refresh(x1, 1, l.output_bound.max(l.bound))?;
-        let expanded = self.linear(&w.ffn_in, &hidden, &wide, 1.0)?.apply(engine, std::slice::from_ref(&x1))?;
+        let expanded =
+            self.linear(&w.ffn_in, &hidden, &wide, l.gelu.input_factor())?.apply(engine, std::slice::from_ref(&x1))?;
         // A level more than GELU needs if it fits: the product after it
-        // then needs no bootstrap.
-        let expanded = refresh_all(r, expanded, l.gelu.cost().levels + 1, l.bound)?;
+        // then needs no bootstrap. Prescaled, the values lie in [-1, 1].
+        let expanded_bound = l.gelu.range() * l.gelu.input_factor();
+        let expanded = refresh_all(r, expanded, l.gelu.cost().levels + 1, expanded_bound)?;
         let activated = expanded.iter().map(|h| l.gelu.apply(engine, h)).collect::<Result<Vec<_>, _>>()?;
         let activated = refresh_all(r, activated, 1, l.bound)?;
         let contracted = self.linear(&w.ffn_out, &wide, &hidden, 1.0)?.apply(engine, &activated)?.swap_remove(0);

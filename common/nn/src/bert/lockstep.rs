@@ -178,6 +178,7 @@ impl<'a> Bootstraps<'a> {
 
     /// `request` bootstrapped, with the partner lane's if there is one.
     fn bootstrap(&mut self, request: Request) -> Result<Ciphertext, NnError> {
+        trace(self.lane.map(|(_, l)| l), "one", &[(&request.0 .0, request.0 .1)]);
         let start = Instant::now();
         let out = match self.lane {
             Some((meeting, lane)) => self.meet(meeting, lane, request),
@@ -203,6 +204,7 @@ impl Refresher for Bootstraps<'_> {
         if !(needs_bootstrap(&a.0, a.1) && needs_bootstrap(&b.0, b.1)) {
             return Ok((self.refresh(a.0, a.1, a.2)?, self.refresh(b.0, b.1, b.2)?));
         }
+        trace(self.lane.map(|(_, l)| l), "pair", &[(&a.0, a.1), (&b.0, b.1)]);
         let start = Instant::now();
         let out = refresh_scaled_pair(self.engine, self.refresh, a, b)?;
         self.seconds += start.elapsed().as_secs_f64();
@@ -220,6 +222,19 @@ impl Ensure for Bootstraps<'_> {
         }
         self.bootstrap(((ct, needed, 1.0), Kind::Direct))
     }
+}
+
+/// With `NEXUS_TRACE_BOOTSTRAPS` set, one line per bootstrap on stderr:
+/// the lane, one ciphertext or a pair of one lane, and each ciphertext's
+/// level and the levels its next stage asked for (where the circuit
+/// spends its bootstraps).
+fn trace(lane: Option<usize>, what: &str, cts: &[(&Ciphertext, usize)]) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("NEXUS_TRACE_BOOTSTRAPS").is_some()) {
+        return;
+    }
+    let cts: Vec<String> = cts.iter().map(|(ct, needed)| format!("level {} needs {needed}", ct.level())).collect();
+    eprintln!("bootstrap lane {}: {what}: {}", lane.map_or("-".to_string(), |l| l.to_string()), cts.join(", "));
 }
 
 /// Runs `first` and `second` on two threads with their bootstraps paired
