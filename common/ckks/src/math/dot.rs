@@ -15,7 +15,9 @@ use super::ntt::{ifma_available, IFMA_MODULUS_LIMIT};
 /// Most rows one call may accumulate (keeps the 52-bit halves below 2^60).
 pub const MAX_ROWS: usize = 128;
 
-/// Precomputed constants to reduce `hi * 2^52 + lo` modulo `t < 2^50`.
+/// Precomputed constants to reduce `hi * 2^52 + lo` modulo `t < 2^50`,
+/// and three 52-bit columns `c0 + c1 2^52 + c2 2^104` modulo a wide
+/// `2^50 <= t < 2^61` (64-bit Shoup constants of `2^52` and `2^104`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Reducer52 {
     t: u64,
@@ -24,6 +26,8 @@ pub struct Reducer52 {
     r104: u64,
     r104_shoup: u64,
     one_shoup: u64,
+    r52_shoup64: u64,
+    r104_shoup64: u64,
 }
 
 impl Reducer52 {
@@ -33,13 +37,33 @@ impl Reducer52 {
         let shoup52 = |w: u64| (((w as u128) << 52) / tv as u128) as u64;
         let r52 = ((1u128 << 52) % tv as u128) as u64;
         let r104 = ((1u128 << 104) % tv as u128) as u64;
-        Self { t: tv, r52, r52_shoup: shoup52(r52), r104, r104_shoup: shoup52(r104), one_shoup: shoup52(1) }
+        let shoup64 = |w: u64| (((w as u128) << 64) / tv as u128) as u64;
+        Self {
+            t: tv,
+            r52,
+            r52_shoup: shoup52(r52),
+            r104,
+            r104_shoup: shoup52(r104),
+            one_shoup: shoup52(1),
+            r52_shoup64: shoup64(r52),
+            r104_shoup64: shoup64(r104),
+        }
     }
 }
 
 /// Whether the IFMA kernels apply to modulus `t`.
 pub fn ifma_applies(t: &Modulus) -> bool {
     t.value() < IFMA_MODULUS_LIMIT && ifma_available()
+}
+
+/// Moduli up to this bound (exclusive) have the wide IFMA kernels.
+pub const WIDE_MODULUS_LIMIT: u64 = 1 << 61;
+
+/// Whether the wide IFMA kernels apply to modulus `t` (`2^50 <= t < 2^61`:
+/// operands split at bit 52, products accumulated in three 52-bit
+/// columns, one reduction with emulated 64-bit Shoup products at the end).
+pub fn wide_ifma_applies(t: &Modulus) -> bool {
+    (IFMA_MODULUS_LIMIT..WIDE_MODULUS_LIMIT).contains(&t.value()) && ifma_available()
 }
 
 /// `out[c] = sum_r rows[r][c] * consts[r] mod t`, with `consts[r] < t`;
@@ -67,6 +91,17 @@ pub fn dot_const(
         // SAFETY: IFMA is available, t < 2^50, the length is a multiple of
         // 8 and every row is at least out.len() long.
         unsafe { ifma::dot_const(reducer, rows, consts, consts_hi, wide, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if wide_ifma_applies(t)
+        && out.len().is_multiple_of(8)
+        && rows.len() <= MAX_ROWS
+        && rows.iter().all(|r| r.len() >= out.len())
+    {
+        // SAFETY: IFMA is available, 2^50 <= t < 2^61, the length is a
+        // multiple of 8 and every row is at least out.len() long.
+        unsafe { ifma::wide::dot_const(reducer, rows, consts, wide, out) };
         return;
     }
     let _ = (reducer, wide, consts_hi);
@@ -100,6 +135,16 @@ pub fn dot_elementwise(t: &Modulus, reducer: &Reducer52, a: &[&[u64]], b: &[&[u6
         unsafe { ifma::dot_elementwise(reducer, a, b, out) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if wide_ifma_applies(t)
+        && out.len().is_multiple_of(8)
+        && a.len() <= MAX_ROWS
+        && a.iter().chain(b).all(|r| r.len() >= out.len())
+    {
+        // SAFETY: as above, for 2^50 <= t < 2^61; inputs are below t.
+        unsafe { ifma::wide::dot_elementwise(reducer, a, b, out) };
+        return;
+    }
     let _ = reducer;
     dot_elementwise_portable(t, a, b, out);
 }
@@ -125,6 +170,17 @@ pub fn dot_elementwise_pair(
     {
         // SAFETY: as in `dot_elementwise`.
         unsafe { ifma::dot_elementwise_pair(reducer, a, b, c, out_b, out_c) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if wide_ifma_applies(t)
+        && out_b.len().is_multiple_of(8)
+        && out_c.len() == out_b.len()
+        && a.len() <= MAX_ROWS
+        && a.iter().chain(b).chain(c).all(|r| r.len() >= out_b.len())
+    {
+        // SAFETY: as in `dot_elementwise`, for 2^50 <= t < 2^61.
+        unsafe { ifma::wide::dot_elementwise_pair(reducer, a, b, c, out_b, out_c) };
         return;
     }
     dot_elementwise(t, reducer, a, b, out_b);
@@ -174,6 +230,13 @@ unsafe fn sub_mul_const_raw(t: &Modulus, x: *const u64, y: &[u64], w: u64, out: 
         unsafe { ifma::sub_mul_const(t.value(), x, y, w, out, len) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if wide_ifma_applies(t) && len.is_multiple_of(8) {
+        // SAFETY: AVX-512 DQ available (with IFMA), t < 2^61, length a
+        // multiple of 8; the pointer contract is forwarded.
+        unsafe { ifma::wide::sub_mul_const(t.value(), x, y, w, out, len) };
+        return;
+    }
     let ws = t.shoup(w);
     for (k, &y) in y[..len].iter().enumerate() {
         // SAFETY: k < len; reading x[k] before writing out[k] keeps the
@@ -193,6 +256,15 @@ pub fn reduce_sub(t: &Modulus, src: &[u64], src_below_2_52: bool, offset: u64, o
     if ifma_applies(t) && src_below_2_52 && out.len().is_multiple_of(8) && src.len() >= out.len() {
         // SAFETY: IFMA available, t < 2^50, inputs below 2^52.
         unsafe { ifma::reduce_sub(t.value(), src, offset, out) };
+        return;
+    }
+    // Any modulus below 2^61 and any source word otherwise (a rescale by
+    // a wide prime reduces its 59-bit limb into every narrow one).
+    #[cfg(target_arch = "x86_64")]
+    if ifma_available() && t.value() < WIDE_MODULUS_LIMIT && out.len().is_multiple_of(8) && src.len() >= out.len() {
+        // SAFETY: AVX-512 DQ available (with IFMA), t < 2^61; any u64
+        // source value is accepted.
+        unsafe { ifma::wide::reduce_sub(t.value(), src, offset, out) };
         return;
     }
     for (o, &v) in out.iter_mut().zip(src) {
@@ -447,6 +519,302 @@ mod ifma {
             c += 8;
         }
     }
+
+    /// Kernels for wide moduli `2^50 <= t < 2^61`. Each operand is split
+    /// at bit 52 (`x = x0 + x1 2^52`, `x1 < 2^12`), and the product is
+    /// accumulated exactly in three columns of weight 1, 2^52 and 2^104
+    /// (seven IFMA products; four when one operand is below 2^52). With at
+    /// most `MAX_ROWS` rows the columns stay below 2^62. The portable path
+    /// runs a 64 x 64 -> 128-bit product and a carry chain per term; this
+    /// runs eight at a time.
+    pub(super) mod wide {
+        use super::super::super::simd::{csub, mul_shoup64, MASK52};
+        use super::super::Reducer52;
+        use std::arch::x86_64::*;
+
+        /// Three column accumulators.
+        type Columns = [__m512i; 3];
+
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn zero() -> Columns {
+            [_mm512_setzero_si512(); 3]
+        }
+
+        /// `x = (x & mask52, x >> 52)`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn split(x: __m512i) -> (__m512i, __m512i) {
+            (_mm512_and_si512(x, _mm512_set1_epi64(MASK52)), _mm512_srli_epi64(x, 52))
+        }
+
+        /// `acc += x * y` for split operands.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512ifma")]
+        fn mac(acc: &mut Columns, (x0, x1): (__m512i, __m512i), (y0, y1): (__m512i, __m512i)) {
+            acc[0] = _mm512_madd52lo_epu64(acc[0], x0, y0);
+            acc[1] = _mm512_madd52hi_epu64(acc[1], x0, y0);
+            acc[1] = _mm512_madd52lo_epu64(acc[1], x0, y1);
+            acc[2] = _mm512_madd52hi_epu64(acc[2], x0, y1);
+            acc[1] = _mm512_madd52lo_epu64(acc[1], x1, y0);
+            acc[2] = _mm512_madd52hi_epu64(acc[2], x1, y0);
+            acc[2] = _mm512_madd52lo_epu64(acc[2], x1, y1);
+        }
+
+        /// `acc += x * y` for `x < 2^52` and a split `y`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512ifma")]
+        fn mac_narrow(acc: &mut Columns, x: __m512i, (y0, y1): (__m512i, __m512i)) {
+            acc[0] = _mm512_madd52lo_epu64(acc[0], x, y0);
+            acc[1] = _mm512_madd52hi_epu64(acc[1], x, y0);
+            acc[1] = _mm512_madd52lo_epu64(acc[1], x, y1);
+            acc[2] = _mm512_madd52hi_epu64(acc[2], x, y1);
+        }
+
+        /// `c0 + c1 2^52 + c2 2^104 mod t`, fully reduced.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512ifma,avx512dq")]
+        fn reduce(r: &Reducer52, acc: &Columns) -> __m512i {
+            let t = _mm512_set1_epi64(r.t as i64);
+            // c0 < 2^59: its carry moves to c1 (< 2^62 after).
+            let (c0, carry) = split(acc[0]);
+            let c1 = _mm512_add_epi64(acc[1], carry);
+            let t1 = mul_shoup64(c1, _mm512_set1_epi64(r.r52 as i64), _mm512_set1_epi64(r.r52_shoup64 as i64), t);
+            let t2 = mul_shoup64(acc[2], _mm512_set1_epi64(r.r104 as i64), _mm512_set1_epi64(r.r104_shoup64 as i64), t);
+            // c0 < 2^52 <= 4t and each product is below 2t: the sum is
+            // below 8t < 2^64.
+            let s = _mm512_add_epi64(_mm512_add_epi64(c0, t1), t2);
+            let two_t = _mm512_add_epi64(t, t);
+            csub(csub(csub(s, _mm512_add_epi64(two_t, two_t)), two_t), t)
+        }
+
+        /// `out = (x - y) * w mod t` for `x, y, w < t < 2^61`.
+        ///
+        /// # Safety
+        /// avx512f + avx512dq available; `len` a multiple of 8; `x` and
+        /// `out` valid for `len` words (the same pointer or disjoint);
+        /// `y.len() >= len`.
+        #[target_feature(enable = "avx512f,avx512dq")]
+        pub(in super::super) unsafe fn sub_mul_const(
+            t: u64,
+            x: *const u64,
+            y: &[u64],
+            w: u64,
+            out: *mut u64,
+            len: usize,
+        ) {
+            let q = _mm512_set1_epi64(t as i64);
+            let wv = _mm512_set1_epi64(w as i64);
+            let ws = _mm512_set1_epi64((((w as u128) << 64) / t as u128) as i64);
+            let mut c = 0;
+            while c < len {
+                // SAFETY: c + 8 <= len; each output vector is written after
+                // its input vector is read (in-place case).
+                unsafe {
+                    let a = _mm512_loadu_si512(x.add(c) as *const __m512i);
+                    let b = _mm512_loadu_si512(y.as_ptr().add(c) as *const __m512i);
+                    // a + t - b lies in (0, 2t).
+                    let d = _mm512_sub_epi64(_mm512_add_epi64(a, q), b);
+                    let r = csub(mul_shoup64(d, wv, ws, q), q);
+                    _mm512_storeu_si512(out.add(c) as *mut __m512i, r);
+                }
+                c += 8;
+            }
+        }
+
+        /// `out = (src mod t) - offset mod t` for any `src` words,
+        /// `offset < t < 2^61`.
+        ///
+        /// # Safety
+        /// avx512f + avx512dq available; `out.len()` a multiple of 8 and
+        /// `src` at least as long.
+        #[target_feature(enable = "avx512f,avx512dq")]
+        pub(in super::super) unsafe fn reduce_sub(t: u64, src: &[u64], offset: u64, out: &mut [u64]) {
+            let q = _mm512_set1_epi64(t as i64);
+            let one = _mm512_set1_epi64(1);
+            let one_s = _mm512_set1_epi64(((1u128 << 64) / t as u128) as i64);
+            let neg_off = _mm512_set1_epi64((t - offset) as i64);
+            let mut c = 0;
+            while c < out.len() {
+                // SAFETY: c + 8 <= out.len() <= src.len().
+                unsafe {
+                    let v = _mm512_loadu_si512(src.as_ptr().add(c) as *const __m512i);
+                    let r = csub(mul_shoup64(v, one, one_s, q), q);
+                    let r = csub(_mm512_add_epi64(r, neg_off), q);
+                    _mm512_storeu_si512(out.as_mut_ptr().add(c) as *mut __m512i, r);
+                }
+                c += 8;
+            }
+        }
+
+        /// # Safety
+        /// avx512f + avx512dq + avx512ifma available; `out.len()` a
+        /// multiple of 8; every row at least `out.len()` long with values
+        /// below 2^61 (below 2^52 where `wide[r]` is false); `consts[r] <
+        /// t`; `2^50 <= t < 2^61`; at most `MAX_ROWS` rows.
+        #[target_feature(enable = "avx512f,avx512ifma,avx512dq")]
+        pub(in super::super) unsafe fn dot_const(
+            r: &Reducer52,
+            rows: &[&[u64]],
+            consts: &[u64],
+            wide: &[bool],
+            out: &mut [u64],
+        ) {
+            let n = out.len();
+            let c: Vec<(__m512i, __m512i)> = consts.iter().map(|&c| split(_mm512_set1_epi64(c as i64))).collect();
+            let mut k = 0;
+            // Four independent coefficient vectors per iteration (the
+            // column chains are latency-bound otherwise).
+            while k + 32 <= n {
+                let mut acc = [zero(); 4];
+                for ((row, &w), &is_wide) in rows.iter().zip(&c).zip(wide) {
+                    for (u, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: k + 32 <= n <= row.len().
+                        let y = unsafe { _mm512_loadu_si512(row.as_ptr().add(k + 8 * u) as *const __m512i) };
+                        if is_wide {
+                            mac(acc, split(y), w);
+                        } else {
+                            mac_narrow(acc, y, w);
+                        }
+                    }
+                }
+                for (u, acc) in acc.iter().enumerate() {
+                    // SAFETY: k + 32 <= n.
+                    unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(k + 8 * u) as *mut __m512i, reduce(r, acc)) };
+                }
+                k += 32;
+            }
+            while k < n {
+                let mut acc = zero();
+                for ((row, &w), &is_wide) in rows.iter().zip(&c).zip(wide) {
+                    // SAFETY: k + 8 <= n <= row.len().
+                    let y = unsafe { _mm512_loadu_si512(row.as_ptr().add(k) as *const __m512i) };
+                    if is_wide {
+                        mac(&mut acc, split(y), w);
+                    } else {
+                        mac_narrow(&mut acc, y, w);
+                    }
+                }
+                // SAFETY: k + 8 <= n.
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(k) as *mut __m512i, reduce(r, &acc)) };
+                k += 8;
+            }
+        }
+
+        /// # Safety
+        /// avx512f + avx512dq + avx512ifma available; `out.len()` a
+        /// multiple of 8; all inputs below `t` and at least `out.len()`
+        /// long; `2^50 <= t < 2^61`; at most `MAX_ROWS` rows.
+        #[target_feature(enable = "avx512f,avx512ifma,avx512dq")]
+        pub(in super::super) unsafe fn dot_elementwise(r: &Reducer52, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]) {
+            let n = out.len();
+            let mut k = 0;
+            while k + 16 <= n {
+                let mut acc = [zero(); 2];
+                for (x, y) in a.iter().zip(b) {
+                    for (u, acc) in acc.iter_mut().enumerate() {
+                        let off = k + 8 * u;
+                        // SAFETY: off + 8 <= n <= every length.
+                        let (x, y) = unsafe {
+                            (
+                                _mm512_loadu_si512(x.as_ptr().add(off) as *const __m512i),
+                                _mm512_loadu_si512(y.as_ptr().add(off) as *const __m512i),
+                            )
+                        };
+                        mac(acc, split(x), split(y));
+                    }
+                }
+                for (u, acc) in acc.iter().enumerate() {
+                    // SAFETY: k + 16 <= n.
+                    unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(k + 8 * u) as *mut __m512i, reduce(r, acc)) };
+                }
+                k += 16;
+            }
+            while k < n {
+                let mut acc = zero();
+                for (x, y) in a.iter().zip(b) {
+                    // SAFETY: k + 8 <= n <= every length.
+                    let (x, y) = unsafe {
+                        (
+                            _mm512_loadu_si512(x.as_ptr().add(k) as *const __m512i),
+                            _mm512_loadu_si512(y.as_ptr().add(k) as *const __m512i),
+                        )
+                    };
+                    mac(&mut acc, split(x), split(y));
+                }
+                // SAFETY: k + 8 <= n.
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(k) as *mut __m512i, reduce(r, &acc)) };
+                k += 8;
+            }
+        }
+
+        /// # Safety
+        /// As for [`dot_elementwise`], for both outputs (`out_c` as long as
+        /// `out_b`).
+        #[target_feature(enable = "avx512f,avx512ifma,avx512dq")]
+        pub(in super::super) unsafe fn dot_elementwise_pair(
+            r: &Reducer52,
+            a: &[&[u64]],
+            b: &[&[u64]],
+            c: &[&[u64]],
+            out_b: &mut [u64],
+            out_c: &mut [u64],
+        ) {
+            let n = out_b.len();
+            let mut k = 0;
+            while k + 16 <= n {
+                let mut acc_b = [zero(); 2];
+                let mut acc_c = [zero(); 2];
+                for ((x, y), z) in a.iter().zip(b).zip(c) {
+                    for u in 0..2 {
+                        let off = k + 8 * u;
+                        // SAFETY: off + 8 <= n <= every length.
+                        let (x, y, z) = unsafe {
+                            (
+                                _mm512_loadu_si512(x.as_ptr().add(off) as *const __m512i),
+                                _mm512_loadu_si512(y.as_ptr().add(off) as *const __m512i),
+                                _mm512_loadu_si512(z.as_ptr().add(off) as *const __m512i),
+                            )
+                        };
+                        let x = split(x);
+                        mac(&mut acc_b[u], x, split(y));
+                        mac(&mut acc_c[u], x, split(z));
+                    }
+                }
+                for u in 0..2 {
+                    let off = k + 8 * u;
+                    // SAFETY: off + 8 <= n.
+                    unsafe {
+                        _mm512_storeu_si512(out_b.as_mut_ptr().add(off) as *mut __m512i, reduce(r, &acc_b[u]));
+                        _mm512_storeu_si512(out_c.as_mut_ptr().add(off) as *mut __m512i, reduce(r, &acc_c[u]));
+                    }
+                }
+                k += 16;
+            }
+            while k < n {
+                let (mut acc_b, mut acc_c) = (zero(), zero());
+                for ((x, y), z) in a.iter().zip(b).zip(c) {
+                    // SAFETY: k + 8 <= n <= every length.
+                    let (x, y, z) = unsafe {
+                        (
+                            _mm512_loadu_si512(x.as_ptr().add(k) as *const __m512i),
+                            _mm512_loadu_si512(y.as_ptr().add(k) as *const __m512i),
+                            _mm512_loadu_si512(z.as_ptr().add(k) as *const __m512i),
+                        )
+                    };
+                    let x = split(x);
+                    mac(&mut acc_b, x, split(y));
+                    mac(&mut acc_c, x, split(z));
+                }
+                // SAFETY: k + 8 <= n.
+                unsafe {
+                    _mm512_storeu_si512(out_b.as_mut_ptr().add(k) as *mut __m512i, reduce(r, &acc_b));
+                    _mm512_storeu_si512(out_c.as_mut_ptr().add(k) as *mut __m512i, reduce(r, &acc_c));
+                }
+                k += 8;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -456,14 +824,44 @@ mod tests {
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
 
+    /// The largest inputs the kernels accept, `MAX_ROWS` rows of them:
+    /// the column accumulators must not overflow.
+    #[test]
+    fn extreme_inputs_at_the_row_limit_equal_portable() {
+        for bits in [40u32, 49, 51, 59, 60] {
+            let t = Modulus::new(ntt_primes_near(bits, 8, 1, &[]).unwrap()[0]).unwrap();
+            let red = Reducer52::new(&t);
+            let n = 40;
+            let top = t.value() - 1;
+            let max_row = vec![(1u64 << 61) - 1; n];
+            let rows: Vec<&[u64]> = vec![max_row.as_slice(); MAX_ROWS];
+            let consts = vec![top; MAX_ROWS];
+            let consts_hi = vec![((top as u128) << 30).rem_euclid(t.value() as u128) as u64; MAX_ROWS];
+            let wide = vec![true; MAX_ROWS];
+            let (mut fast, mut slow) = (vec![0u64; n], vec![0u64; n]);
+            dot_const(&t, &red, &rows, &consts, &consts_hi, &wide, &mut fast);
+            dot_const_portable(&t, &rows, &consts, &mut slow);
+            assert_eq!(fast, slow, "dot_const, {bits}-bit modulus");
+            let reduced = vec![top; n];
+            let ra: Vec<&[u64]> = vec![reduced.as_slice(); MAX_ROWS];
+            dot_elementwise(&t, &red, &ra, &ra, &mut fast);
+            dot_elementwise_portable(&t, &ra, &ra, &mut slow);
+            assert_eq!(fast, slow, "dot_elementwise, {bits}-bit modulus");
+            let mut other = vec![0u64; n];
+            dot_elementwise_pair(&t, &red, &ra, &ra, &ra, &mut fast, &mut other);
+            assert_eq!((&fast, &other), (&slow, &slow), "dot_elementwise_pair, {bits}-bit modulus");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
         #[test]
-        fn ifma_dot_products_equal_portable(rows in 1usize..40, bits in prop::sample::select(vec![20u32, 40, 49]), wide_bits in prop::sample::select(vec![30u32, 52, 61]), seed in any::<u64>()) {
+        fn ifma_dot_products_equal_portable(rows in 1usize..40, bits in prop::sample::select(vec![20u32, 40, 49, 51, 55, 59, 60]), wide_bits in prop::sample::select(vec![30u32, 52, 61]), seed in any::<u64>()) {
             let t = Modulus::new(ntt_primes_near(bits, 8, 1, &[]).unwrap()[0]).unwrap();
             let red = Reducer52::new(&t);
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let n = 64;
+            // 72: the vector loops' unrolled blocks and their tails.
+            let n = 72;
             let data: Vec<Vec<u64>> = (0..rows).map(|_| (0..n).map(|_| rng.gen_range(0..(1u64 << wide_bits))).collect()).collect();
             let refs: Vec<&[u64]> = data.iter().map(|v| v.as_slice()).collect();
             let consts: Vec<u64> = (0..rows).map(|_| rng.gen_range(0..t.value())).collect();
@@ -493,6 +891,11 @@ mod tests {
             prop_assert_eq!(x, want);
             let src: Vec<u64> = data[0].iter().map(|&v| v & ((1 << 52) - 1)).collect();
             reduce_sub(&t, &src, true, w, &mut fast);
+            let want: Vec<u64> = src.iter().map(|&v| t.sub(t.reduce(v), w)).collect();
+            prop_assert_eq!(&fast, &want);
+            // Any 64-bit source word (the wide path reduces them all).
+            let src: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
+            reduce_sub(&t, &src, false, w, &mut fast);
             let want: Vec<u64> = src.iter().map(|&v| t.sub(t.reduce(v), w)).collect();
             prop_assert_eq!(fast, want);
         }

@@ -1,6 +1,7 @@
 //! Word-size modular arithmetic, prime generation, NTT and RNS conversions.
 
 pub mod dot;
+pub mod lanes;
 pub mod modulus;
 pub mod ntt;
 pub mod primes;

@@ -9,6 +9,7 @@
 use super::pool::Scratch;
 use super::{Basis, RingContext};
 use crate::math::dot::{dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to};
+use crate::math::lanes;
 use crate::math::BasisConverter;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -38,6 +39,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn dot_product(&self, ctx: &RingContext, basis: Basis, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]);
     /// `acc *= scalars[limb]` (one reduced scalar per limb).
     fn mul_scalar(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], scalars: &[u64]);
+    /// `out = input * scalars[limb]` (out of place: no copy first).
+    fn mul_scalar_to(&self, ctx: &RingContext, basis: Basis, input: &[u64], scalars: &[u64], out: &mut [u64]);
     /// `acc += scalars[limb]` on every coefficient of each limb.
     fn add_scalar(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], scalars: &[u64]);
     /// `out[i] = input[perm[i]]` in every limb (automorphism in NTT form).
@@ -155,11 +158,17 @@ impl Backend for CpuBackend {
     }
 
     fn add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
-        Self::zip_limbs(ctx, basis, acc, other, |m, x, y| *x = m.add(*x, y));
+        let n = ctx.n();
+        acc.par_chunks_mut(n).zip(other.par_chunks(n)).enumerate().for_each(|(j, (a, b))| {
+            lanes::add_assign(ctx.modulus_of(basis, j), a, b);
+        });
     }
 
     fn sub(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
-        Self::zip_limbs(ctx, basis, acc, other, |m, x, y| *x = m.sub(*x, y));
+        let n = ctx.n();
+        acc.par_chunks_mut(n).zip(other.par_chunks(n)).enumerate().for_each(|(j, (a, b))| {
+            lanes::sub_assign(ctx.modulus_of(basis, j), a, b);
+        });
     }
 
     fn sub_from(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
@@ -218,6 +227,15 @@ impl Backend for CpuBackend {
             let m = ctx.modulus_of(basis, j);
             let (w, ws) = (scalars[j], m.shoup(scalars[j]));
             a.iter_mut().for_each(|x| *x = m.mul_shoup(*x, w, ws));
+        });
+    }
+
+    fn mul_scalar_to(&self, ctx: &RingContext, basis: Basis, input: &[u64], scalars: &[u64], out: &mut [u64]) {
+        let n = ctx.n();
+        out.par_chunks_mut(n).zip(input.par_chunks(n)).enumerate().for_each(|(j, (o, x))| {
+            let m = ctx.modulus_of(basis, j);
+            let (w, ws) = (scalars[j], m.shoup(scalars[j]));
+            o.iter_mut().zip(x).for_each(|(o, &x)| *o = m.mul_shoup(x, w, ws));
         });
     }
 

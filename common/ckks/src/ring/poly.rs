@@ -146,6 +146,14 @@ impl<D: Domain> Poly<D> {
         ctx.backend().mul_scalar(ctx, self.basis, &mut self.data, scalars);
     }
 
+    /// `self * scalars[j]` on limb `j`, into a new polynomial (no copy of
+    /// `self` first).
+    pub fn times_scalars(&self, ctx: &RingContext, scalars: &[u64]) -> Self {
+        let mut out = Self::uninit(ctx, self.basis);
+        ctx.backend().mul_scalar_to(ctx, self.basis, &self.data, scalars, &mut out.data);
+        out
+    }
+
     /// Keeps the first `q` chain limbs (and no special limbs): drops levels.
     pub fn truncate_q(&mut self, q: usize) {
         debug_assert!(q <= self.basis.q);
@@ -216,6 +224,13 @@ impl Poly<Ntt> {
     pub fn mul_assign(&mut self, ctx: &RingContext, other: &Self) {
         debug_assert_eq!(self.basis, other.basis);
         ctx.backend().mul(ctx, self.basis, &mut self.data, &other.data);
+    }
+
+    /// Coefficient-wise `self * other` into a new polynomial (no copy of
+    /// `self` first).
+    pub fn times(&self, ctx: &RingContext, other: &Self) -> Self {
+        debug_assert_eq!(self.basis, other.basis);
+        Self::dot(ctx, self.basis, &[self], &[other])
     }
 
     /// `self += a * b`.

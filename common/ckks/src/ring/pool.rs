@@ -63,7 +63,14 @@ pub(crate) fn take(len: usize) -> Vec<u64> {
             let class = p.free.range(len..=2 * len).find(|(_, list)| !list.is_empty()).map(|(&c, _)| c);
             if let Some(mut v) = class.and_then(|c| p.free.get_mut(&c).and_then(|list| list.pop())) {
                 p.bytes -= v.capacity() * 8;
-                v.truncate(len);
+                // Buffers come back at the length they were last used with;
+                // only a gap up to `len` is filled (a whole-buffer fill on
+                // every return was a quarter of a bootstrap's memsets).
+                if v.len() < len {
+                    v.resize(len, 0);
+                } else {
+                    v.truncate(len);
+                }
                 return v;
             }
         }
@@ -87,15 +94,10 @@ pub(crate) fn take_copy(src: &[u64]) -> Vec<u64> {
 
 /// Returns a buffer to the pool (dropped if the pool is full). Buffers are
 /// keyed by capacity, so a truncated polynomial returns its full buffer.
-pub(crate) fn give(mut v: Vec<u64>) {
+pub(crate) fn give(v: Vec<u64>) {
     let len = v.capacity();
     if len < MIN_POOLED_LEN {
         return;
-    }
-    if v.len() < len {
-        // Truncated polynomials come back shorter; restore the full length
-        // safely (only their tail is written).
-        v.resize(len, 0);
     }
     if let Ok(mut p) = pool().lock() {
         // Over budget: evict from the largest other class first (stale

@@ -242,16 +242,20 @@ impl Encoder {
             }
             rounded.push(v as i128);
         }
-        let small = rounded.iter().all(|v| v.unsigned_abs() < 1 << 63);
-        let mut poly = Poly::<Coeff>::zero(ring, basis);
+        let small: Option<Vec<i64>> =
+            rounded.iter().all(|v| v.unsigned_abs() < 1 << 63).then(|| rounded.iter().map(|&v| v as i64).collect());
+        // Every limb is written below when the coefficients fill it.
+        let mut poly = if coeffs.len() == ring.n() {
+            Poly::<Coeff>::uninit(ring, basis)
+        } else {
+            Poly::<Coeff>::zero(ring, basis)
+        };
         let n = ring.n();
         use rayon::prelude::*;
         poly.data_mut().par_chunks_mut(n).enumerate().for_each(|(j, limb)| {
             let m = ring.modulus_of(basis, j);
-            if small {
-                for (dst, &v) in limb.iter_mut().zip(&rounded) {
-                    *dst = m.reduce_i64(v as i64);
-                }
+            if let Some(words) = &small {
+                crate::math::lanes::reduce_signed(m, words, limb);
             } else {
                 for (dst, &v) in limb.iter_mut().zip(&rounded) {
                     *dst = m.reduce_i128(v);
