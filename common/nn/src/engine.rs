@@ -62,6 +62,29 @@ impl<'a> Engine<'a> {
         Ok(e.mul_relin_rescale(&a, &b, self.rlk)?)
     }
 
+    /// `c a b` relinearised and rescaled, at the lower of the two levels,
+    /// landing on `scale` when one operand is above the other: that one
+    /// takes `c` and the scale correction in a constant product on its way
+    /// down, which costs the result no level. At equal levels it is the
+    /// plain product with `c` in the scale label, at whatever scale the
+    /// product leaves. Products of products otherwise drift off the primes'
+    /// scale, which a polynomial evaluated at its input's scale amplifies.
+    pub fn mul_landing(&self, a: &Ciphertext, b: &Ciphertext, c: f64, scale: f64) -> Result<Ciphertext, NnError> {
+        let (high, low) = match a.level().cmp(&b.level()) {
+            std::cmp::Ordering::Greater => (a, b),
+            std::cmp::Ordering::Less => (b, a),
+            std::cmp::Ordering::Equal => {
+                let mut product = self.mul(a, b)?;
+                product.set_scale(product.scale() / c)?;
+                return Ok(product);
+            }
+        };
+        let level = low.level();
+        let prime = self.params().q()[level] as f64;
+        let high = self.mul_const_to(high, c, level, scale * prime / low.scale())?;
+        self.mul(&high, low)
+    }
+
     /// `a + b` at the lower level; `b`'s scale must equal `a`'s.
     pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, NnError> {
         let e = self.eval;

@@ -15,6 +15,12 @@
 //! so `y^2 = 5e-6` would keep only 4 significant digits. Dividing by `c` and
 //! multiplying the result back are both free: they only change the scale
 //! metadata, never the ciphertext.
+//!
+//! A *prescaled* approximation ([`NewtonApprox::prescaled`]) takes its input
+//! already multiplied by `k = 2 / (hi - lo)`, which a caller folds into an
+//! earlier product at no level: the guess then sees an interval of width
+//! 2, `[m - 1, m + 1]`, and is a polynomial on `[-1, 1]` in `k x - m` (a
+//! free constant shift), so it needs no change of variable: one level less.
 
 use crate::engine::Engine;
 use crate::error::{invalid, NnError};
@@ -41,9 +47,17 @@ pub struct NewtonApprox {
     /// The interval.
     lo: f64,
     hi: f64,
+    /// `Some(k)`: the input arrives as `k x` with `k = 2 / (hi - lo)`, and
+    /// the guess is a polynomial on [-1, 1] in `k x - m` (see the module
+    /// documentation); `None`: the guess reads `x / centre`.
+    prescale: Option<f64>,
 }
 
 const DEGREES: [usize; 5] = [3, 7, 15, 31, 63];
+/// How far (in bits) a prescaled input's scale may be from the default
+/// scale for its guess to run at it (the primes are within a few parts per
+/// million of the default scale).
+const SCALE_TOLERANCE_BITS: f64 = 1e-3;
 const MAX_STEPS: usize = 8;
 const GRID: usize = 4096;
 
@@ -52,6 +66,36 @@ impl NewtonApprox {
     /// `[lo, hi]` whose relative error, measured on a geometric grid, is at
     /// most `max_rel_error`.
     pub fn new(target: NewtonTarget, lo: f64, hi: f64, max_rel_error: f64) -> Result<Self, NnError> {
+        Self::fit(target, lo, hi, max_rel_error, false)
+    }
+
+    /// Like [`new`](Self::new) for an input that arrives multiplied by
+    /// [`input_factor`](Self::input_factor) (`2 / (hi - lo)`): the guess
+    /// then costs one level less.
+    pub fn prescaled(target: NewtonTarget, lo: f64, hi: f64, max_rel_error: f64) -> Result<Self, NnError> {
+        Self::fit(target, lo, hi, max_rel_error, true)
+    }
+
+    /// What the encrypted input must be multiplied by: `2 / (hi - lo)`
+    /// when prescaled, otherwise 1.
+    pub fn input_factor(&self) -> f64 {
+        self.prescale.unwrap_or(1.0)
+    }
+
+    /// The guess's variable for input `x`: `k x - m` (prescaled) or `x / c`.
+    fn guess_variable(&self, x: f64) -> f64 {
+        match self.prescale {
+            Some(k) => k * x - self.prescale_shift(),
+            None => x / self.centre,
+        }
+    }
+
+    /// `m = k (lo + hi) / 2`, the middle of the prescaled interval.
+    fn prescale_shift(&self) -> f64 {
+        self.prescale.map_or(0.0, |k| k * (self.lo + self.hi) / 2.0)
+    }
+
+    fn fit(target: NewtonTarget, lo: f64, hi: f64, max_rel_error: f64, prescaled: bool) -> Result<Self, NnError> {
         if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && hi > lo) {
             return Err(invalid("newton", format!("interval [{lo}, {hi}] must satisfy 0 < lo < hi")));
         }
@@ -63,11 +107,19 @@ impl NewtonApprox {
             NewtonTarget::InverseSqrt => 1.0 / x.sqrt(),
         };
         let centre = (lo * hi).sqrt();
+        let prescale = prescaled.then(|| 2.0 / (hi - lo));
         let mut best: Option<(usize, usize, Self)> = None;
         for degree in DEGREES {
-            let guess = Chebyshev::interpolate(exact, lo / centre, hi / centre, degree);
+            // The guess approximates f(u), u = x / centre, in its variable.
+            let guess = match prescale {
+                Some(k) => {
+                    let m = k * (lo + hi) / 2.0;
+                    Chebyshev::interpolate(|t| exact((t + m) / (k * centre)), -1.0, 1.0, degree)
+                }
+                None => Chebyshev::interpolate(exact, lo / centre, hi / centre, degree),
+            };
             for steps in 0..=MAX_STEPS {
-                let candidate = Self { target, centre, guess: guess.clone(), steps, rel_error: 0.0, lo, hi };
+                let candidate = Self { target, centre, guess: guess.clone(), steps, rel_error: 0.0, lo, hi, prescale };
                 let rel_error = candidate.measured_error(lo, hi);
                 if rel_error <= max_rel_error {
                     let key = (candidate.depth(), candidate.products());
@@ -107,8 +159,8 @@ impl NewtonApprox {
 
     /// The f64 twin: exactly the arithmetic the encrypted path performs.
     pub fn evaluate(&self, x: f64) -> f64 {
+        let mut y = self.guess.evaluate(self.guess_variable(x));
         let x = x / self.centre;
-        let mut y = self.guess.evaluate(x);
         for _ in 0..self.steps {
             y = match self.target {
                 NewtonTarget::Inverse => y * (2.0 - x * y),
@@ -178,19 +230,33 @@ impl NewtonApprox {
     ) -> Result<Ciphertext, NnError> {
         let e = engine.eval;
         let scale = engine.params().default_scale();
-        let x = refresh.refresh(x, self.guess.depth().max(1), self.hi)?;
-        // The guess reads u = x / c through the scale metadata (free); the
-        // Newton steps need u at a prime-sized scale, which one constant
-        // product beside the guess provides (off the critical path).
-        let mut u_meta = x.clone();
-        u_meta.set_scale(x.scale() * self.centre)?;
-        let mut y = engine.polynomial(&u_meta, &self.guess, scale)?;
+        let k = self.input_factor();
+        // A guess on [-1, 1] runs at its input's scale, so that must be on
+        // the primes' (products of products drift off it); otherwise one
+        // constant product lands it there, the level a change of variable
+        // would have cost. (A refresh keeps the scale.)
+        let off_scale = self.prescale.is_some() && (x.scale() / scale).log2().abs() > SCALE_TOLERANCE_BITS;
+        let x = refresh.refresh(x, self.guess.depth().max(1) + usize::from(off_scale), self.hi * k)?;
+        let mut y = if self.prescale.is_some() {
+            let on_scale = if off_scale { engine.mul_const_to(&x, 1.0, x.level() - 1, scale)? } else { x.clone() };
+            // k x - m: a free shift onto the guess's [-1, 1].
+            let t = e.add_const(&on_scale, -self.prescale_shift())?;
+            engine.polynomial(&t, &self.guess, scale)?
+        } else {
+            // The guess reads u = x / c through the scale metadata (free);
+            // its change of variable then costs a level.
+            let mut u_meta = x.clone();
+            u_meta.set_scale(x.scale() * self.centre)?;
+            engine.polynomial(&u_meta, &self.guess, scale)?
+        };
+        // The Newton steps need u = x / c at a prime-sized scale, which one
+        // constant product beside the guess provides (off the critical path).
         let below = x.level().saturating_sub(1);
         let y_bound = self.evaluate(self.lo) * self.output_factor() * 1.5;
         let u_bound = self.hi / self.centre;
         match self.target {
             NewtonTarget::Inverse => {
-                let mut u = engine.mul_const_to(&x, 1.0 / self.centre, below, scale)?;
+                let mut u = engine.mul_const_to(&x, 1.0 / (k * self.centre), below, scale)?;
                 for _ in 0..self.steps {
                     (y, u) = refresh.refresh_pair((y, 2, y_bound), (u, 2, u_bound))?;
                     let uy = engine.mul(&u, &y)?;
@@ -199,7 +265,7 @@ impl NewtonApprox {
                 }
             }
             NewtonTarget::InverseSqrt => {
-                let mut minus_half_u = engine.mul_const_to(&x, -0.5 / self.centre, below, scale)?;
+                let mut minus_half_u = engine.mul_const_to(&x, -0.5 / (k * self.centre), below, scale)?;
                 for _ in 0..self.steps {
                     (y, minus_half_u) = refresh.refresh_pair((y, 2, y_bound), (minus_half_u, 2, u_bound))?;
                     let a = engine.mul(&minus_half_u, &y)?;
@@ -277,6 +343,31 @@ mod tests {
             assert!(a.depth() <= 13, "{target:?}: depth {}", a.depth());
         }
         assert!(NewtonApprox::new(NewtonTarget::Inverse, 0.0, 1.0, 1e-3).is_err());
+        assert!(NewtonApprox::prescaled(NewtonTarget::Inverse, 1.0, 1.0, 1e-3).is_err());
+    }
+
+    /// The prescaled guess is the same polynomial in an affine variable, so
+    /// it meets the same error with one level less.
+    #[test]
+    fn prescaled_fits_save_the_change_of_variable() {
+        for (target, lo, hi, err) in [
+            (NewtonTarget::Inverse, 0.014, 2.475, 1e-4),
+            (NewtonTarget::Inverse, 0.014, 2.475, 0.25),
+            (NewtonTarget::Inverse, 1.0, 128.0, 1e-7),
+            (NewtonTarget::InverseSqrt, 0.25, 256.0, 1e-5),
+        ] {
+            let plain = NewtonApprox::new(target, lo, hi, err).unwrap();
+            let pre = NewtonApprox::prescaled(target, lo, hi, err).unwrap();
+            assert!(pre.rel_error() <= err);
+            assert_eq!(pre.input_factor(), 2.0 / (hi - lo));
+            assert_eq!(plain.input_factor(), 1.0);
+            assert_eq!(pre.depth() + 1, plain.depth(), "{target:?} on [{lo}, {hi}] at {err}");
+            for i in 0..1000 {
+                let x = lo + (hi - lo) * i as f64 / 999.0;
+                let want = if target == NewtonTarget::Inverse { 1.0 / x } else { 1.0 / x.sqrt() };
+                assert!(((pre.evaluate(x) - want) / want).abs() <= err * 1.01, "{target:?} at {x}");
+            }
+        }
         assert!(NewtonApprox::new(NewtonTarget::Inverse, 1.0, 2.0, 0.0).is_err());
     }
 }

@@ -326,17 +326,28 @@ impl Softmax {
         let e_bound = (width / 2.0).exp() * 1.1;
         let inv_bound = self.inverse.evaluate(self.inverse.lo()) * 1.5;
         let (e, inv) = refresh.refresh_pair((e, 1, e_bound), (inv, 1, inv_bound))?;
-        let mut z = engine.mul(&e, &inv)?;
+        // The squarings' inverses are prescaled: each product before a
+        // squaring also multiplies by the square root of the next inverse's
+        // input factor `k`, so the squares' sums arrive as `k` times
+        // theirs, and lands on the default scale (the guess runs at its
+        // input's scale); each product after an inverse takes its `k` back.
+        let scale = engine.params().default_scale();
+        let factors: Vec<f64> = self.squaring_inverses().map(NewtonApprox::input_factor).collect();
+        let carry = |i: usize| factors.get(i).map_or(1.0, |k| k.sqrt());
+        let mut z = engine.mul_landing(&e, &inv, carry(0), scale)?;
         // Every element is at most its row's sum.
         let z_bound = 1.1 * self.row_sum_bound();
-        for unit_inverse in self.squaring_inverses() {
-            z = refresh.refresh(z, 2, z_bound)?;
+        for (i, unit_inverse) in self.squaring_inverses().enumerate() {
+            let carried = carry(i);
+            z = refresh.refresh(z, 2, z_bound * carried)?;
             let squares = engine.mul(&z, &z)?;
             let sums = self.layout.row_sums(engine.eval, &squares, engine.galois)?;
             let inv = unit_inverse.apply_refreshing(engine, sums, refresh)?;
             let inv_bound = unit_inverse.evaluate(unit_inverse.lo()) * 1.5;
-            let (squares, inv) = refresh.refresh_pair((squares, 1, z_bound * z_bound), (inv, 1, inv_bound))?;
-            z = engine.mul(&squares, &inv)?;
+            let squares_bound = (z_bound * carried).powi(2);
+            let (squares, inv) = refresh.refresh_pair((squares, 1, squares_bound), (inv, 1, inv_bound))?;
+            // The squares hold k z^2.
+            z = engine.mul_landing(&squares, &inv, carry(i + 1) / factors[i], scale)?;
         }
         Ok(z)
     }
@@ -355,9 +366,11 @@ fn fit_inverse(counts: (usize, usize), width: f64, shift: f64, max_rel_error: f6
 /// `1/s` for the sums of squares of a vector over `len` elements whose sum
 /// is within a relative `delta` of 1: `[(1 - delta)^2 / len, (1 +
 /// delta)^2]`, with a margin for the approximation errors.
+/// Prescaled: the values squared before it carry the square root of its
+/// input factor, which the product before them takes on at no level.
 fn fit_unit_inverse(len: usize, delta: f64, max_rel_error: f64) -> Result<NewtonApprox, NnError> {
     let (low, high) = ((1.0 - delta).powi(2), (1.0 + delta).powi(2));
-    NewtonApprox::new(NewtonTarget::Inverse, 0.9 * low / len as f64, 1.1 * high, max_rel_error)
+    NewtonApprox::prescaled(NewtonTarget::Inverse, 0.9 * low / len as f64, 1.1 * high, max_rel_error)
 }
 
 /// `exp` on `[lo, hi]`: the lowest degree whose error relative to
