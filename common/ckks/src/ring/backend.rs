@@ -37,8 +37,6 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn mul_add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], a: &[u64], b: &[u64]);
     /// Coefficient-wise `out = sum_r a[r] * b[r]` (polynomials over `basis`).
     fn dot_product(&self, ctx: &RingContext, basis: Basis, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]);
-    /// `acc *= scalars[limb]` (one reduced scalar per limb).
-    fn mul_scalar(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], scalars: &[u64]);
     /// `out = input * scalars[limb]` (out of place: no copy first).
     fn mul_scalar_to(&self, ctx: &RingContext, basis: Basis, input: &[u64], scalars: &[u64], out: &mut [u64]);
     /// `acc += scalars[limb]` on every coefficient of each limb.
@@ -122,14 +120,11 @@ impl CpuBackend {
         basis: Basis,
         acc: &mut [u64],
         other: &[u64],
-        f: impl Fn(&crate::math::Modulus, &mut u64, u64) + Sync,
+        f: impl Fn(&crate::math::Modulus, &mut [u64], &[u64]) + Sync,
     ) {
         let n = ctx.n();
         acc.par_chunks_mut(n).zip(other.par_chunks(n)).enumerate().for_each(|(j, (a, b))| {
-            let m = ctx.modulus_of(basis, j);
-            for (x, &y) in a.iter_mut().zip(b) {
-                f(m, x, y);
-            }
+            f(ctx.modulus_of(basis, j), a, b);
         });
     }
 }
@@ -158,21 +153,15 @@ impl Backend for CpuBackend {
     }
 
     fn add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
-        let n = ctx.n();
-        acc.par_chunks_mut(n).zip(other.par_chunks(n)).enumerate().for_each(|(j, (a, b))| {
-            lanes::add_assign(ctx.modulus_of(basis, j), a, b);
-        });
+        Self::zip_limbs(ctx, basis, acc, other, lanes::add_assign);
     }
 
     fn sub(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
-        let n = ctx.n();
-        acc.par_chunks_mut(n).zip(other.par_chunks(n)).enumerate().for_each(|(j, (a, b))| {
-            lanes::sub_assign(ctx.modulus_of(basis, j), a, b);
-        });
+        Self::zip_limbs(ctx, basis, acc, other, lanes::sub_assign);
     }
 
     fn sub_from(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]) {
-        Self::zip_limbs(ctx, basis, acc, other, |m, x, y| *x = m.sub(y, *x));
+        Self::zip_limbs(ctx, basis, acc, other, |m, a, b| a.iter_mut().zip(b).for_each(|(x, &y)| *x = m.sub(y, *x)));
     }
 
     fn neg(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64]) {
@@ -218,15 +207,6 @@ impl Backend for CpuBackend {
             let ra: Vec<&[u64]> = a.iter().map(|p| &p[j * n..(j + 1) * n]).collect();
             let rb: Vec<&[u64]> = b.iter().map(|p| &p[j * n..(j + 1) * n]).collect();
             dot_elementwise(m, r, &ra, &rb, o);
-        });
-    }
-
-    fn mul_scalar(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], scalars: &[u64]) {
-        let n = ctx.n();
-        acc.par_chunks_mut(n).enumerate().for_each(|(j, a)| {
-            let m = ctx.modulus_of(basis, j);
-            let (w, ws) = (scalars[j], m.shoup(scalars[j]));
-            a.iter_mut().for_each(|x| *x = m.mul_shoup(*x, w, ws));
         });
     }
 

@@ -141,11 +141,6 @@ impl<D: Domain> Poly<D> {
         ctx.backend().neg(ctx, self.basis, &mut self.data);
     }
 
-    /// Multiplies limb `j` by `scalars[j]`.
-    pub fn mul_scalar_assign(&mut self, ctx: &RingContext, scalars: &[u64]) {
-        ctx.backend().mul_scalar(ctx, self.basis, &mut self.data, scalars);
-    }
-
     /// `self * scalars[j]` on limb `j`, into a new polynomial (no copy of
     /// `self` first).
     pub fn times_scalars(&self, ctx: &RingContext, scalars: &[u64]) -> Self {
