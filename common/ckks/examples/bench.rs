@@ -59,6 +59,8 @@ const TEST_BOOTSTRAP_PRESET: &str = "INSECURE_N12_QP1121_H32_BOOT_TEST";
 const ALL_OPS: &[&str] = &[
     "ntt_forward_limb",
     "ntt_forward_limb_portable",
+    "ntt_forward_limb_wide",
+    "ntt_inverse_limb",
     "encode",
     "encrypt_pk",
     "decrypt",
@@ -187,6 +189,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let ms = median_ms(reps * 20, || table.forward_portable(&mut data));
             r.emit("ntt_forward_limb_portable", Some(ms), None, &[]);
         }
+    }
+    if want("ntt_inverse_limb") {
+        let q = nexus_ckks::math::Modulus::new(params.q()[1])?;
+        let table = NttTable::new(params.n(), q)?;
+        let mut data: Vec<u64> = (0..params.n() as u64).map(|i| i * 7919 % q.value()).collect();
+        let ms = median_ms(reps * 20, || table.inverse(&mut data));
+        r.emit("ntt_inverse_limb", Some(ms), None, &[("ifma", table.uses_ifma().to_string())]);
+    }
+    if want("ntt_forward_limb_wide") {
+        // The widest chain prime (59-61 bits at the bootstrapping presets:
+        // emulated 64-bit products).
+        let widest = params.q().iter().copied().max().unwrap_or(params.q()[0]);
+        let q = nexus_ckks::math::Modulus::new(widest)?;
+        let table = NttTable::new(params.n(), q)?;
+        let mut data: Vec<u64> = (0..params.n() as u64).map(|i| i * 7919 % q.value()).collect();
+        let ms = median_ms(reps * 20, || table.forward(&mut data));
+        let bits = (64 - widest.leading_zeros()).to_string();
+        r.emit("ntt_forward_limb_wide", Some(ms), None, &[("bits", bits)]);
     }
 
     let needs_keys = wanted.iter().any(|w| !w.starts_with("ntt") && w != "encode");

@@ -103,3 +103,39 @@ fn linear_transforms_match_plaintext_and_compose() {
         LinearTransform::from_diagonals(n, BTreeMap::from([(7usize, vec![Complex64::new(1.0, 0.0); n])])).unwrap();
     assert!(matches!(missing.evaluate(&eval, &enc, &ct, &GaloisKeys::new()), Err(CkksError::MissingGaloisKey(_))));
 }
+
+/// Diagonals that repeat with a short period (block-diagonal maps, the
+/// butterfly groups of bootstrapping) are encoded from one period; the
+/// transform must still be the map, giant-step shifts and a complex
+/// multiplier included.
+#[test]
+fn periodic_diagonals_are_encoded_from_one_period() {
+    let params = Parameters::preset("INSECURE_N12_QP640_TEST").unwrap();
+    let n = params.max_slots();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut periodic = |p: usize| -> Vec<Complex64> {
+        let one: Vec<Complex64> =
+            (0..p).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect();
+        (0..n).map(|j| one[j % p]).collect()
+    };
+    let wanted = [(0usize, 1usize), (1, 8), (3, 2), (17, 64), (64, 16), (n - 1, 4), (n - 40, n)];
+    let diagonals: BTreeMap<usize, Vec<Complex64>> = wanted.iter().map(|&(k, p)| (k, periodic(p))).collect();
+    let t = LinearTransform::from_diagonals(n, diagonals).unwrap();
+    for &(k, p) in &wanted {
+        assert_eq!(t.periods()[&k], p, "diagonal {k}");
+    }
+    let (params, sk, pk, _, gks) = setup("INSECURE_N12_QP640_TEST", &t.rotations());
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let z: Vec<Complex64> = (0..n).map(|i| Complex64::new((i as f64 * 0.7).sin(), (i as f64 * 0.2).cos())).collect();
+    let ct = Encryptor::new(&params)
+        .encrypt_pk(&enc.encode_complex(&z, params.max_level(), params.default_scale()).unwrap(), &pk)
+        .unwrap();
+    let multiplier = Complex64::new(0.5, -0.25);
+    let out = t.evaluate_complex_times_to_scale(&eval, &enc, &ct, &gks, multiplier, ct.scale()).unwrap();
+    let got = enc.decode_complex(&Decryptor::new(&params).decrypt(&out, &sk).unwrap()).unwrap();
+    let want: Vec<Complex64> = t.apply(&z).iter().map(|v| v * multiplier).collect();
+    let bits = -got.iter().zip(&want).map(|(x, y)| (x - y).norm()).fold(0.0, f64::max).log2();
+    println!("periodic diagonals: {bits:.1} bits");
+    assert!(bits > 20.0, "{bits:.1} bits");
+}

@@ -8,6 +8,14 @@
 //! the distinct `b` (baby, hoisted) and `g` (giant) rotations are paid for.
 //! Diagonals are encoded at the scale of the last prime of the level, so the
 //! transform consumes exactly one level and keeps the input scale.
+//!
+//! Diagonals are encoded on the fly (holding them encoded would cost
+//! gigabytes at N = 2^16), and most of them repeat with a short period: a
+//! butterfly stage of half-width `h` is block-diagonal with identical
+//! blocks of `2h` slots, and a weight matrix applied to every token of a
+//! packed sequence likewise. A diagonal of period `p` is a polynomial in
+//! `X^(N / 2p)`, encoded with FFTs and NTTs of size `p` and `2p` instead of
+//! `N / 2` and `N`.
 
 use crate::error::CkksError;
 use crate::scheme::encoding::Encoder;
@@ -23,12 +31,19 @@ use std::collections::BTreeMap;
 pub struct LinearTransform {
     slots: usize,
     diagonals: BTreeMap<usize, Vec<Complex64>>,
+    /// The shortest period of each diagonal (a power of two).
+    periods: BTreeMap<usize, usize>,
     baby: usize,
 }
 
-fn rotate_vec(v: &[Complex64], k: i64) -> Vec<Complex64> {
-    let n = v.len() as i64;
-    (0..n).map(|j| v[(j + k).rem_euclid(n) as usize]).collect()
+/// The shortest power-of-two period of `v` (`v.len()` a power of two):
+/// exact equality, so an encoding from one period is the vector's.
+fn shortest_period(v: &[Complex64]) -> usize {
+    let mut p = v.len();
+    while p > 1 && (0..p / 2).all(|j| v[j] == v[j + p / 2]) {
+        p /= 2;
+    }
+    p
 }
 
 impl LinearTransform {
@@ -44,7 +59,8 @@ impl LinearTransform {
             )));
         }
         let baby = Self::best_baby(slots, diagonals.keys().copied());
-        Ok(Self { slots, diagonals, baby })
+        let periods = diagonals.iter().map(|(&k, d)| (k, shortest_period(d))).collect();
+        Ok(Self { slots, diagonals, periods, baby })
     }
 
     /// From a dense matrix (tests and small transforms).
@@ -83,6 +99,12 @@ impl LinearTransform {
     /// The diagonals.
     pub fn diagonals(&self) -> &BTreeMap<usize, Vec<Complex64>> {
         &self.diagonals
+    }
+
+    /// The shortest period of each diagonal's slots (what its encoding
+    /// costs: FFT and NTTs of that size and twice it).
+    pub fn periods(&self) -> &BTreeMap<usize, usize> {
+        &self.periods
     }
 
     /// Composition `self * other` (apply `other` first).
@@ -238,11 +260,12 @@ impl LinearTransform {
                 let shift = (g * self.baby) as i64;
                 let mut inner: Option<Ciphertext> = None;
                 for &b in bs {
-                    let mut diag = rotate_vec(&self.diagonals[&(g * self.baby + b)], -shift);
-                    if multiplier != Complex64::new(1.0, 0.0) {
-                        diag.iter_mut().for_each(|d| *d *= multiplier);
-                    }
-                    let pt = encoder.encode_complex_slots(&diag, self.slots, level, pt_scale)?;
+                    let k = g * self.baby + b;
+                    let (diag, p) = (&self.diagonals[&k], self.periods[&k] as i64);
+                    // One period of rot_{-shift}(diag) (p divides the slots).
+                    let period: Vec<Complex64> =
+                        (0..p).map(|j| diag[(j - shift).rem_euclid(p) as usize] * multiplier).collect();
+                    let pt = encoder.encode_periodic_slots(&period, self.slots, level, pt_scale)?;
                     let term = eval.mul_plain(baby[&b], &pt)?;
                     match inner.as_mut() {
                         None => inner = Some(term),

@@ -190,11 +190,43 @@ impl NttTable {
         self.inverse_portable(a);
     }
 
+    /// Forward NTT of a polynomial in `X^(n / m)` (`m = a.len()`, a power
+    /// of two dividing `n`), given by its `m` coefficients: the full
+    /// transform holds each of the `m` values written to `a` repeated `n / m`
+    /// times in a row (output `i` is the evaluation at
+    /// `psi^(2 bitrev(i) + 1)`, and `psi^(n / m)` only sees the top bits of
+    /// `i`). It is the size-`m` transform with root `psi^(n / m)`, whose
+    /// bit-reversed twiddles are the first `m` of this table's, so it costs
+    /// `m log m` instead of `n log n`.
+    pub fn forward_sparse(&self, a: &mut [u64]) {
+        let m = a.len();
+        assert!(m.is_power_of_two() && m <= self.n, "sparse NTT length {m} must be a power of two dividing {}", self.n);
+        #[cfg(target_arch = "x86_64")]
+        if ifma_available() && m >= 16 {
+            let q = self.modulus.value();
+            // SAFETY: as in `forward`, with the twiddle tables cut to `m`.
+            unsafe {
+                match &self.ifma {
+                    Some(c) => ifma::forward::<false>(a, &self.psi_br[..m], &c.psi_br_shoup52[..m], q),
+                    None => ifma::forward::<true>(a, &self.psi_br[..m], &self.psi_br_shoup[..m], q),
+                }
+            };
+            return;
+        }
+        self.forward_portable_len(a);
+    }
+
     /// Portable forward NTT (also the reference for the IFMA path).
     pub fn forward_portable(&self, a: &mut [u64]) {
+        assert_eq!(a.len(), self.n, "NTT input length must equal the ring degree");
+        self.forward_portable_len(a);
+    }
+
+    /// The portable transform of length `a.len()` (see `forward_sparse`).
+    fn forward_portable_len(&self, a: &mut [u64]) {
         let q = self.modulus.value();
         let two_q = 2 * q;
-        let n = self.n;
+        let n = a.len();
         let mut t = n;
         let mut m = 1;
         while m < n {
@@ -437,6 +469,98 @@ mod ifma {
         }
     }
 
+    /// The forward stages of half-widths `t` (`m` groups) and `t / 2`
+    /// (`2m` groups) in one pass over `a`: each group's four quarters are
+    /// loaded once, go through both butterfly layers in registers and are
+    /// stored once, halving the memory traffic of the wide stages (the
+    /// arithmetic, and so the result, is that of two single stages).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    unsafe fn forward_stage_pair<const WIDE: bool>(
+        a: &mut [u64],
+        t: usize,
+        m: usize,
+        tw: &[u64],
+        tw_shoup: &[u64],
+        q: __m512i,
+        two_q: __m512i,
+    ) {
+        let p = a.as_mut_ptr();
+        let h = t / 2;
+        for i in 0..m {
+            let w1 = _mm512_set1_epi64(tw[m + i] as i64);
+            let ws1 = _mm512_set1_epi64(tw_shoup[m + i] as i64);
+            let w2a = _mm512_set1_epi64(tw[2 * m + 2 * i] as i64);
+            let ws2a = _mm512_set1_epi64(tw_shoup[2 * m + 2 * i] as i64);
+            let w2b = _mm512_set1_epi64(tw[2 * m + 2 * i + 1] as i64);
+            let ws2b = _mm512_set1_epi64(tw_shoup[2 * m + 2 * i + 1] as i64);
+            let j1 = 2 * i * t;
+            let mut j = j1;
+            while j < j1 + h {
+                // SAFETY: h >= 8 and a multiple of 8, so j + 3h + 8 <= j1 + 2t <= n.
+                unsafe {
+                    let x0 = _mm512_loadu_si512(p.add(j) as *const __m512i);
+                    let x1 = _mm512_loadu_si512(p.add(j + h) as *const __m512i);
+                    let x2 = _mm512_loadu_si512(p.add(j + t) as *const __m512i);
+                    let x3 = _mm512_loadu_si512(p.add(j + t + h) as *const __m512i);
+                    let (x0, x2) = ct_butterfly::<WIDE>(x0, x2, w1, ws1, q, two_q);
+                    let (x1, x3) = ct_butterfly::<WIDE>(x1, x3, w1, ws1, q, two_q);
+                    let (x0, x1) = ct_butterfly::<WIDE>(x0, x1, w2a, ws2a, q, two_q);
+                    let (x2, x3) = ct_butterfly::<WIDE>(x2, x3, w2b, ws2b, q, two_q);
+                    _mm512_storeu_si512(p.add(j) as *mut __m512i, x0);
+                    _mm512_storeu_si512(p.add(j + h) as *mut __m512i, x1);
+                    _mm512_storeu_si512(p.add(j + t) as *mut __m512i, x2);
+                    _mm512_storeu_si512(p.add(j + t + h) as *mut __m512i, x3);
+                }
+                j += 8;
+            }
+        }
+    }
+
+    /// The inverse stages of half-widths `t` (`m` groups) and `2t` (`m / 2`
+    /// groups) in one pass, as [`forward_stage_pair`] does forward.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    unsafe fn inverse_stage_pair<const WIDE: bool>(
+        a: &mut [u64],
+        t: usize,
+        m: usize,
+        tw: &[u64],
+        tw_shoup: &[u64],
+        q: __m512i,
+        two_q: __m512i,
+    ) {
+        let p = a.as_mut_ptr();
+        for i in 0..m / 2 {
+            let w1a = _mm512_set1_epi64(tw[m + 2 * i] as i64);
+            let ws1a = _mm512_set1_epi64(tw_shoup[m + 2 * i] as i64);
+            let w1b = _mm512_set1_epi64(tw[m + 2 * i + 1] as i64);
+            let ws1b = _mm512_set1_epi64(tw_shoup[m + 2 * i + 1] as i64);
+            let w2 = _mm512_set1_epi64(tw[m / 2 + i] as i64);
+            let ws2 = _mm512_set1_epi64(tw_shoup[m / 2 + i] as i64);
+            let j1 = 4 * i * t;
+            let mut j = j1;
+            while j < j1 + t {
+                // SAFETY: t >= 8 and a multiple of 8, so j + 3t + 8 <= j1 + 4t <= n.
+                unsafe {
+                    let x0 = _mm512_loadu_si512(p.add(j) as *const __m512i);
+                    let x1 = _mm512_loadu_si512(p.add(j + t) as *const __m512i);
+                    let x2 = _mm512_loadu_si512(p.add(j + 2 * t) as *const __m512i);
+                    let x3 = _mm512_loadu_si512(p.add(j + 3 * t) as *const __m512i);
+                    let (x0, x1) = gs_butterfly::<WIDE>(x0, x1, w1a, ws1a, q, two_q);
+                    let (x2, x3) = gs_butterfly::<WIDE>(x2, x3, w1b, ws1b, q, two_q);
+                    let (x0, x2) = gs_butterfly::<WIDE>(x0, x2, w2, ws2, q, two_q);
+                    let (x1, x3) = gs_butterfly::<WIDE>(x1, x3, w2, ws2, q, two_q);
+                    _mm512_storeu_si512(p.add(j) as *mut __m512i, x0);
+                    _mm512_storeu_si512(p.add(j + t) as *mut __m512i, x1);
+                    _mm512_storeu_si512(p.add(j + 2 * t) as *mut __m512i, x2);
+                    _mm512_storeu_si512(p.add(j + 3 * t) as *mut __m512i, x3);
+                }
+                j += 8;
+            }
+        }
+    }
+
     /// # Safety
     /// The CPU must support avx512f and avx512ifma; `a.len() = n >= 16` is a
     /// power of two, `tw`/`tw_shoup52` have length n, and `q < 2^50`.
@@ -455,7 +579,13 @@ mod ifma {
                     4 => small_stage::<WIDE>(a, &STAGE_T4, 4, m, tw, tw_shoup52, qv, two_q, true),
                     2 => small_stage::<WIDE>(a, &STAGE_T2, 2, m, tw, tw_shoup52, qv, two_q, true),
                     1 => small_stage::<WIDE>(a, &STAGE_T1, 1, m, tw, tw_shoup52, qv, two_q, true),
-                    _ => wide_stage::<WIDE>(a, t, m, tw, tw_shoup52, qv, two_q, true),
+                    8 => wide_stage::<WIDE>(a, t, m, tw, tw_shoup52, qv, two_q, true),
+                    _ => {
+                        // Two stages (half-widths t and t/2) in one pass.
+                        forward_stage_pair::<WIDE>(a, t, m, tw, tw_shoup52, qv, two_q);
+                        t >>= 1;
+                        m <<= 1;
+                    }
                 }
             }
             m <<= 1;
@@ -495,6 +625,12 @@ mod ifma {
                     4 => small_stage::<WIDE>(a, &STAGE_T4, 4, m, tw, tw_shoup52, qv, two_q, false),
                     2 => small_stage::<WIDE>(a, &STAGE_T2, 2, m, tw, tw_shoup52, qv, two_q, false),
                     1 => small_stage::<WIDE>(a, &STAGE_T1, 1, m, tw, tw_shoup52, qv, two_q, false),
+                    _ if m >= 2 => {
+                        // Two stages (half-widths t and 2t) in one pass.
+                        inverse_stage_pair::<WIDE>(a, t, m, tw, tw_shoup52, qv, two_q);
+                        t <<= 1;
+                        m >>= 1;
+                    }
                     _ => wide_stage::<WIDE>(a, t, m, tw, tw_shoup52, qv, two_q, false),
                 }
             }
@@ -583,6 +719,34 @@ mod tests {
             t.inverse_portable(&mut slow);
             prop_assert_eq!(&fast, &slow);
             prop_assert_eq!(fast, a);
+        }
+
+        /// The sparse transform of a polynomial in `X^(n / m)` is the full
+        /// transform with each value repeated `n / m` times (both paths,
+        /// checked against the portable full transform).
+        #[test]
+        fn sparse_transform_repeats_the_full_one(log_n in 4u32..12, log_gap in 0u32..12, bits in prop::sample::select(vec![36u32, 40, 49, 59, 60, 61]), seed in any::<u64>()) {
+            use rand::{Rng, SeedableRng};
+            let t = table(log_n, bits);
+            let n = t.n();
+            let gap = 1usize << log_gap.min(log_n);
+            let m = n / gap;
+            let q = t.modulus().value();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let compact: Vec<u64> = (0..m).map(|_| rng.gen_range(0..q)).collect();
+            let mut full = vec![0u64; n];
+            for (k, &c) in compact.iter().enumerate() {
+                full[k * gap] = c;
+            }
+            t.forward_portable(&mut full);
+            let mut sparse = compact.clone();
+            t.forward_sparse(&mut sparse);
+            let mut sparse_portable = compact;
+            t.forward_portable_len(&mut sparse_portable);
+            prop_assert_eq!(&sparse, &sparse_portable);
+            for (i, &v) in full.iter().enumerate() {
+                prop_assert_eq!(v, sparse[i / gap], "output {}", i);
+            }
         }
     }
 

@@ -21,6 +21,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// Forward NTT of limbs `limbs` of the polynomial `data`.
     fn forward_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64], limbs: Range<usize>);
+    /// Forward NTT of a polynomial in `X^(n / m)` given compactly: limb
+    /// `j` of `compact` holds the `m` coefficients of `X^(k n / m)`
+    /// (`compact.len() = limbs * m`, `m` a power of two dividing `n`);
+    /// `out` (`limbs * n` words) receives the full NTT form.
+    fn forward_ntt_sparse(&self, ctx: &RingContext, basis: Basis, compact: &[u64], out: &mut [u64]);
     /// Inverse NTT of limbs `limbs` of the polynomial `data`.
     fn inverse_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64], limbs: Range<usize>);
     /// `acc += other`.
@@ -141,6 +146,24 @@ impl Backend for CpuBackend {
             .par_chunks_mut(n)
             .enumerate()
             .for_each(|(j, limb)| ctx.ntt_of(basis, start + j).forward(limb));
+    }
+
+    fn forward_ntt_sparse(&self, ctx: &RingContext, basis: Basis, compact: &[u64], out: &mut [u64]) {
+        let n = ctx.n();
+        let limbs = out.len() / n;
+        let m = compact.len() / limbs.max(1);
+        let gap = n / m;
+        out.par_chunks_mut(n).zip(compact.par_chunks(m)).enumerate().for_each(|(j, (limb, coeffs))| {
+            let values = &mut limb[..m];
+            values.copy_from_slice(coeffs);
+            ctx.ntt_of(basis, j).forward_sparse(values);
+            // Each value repeats `gap` times; filling from the end never
+            // overwrites a value not yet read (`i gap >= i`).
+            for i in (0..m).rev() {
+                let v = limb[i];
+                limb[i * gap..(i + 1) * gap].fill(v);
+            }
+        });
     }
 
     fn inverse_ntt(&self, ctx: &RingContext, basis: Basis, data: &mut [u64], limbs: Range<usize>) {

@@ -12,7 +12,7 @@
 
 use super::plaintext::{Encoding, Plaintext};
 use crate::error::CkksError;
-use crate::ring::{Basis, Coeff, Poly};
+use crate::ring::{Basis, Coeff, Ntt, Poly};
 use crate::Parameters;
 use num_complex::Complex64;
 
@@ -218,6 +218,28 @@ impl Encoder {
     }
 
     fn scaled_coefficients(&self, coeffs: &[f64], level: usize, scale: f64) -> Result<Poly<Coeff>, CkksError> {
+        let ring = self.params.ring();
+        let basis = Basis::q(level);
+        // Every limb is written below when the coefficients fill it.
+        let mut poly = if coeffs.len() == ring.n() {
+            Poly::<Coeff>::uninit(ring, basis)
+        } else {
+            Poly::<Coeff>::zero(ring, basis)
+        };
+        self.write_residues(coeffs, level, scale, ring.n(), poly.data_mut())?;
+        Ok(poly)
+    }
+
+    /// `round(coeffs * scale)` modulo every chain prime up to `level`, limb
+    /// after limb (`stride` words per limb, the first `coeffs.len()` written).
+    fn write_residues(
+        &self,
+        coeffs: &[f64],
+        level: usize,
+        scale: f64,
+        stride: usize,
+        out: &mut [u64],
+    ) -> Result<(), CkksError> {
         if level > self.params.max_level() {
             return Err(CkksError::InvalidInput(format!(
                 "level {level} exceeds the maximum {}",
@@ -244,16 +266,10 @@ impl Encoder {
         }
         let small: Option<Vec<i64>> =
             rounded.iter().all(|v| v.unsigned_abs() < 1 << 63).then(|| rounded.iter().map(|&v| v as i64).collect());
-        // Every limb is written below when the coefficients fill it.
-        let mut poly = if coeffs.len() == ring.n() {
-            Poly::<Coeff>::uninit(ring, basis)
-        } else {
-            Poly::<Coeff>::zero(ring, basis)
-        };
-        let n = ring.n();
         use rayon::prelude::*;
-        poly.data_mut().par_chunks_mut(n).enumerate().for_each(|(j, limb)| {
+        out.par_chunks_mut(stride).enumerate().for_each(|(j, limb)| {
             let m = ring.modulus_of(basis, j);
+            let limb = &mut limb[..coeffs.len()];
             if let Some(words) = &small {
                 crate::math::lanes::reduce_signed(m, words, limb);
             } else {
@@ -262,7 +278,47 @@ impl Encoder {
                 }
             }
         });
-        Ok(poly)
+        Ok(())
+    }
+
+    /// Encodes a slot vector of `slots` slots that repeats with period
+    /// `period.len()` (a power of two dividing `slots`), given by one
+    /// period. Such a vector is a polynomial in `X^(N / 2p)`: its FFT has
+    /// size `p` and its NTT size `2p` per prime (see
+    /// [`NttTable::forward_sparse`](crate::math::NttTable::forward_sparse)),
+    /// so it costs a fraction of [`encode_complex_slots`](Self::encode_complex_slots)'s
+    /// work, and decodes to the same values.
+    pub fn encode_periodic_slots(
+        &self,
+        period: &[Complex64],
+        slots: usize,
+        level: usize,
+        scale: f64,
+    ) -> Result<Plaintext, CkksError> {
+        self.check_slots(slots)?;
+        let p = period.len();
+        if p == 0 || !p.is_power_of_two() || !slots.is_multiple_of(p) {
+            return Err(CkksError::InvalidInput(format!(
+                "period {p} must be a power of two dividing the {slots} slots"
+            )));
+        }
+        if 2 * p == self.params.n() {
+            return self.encode_complex_slots(period, slots, level, scale);
+        }
+        if let Some(i) = period.iter().position(|v| !v.re.is_finite() || !v.im.is_finite()) {
+            return Err(CkksError::InvalidInput(format!("value {i} is not finite")));
+        }
+        let mut w = period.to_vec();
+        self.fft_special_inv(&mut w);
+        // The coefficients of X^(i N / 2p) and X^((p + i) N / 2p).
+        let compact: Vec<f64> = w.iter().map(|v| v.re).chain(w.iter().map(|v| v.im)).collect();
+        let ring = self.params.ring();
+        let basis = Basis::q(level.min(self.params.max_level()));
+        let mut residues = vec![0u64; basis.limbs() * 2 * p];
+        self.write_residues(&compact, level, scale, 2 * p, &mut residues)?;
+        let mut poly = Poly::<Ntt>::uninit(ring, basis);
+        ring.backend().forward_ntt_sparse(ring, basis, &residues, poly.data_mut());
+        Ok(Plaintext { poly, level, scale, encoding: Encoding::Slots(slots) })
     }
 
     /// Exact centred value of every coefficient of an NTT-form polynomial,
@@ -373,6 +429,40 @@ mod tests {
             let err = back.iter().zip(&vals).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
             assert!(err < 2f64.powi(-22), "slots {slots}: error {err}");
         }
+    }
+
+    /// A periodic vector encoded from one period is the polynomial the
+    /// full encoding gives (up to each coefficient's rounding), at every
+    /// slot count and period, and decodes to the repeated values.
+    #[test]
+    fn periodic_encoding_equals_the_full_one() {
+        let params = params();
+        let enc = Encoder::new(&params);
+        let n = params.n();
+        let level = params.max_level();
+        let scale = 2f64.powi(30);
+        for slots in [8usize, 64, n / 2] {
+            for period in [1usize, 2, 8, slots] {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((slots * 31 + period) as u64);
+                let one: Vec<Complex64> =
+                    (0..period).map(|_| Complex64::new(rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0))).collect();
+                let full: Vec<Complex64> = (0..slots).map(|j| one[j % period]).collect();
+                let fast = enc.encode_periodic_slots(&one, slots, level, scale).unwrap();
+                let dense = enc.encode_complex_slots(&full, slots, level, scale).unwrap();
+                assert_eq!(fast.encoding(), dense.encoding());
+                let (a, b) = (enc.centred_coefficients(&fast), enc.centred_coefficients(&dense));
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+                assert!(worst <= 1.0, "slots {slots} period {period}: coefficients differ by {worst}");
+                let back = enc.decode_complex(&fast).unwrap();
+                let err = back.iter().zip(&full).map(|(x, y)| (x - y).norm()).fold(0.0, f64::max);
+                assert!(err < 2f64.powi(-22), "slots {slots} period {period}: error {err}");
+            }
+        }
+        let one = [Complex64::new(1.0, 0.0); 3];
+        assert!(enc.encode_periodic_slots(&one, 8, level, scale).is_err(), "a period of 3");
+        assert!(enc.encode_periodic_slots(&one[..2], 1, level, scale).is_err(), "a period longer than the slots");
+        assert!(enc.encode_periodic_slots(&[Complex64::new(f64::NAN, 0.0)], 8, level, scale).is_err());
+        assert!(enc.encode_periodic_slots(&one[..1], 8, level + 1, scale).is_err(), "a level above the chain");
     }
 
     #[test]
