@@ -62,6 +62,7 @@ const ALL_OPS: &[&str] = &[
     "ntt_forward_limb_wide",
     "ntt_inverse_limb",
     "encode",
+    "encode_level0",
     "encrypt_pk",
     "decrypt",
     "add",
@@ -209,7 +210,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         r.emit("ntt_forward_limb_wide", Some(ms), None, &[("bits", bits)]);
     }
 
-    let needs_keys = wanted.iter().any(|w| !w.starts_with("ntt") && w != "encode");
+    let needs_keys = wanted.iter().any(|w| !w.starts_with("ntt") && !w.starts_with("encode"));
     let enc = Encoder::new(&params);
     if want("encode") {
         let ms = median_ms(reps, || {
@@ -218,6 +219,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let pt = enc.encode_complex(&a, top, scale)?;
         let back = enc.decode_complex(&pt)?;
         r.emit("encode", Some(ms), Some(bits(&back, &a)), &[]);
+    }
+    if want("encode_level0") {
+        // One limb: the special FFT and the rounding, nearly without NTTs.
+        let ms = median_ms(reps, || {
+            std::hint::black_box(enc.encode_complex(&a, 0, scale).ok());
+        });
+        r.emit("encode_level0", Some(ms), None, &[]);
     }
     if !needs_keys {
         return Ok(());

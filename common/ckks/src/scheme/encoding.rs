@@ -38,6 +38,11 @@ pub struct Encoder {
     rot_group: Vec<usize>,
     /// `exp(2 pi i k / 2N)` for `k <= 2N`.
     roots: Vec<Complex64>,
+    /// The special FFT's twiddles, stage by stage: those of a stage with
+    /// half-length `h` at `h..2h`, forward and inverse (contiguous loads
+    /// instead of a gather from `roots` per butterfly).
+    fft_twiddles: Vec<Complex64>,
+    fft_twiddles_inv: Vec<Complex64>,
     /// Garner tables: `prefix_mod[i][k] = prod_{j<k} q_j mod q_i` for `k <= i`.
     prefix_mod: Vec<Vec<u64>>,
     /// `(prod_{j<i} q_j)^-1 mod q_i`.
@@ -55,12 +60,27 @@ impl Encoder {
             rot_group.push(g);
             g = g * 5 % m;
         }
-        let roots = (0..=m)
+        let roots: Vec<Complex64> = (0..=m)
             .map(|k| {
                 let angle = 2.0 * std::f64::consts::PI * k as f64 / m as f64;
                 Complex64::new(angle.cos(), angle.sin())
             })
             .collect();
+        let mut fft_twiddles = vec![Complex64::new(0.0, 0.0); (n / 2).max(1)];
+        let mut fft_twiddles_inv = fft_twiddles.clone();
+        let mut lenh = 1;
+        while 2 * lenh <= n / 2 {
+            // A stage of length 2h: lenq = 8h, twiddle exponents taken
+            // modulo lenq and scaled up to the 2N-th roots.
+            let lenq = 8 * lenh;
+            let (mask, shift) = (lenq - 1, (m / lenq).trailing_zeros());
+            for j in 0..lenh {
+                let r = rot_group[j] & mask;
+                fft_twiddles[lenh + j] = roots[r << shift];
+                fft_twiddles_inv[lenh + j] = roots[(lenq - r) << shift];
+            }
+            lenh *= 2;
+        }
         let q = params.ring().q();
         let mut prefix_mod = Vec::with_capacity(q.len());
         let mut prefix_inv = Vec::with_capacity(q.len());
@@ -76,7 +96,7 @@ impl Encoder {
             prefix_inv.push(qi.inv(row[i]).unwrap_or(0));
             prefix_mod.push(row);
         }
-        Self { params: params.clone(), rot_group, roots, prefix_mod, prefix_inv }
+        Self { params: params.clone(), rot_group, roots, fft_twiddles, fft_twiddles_inv, prefix_mod, prefix_inv }
     }
 
     /// `5^j mod 2N` for `j < N/2` (the slot ordering).
@@ -102,26 +122,19 @@ impl Encoder {
     /// Special inverse FFT (slots -> coefficients of the embedding).
     fn fft_special_inv(&self, vals: &mut [Complex64]) {
         let size = vals.len();
-        let m = 2 * self.params.n();
-        let mut len = size;
-        while len >= 1 {
-            let lenh = len >> 1;
-            let lenq = len << 2;
-            if lenh == 0 {
-                break;
-            }
-            for i in (0..size).step_by(len) {
-                // lenq and m are powers of two: mask and shift, no division.
-                let (mask, shift) = (lenq - 1, (m / lenq).trailing_zeros());
-                for j in 0..lenh {
-                    let idx = (lenq - (self.rot_group[j] & mask)) << shift;
-                    let u = vals[i + j] + vals[i + j + lenh];
-                    let v = (vals[i + j] - vals[i + j + lenh]) * self.roots[idx];
-                    vals[i + j] = u;
-                    vals[i + j + lenh] = v;
+        let mut lenh = size >> 1;
+        while lenh >= 1 {
+            let twiddles = &self.fft_twiddles_inv[lenh..2 * lenh];
+            for block in vals.chunks_exact_mut(2 * lenh) {
+                let (lo, hi) = block.split_at_mut(lenh);
+                for ((x, y), w) in lo.iter_mut().zip(hi.iter_mut()).zip(twiddles) {
+                    let u = *x + *y;
+                    let v = (*x - *y) * w;
+                    *x = u;
+                    *y = v;
                 }
             }
-            len >>= 1;
+            lenh >>= 1;
         }
         bit_reverse_permute(vals);
         let inv = 1.0 / size as f64;
@@ -131,23 +144,20 @@ impl Encoder {
     /// Special FFT (coefficients of the embedding -> slots).
     fn fft_special(&self, vals: &mut [Complex64]) {
         let size = vals.len();
-        let m = 2 * self.params.n();
         bit_reverse_permute(vals);
-        let mut len = 2;
-        while len <= size {
-            let lenh = len >> 1;
-            let lenq = len << 2;
-            for i in (0..size).step_by(len) {
-                let (mask, shift) = (lenq - 1, (m / lenq).trailing_zeros());
-                for j in 0..lenh {
-                    let idx = (self.rot_group[j] & mask) << shift;
-                    let u = vals[i + j];
-                    let v = vals[i + j + lenh] * self.roots[idx];
-                    vals[i + j] = u + v;
-                    vals[i + j + lenh] = u - v;
+        let mut lenh = 1;
+        while 2 * lenh <= size {
+            let twiddles = &self.fft_twiddles[lenh..2 * lenh];
+            for block in vals.chunks_exact_mut(2 * lenh) {
+                let (lo, hi) = block.split_at_mut(lenh);
+                for ((x, y), w) in lo.iter_mut().zip(hi.iter_mut()).zip(twiddles) {
+                    let u = *x;
+                    let v = *y * w;
+                    *x = u + v;
+                    *y = u - v;
                 }
             }
-            len <<= 1;
+            lenh <<= 1;
         }
     }
 
@@ -253,7 +263,11 @@ impl Encoder {
         let basis = Basis::q(level);
         let log_q: f64 = self.params.q()[..=level].iter().map(|&q| (q as f64).log2()).sum();
         let bound = 2f64.powf((log_q - 1.0).min(126.0));
-        let mut rounded = Vec::with_capacity(coeffs.len());
+        // Rounded to i64 while the values fit (f64 -> i128 is a library
+        // call, a few times slower), to i128 otherwise.
+        const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+        let mut small = Vec::with_capacity(coeffs.len());
+        let mut rounded = Vec::new();
         for (k, &c) in coeffs.iter().enumerate() {
             let v = (c * scale).round();
             if !v.is_finite() || v.abs() >= bound {
@@ -262,10 +276,16 @@ impl Encoder {
                     scale.log2()
                 )));
             }
-            rounded.push(v as i128);
+            if rounded.is_empty() && v.abs() < I64_LIMIT {
+                small.push(v as i64);
+            } else {
+                if rounded.is_empty() {
+                    rounded = small.iter().map(|&x| x as i128).collect();
+                }
+                rounded.push(v as i128);
+            }
         }
-        let small: Option<Vec<i64>> =
-            rounded.iter().all(|v| v.unsigned_abs() < 1 << 63).then(|| rounded.iter().map(|&v| v as i64).collect());
+        let small = rounded.is_empty().then_some(small);
         use rayon::prelude::*;
         out.par_chunks_mut(stride).enumerate().for_each(|(j, limb)| {
             let m = ring.modulus_of(basis, j);
@@ -473,6 +493,14 @@ mod tests {
         let pt = enc.encode_coefficients(&vals, params.max_level(), 2f64.powi(40)).unwrap();
         let back = enc.decode_coefficients(&pt).unwrap();
         let err = back.iter().zip(&vals).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-9, "{err}");
+        // Values past 2^63 once scaled (from the middle on: the rounding
+        // switches from i64 to i128 there) round-trip too.
+        let wide: Vec<f64> =
+            (0..params.n()).map(|i| if i < params.n() / 2 { 0.5 } else { -3e4 } * (i as f64).cos()).collect();
+        let pt = enc.encode_coefficients(&wide, params.max_level(), 2f64.powi(50)).unwrap();
+        let back = enc.decode_coefficients(&pt).unwrap();
+        let err = back.iter().zip(&wide).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(err < 1e-9, "{err}");
         assert!(enc.encode_coefficients(&[1e30], 0, 2f64.powi(30)).is_err());
         assert!(enc.encode_real(&[f64::NAN], 0, 2f64.powi(30)).is_err());
