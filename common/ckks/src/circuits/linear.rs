@@ -12,8 +12,8 @@
 //! Diagonals are encoded on the fly (holding them encoded would cost
 //! gigabytes at N = 2^16), and most of them repeat with a short period: a
 //! butterfly stage of half-width `h` is block-diagonal with identical
-//! blocks of `2h` slots, and a weight matrix applied to every token of a
-//! packed sequence likewise. A diagonal of period `p` is a polynomial in
+//! blocks of `2h` slots (so is any map applied block by block). A
+//! diagonal of period `p` is a polynomial in
 //! `X^(N / 2p)`, encoded with FFTs and NTTs of size `p` and `2p` instead of
 //! `N / 2` and `N`.
 

@@ -152,6 +152,10 @@ impl Backend for CpuBackend {
         let n = ctx.n();
         let limbs = out.len() / n;
         let m = compact.len() / limbs.max(1);
+        assert!(
+            m > 0 && n.is_multiple_of(m),
+            "sparse NTT of {m} coefficients per limb does not divide the ring degree {n}"
+        );
         let gap = n / m;
         out.par_chunks_mut(n).zip(compact.par_chunks(m)).enumerate().for_each(|(j, (limb, coeffs))| {
             let values = &mut limb[..m];
