@@ -186,15 +186,22 @@ impl Encoder {
         let mut w = vec![Complex64::new(0.0, 0.0); slots];
         w[..values.len()].copy_from_slice(values);
         self.fft_special_inv(&mut w);
-        let n = self.params.n();
-        let gap = n / (2 * slots);
-        let mut coeffs = vec![0f64; n];
-        for (i, v) in w.iter().enumerate() {
-            coeffs[i * gap] = v.re;
-            coeffs[i * gap + n / 2] = v.im;
-        }
-        let poly = self.scaled_coefficients(&coeffs, level, scale)?;
-        Ok(Plaintext { poly: poly.into_ntt(self.params.ring()), level, scale, encoding: Encoding::Slots(slots) })
+        // Fewer slots than N/2 embed into X^(N / 2 slots): the coefficients
+        // of X^(i N / 2 slots) and X^((slots + i) N / 2 slots), whose NTT is
+        // the size-2-slots NTT with each value repeated.
+        let compact: Vec<f64> = w.iter().map(|v| v.re).chain(w.iter().map(|v| v.im)).collect();
+        let ring = self.params.ring();
+        let poly = if compact.len() == self.params.n() {
+            self.scaled_coefficients(&compact, level, scale)?.into_ntt(ring)
+        } else {
+            let basis = Basis::q(level.min(self.params.max_level()));
+            let mut residues = vec![0u64; basis.limbs() * compact.len()];
+            self.write_residues(&compact, level, scale, compact.len(), &mut residues)?;
+            let mut poly = Poly::<Ntt>::uninit(ring, basis);
+            ring.backend().forward_ntt_sparse(ring, basis, &residues, poly.data_mut());
+            poly
+        };
+        Ok(Plaintext { poly, level, scale, encoding: Encoding::Slots(slots) })
     }
 
     /// Encodes real values into slots.
@@ -303,11 +310,12 @@ impl Encoder {
 
     /// Encodes a slot vector of `slots` slots that repeats with period
     /// `period.len()` (a power of two dividing `slots`), given by one
-    /// period. Such a vector is a polynomial in `X^(N / 2p)`: its FFT has
-    /// size `p` and its NTT size `2p` per prime (see
+    /// period. Such a vector is a polynomial in `X^(N / 2p)`, the encoding
+    /// of the period in `p` slots: its FFT has size `p` and its NTT size
+    /// `2p` per prime (see
     /// [`NttTable::forward_sparse`](crate::math::NttTable::forward_sparse)),
-    /// so it costs a fraction of [`encode_complex_slots`](Self::encode_complex_slots)'s
-    /// work, and decodes to the same values.
+    /// a fraction of the full vector's encoding, and it decodes to the
+    /// same values.
     pub fn encode_periodic_slots(
         &self,
         period: &[Complex64],
@@ -322,23 +330,11 @@ impl Encoder {
                 "period {p} must be a power of two dividing the {slots} slots"
             )));
         }
-        if 2 * p == self.params.n() {
-            return self.encode_complex_slots(period, slots, level, scale);
-        }
-        if let Some(i) = period.iter().position(|v| !v.re.is_finite() || !v.im.is_finite()) {
-            return Err(CkksError::InvalidInput(format!("value {i} is not finite")));
-        }
-        let mut w = period.to_vec();
-        self.fft_special_inv(&mut w);
-        // The coefficients of X^(i N / 2p) and X^((p + i) N / 2p).
-        let compact: Vec<f64> = w.iter().map(|v| v.re).chain(w.iter().map(|v| v.im)).collect();
-        let ring = self.params.ring();
-        let basis = Basis::q(level.min(self.params.max_level()));
-        let mut residues = vec![0u64; basis.limbs() * 2 * p];
-        self.write_residues(&compact, level, scale, 2 * p, &mut residues)?;
-        let mut poly = Poly::<Ntt>::uninit(ring, basis);
-        ring.backend().forward_ntt_sparse(ring, basis, &residues, poly.data_mut());
-        Ok(Plaintext { poly, level, scale, encoding: Encoding::Slots(slots) })
+        // One period in `p` slots is the same polynomial; only the slot
+        // count it is read with differs.
+        let mut pt = self.encode_complex_slots(period, p, level, scale)?;
+        pt.encoding = Encoding::Slots(slots);
+        Ok(pt)
     }
 
     /// Exact centred value of every coefficient of an NTT-form polynomial,
