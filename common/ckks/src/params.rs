@@ -30,7 +30,7 @@
 use crate::error::CkksError;
 use crate::math::primes::{ntt_primes_below, ntt_primes_near};
 use crate::math::{BasisConverter, Modulus};
-use crate::ring::{Backend, CpuBackend, RingContext};
+use crate::ring::{Backend, CpuBackend, ModDownRescale, RingContext};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -124,6 +124,8 @@ pub(crate) struct LevelTables {
     /// Per active digit: converter from the digit's limbs to the other chain
     /// limbs of this level followed by the special primes.
     pub mod_up: Vec<BasisConverter>,
+    /// ModDown and rescale in one division (none at level 0).
+    pub mod_down_rescale: Option<ModDownRescale>,
 }
 
 #[derive(Debug)]
@@ -268,9 +270,9 @@ impl Parameters {
                         BasisConverter::new(&qm[start..end], &targets)
                     })
                     .collect();
-                LevelTables { mod_up }
+                (mod_up, active)
             })
-            .collect();
+            .collect::<Vec<_>>();
         let mod_down = BasisConverter::new(&pm, &qm);
         let p_mod_q: Vec<u64> =
             qm.iter().map(|qi| p.iter().fold(1u64, |acc, &pj| qi.mul(acc, pj % qi.value()))).collect();
@@ -279,8 +281,27 @@ impl Parameters {
             .zip(&p_mod_q)
             .map(|(qi, &pm)| qi.inv(pm).ok_or_else(|| CkksError::InvalidParameters("P not invertible mod q".into())))
             .collect::<Result<Vec<_>, _>>()?;
-        let rescale_inv =
+        let rescale_inv: Vec<Vec<u64>> =
             (0..qm.len()).map(|l| qm[..l].iter().map(|qi| qi.inv(q[l] % qi.value()).unwrap_or(0)).collect()).collect();
+        let levels = levels
+            .into_iter()
+            .map(|(mod_up, active)| {
+                let l = active - 1;
+                let mod_down_rescale = (l > 0).then(|| {
+                    let sources: Vec<Modulus> = std::iter::once(qm[l]).chain(pm.iter().copied()).collect();
+                    let inv_last = rescale_inv[l].clone();
+                    let inv_p_last =
+                        qm[..l].iter().enumerate().map(|(i, qi)| qi.mul(p_inv_mod_q[i], inv_last[i])).collect();
+                    ModDownRescale {
+                        conv: BasisConverter::new(&sources, &qm[..l]),
+                        inv_p_last,
+                        inv_last,
+                        p_mod_last: p_mod_q[l],
+                    }
+                });
+                LevelTables { mod_up, mod_down_rescale }
+            })
+            .collect();
         let mut hasher = Sha256::new();
         hasher.update(b"nexus-ckks parameters v1");
         hasher.update(literal.log_n.to_le_bytes());

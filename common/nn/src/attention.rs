@@ -197,7 +197,7 @@ impl HeadAttention {
         }
         let acc = acc.ok_or_else(|| invalid("attention", "head dimension 0"))?;
         // One relinearisation for the d products.
-        Ok(e.rescale(&e.relinearize(&acc, engine.rlk)?)?)
+        Ok(e.relinearize_rescale(&acc, engine.rlk)?)
     }
 
     /// `O = A V` in the interleaved layout (A in the scores layout, V

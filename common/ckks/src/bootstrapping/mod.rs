@@ -620,11 +620,11 @@ impl Bootstrapper {
                 // a (2 c^2 - 1) = (sqrt(2a) c)^2 - a; sqrt(2a) goes into the
                 // scale metadata.
                 c.reset_scale(c.scale() / (2.0 * a).sqrt());
-                let sq = eval.rescale(&eval.mul_relin(&c, &c, rlk)?)?;
+                let sq = eval.relinearize_rescale(&eval.square(&c)?, rlk)?;
                 c = eval.add_const(&sq, -a)?;
             } else {
-                let sq = eval.mul_integer(&eval.mul_relin(&c, &c, rlk)?, 2);
-                c = eval.rescale(&eval.add_const(&sq, -1.0)?)?;
+                let sq = eval.mul_integer(&eval.square(&c)?, 2);
+                c = eval.relinearize_rescale(&eval.add_const(&sq, -1.0)?, rlk)?;
             }
         }
         Ok(c)

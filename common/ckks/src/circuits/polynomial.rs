@@ -133,7 +133,8 @@ impl<'a> PolynomialEvaluator<'a> {
         let level = a.level().min(b.level());
         let a = e.drop_to_level(a, level)?;
         let b = e.drop_to_level(b, level)?;
-        let prod = e.mul_integer(&e.mul_relin(&a, &b, self.rlk)?, 2);
+        // Relinearised after the linear steps, fused with the rescale.
+        let prod = e.mul_integer(&e.mul(&a, &b)?, 2);
         let out = match c {
             None => e.add_const(&prod, -1.0)?,
             Some(c) => {
@@ -144,7 +145,7 @@ impl<'a> PolynomialEvaluator<'a> {
                 e.sub(&prod, &aligned)?
             }
         };
-        e.rescale(&out)
+        e.relinearize_rescale(&out, self.rlk)
     }
 
     fn basis(&self, y: &Ciphertext, degree: usize) -> Result<Basis, CkksError> {
@@ -278,7 +279,7 @@ impl<'a> PolynomialEvaluator<'a> {
             e.rescale(&term)?
         } else {
             let q_ct = e.drop_to_level(&self.eval_rec(basis, &q, q_scale, need + 1)?, lp)?;
-            e.rescale(&e.mul_relin(&q_ct, &tg, self.rlk)?)?
+            e.mul_relin_rescale(&q_ct, &tg, self.rlk)?
         };
         prod.reset_scale(target_scale);
         let r_ct = self.eval_rec(basis, &r, target_scale, need)?;

@@ -8,7 +8,7 @@
 
 use super::pool::Scratch;
 use super::{Basis, RingContext};
-use crate::math::dot::{dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to};
+use crate::math::dot::{dot_const, dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to};
 use crate::math::lanes;
 use crate::math::BasisConverter;
 use rayon::prelude::*;
@@ -90,6 +90,34 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// by its last prime with rounding, into `out` (`basis.q - 1` limbs).
     /// `last_inv[i] = q_last^-1 mod q_i`.
     fn rescale_by_last(&self, ctx: &RingContext, basis: Basis, last_inv: &[u64], input: &[u64], out: &mut [u64]);
+    /// ModDown and rescale in one rounding, in NTT form: `data` over
+    /// `basis` (chain limbs `0..=l` plus the special limbs) holds `x`,
+    /// `add` (chain limbs `0..=l`) holds `d`; writes
+    /// `round((x + P d) / (P q_l))` (exactly, with a centred conversion of
+    /// the remainder mod `P q_l`) to `out` (limbs `0..l`). `data`'s limbs
+    /// from `l` on are clobbered.
+    fn mod_down_rescale(
+        &self,
+        ctx: &RingContext,
+        basis: Basis,
+        tables: &ModDownRescale,
+        data: &mut [u64],
+        add: &[u64],
+        out: &mut [u64],
+    );
+}
+
+/// Constants for [`Backend::mod_down_rescale`] at one level `l >= 1`.
+#[derive(Debug, Clone)]
+pub struct ModDownRescale {
+    /// `[q_l, p_0, ..., p_{k-1}]` to `q_0 .. q_{l-1}`.
+    pub conv: BasisConverter,
+    /// `(P q_l)^-1 mod q_i` for `i < l`.
+    pub inv_p_last: Vec<u64>,
+    /// `q_l^-1 mod q_i` for `i < l`.
+    pub inv_last: Vec<u64>,
+    /// `P mod q_l`.
+    pub p_mod_last: u64,
 }
 
 /// A key polynomial's limbs split into its chain part and special part.
@@ -360,6 +388,66 @@ impl Backend for CpuBackend {
             ctx.ntt_of(basis, i).forward(&mut t);
             sub_mul_const_to(m, x, &t, last_inv[i], o);
         });
+    }
+
+    fn mod_down_rescale(
+        &self,
+        ctx: &RingContext,
+        basis: Basis,
+        tables: &ModDownRescale,
+        data: &mut [u64],
+        add: &[u64],
+        out: &mut [u64],
+    ) {
+        let n = ctx.n();
+        let last = basis.q - 1;
+        let (chain, special) = data.split_at_mut(basis.q * n);
+        let (kept, top) = chain.split_at_mut(last * n);
+        // The sources of the conversion: x + P d mod q_l, then the special
+        // limbs (P d vanishes there), all in coefficient form.
+        let m_last = ctx.modulus_of(basis, last);
+        let wide_last = m_last.value() >> 52 != 0;
+        let mut last_limb = Scratch::new(n);
+        dot_const(
+            m_last,
+            ctx.reducer_of(basis, last),
+            &[&*top, &add[last * n..(last + 1) * n]],
+            &[1, tables.p_mod_last],
+            &[m_last.reduce(1 << 30), m_last.mul(tables.p_mod_last, m_last.reduce(1 << 30))],
+            &[wide_last, wide_last],
+            &mut last_limb,
+        );
+        rayon::join(
+            || ctx.ntt_of(basis, last).inverse(&mut last_limb),
+            || special.par_chunks_mut(n).enumerate().for_each(|(j, limb)| ctx.ntt_of(basis, basis.q + j).inverse(limb)),
+        );
+        let mut scaled = Scratch::new((basis.p + 1) * n);
+        scaled.par_chunks_mut(n).enumerate().for_each(|(j, s)| {
+            let source = if j == 0 { &*last_limb } else { &special[(j - 1) * n..j * n] };
+            tables.conv.scale_source_limb(j, source, s);
+        });
+        let correction = tables.conv.centring_correction(&scaled, n);
+        let mut converted = Scratch::new(last * n);
+        tables.conv.convert_blocked(&scaled, n, Some(&correction), converted.chunks_mut(n).collect());
+        // out = (x - t) (P q_l)^-1 + d q_l^-1 (t: the remainder's residue).
+        out.par_chunks_mut(n).zip(converted.par_chunks_mut(n)).zip(kept.par_chunks(n)).enumerate().for_each(
+            |(i, ((o, t), x))| {
+                ctx.ntt_of(basis, i).forward(t);
+                let m = ctx.modulus_of(basis, i);
+                let (c, c_last) = (tables.inv_p_last[i], tables.inv_last[i]);
+                let hi = |w: u64| m.mul(w, m.reduce(1 << 30));
+                let wide = m.value() >> 52 != 0;
+                dot_const(
+                    m,
+                    ctx.reducer_of(basis, i),
+                    &[x, &*t, &add[i * n..(i + 1) * n]],
+                    &[c, m.neg(c), c_last],
+                    &[hi(c), hi(m.neg(c)), hi(c_last)],
+                    &[wide; 3],
+                    o,
+                );
+            },
+        );
     }
 }
 

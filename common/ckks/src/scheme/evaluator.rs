@@ -8,7 +8,7 @@
 //! [`Evaluator::rescale`] divides by the last prime.
 
 use super::keys::{GaloisKeys, RelinKey};
-use super::keyswitch::{apply_key, decompose, switch};
+use super::keyswitch::{apply_key, decompose, switch, switch_add_rescale};
 use super::plaintext::{Ciphertext, Encoding, Plaintext};
 use crate::error::CkksError;
 use crate::ring::{Basis, Coeff, Ntt, Poly};
@@ -392,9 +392,39 @@ impl Evaluator {
         self.relinearize(&self.mul(a, b)?, rlk)
     }
 
-    /// `rescale(relinearize(a * b))`.
+    /// `rescale(relinearize(a * b))`, with one rounding (see
+    /// [`relinearize_rescale`](Self::relinearize_rescale)).
     pub fn mul_relin_rescale(&self, a: &Ciphertext, b: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext, CkksError> {
-        self.rescale(&self.mul_relin(a, b, rlk)?)
+        self.relinearize_rescale(&self.mul(a, b)?, rlk)
+    }
+
+    /// `rescale(relinearize(ct))` for a degree-2 ciphertext (a degree-1 one
+    /// is only rescaled), with ModDown and the rescale fused into one
+    /// division by `P q_l`: fewer NTTs and one rounding instead of two.
+    pub fn relinearize_rescale(&self, ct: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext, CkksError> {
+        match ct.parts.len() {
+            2 => return self.rescale(ct),
+            3 => {}
+            d => return Err(CkksError::DegreeMismatch { op: "relinearize_rescale", degree: d - 1, expected: 2 }),
+        }
+        self.check_level("relinearize_rescale", ct)?;
+        if ct.level == 0 {
+            return Err(CkksError::NotEnoughLevels { op: "relinearize_rescale", level: 0, needed: 1 });
+        }
+        if rlk.0.digest != self.params.digest() {
+            return Err(CkksError::ParametersMismatch("relinearisation key"));
+        }
+        let Some(parts) = switch_add_rescale(&self.params, &ct.parts[2], &rlk.0, [&ct.parts[0], &ct.parts[1]]) else {
+            return self.rescale(&self.relinearize(ct, rlk)?);
+        };
+        let q_last = self.params.q()[ct.level] as f64;
+        Ok(Ciphertext {
+            parts: parts.into(),
+            level: ct.level - 1,
+            scale: ct.scale / q_last,
+            encoding: ct.encoding,
+            seed: None,
+        })
     }
 
     /// Divides by the last prime of the level (rounding): level - 1, scale

@@ -177,6 +177,6 @@ impl PackedAttention {
             }
         }
         let acc = acc.ok_or_else(|| invalid("attention", "no tokens"))?;
-        Ok(engine.eval.rescale(&engine.eval.relinearize(&acc, engine.rlk)?)?)
+        Ok(engine.eval.relinearize_rescale(&acc, engine.rlk)?)
     }
 }
