@@ -139,3 +139,52 @@ fn periodic_diagonals_are_encoded_from_one_period() {
     println!("periodic diagonals: {bits:.1} bits");
     assert!(bits > 20.0, "{bits:.1} bits");
 }
+
+/// Block-constant diagonals times a shared pattern (a linear layer's
+/// weights times the token mask) are the same map as their dense form:
+/// the same periods, the same plaintext application and, encrypted, the
+/// map within the usual precision.
+#[test]
+fn kronecker_diagonals_are_their_dense_form() {
+    use nexus_ckks::circuits::Diagonal;
+    use std::sync::Arc;
+    let params = Parameters::preset("INSECURE_N12_QP640_TEST").unwrap();
+    let n = params.max_slots();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mask: Arc<[f64]> = (0..16).map(|t| if t < 11 { 1.0 } else { 0.0 }).collect();
+    let halves: Arc<[f64]> = (0..8).map(|t| [0.5, -1.5][t % 2]).collect();
+    let mut random = |len: usize| -> Vec<f64> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+    let repeated = |v: Vec<f64>, times: usize| -> Vec<f64> { (0..times).flat_map(|_| v.clone()).collect() };
+    let cases: Vec<(usize, Diagonal)> = vec![
+        (0, Diagonal::Kronecker { values: random(n / 16), pattern: mask.clone() }),
+        (16, Diagonal::Kronecker { values: repeated(random(4), n / 64), pattern: mask.clone() }),
+        (48, Diagonal::Kronecker { values: vec![0.75; n / 8], pattern: halves.clone() }),
+        (n - 16, Diagonal::Kronecker { values: vec![-0.25; n / 16], pattern: mask.clone() }),
+        (5, Diagonal::Kronecker { values: random(n), pattern: Arc::from([1.0]) }),
+    ];
+    let dense: BTreeMap<usize, Vec<Complex64>> =
+        cases.iter().map(|(k, d)| (*k, (0..n).map(|j| d.at(j)).collect())).collect();
+    let t = LinearTransform::from_diagonal_values(n, cases.into_iter().collect()).unwrap();
+    let twin = LinearTransform::from_diagonals(n, dense).unwrap();
+    assert_eq!(t.periods(), twin.periods());
+    assert_eq!(t.periods()[&16], 64, "block values of period 4, blocks of 16");
+    assert_eq!(t.periods()[&48], 2, "equal blocks of an alternating pattern");
+    let z: Vec<Complex64> = (0..n).map(|i| Complex64::new((i as f64 * 0.3).cos(), (i as f64 * 0.9).sin())).collect();
+    assert_eq!(t.apply(&z), twin.apply(&z));
+    let bad = Diagonal::Kronecker { values: vec![1.0; n / 3], pattern: Arc::from([1.0, 1.0, 1.0]) };
+    assert!(LinearTransform::from_diagonal_values(n, BTreeMap::from([(0, bad)])).is_err(), "a block of 3 slots");
+
+    let (params, sk, pk, _, gks) = setup("INSECURE_N12_QP640_TEST", &t.rotations());
+    let enc = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let ct = Encryptor::new(&params)
+        .encrypt_pk(&enc.encode_complex(&z, params.max_level(), params.default_scale()).unwrap(), &pk)
+        .unwrap();
+    let decode = |c: &Ciphertext| enc.decode_complex(&Decryptor::new(&params).decrypt(c, &sk).unwrap()).unwrap();
+    let multiplier = Complex64::new(-0.5, 0.25);
+    let got = decode(&t.evaluate_complex_times_to_scale(&eval, &enc, &ct, &gks, multiplier, ct.scale()).unwrap());
+    let want: Vec<Complex64> = twin.apply(&z).iter().map(|v| v * multiplier).collect();
+    let bits = -got.iter().zip(&want).map(|(x, y)| (x - y).norm()).fold(0.0, f64::max).log2();
+    println!("kronecker diagonals: {bits:.1} bits");
+    assert!(bits > 20.0, "{bits:.1} bits");
+}

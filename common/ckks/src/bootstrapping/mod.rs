@@ -283,11 +283,7 @@ fn group(stages: Vec<LinearTransform>, levels: usize, factor: f64) -> Result<Vec
         if let Some(mut a) = acc {
             if factor != 1.0 {
                 let per_group = factor.powf(1.0 / levels as f64);
-                let mut diags = a.diagonals().clone();
-                for d in diags.values_mut() {
-                    d.iter_mut().for_each(|c| *c *= per_group);
-                }
-                a = LinearTransform::from_diagonals(a.slots(), diags)?;
+                a = a.scaled(per_group);
             }
             out.push(a);
         }

@@ -25,41 +25,141 @@ use crate::scheme::plaintext::Ciphertext;
 use crate::Parameters;
 use num_complex::Complex64;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The slot values of one diagonal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Diagonal {
+    /// Every slot given.
+    Dense(Vec<Complex64>),
+    /// Real, `values[j / b] * pattern[j % b]` with `b = pattern.len()` (a
+    /// power of two): a value per block of `b` slots times a pattern
+    /// shared by every block (a weight per hidden position times the token
+    /// mask). Held in `slots / b + b` numbers instead of `slots` complex
+    /// ones: a linear layer's thousand diagonals would otherwise take a
+    /// gigabyte, allocated and page-faulted at every layer.
+    Kronecker {
+        /// One value per block.
+        values: Vec<f64>,
+        /// The pattern within each block (shared between diagonals).
+        pattern: Arc<[f64]>,
+    },
+}
+
+impl Diagonal {
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        match self {
+            Diagonal::Dense(v) => v.len(),
+            Diagonal::Kronecker { values, pattern } => values.len() * pattern.len(),
+        }
+    }
+
+    /// Whether it has no slots.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn is_well_formed(&self) -> bool {
+        match self {
+            Diagonal::Dense(_) => true,
+            Diagonal::Kronecker { pattern, .. } => pattern.len().is_power_of_two(),
+        }
+    }
+
+    /// Slot `j`.
+    pub fn at(&self, j: usize) -> Complex64 {
+        match self {
+            Diagonal::Dense(v) => v[j],
+            Diagonal::Kronecker { values, pattern } => {
+                Complex64::new(values[j / pattern.len()] * pattern[j % pattern.len()], 0.0)
+            }
+        }
+    }
+
+    /// `out[j] = self[(j - shift) mod p] * multiplier` for `j < p` (`p` a
+    /// power of two dividing the length).
+    fn rotated_period(&self, shift: usize, p: usize, multiplier: Complex64) -> Vec<Complex64> {
+        let source = |j: usize| (j + p - shift % p) & (p - 1);
+        match self {
+            Diagonal::Dense(v) => (0..p).map(|j| v[source(j)] * multiplier).collect(),
+            Diagonal::Kronecker { values, pattern } => {
+                let (block_bits, mask) = (pattern.len().trailing_zeros(), pattern.len() - 1);
+                (0..p)
+                    .map(|j| {
+                        let i = source(j);
+                        multiplier * (values[i >> block_bits] * pattern[i & mask])
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every slot times `factor`.
+    fn scaled(&self, factor: f64) -> Self {
+        match self {
+            Diagonal::Dense(v) => Diagonal::Dense(v.iter().map(|c| c * factor).collect()),
+            Diagonal::Kronecker { values, pattern } => {
+                Diagonal::Kronecker { values: values.iter().map(|v| v * factor).collect(), pattern: pattern.clone() }
+            }
+        }
+    }
+
+    /// The shortest power-of-two period: exact equality, so an encoding
+    /// from one period is the vector's.
+    fn shortest_period(&self) -> usize {
+        let mut p = self.len();
+        let halves_equal = |p: usize| (0..p / 2).all(|j| self.at(j) == self.at(j + p / 2));
+        match self {
+            Diagonal::Dense(_) => {}
+            Diagonal::Kronecker { values, pattern } => {
+                // Down to a block, a period repeats the block values.
+                let b = pattern.len();
+                while p > b && values[..p / b / 2] == values[p / b / 2..p / b] {
+                    p /= 2;
+                }
+                if p > b {
+                    return p;
+                }
+            }
+        }
+        while p > 1 && halves_equal(p) {
+            p /= 2;
+        }
+        p
+    }
+}
 
 /// A slot-space linear map given by its non-zero diagonals.
 #[derive(Clone, Debug)]
 pub struct LinearTransform {
     slots: usize,
-    diagonals: BTreeMap<usize, Vec<Complex64>>,
+    diagonals: BTreeMap<usize, Diagonal>,
     /// The shortest period of each diagonal (a power of two).
     periods: BTreeMap<usize, usize>,
     baby: usize,
 }
 
-/// The shortest power-of-two period of `v` (`v.len()` a power of two):
-/// exact equality, so an encoding from one period is the vector's.
-fn shortest_period(v: &[Complex64]) -> usize {
-    let mut p = v.len();
-    while p > 1 && (0..p / 2).all(|j| v[j] == v[j + p / 2]) {
-        p /= 2;
-    }
-    p
-}
-
 impl LinearTransform {
     /// From diagonals (index `k` in `0..slots`, each of length `slots`).
     pub fn from_diagonals(slots: usize, diagonals: BTreeMap<usize, Vec<Complex64>>) -> Result<Self, CkksError> {
+        Self::from_diagonal_values(slots, diagonals.into_iter().map(|(k, d)| (k, Diagonal::Dense(d))).collect())
+    }
+
+    /// From diagonals in any [`Diagonal`] form.
+    pub fn from_diagonal_values(slots: usize, diagonals: BTreeMap<usize, Diagonal>) -> Result<Self, CkksError> {
         if !slots.is_power_of_two() {
             return Err(CkksError::InvalidInput(format!("slot count {slots} is not a power of two")));
         }
-        if let Some((k, d)) = diagonals.iter().find(|(k, d)| **k >= slots || d.len() != slots) {
+        if let Some((k, d)) = diagonals.iter().find(|(k, d)| **k >= slots || d.len() != slots || !d.is_well_formed()) {
             return Err(CkksError::InvalidInput(format!(
-                "diagonal {k} has length {} (slots {slots}) or index out of range",
+                "diagonal {k} has length {} (slots {slots}), an index out of range or a block pattern that is \
+                 not a power of two",
                 d.len()
             )));
         }
         let baby = Self::best_baby(slots, diagonals.keys().copied());
-        let periods = diagonals.iter().map(|(&k, d)| (k, shortest_period(d))).collect();
+        let periods = diagonals.iter().map(|(&k, d)| (k, d.shortest_period())).collect();
         Ok(Self { slots, diagonals, periods, baby })
     }
 
@@ -97,8 +197,14 @@ impl LinearTransform {
     }
 
     /// The diagonals.
-    pub fn diagonals(&self) -> &BTreeMap<usize, Vec<Complex64>> {
+    pub fn diagonals(&self) -> &BTreeMap<usize, Diagonal> {
         &self.diagonals
+    }
+
+    /// The map times `factor` (every diagonal scaled).
+    pub fn scaled(&self, factor: f64) -> Self {
+        let diagonals = self.diagonals.iter().map(|(&k, d)| (k, d.scaled(factor))).collect();
+        Self { slots: self.slots, diagonals, periods: self.periods.clone(), baby: self.baby }
     }
 
     /// The shortest period of each diagonal's slots (what its encoding
@@ -120,7 +226,7 @@ impl LinearTransform {
                 let k = (a + b) % n;
                 let entry = out.entry(k).or_insert_with(|| vec![Complex64::new(0.0, 0.0); n]);
                 for j in 0..n {
-                    entry[j] += da[j] * db[(j + a) % n];
+                    entry[j] += da.at(j) * db.at((j + a) % n);
                 }
             }
         }
@@ -134,7 +240,7 @@ impl LinearTransform {
         let mut out = vec![Complex64::new(0.0, 0.0); n];
         for (&k, d) in &self.diagonals {
             for j in 0..n {
-                out[j] += d[j] * z[(j + k) % n];
+                out[j] += d.at(j) * z[(j + k) % n];
             }
         }
         out
@@ -261,10 +367,9 @@ impl LinearTransform {
                 let mut inner: Option<Ciphertext> = None;
                 for &b in bs {
                     let k = g * self.baby + b;
-                    let (diag, p) = (&self.diagonals[&k], self.periods[&k] as i64);
+                    let (diag, p) = (&self.diagonals[&k], self.periods[&k]);
                     // One period of rot_{-shift}(diag) (p divides the slots).
-                    let period: Vec<Complex64> =
-                        (0..p).map(|j| diag[(j - shift).rem_euclid(p) as usize] * multiplier).collect();
+                    let period = diag.rotated_period(g * self.baby, p, multiplier);
                     let pt = encoder.encode_periodic_slots(&period, self.slots, level, pt_scale)?;
                     let term = eval.mul_plain(baby[&b], &pt)?;
                     match inner.as_mut() {

@@ -6,5 +6,5 @@
 pub mod linear;
 pub mod polynomial;
 
-pub use linear::LinearTransform;
+pub use linear::{Diagonal, LinearTransform};
 pub use polynomial::{Chebyshev, PolynomialEvaluator};

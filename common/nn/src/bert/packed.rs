@@ -27,9 +27,10 @@
 use crate::engine::Engine;
 use crate::error::{invalid, NnError};
 use crate::layout::RowLayout;
-use nexus_ckks::circuits::LinearTransform;
+use nexus_ckks::circuits::{Diagonal, LinearTransform};
 use nexus_ckks::{Ciphertext, Complex64, Parameters};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::weights::Linear;
 
@@ -340,7 +341,10 @@ impl PackedLinear {
                 ),
             ));
         }
-        let mut diagonals: Vec<Vec<BTreeMap<usize, Vec<Complex64>>>> =
+        // Each diagonal is a weight per block of `t` slots (one hidden
+        // position of one copy) times the token mask.
+        let mask: Arc<[f64]> = real.iter().map(|&r| if r { 1.0 } else { 0.0 }).collect();
+        let mut diagonals: Vec<Vec<BTreeMap<usize, Vec<f64>>>> =
             vec![vec![BTreeMap::new(); input.ciphertexts]; output.ciphertexts];
         // Zero weights keep their diagonal: the set of diagonals (and so the
         // rotation keys) depends on the layouts only, never on the weights.
@@ -348,18 +352,25 @@ impl PackedLinear {
             for (i, &(a, pi)) in input.positions.iter().enumerate() {
                 let w = linear.w[i * linear.d_out + o] * factor;
                 let (offset, copy) = Self::route(input, output, pi, po);
-                let diag = diagonals[b][a].entry(offset).or_insert_with(|| vec![Complex64::new(0.0, 0.0); slots]);
-                let first = copy * output.copy_period + po * t;
-                for tok in (0..t).filter(|&tok| real[tok]) {
-                    diag[first + tok].re += w;
-                }
+                let diag = diagonals[b][a].entry(offset).or_insert_with(|| vec![0.0; slots / t]);
+                // Copy periods are whole numbers of positions.
+                diag[(copy * output.copy_period) / t + po] += w;
             }
         }
         let transforms = diagonals
             .into_iter()
             .map(|row| {
                 row.into_iter()
-                    .map(|d| if d.is_empty() { Ok(None) } else { LinearTransform::from_diagonals(slots, d).map(Some) })
+                    .map(|d| {
+                        if d.is_empty() {
+                            return Ok(None);
+                        }
+                        let d = d
+                            .into_iter()
+                            .map(|(k, values)| (k, Diagonal::Kronecker { values, pattern: mask.clone() }))
+                            .collect();
+                        LinearTransform::from_diagonal_values(slots, d).map(Some)
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
