@@ -270,7 +270,7 @@ impl Parameters {
                         BasisConverter::new(&qm[start..end], &targets)
                     })
                     .collect();
-                (mod_up, active)
+                mod_up
             })
             .collect::<Vec<_>>();
         let mod_down = BasisConverter::new(&pm, &qm);
@@ -285,8 +285,8 @@ impl Parameters {
             (0..qm.len()).map(|l| qm[..l].iter().map(|qi| qi.inv(q[l] % qi.value()).unwrap_or(0)).collect()).collect();
         let levels = levels
             .into_iter()
-            .map(|(mod_up, active)| {
-                let l = active - 1;
+            .enumerate()
+            .map(|(l, mod_up)| {
                 let mod_down_rescale = (l > 0).then(|| {
                     let sources: Vec<Modulus> = std::iter::once(qm[l]).chain(pm.iter().copied()).collect();
                     let inv_last = rescale_inv[l].clone();

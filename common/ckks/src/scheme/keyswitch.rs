@@ -104,9 +104,10 @@ pub(crate) fn switch_add_rescale(
     d: [&Poly<Ntt>; 2],
 ) -> Option<[Poly<Ntt>; 2]> {
     let ring = params.ring();
+    // The tables first: without them nothing is computed twice.
+    let level = c.basis().q - 1;
+    let tables = params.inner().levels.get(level)?.mod_down_rescale.as_ref()?;
     let dec = decompose(params, c);
-    let level = dec.level;
-    let tables = params.inner().levels[level].mod_down_rescale.as_ref()?;
     let ext = Basis { q: level + 1, p: params.p().len() };
     let (k0, k1) = key_product(params, &dec.digits, level, key);
     drop(dec);
