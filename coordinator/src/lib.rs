@@ -18,7 +18,7 @@ pub mod consensus;
 mod keyreplication;
 pub mod keystore;
 pub mod limits;
-mod plan;
+pub mod plan;
 pub mod replicated;
 mod state;
 
@@ -37,7 +37,7 @@ use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
 use replicated::{Command, Outcome, Replicated};
 use state::{Local, WorkerEntry};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -675,7 +675,7 @@ impl Coordinator {
             }
             ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs, request } => {
                 self.authorize_on_leader(&tenant, &token).await?;
-                let chain = plan::chain(&model).map_err(|m| reply(ErrorCode::BadRequest, m))?;
+                let graph = plan::graph(&model).map_err(|m| reply(ErrorCode::BadRequest, m))?;
                 if inputs.is_empty() {
                     return Err(reply(ErrorCode::BadRequest, "a query needs at least one input ciphertext".into()));
                 }
@@ -706,7 +706,7 @@ impl Coordinator {
                     tenant,
                     key_set,
                     model,
-                    layers: chain.len() as u32,
+                    layers: graph.stages,
                     max_pending: self.config.max_queued.min(u32::MAX as usize) as u32,
                     max_held_per_tenant: self.config.limits.max_held_per_tenant,
                     admitted_ms: unix_ms(),
@@ -752,7 +752,7 @@ impl Coordinator {
                     if !q.done() {
                         return Err(reply(ErrorCode::BadRequest, format!("query {query} is not finished")));
                     }
-                    let outputs: Vec<Arc<Vec<u8>>> = q.inputs.iter().map(|p| p.current.clone()).collect();
+                    let outputs = q.outputs();
                     let refs = outputs.iter().map(|o| BlobRef::of(o)).collect();
                     Ok((ClientResponse::Result { query, outputs: refs }, outputs))
                 })
@@ -783,33 +783,61 @@ impl Coordinator {
         });
     }
 
-    /// Runs input `input`'s remaining layers from its checkpoint, recording
-    /// a checkpoint after each (outputs flow through the coordinator, each
-    /// task may run on a different worker). Stops when the query finishes,
-    /// fails, or this coordinator stops leading.
+    /// Runs input `input`'s unfinished tasks, every task whose inputs are
+    /// ready at once, recording a checkpoint after each (outputs flow
+    /// through the coordinator, each task may run on a different worker).
+    /// Stops when the query finishes, fails, or this coordinator stops
+    /// leading.
     async fn run_chain(&self, query: QueryId, input: u32) {
-        // The digest of the chain's current ciphertext: hashed once when
-        // the chain (re)starts, then the previous task's output reference,
-        // which recv_blob checked against the bytes as they arrived.
-        let mut known: Option<(u32, BlobRef)> = None;
+        // Digests of the values this loop received (recv_blob checked them
+        // against the bytes as they arrived); others are hashed once.
+        let mut known: HashMap<u32, Vec<BlobRef>> = HashMap::new();
+        let mut running: tokio::task::JoinSet<(u32, Result<Vec<Received>, Dispatch>)> = tokio::task::JoinSet::new();
+        let mut in_flight: HashSet<u32> = HashSet::new();
         loop {
             let next = self.replica.read(|s| {
                 let q = s.queries.get(&query).filter(|q| q.failed.is_none())?;
-                let p = q.inputs.get(input as usize).filter(|p| p.layers_done < q.layers)?;
-                Some((q.key_set, q.model.clone(), q.inputs.len() as u32, p.layers_done, p.current.clone()))
+                let p = q.inputs.get(input as usize)?;
+                Some((q.key_set, q.model.clone(), q.inputs.len() as u32, p.finished.clone(), p.values.clone()))
             });
-            let Some((key_set, model, inputs, layer, current)) = next else { return };
-            let Ok(chain) = plan::chain(&model) else { return };
-            let Some(kind) = chain.get(layer as usize).cloned() else { return };
-            let task = TaskId { query, index: layer * inputs + input };
-            let current_ref = match known {
-                Some((at, r)) if at == layer && r.len == current.len() as u64 => r,
-                _ => BlobRef::of(&current),
-            };
-            match self.dispatch(task, key_set, &model, kind, (current_ref, current)).await {
-                Ok((output_ref, output)) => {
-                    known = Some((layer + 1, output_ref));
-                    let command = Command::Checkpoint { query, input, layer: layer + 1, output };
+            let Some((key_set, model, inputs, finished, values)) = next else { break };
+            let Ok(graph) = plan::graph(&model) else { break };
+            if finished.contains(&graph.last()) {
+                break;
+            }
+            for node in graph.ready(&finished) {
+                if in_flight.contains(&node) {
+                    continue;
+                }
+                let spec = &graph.nodes[node as usize];
+                let mut task_inputs = Vec::new();
+                for source in &spec.sources {
+                    let Some(blobs) = values.get(&source.key()) else { continue };
+                    let refs = known.remove(&source.key()).filter(|r| r.len() == blobs.0.len());
+                    let refs = refs.unwrap_or_else(|| blobs.0.iter().map(|b| BlobRef::of(b)).collect());
+                    task_inputs.extend(refs.iter().copied().zip(blobs.0.iter().cloned()));
+                    known.insert(source.key(), refs);
+                }
+                let task = TaskId { query, index: node * inputs + input };
+                let (me, model, kind) = (self.clone(), model.clone(), spec.kind.clone());
+                in_flight.insert(node);
+                running.spawn(async move { (node, me.dispatch(task, key_set, &model, kind, task_inputs).await) });
+            }
+            let Some(joined) = running.join_next().await else { break };
+            let Ok((node, result)) = joined else { break };
+            in_flight.remove(&node);
+            match result {
+                Ok(outputs) => {
+                    let kind = &graph.nodes[node as usize].kind;
+                    if outputs.is_empty()
+                        && !matches!(kind, TaskKind::EncoderStep { step: EncoderStep::FeedForwardIn { .. }, .. })
+                    {
+                        self.fail(query, format!("task {node} ({}) returned no output", kind_label(kind))).await;
+                        break;
+                    }
+                    known.insert(plan::Source::Task(node).key(), outputs.iter().map(|(r, _)| *r).collect());
+                    let outputs = outputs.into_iter().map(|(_, b)| serde_bytes::ByteBuf::from(b)).collect();
+                    let command = Command::Checkpoint { query, input, task: node, outputs };
                     match self.propose(&command).await {
                         Ok(Outcome::Checkpointed { completed, .. }) => {
                             self.local.lock().await.stats.tasks_done += 1;
@@ -823,20 +851,27 @@ impl Coordinator {
                             }
                             self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
                         }
-                        _ => return,
+                        _ => break,
                     }
                 }
-                Err(Dispatch::Abandoned) => return,
+                Err(Dispatch::Abandoned) => break,
                 Err(Dispatch::Failed(failure)) => {
-                    let reason = format!("task {} (layer {layer}) failed: {failure}", task.index);
-                    warn!(%query, %reason, "query failed");
-                    if self.propose(&Command::Fail { query, reason }).await.is_ok() {
-                        self.metrics.queries_failed.inc();
-                        self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
-                    }
-                    return;
+                    let kind = kind_label(&graph.nodes[node as usize].kind);
+                    self.fail(query, format!("task {node} ({kind}) failed: {failure}")).await;
+                    break;
                 }
             }
+        }
+        // A failed, released or abandoned query's other tasks stop here.
+        running.abort_all();
+    }
+
+    /// Records that `query` cannot finish.
+    async fn fail(&self, query: QueryId, reason: String) {
+        warn!(%query, %reason, "query failed");
+        if self.propose(&Command::Fail { query, reason }).await.is_ok() {
+            self.metrics.queries_failed.inc();
+            self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
         }
     }
 
@@ -850,8 +885,8 @@ impl Coordinator {
         key_set: KeySetId,
         model: &str,
         kind: TaskKind,
-        input: (BlobRef, Arc<Vec<u8>>),
-    ) -> Result<(BlobRef, Vec<u8>), Dispatch> {
+        inputs: Vec<Sent>,
+    ) -> Result<Vec<Received>, Dispatch> {
         let label = kind_label(&kind);
         let timer = self.metrics.task_seconds.with_label_values(&[label]).start_timer();
         let (mut failed, mut lost) = (0u32, 0u32);
@@ -860,7 +895,7 @@ impl Coordinator {
                 return Err(Dispatch::Failed(format!("no worker registered for {} s", WORKER_WAIT.as_secs())));
             };
             debug!(query = %task.query, task = task.index, worker = worker.0, kind = label, "task dispatched");
-            let failure = match self.run_on(&conn, task, key_set, model, (kind.clone(), input.clone())).await {
+            let failure = match self.run_on(&conn, task, key_set, model, (kind.clone(), &inputs)).await {
                 Ok(output) => {
                     self.local.lock().await.release(worker, Some(key_set));
                     timer.observe_duration();
@@ -918,9 +953,16 @@ impl Coordinator {
         }
     }
 
+    /// The worker for a task of `key_set`: one with a free task slot
+    /// before a full one (a task graph's parallel tasks spread out rather
+    /// than queue on one worker), then one holding the key set (it crosses
+    /// the network once per worker), then the least loaded.
     async fn pick_worker(&self, key_set: KeySetId) -> Option<(WorkerId, quinn::Connection)> {
         let mut local = self.local.lock().await;
-        let best = local.workers.iter_mut().min_by_key(|w| (!w.cached.contains(&key_set), w.running))?;
+        let best = local.workers.iter_mut().min_by_key(|w| {
+            let full = w.running >= w.capabilities.threads.max(1);
+            (full, !w.cached.contains(&key_set), w.running)
+        })?;
         best.running += 1;
         Some((best.id, best.conn.clone()))
     }
@@ -931,8 +973,8 @@ impl Coordinator {
         task: TaskId,
         key_set: KeySetId,
         model: &str,
-        (kind, (input_ref, input)): (TaskKind, (BlobRef, Arc<Vec<u8>>)),
-    ) -> Result<(BlobRef, Vec<u8>), Failure> {
+        (kind, inputs): (TaskKind, &[Sent]),
+    ) -> Result<Vec<Received>, Failure> {
         let lost = |e: String| Failure::Lost(e);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
         let assign = CoordinatorMessage::Assign(TaskAssignment {
@@ -940,21 +982,25 @@ impl Coordinator {
             model: model.to_string(),
             key_set,
             kind,
-            inputs: vec![input_ref],
+            inputs: inputs.iter().map(|(r, _)| *r).collect(),
         });
         send_message(&mut send, "assign", &assign, DEFAULT_MAX_FRAME).await.map_err(|e| lost(e.to_string()))?;
-        send_blob_owned(&mut send, shared_bytes(input)).await.map_err(|e| lost(e.to_string()))?;
+        for (_, bytes) in inputs {
+            send_blob_owned(&mut send, shared_bytes(bytes.clone())).await.map_err(|e| lost(e.to_string()))?;
+        }
         send.finish().map_err(|e| lost(e.to_string()))?;
         match recv_message::<_, WorkerMessage>(&mut recv, "task result", DEFAULT_MAX_FRAME)
             .await
             .map_err(|e| lost(e.to_string()))?
         {
             WorkerMessage::TaskResult { task: got, outcome: TaskOutcome::Done { outputs, .. } } if got == task => {
-                let first = outputs
-                    .first()
-                    .ok_or_else(|| Failure::Reported { reason: "task returned no output".into(), retryable: false })?;
-                let bytes = recv_blob(&mut recv, first, self.config.max_blob).await.map_err(|e| lost(e.to_string()))?;
-                Ok((*first, bytes))
+                let mut received = Vec::with_capacity(outputs.len());
+                for blob in outputs {
+                    let bytes =
+                        recv_blob(&mut recv, &blob, self.config.max_blob).await.map_err(|e| lost(e.to_string()))?;
+                    received.push((blob, bytes));
+                }
+                Ok(received)
             }
             WorkerMessage::TaskResult { outcome: TaskOutcome::Failed { reason, retryable }, .. } => {
                 Err(Failure::Reported { reason, retryable })
@@ -963,6 +1009,12 @@ impl Coordinator {
         }
     }
 }
+
+/// A task's input: its digest and the shared bytes.
+type Sent = (BlobRef, Arc<Vec<u8>>);
+
+/// A task's output as received (checked against its digest).
+type Received = (BlobRef, Vec<u8>);
 
 /// Connection losses tolerated per task.
 const MAX_LOST: u32 = 8;
@@ -1005,6 +1057,15 @@ fn kind_label(kind: &TaskKind) -> &'static str {
         TaskKind::MeanPool => "mean_pool",
         TaskKind::Bootstrap => "bootstrap",
         TaskKind::ArgmaxRound { .. } => "argmax_round",
+        TaskKind::EncoderStep { step, .. } => match step {
+            EncoderStep::Input => "bootstrap",
+            EncoderStep::Query | EncoderStep::Key | EncoderStep::Value => "projection",
+            EncoderStep::Attention => "attention",
+            EncoderStep::AttentionOutput => "attention_output",
+            EncoderStep::FeedForwardIn { .. } => "matmul_tile",
+            EncoderStep::Gelu => "gelu",
+            EncoderStep::FeedForwardOut => "feed_forward_out",
+        },
     }
 }
 

@@ -1,49 +1,215 @@
-//! Model plans: which chain of tasks each input ciphertext becomes. Layer
+//! Model plans: the graph of tasks each input ciphertext becomes. Layer
 //! indices must match the workers' model definitions (`nexus-nn`).
 
-use nexus_proto::messages::{ElementwiseOp, TaskKind};
+use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
 use nexus_proto::models::BertModelId;
 
-/// The chain of tasks every input ciphertext of `model` goes through.
-pub fn chain(model: &str) -> Result<Vec<TaskKind>, String> {
-    // A BERT-family encoder (nexus_nn::ServedBert on the workers): every
-    // layer, then the mean pooling.
-    if let Some(bert) = BertModelId::parse(model)? {
-        let layers = (0..bert.layers as u32).map(|layer| TaskKind::EncoderLayer { layer });
-        return Ok(layers.chain([TaskKind::MeanPool]).collect());
+/// Tiles the product into a BERT layer's feed-forward layout is cut into
+/// (MiniLM's wide layout is two or three ciphertexts; a tile with none is
+/// an empty task).
+pub const FEED_FORWARD_TILES: u32 = 2;
+
+/// Where a task's input ciphertexts come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    /// The query's input ciphertext.
+    Input,
+    /// Every output of task `n`, in order.
+    Task(u32),
+}
+
+impl Source {
+    /// The key a value is held under in the replicated state: 0 for the
+    /// input, `n + 1` for task `n`'s outputs.
+    pub fn key(self) -> u32 {
+        match self {
+            Source::Input => 0,
+            Source::Task(n) => n + 1,
+        }
     }
-    match model {
+}
+
+/// One task of the graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// What it computes.
+    pub kind: TaskKind,
+    /// Its inputs, concatenated in this order.
+    pub sources: Vec<Source>,
+    /// The stage (layer) it belongs to, for progress.
+    pub stage: u32,
+}
+
+/// The tasks of one input ciphertext, in an order where every task comes
+/// after the tasks it reads; the last one's outputs are the result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Graph {
+    /// Tasks.
+    pub nodes: Vec<Node>,
+    /// Stages (the layers of progress reports).
+    pub stages: u32,
+}
+
+impl Graph {
+    /// A chain: each task reads the one before it, one stage each.
+    fn chain(kinds: Vec<TaskKind>) -> Self {
+        let nodes: Vec<Node> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let i = i as u32;
+                let source = if i == 0 { Source::Input } else { Source::Task(i - 1) };
+                Node { kind, sources: vec![source], stage: i }
+            })
+            .collect();
+        let stages = nodes.len() as u32;
+        Self { nodes, stages }
+    }
+
+    /// Index of the task whose outputs are the result.
+    pub fn last(&self) -> u32 {
+        self.nodes.len().saturating_sub(1) as u32
+    }
+
+    /// Tasks not in `finished` whose sources all are.
+    pub fn ready(&self, finished: &std::collections::BTreeSet<u32>) -> Vec<u32> {
+        (0..self.nodes.len() as u32)
+            .filter(|n| !finished.contains(n))
+            .filter(|&n| {
+                self.nodes[n as usize].sources.iter().all(|s| match s {
+                    Source::Input => true,
+                    Source::Task(t) => finished.contains(t),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether every task reading `source` is in `finished` (its value is
+    /// no longer needed, unless it is the result).
+    pub fn consumed(&self, source: Source, finished: &std::collections::BTreeSet<u32>) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.sources.contains(&source))
+            .all(|(i, _)| finished.contains(&(i as u32)))
+    }
+
+    /// Leading stages whose tasks are all in `finished`.
+    pub fn stages_done(&self, finished: &std::collections::BTreeSet<u32>) -> u32 {
+        let mut first_open = self.stages;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !finished.contains(&(i as u32)) {
+                first_open = first_open.min(node.stage);
+            }
+        }
+        first_open
+    }
+}
+
+/// The graph every input ciphertext of `model` goes through.
+pub fn graph(model: &str) -> Result<Graph, String> {
+    // A BERT-family encoder (nexus_nn::ServedBert on the workers): every
+    // layer as its steps, then the mean pooling.
+    if let Some(bert) = BertModelId::parse(model)? {
+        return Ok(bert_graph(bert.layers as u32));
+    }
+    let kinds = match model {
         // One operator on every input ciphertext (nexus_nn::OperatorModel).
-        "gelu" => Ok(vec![TaskKind::Elementwise { layer: 0, op: ElementwiseOp::Gelu }]),
-        "layernorm" => Ok(vec![TaskKind::Elementwise { layer: 0, op: ElementwiseOp::LayerNorm }]),
-        "softmax" => Ok(vec![TaskKind::Elementwise { layer: 0, op: ElementwiseOp::Softmax }]),
+        "gelu" => vec![TaskKind::Elementwise { layer: 0, op: ElementwiseOp::Gelu }],
+        "layernorm" => vec![TaskKind::Elementwise { layer: 0, op: ElementwiseOp::LayerNorm }],
+        "softmax" => vec![TaskKind::Elementwise { layer: 0, op: ElementwiseOp::Softmax }],
         // nexus_nn::DemoMlp: product, GELU, product.
-        "mlp-demo" => Ok(vec![
+        "mlp-demo" => vec![
             TaskKind::MatMulDiagonal { layer: 0 },
             TaskKind::Elementwise { layer: 1, op: ElementwiseOp::Gelu },
             TaskKind::MatMulDiagonal { layer: 2 },
-        ]),
-        other => Err(format!("unknown model {other:?}; this coordinator serves: gelu, layernorm, softmax, mlp-demo, bert:NAME:LAYERS:TOKENS:BLOCK")),
+        ],
+        other => return Err(format!("unknown model {other:?}; this coordinator serves: gelu, layernorm, softmax, mlp-demo, bert:NAME:LAYERS:TOKENS:BLOCK")),
+    };
+    Ok(Graph::chain(kinds))
+}
+
+/// Each layer's steps (`EncoderStep`) wired as `nexus_nn`'s
+/// `run_layer` composes them, then the pooling.
+fn bert_graph(layers: u32) -> Graph {
+    let mut nodes: Vec<Node> = Vec::new();
+    let add = |nodes: &mut Vec<Node>, kind: TaskKind, sources: Vec<Source>, stage: u32| -> Source {
+        nodes.push(Node { kind, sources, stage });
+        Source::Task(nodes.len() as u32 - 1)
+    };
+    let mut x = Source::Input;
+    for layer in 0..layers {
+        let step = |step| TaskKind::EncoderStep { layer, step };
+        let input = add(&mut nodes, step(EncoderStep::Input), vec![x], layer);
+        let q = add(&mut nodes, step(EncoderStep::Query), vec![input], layer);
+        let k = add(&mut nodes, step(EncoderStep::Key), vec![input], layer);
+        let v = add(&mut nodes, step(EncoderStep::Value), vec![input], layer);
+        let context = add(&mut nodes, step(EncoderStep::Attention), vec![q, k, v], layer);
+        let x1 = add(&mut nodes, step(EncoderStep::AttentionOutput), vec![context, input], layer);
+        let tiles: Vec<Source> = (0..FEED_FORWARD_TILES)
+            .map(|tile| {
+                let kind = step(EncoderStep::FeedForwardIn { tile, tiles: FEED_FORWARD_TILES });
+                add(&mut nodes, kind, vec![x1], layer)
+            })
+            .collect();
+        let activated = add(&mut nodes, step(EncoderStep::Gelu), tiles, layer);
+        x = add(&mut nodes, step(EncoderStep::FeedForwardOut), vec![activated, x1], layer);
     }
+    add(&mut nodes, TaskKind::MeanPool, vec![x], layers);
+    Graph { nodes, stages: layers + 1 }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
-    fn a_bert_model_runs_every_layer_then_pools_and_bad_ids_are_refused() {
-        let tasks = chain("bert:minilm:3:9:16").unwrap();
-        assert_eq!(
-            tasks,
-            vec![
-                TaskKind::EncoderLayer { layer: 0 },
-                TaskKind::EncoderLayer { layer: 1 },
-                TaskKind::EncoderLayer { layer: 2 },
-                TaskKind::MeanPool
-            ]
-        );
-        assert!(chain("bert:minilm:3:9").unwrap_err().contains("NAME:LAYERS:TOKENS:BLOCK"));
-        assert!(chain("bart").unwrap_err().contains("unknown model"));
+    fn a_bert_model_runs_every_layer_as_a_graph_then_pools_and_bad_ids_are_refused() {
+        let g = graph("bert:minilm:3:9:16").unwrap();
+        assert_eq!(g.stages, 4);
+        // Ten steps per layer (two tiles), then the pooling.
+        assert_eq!(g.nodes.len(), 3 * 10 + 1);
+        assert_eq!(g.nodes[g.last() as usize].kind, TaskKind::MeanPool);
+        // Every task reads only earlier tasks.
+        for (i, node) in g.nodes.iter().enumerate() {
+            for s in &node.sources {
+                if let Source::Task(t) = s {
+                    assert!((*t as usize) < i, "task {i} reads task {t}");
+                }
+            }
+        }
+        // At first only the input's refresh is ready; after it, the three
+        // projections side by side; the attention waits for all three.
+        let mut finished = BTreeSet::new();
+        assert_eq!(g.ready(&finished), vec![0]);
+        finished.insert(0);
+        assert_eq!(g.ready(&finished), vec![1, 2, 3]);
+        finished.extend([1, 2]);
+        assert_eq!(g.ready(&finished), vec![3]);
+        finished.insert(3);
+        assert_eq!(g.ready(&finished), vec![4]);
+        // The refreshed input is still needed by the residual (task 5).
+        assert!(!g.consumed(Source::Task(0), &finished));
+        assert!(g.consumed(Source::Input, &finished));
+        finished.extend([4, 5]);
+        assert!(g.consumed(Source::Task(0), &finished));
+        assert_eq!(g.ready(&finished), vec![6, 7], "both tiles of the product at once");
+        assert_eq!(g.stages_done(&finished), 0);
+        finished.extend(6..10);
+        assert_eq!(g.stages_done(&finished), 1);
+        assert_eq!(g.nodes[10].sources, vec![Source::Task(9)], "layer 2 reads layer 1's output");
+
+        assert!(graph("bert:minilm:3:9").unwrap_err().contains("NAME:LAYERS:TOKENS:BLOCK"));
+        assert!(graph("bart").unwrap_err().contains("unknown model"));
+    }
+
+    #[test]
+    fn operator_models_are_chains() {
+        let g = graph("mlp-demo").unwrap();
+        assert_eq!(g.stages, 3);
+        assert_eq!(g.nodes[0].sources, vec![Source::Input]);
+        assert_eq!(g.nodes[2].sources, vec![Source::Task(1)]);
+        assert_eq!(g.ready(&BTreeSet::from([0])), vec![1]);
     }
 }

@@ -1,8 +1,9 @@
 //! The coordinators' replicated state: key sets, admitted queries with their
-//! inputs, and each input's checkpoint (the ciphertext after its last
-//! finished layer). Every change is a [`Command`] in the raft log, applied
-//! in log order on every coordinator, so a new leader (or a restarted
-//! cluster) resumes every query from its last checkpoint.
+//! inputs, and each input's checkpoints (which tasks of its graph,
+//! [`crate::plan`], finished, and the ciphertexts still needed). Every
+//! change is a [`Command`] in the raft log, applied in log order on every
+//! coordinator, so a new leader (or a restarted cluster) resumes every
+//! query from its finished tasks.
 //!
 //! Commands and snapshots are MessagePack behind a version byte. Applying
 //! is deterministic and total: a command that does not decode or does not
@@ -10,18 +11,21 @@
 
 use nexus_proto::ids::{KeySetId, QueryId, TenantId};
 use nexus_proto::messages::{ErrorCode, QueryState, QueryStatus};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::consensus::StateMachine;
+use crate::plan::{self, Source};
 
 // 2: BLAKE3 blob digests and key-set ids (protocol version 2).
 // 3: key-set bytes out of the log (`crate::keystore`): the log names a key
 // set by digest and length. Logs and snapshots of an older version are
 // refused with the version named.
-const COMMAND_VERSION: u8 = 3;
-const SNAPSHOT_VERSION: u8 = 3;
+// 4: queries run as task graphs: a checkpoint names a task of the graph
+// and carries all its outputs.
+const COMMAND_VERSION: u8 = 4;
+const SNAPSHOT_VERSION: u8 = 4;
 
 /// SHA-256 of a tenant's token: the log and snapshots never hold tokens.
 pub type TokenHash = [u8; 32];
@@ -67,7 +71,7 @@ pub enum Command {
         key_set: KeySetId,
         /// Model name.
         model: String,
-        /// Layers in its plan.
+        /// Stages (layers) of its plan, as the leader planned it.
         layers: u32,
         /// Refuse if this many queries are pending (the admission bound).
         max_pending: u32,
@@ -82,18 +86,16 @@ pub enum Command {
         /// Input ciphertexts.
         inputs: Vec<serde_bytes::ByteBuf>,
     },
-    /// Input `input` of `query` finished layer `layer - 1`: its ciphertext
-    /// is now `output`.
+    /// Task `task` of input `input`'s graph finished with `outputs`.
     Checkpoint {
         /// The query.
         query: QueryId,
         /// Which input.
         input: u32,
-        /// Layers done after this one.
-        layer: u32,
-        /// The layer's output.
-        #[serde(with = "serde_bytes")]
-        output: Vec<u8>,
+        /// Which task of the graph.
+        task: u32,
+        /// Its output ciphertexts.
+        outputs: Vec<serde_bytes::ByteBuf>,
     },
     /// The tenant is done with a query (its result fetched, or it gave up
     /// on it): the query and its ciphertexts leave the state; a running
@@ -167,19 +169,6 @@ pub enum Outcome {
     Rejected(ErrorCode, String),
 }
 
-mod arc_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::sync::Arc;
-
-    pub fn serialize<S: Serializer>(v: &Arc<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        serde_bytes::serialize(v.as_slice(), s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Vec<u8>>, D::Error> {
-        Ok(Arc::new(serde_bytes::ByteBuf::deserialize(d)?.into_vec()))
-    }
-}
-
 /// A key set and the tenants that registered it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KeySetEntry {
@@ -191,14 +180,33 @@ pub struct KeySetEntry {
     pub len: u64,
 }
 
-/// One input's progress through the plan.
-#[derive(Debug, Serialize, Deserialize)]
+/// Ciphertexts shared without copies (the state and the tasks reading
+/// them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blobs(pub Vec<Arc<Vec<u8>>>);
+
+impl Serialize for Blobs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|b| serde_bytes::Bytes::new(b)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blobs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bufs = Vec::<serde_bytes::ByteBuf>::deserialize(d)?;
+        Ok(Blobs(bufs.into_iter().map(|b| Arc::new(b.into_vec())).collect()))
+    }
+}
+
+/// One input's progress through its task graph.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Progress {
-    /// Layers finished.
-    pub layers_done: u32,
-    /// The input after those layers (the output once all are done).
-    #[serde(with = "arc_bytes")]
-    pub current: Arc<Vec<u8>>,
+    /// Tasks finished.
+    pub finished: BTreeSet<u32>,
+    /// Ciphertexts still needed, by [`Source::key`]: the input and each
+    /// finished task's outputs until every task reading them has finished;
+    /// the last task's outputs (the result) stay.
+    pub values: BTreeMap<u32, Blobs>,
 }
 
 /// An admitted query.
@@ -210,8 +218,10 @@ pub struct Query {
     pub key_set: KeySetId,
     /// Model name.
     pub model: String,
-    /// Layers in the plan.
+    /// Stages (layers) of the plan.
     pub layers: u32,
+    /// Tasks in each input's graph.
+    pub tasks: u32,
     /// Admission order.
     pub seq: u64,
     /// Admission time, ms since the Unix epoch (leader's clock).
@@ -223,9 +233,19 @@ pub struct Query {
 }
 
 impl Query {
-    /// Every input went through every layer.
+    /// Every input's last task finished.
     pub fn done(&self) -> bool {
-        self.inputs.iter().all(|p| p.layers_done == self.layers)
+        self.inputs.iter().all(|p| self.input_done(p))
+    }
+
+    fn input_done(&self, p: &Progress) -> bool {
+        self.tasks > 0 && p.finished.contains(&(self.tasks - 1))
+    }
+
+    /// The result: every input's last task's outputs, in input order.
+    pub fn outputs(&self) -> Vec<Arc<Vec<u8>>> {
+        let last = Source::Task(self.tasks.saturating_sub(1)).key();
+        self.inputs.iter().filter_map(|p| p.values.get(&last)).flat_map(|b| b.0.iter().cloned()).collect()
     }
 
     /// Done or failed.
@@ -235,7 +255,12 @@ impl Query {
 
     /// Progress as the client sees it.
     pub fn status(&self, query: QueryId, position: u32) -> QueryStatus {
-        let tasks_done: u32 = self.inputs.iter().map(|p| p.layers_done).sum();
+        let tasks_done: u32 = self.inputs.iter().map(|p| p.finished.len() as u32).sum();
+        // The graph of an admitted query always plans (it did at admission).
+        let layers_done = match plan::graph(&self.model) {
+            Ok(g) => self.inputs.iter().map(|p| g.stages_done(&p.finished)).min().unwrap_or(0),
+            Err(_) => 0,
+        };
         let state = match (&self.failed, self.done()) {
             (Some(reason), _) => QueryState::Failed { reason: reason.clone() },
             (None, true) => QueryState::Done,
@@ -245,10 +270,10 @@ impl Query {
         QueryStatus {
             query,
             state,
-            layers_done: self.inputs.iter().map(|p| p.layers_done).min().unwrap_or(0),
+            layers_done,
             layers_total: self.layers,
             tasks_done,
-            tasks_total: self.layers * self.inputs.len() as u32,
+            tasks_total: self.tasks * self.inputs.len() as u32,
         }
     }
 }
@@ -302,7 +327,7 @@ impl Replicated {
         qs.sort_by_key(|(_, q)| q.seq);
         qs.into_iter()
             .flat_map(|(id, q)| {
-                q.inputs.iter().enumerate().filter(|(_, p)| p.layers_done < q.layers).map(move |(i, _)| (*id, i as u32))
+                q.inputs.iter().enumerate().filter(|(_, p)| !q.input_done(p)).map(move |(i, _)| (*id, i as u32))
             })
             .collect()
     }
@@ -347,6 +372,16 @@ impl Replicated {
                 if inputs.is_empty() || layers == 0 {
                     return Outcome::Rejected(ErrorCode::BadRequest, "a query needs inputs and layers".into());
                 }
+                let graph = match plan::graph(&model) {
+                    Ok(g) if g.stages == layers && !g.nodes.is_empty() => g,
+                    Ok(g) => {
+                        return Outcome::Rejected(
+                            ErrorCode::Internal,
+                            format!("model {model:?} plans {} stages here, {layers} on the leader", g.stages),
+                        )
+                    }
+                    Err(reason) => return Outcome::Rejected(ErrorCode::BadRequest, reason),
+                };
                 if self.queries.contains_key(&query) {
                     return Outcome::Rejected(ErrorCode::Internal, format!("query id {query} collides; resubmit"));
                 }
@@ -366,16 +401,32 @@ impl Replicated {
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let inputs =
-                    inputs.into_iter().map(|b| Progress { layers_done: 0, current: Arc::new(b.into_vec()) }).collect();
+                let inputs = inputs
+                    .into_iter()
+                    .map(|b| Progress {
+                        finished: BTreeSet::new(),
+                        values: BTreeMap::from([(Source::Input.key(), Blobs(vec![Arc::new(b.into_vec())]))]),
+                    })
+                    .collect();
+                let tasks = graph.nodes.len() as u32;
                 self.queries.insert(
                     query,
-                    Query { tenant: tenant.clone(), key_set, model, layers, seq, admitted_ms, inputs, failed: None },
+                    Query {
+                        tenant: tenant.clone(),
+                        key_set,
+                        model,
+                        layers,
+                        tasks,
+                        seq,
+                        admitted_ms,
+                        inputs,
+                        failed: None,
+                    },
                 );
                 self.requests.entry(tenant).or_default().insert(request, query);
                 Outcome::Admitted { query, position: pending as u32, replayed: false }
             }
-            Command::Checkpoint { query, input, layer, output } => {
+            Command::Checkpoint { query, input, task, outputs } => {
                 let Some(q) = self.queries.get_mut(&query) else {
                     return Outcome::Rejected(ErrorCode::NotFound, format!("no query {query}"));
                 };
@@ -383,16 +434,38 @@ impl Replicated {
                 if q.failed.is_some() {
                     return STALE;
                 }
+                let graph = match plan::graph(&q.model) {
+                    Ok(g) => g,
+                    Err(reason) => return Outcome::Rejected(ErrorCode::Internal, reason),
+                };
                 let Some(p) = q.inputs.get_mut(input as usize) else {
                     return Outcome::Rejected(ErrorCode::BadRequest, format!("query {query} has no input {input}"));
                 };
-                // Only the next layer advances: a late duplicate (a task run
-                // twice across a failover) changes nothing.
-                if layer != p.layers_done + 1 || layer > q.layers {
+                let Some(node) = graph.nodes.get(task as usize) else {
+                    return Outcome::Rejected(ErrorCode::BadRequest, format!("query {query} has no task {task}"));
+                };
+                // A late duplicate (a task run twice across a failover)
+                // changes nothing.
+                if p.finished.contains(&task) {
                     return STALE;
                 }
-                p.layers_done = layer;
-                p.current = Arc::new(output);
+                let read = |s: &Source| matches!(s, Source::Task(t) if !p.finished.contains(t));
+                if node.sources.iter().any(read) {
+                    return Outcome::Rejected(
+                        ErrorCode::BadRequest,
+                        format!("task {task} of query {query} finished before the tasks it reads"),
+                    );
+                }
+                p.finished.insert(task);
+                let outputs = outputs.into_iter().map(|b| Arc::new(b.into_vec())).collect();
+                p.values.insert(Source::Task(task).key(), Blobs(outputs));
+                // Values every reader has now read leave the state.
+                let result = Source::Task(graph.last()).key();
+                for source in &node.sources {
+                    if source.key() != result && graph.consumed(*source, &p.finished) {
+                        p.values.remove(&source.key());
+                    }
+                }
                 Outcome::Checkpointed { advanced: true, completed: q.done() }
             }
             Command::Release { tenant, query } => {
@@ -466,8 +539,8 @@ mod tests {
             request,
             tenant: tenant.clone(),
             key_set,
-            model: "gelu".into(),
-            layers: 2,
+            model: "mlp-demo".into(),
+            layers: 3,
             max_pending: 2,
             max_held_per_tenant: 0,
             admitted_ms: 0,
@@ -491,27 +564,56 @@ mod tests {
         assert_eq!(apply(&mut s, admit(1, 11, &a, ks)), admitted(10, 0, true));
         assert_eq!(apply(&mut s, admit(2, 12, &a, ks)), admitted(12, 1, false));
         assert!(matches!(apply(&mut s, admit(3, 13, &a, ks)), Outcome::Rejected(ErrorCode::Busy, _)));
-        let cp = |input, layer, out: u8| Command::Checkpoint { query: QueryId(10), input, layer, output: vec![out] };
+        let cp = |input, task, out: u8| Command::Checkpoint {
+            query: QueryId(10),
+            input,
+            task,
+            outputs: vec![serde_bytes::ByteBuf::from(vec![out])],
+        };
         let (advanced, stale) = (
             Outcome::Checkpointed { advanced: true, completed: false },
             Outcome::Checkpointed { advanced: false, completed: false },
         );
-        assert_eq!(apply(&mut s, cp(0, 1, 7)), advanced);
-        assert_eq!(apply(&mut s, cp(0, 1, 8)), stale, "duplicate layer ignored");
-        assert_eq!(apply(&mut s, cp(0, 3, 8)), stale, "skipping a layer ignored");
+        assert_eq!(apply(&mut s, cp(0, 0, 7)), advanced);
+        assert_eq!(apply(&mut s, cp(0, 0, 8)), stale, "duplicate task ignored");
+        assert!(
+            matches!(apply(&mut s, cp(0, 2, 8)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("before the tasks it reads")),
+            "a task whose inputs are not finished is refused"
+        );
+        assert!(
+            matches!(apply(&mut s, cp(0, 3, 8)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("no task 3"))
+        );
+        // The input was read by its only reader: it left the state.
+        let p = &s.query_of(&a, QueryId(10)).unwrap().inputs[0];
+        assert_eq!(p.values.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(s.unfinished(), vec![(QueryId(10), 0), (QueryId(10), 1), (QueryId(12), 0), (QueryId(12), 1)]);
         let mut restored = Replicated::default();
         restored.restore(&s.snapshot()).unwrap();
         for r in [&mut s, &mut restored] {
-            apply(r, cp(0, 2, 9));
-            apply(r, cp(1, 1, 5));
+            apply(r, cp(0, 1, 9));
+            apply(r, cp(0, 2, 10));
+            let status = r.query_of(&a, QueryId(10)).unwrap().status(QueryId(10), 0);
+            assert_eq!((status.layers_done, status.tasks_done, status.tasks_total), (0, 3, 6), "input 1 is behind");
+            for task in 0..2 {
+                apply(r, cp(1, task, 5 + task as u8));
+            }
             assert_eq!(apply(r, cp(1, 2, 6)), Outcome::Checkpointed { advanced: true, completed: true });
             let q = r.query_of(&a, QueryId(10)).unwrap();
             assert!(q.done());
-            assert_eq!(q.inputs.iter().map(|p| p.current[0]).collect::<Vec<_>>(), vec![9, 6]);
+            assert_eq!(q.outputs().iter().map(|o| o[0]).collect::<Vec<_>>(), vec![10, 6]);
+            assert_eq!(q.inputs[0].values.len(), 1, "only the result is kept");
+            let status = q.status(QueryId(10), 0);
+            assert_eq!((status.layers_done, status.layers_total), (3, 3));
             assert!(r.query_of(&b, QueryId(10)).is_none());
             assert_eq!(r.unfinished().len(), 2);
         }
+        let mut bad = admit(9, 19, &a, ks);
+        if let Command::Admit { layers, .. } = &mut bad {
+            *layers = 2;
+        }
+        assert!(
+            matches!(apply(&mut s, bad), Outcome::Rejected(ErrorCode::Internal, m) if m.contains("3 stages here, 2 on the leader"))
+        );
         assert!(matches!(s.apply(&[9, 1, 2]), Outcome::Rejected(ErrorCode::Internal, _)));
         let tenants = BTreeMap::from([(a.clone(), token_hash("s3cret"))]);
         assert_eq!(apply(&mut s, Command::SetTenants { tenants }), Outcome::TenantsSet);
@@ -546,8 +648,9 @@ mod tests {
         assert!(matches!(apply(&mut s, quota(1, 20, &b)), Outcome::Admitted { .. }));
         // Finished queries still count until released.
         for input in 0..2 {
-            for layer in 1..=2 {
-                apply(&mut s, Command::Checkpoint { query: QueryId(10), input, layer, output: vec![1] });
+            for task in 0..3 {
+                let outputs = vec![serde_bytes::ByteBuf::from(vec![1])];
+                apply(&mut s, Command::Checkpoint { query: QueryId(10), input, task, outputs });
             }
         }
         assert!(s.query_of(&a, QueryId(10)).unwrap().done());

@@ -23,7 +23,7 @@ pub struct Stats {
 pub(crate) struct WorkerEntry {
     pub id: WorkerId,
     pub conn: quinn::Connection,
-    #[allow(dead_code)] // read by the scheduler's capability filter (GPU tasks)
+    /// Its task slots (threads) bound the tasks it is given before others.
     pub capabilities: Capabilities,
     pub cached: HashSet<KeySetId>,
     pub running: u32,

@@ -1,15 +1,19 @@
 //! A BERT-family encoder on the cluster: a tiny random BERT served from
 //! the workers' model root, a sentence tokenized, embedded and encrypted
-//! by the client library, every layer and the pooling run as tasks on two
-//! workers over loopback QUIC with mutual TLS (bootstrapping inside the
-//! layers, at insecure test parameters), the result bit-identical to the
-//! same tasks run in-process and, decrypted, close to the plaintext model.
+//! by the client library, every layer as a graph of steps (projections
+//! side by side, attention, the feed-forward product in tiles, GELU,...)
+//! and the pooling run as tasks on two workers over loopback QUIC with
+//! mutual TLS (bootstrapping inside the steps, at insecure test
+//! parameters), the result bit-identical to the same graph run
+//! in-process, to whole layers run in-process, and, decrypted, close to
+//! the plaintext model.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use nexus_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Wire};
 use nexus_client::cluster::ClusterClient;
 use nexus_client::encoder::ClientEncoder;
+use nexus_coordinator::plan::{self, Source};
 use nexus_coordinator::{Coordinator, CoordinatorConfig};
 use nexus_nn::bert::cosine;
 use nexus_proto::ids::TenantId;
@@ -17,6 +21,7 @@ use nexus_proto::messages::{QueryState, TaskKind};
 use nexus_proto::tls::ClusterCa;
 use nexus_tests::{test_coordinator, test_worker};
 use nexus_worker::{execute::execute, run, WorkerConfig};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const PRESET: &str = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
@@ -43,33 +48,45 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let input = Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap().to_bytes(&params).unwrap();
 
     // The same tasks in this process, without the network, with the keys
-    // decoded in full (the client generated them lean).
-    let keys = nexus_nn::KeySet::from_bytes(&key_bytes, usize::MAX, true).unwrap();
+    // lean as the workers hold them (timed), and in full for the whole
+    // layers below (the client generated them lean; a lean key switch
+    // regenerates the same uniform halves, so the bytes must agree).
+    let full_keys = nexus_nn::KeySet::from_bytes(&key_bytes, usize::MAX, true).unwrap();
+    let keys = nexus_nn::KeySet::from_bytes(&key_bytes, usize::MAX, true).unwrap().lean();
     let model = id.to_string();
-    let chain = [TaskKind::EncoderLayer { layer: 0 }, TaskKind::EncoderLayer { layer: 1 }, TaskKind::MeanPool];
+    let graph = plan::graph(&model).unwrap();
+    assert!(graph.nodes.iter().any(|n| matches!(n.kind, TaskKind::EncoderStep { .. })));
     // Run twice, timing the second: the first warms what the cluster's
     // first query warms too (the model, its calibration, the bootstrapping
     // circuit, the engine's buffer pool).
     let mut runs = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
-        let mut outputs = vec![input.clone()];
-        for kind in &chain {
-            outputs = execute(Some(&root), &model, kind, &keys, &outputs).unwrap();
+        let mut values: HashMap<u32, Vec<Vec<u8>>> = HashMap::from([(Source::Input.key(), vec![input.clone()])]);
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let inputs: Vec<Vec<u8>> = node.sources.iter().flat_map(|s| values[&s.key()].clone()).collect();
+            let outputs = execute(Some(&root), &model, &node.kind, &keys, &inputs).unwrap();
+            values.insert(Source::Task(i as u32).key(), outputs);
         }
-        runs.push((started.elapsed().as_secs_f64(), outputs));
+        runs.push((started.elapsed().as_secs_f64(), values.remove(&Source::Task(graph.last()).key()).unwrap()));
     }
     let (in_process, expected) = runs.pop().unwrap();
     assert!(runs[0].1 == expected, "the tasks are deterministic");
+    // The steps compose to whole layers: the same bytes.
+    let started = Instant::now();
+    let mut outputs = vec![input.clone()];
+    for kind in [TaskKind::EncoderLayer { layer: 0 }, TaskKind::EncoderLayer { layer: 1 }, TaskKind::MeanPool] {
+        outputs = execute(Some(&root), &model, &kind, &full_keys, &outputs).unwrap();
+    }
+    let whole_layers = started.elapsed().as_secs_f64();
+    assert!(outputs == expected, "layer steps differ from whole layers");
 
     // The cluster: a coordinator and two workers serving the model root.
     let ca = ClusterCa::generate("nexus test").unwrap();
     let config = CoordinatorConfig { max_queued: 8, max_attempts: 2, ..test_coordinator(&ca, &[("acme", "s3cret")]) };
     let coordinator = Coordinator::start(config).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
-    // The workers cache their keys lean and the local run below uses full
-    // keys: the results must still be the same bytes (a lean key switch
-    // regenerates the same uniform halves).
+    // The workers cache their keys lean, as the timed local run does.
     for i in 0..2 {
         let name = format!("worker-{i}");
         let config = WorkerConfig { models: Some(root.clone()), lean_keys: true, ..test_worker(addr, &ca, &name) };
@@ -92,10 +109,13 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let status = client.wait(query, Duration::from_secs(600)).await.unwrap();
     let clustered = started.elapsed().as_secs_f64();
     println!(
-        "tiny BERT, 2 layers + pooling at {PRESET}: in-process {in_process:.2} s, cluster {clustered:.2} s ({:.2}x)",
+        "tiny BERT, 2 layers + pooling at {PRESET}: in-process {in_process:.2} s as {} steps, {whole_layers:.2} s as \
+         whole layers; cluster {clustered:.2} s ({:.2}x the steps in-process)",
+        graph.nodes.len(),
         clustered / in_process
     );
     assert_eq!((status.layers_done, status.layers_total), (3, 3), "two layers and the pooling: {status:?}");
+    assert_eq!((status.tasks_done, status.tasks_total), (21, 21), "ten steps per layer and the pooling: {status:?}");
     let outputs = client.fetch(query).await.unwrap();
     assert!(outputs == expected, "the cluster's result differs from the same tasks run in-process");
 

@@ -3,10 +3,11 @@
 
 use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::{Ciphertext, Encoder, Evaluator, Parameters, Wire};
-use nexus_nn::bert::encrypted::LayerTimings;
+use nexus_nn::bert::encrypted::{LayerSteps, LayerTimings, Projection};
+use nexus_nn::bert::lockstep::Bootstraps;
 use nexus_nn::bert::ServedBert;
 use nexus_nn::{DemoMlp, Engine, KeySet, OperatorModel, Refresh, DEMO_MODEL};
-use nexus_proto::messages::{ElementwiseOp, TaskKind};
+use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
 use nexus_proto::models::BertModelId;
 use std::collections::HashMap;
 use std::path::Path;
@@ -111,6 +112,17 @@ pub fn execute(
                 circuit.run_layer(*layer as usize, &engine, &refresh, ct, &mut timings).map_err(|e| e.to_string())
             }),
             TaskKind::MeanPool => run(&|ct| circuit.mean_pool(&engine, &refresh, ct).map_err(|e| e.to_string())),
+            TaskKind::EncoderStep { layer, step } => {
+                let inputs = inputs
+                    .iter()
+                    .map(|bytes| Ciphertext::from_bytes(params, bytes, MAX_CIPHERTEXT).map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let steps = circuit.steps(*layer as usize).map_err(|e| e.to_string())?;
+                let mut bootstraps = Bootstraps::new(&engine, &refresh);
+                let outputs = encoder_step(&steps, &mut bootstraps, *step, inputs)
+                    .map_err(|e| format!("layer {layer}, step {step:?}: {e}"))?;
+                outputs.iter().map(|ct| ct.to_bytes(params).map_err(|e| e.to_string())).collect()
+            }
             other => Err(format!("task {other:?} is not part of model {model:?}")),
         };
     }
@@ -125,6 +137,64 @@ pub fn execute(
         }
         (model, other) => Err(format!("task {other:?} of model {model:?} is not supported by this worker")),
     }
+}
+
+/// One step of an encoder layer on its inputs (in the order
+/// `EncoderStep` documents).
+fn encoder_step(
+    steps: &LayerSteps<'_, '_>,
+    r: &mut Bootstraps<'_>,
+    step: EncoderStep,
+    inputs: Vec<Ciphertext>,
+) -> Result<Vec<Ciphertext>, String> {
+    let engine = r.engine();
+    let mut timings = LayerTimings::default();
+    let t = &mut timings;
+    let err = |e: nexus_nn::NnError| e.to_string();
+    Ok(match step {
+        EncoderStep::Input => {
+            let [x] = exactly(inputs)?;
+            vec![steps.input(r, x).map_err(err)?]
+        }
+        EncoderStep::Query | EncoderStep::Key | EncoderStep::Value => {
+            let which = match step {
+                EncoderStep::Query => Projection::Query,
+                EncoderStep::Key => Projection::Key,
+                _ => Projection::Value,
+            };
+            let [x] = exactly(inputs)?;
+            vec![steps.project(engine, which, &x, t).map_err(err)?]
+        }
+        EncoderStep::Attention => {
+            let [q, k, v] = exactly(inputs)?;
+            vec![steps.attend(r, &q, &k, v, t).map_err(err)?]
+        }
+        EncoderStep::AttentionOutput => {
+            let [context, x] = exactly(inputs)?;
+            vec![steps.attention_output(r, context, &x, t).map_err(err)?]
+        }
+        EncoderStep::FeedForwardIn { tile, tiles } => {
+            let [x1] = exactly(inputs)?;
+            if tile >= tiles {
+                return Err(format!("tile {tile} of {tiles}"));
+            }
+            let (n, tile, tiles) = (steps.wide_ciphertexts(), tile as usize, tiles as usize);
+            steps.feed_forward_in(engine, &x1, tile * n / tiles..(tile + 1) * n / tiles, t).map_err(err)?
+        }
+        EncoderStep::Gelu => steps.gelu(r, inputs, t).map_err(err)?,
+        EncoderStep::FeedForwardOut => {
+            // GELU's outputs, then the attention block's output.
+            let mut activated = inputs;
+            let x1 = activated.pop().ok_or("no input ciphertexts")?;
+            vec![steps.feed_forward_out(r, &activated, &x1, t).map_err(err)?]
+        }
+    })
+}
+
+/// The `N` inputs of a step, or which count was wrong.
+fn exactly<const N: usize>(inputs: Vec<Ciphertext>) -> Result<[Ciphertext; N], String> {
+    let count = inputs.len();
+    inputs.try_into().map_err(|_| format!("{count} input ciphertexts, expected {N}"))
 }
 
 /// Whether `kind` is the operator the single-operator model `model` runs.

@@ -244,6 +244,50 @@ pub enum TaskKind {
         /// Round index.
         round: u32,
     },
+    /// One step of a BERT-family encoder layer; a layer's steps form a
+    /// graph (the three projections run side by side, as do the tiles of
+    /// the product into the feed-forward layout).
+    EncoderStep {
+        /// Layer.
+        layer: u32,
+        /// Which step.
+        step: EncoderStep,
+    },
+}
+
+/// The steps of one encoder layer (`nexus_nn::bert::encrypted::LayerSteps`),
+/// with the inputs each takes, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EncoderStep {
+    /// The layer's input, bootstrapped if the projections need levels.
+    Input,
+    /// Query projection of the refreshed input.
+    Query,
+    /// Key projection of the refreshed input.
+    Key,
+    /// Value projection of the refreshed input.
+    Value,
+    /// Scores, Softmax and weighted sum of every head at once (the heads
+    /// share each ciphertext): query, key, value in.
+    Attention,
+    /// Output projection, residual and LayerNorm: the attention's context
+    /// and the refreshed input in.
+    AttentionOutput,
+    /// Output ciphertexts `[tile n / tiles, (tile + 1) n / tiles)` of the
+    /// product into the feed-forward layout (`n` wide ciphertexts; a tile
+    /// may be empty): the attention block's output in.
+    FeedForwardIn {
+        /// This tile.
+        tile: u32,
+        /// Tiles of the product.
+        tiles: u32,
+    },
+    /// GELU on every wide ciphertext (refreshed two per bootstrap): the
+    /// tiles' outputs in order.
+    Gelu,
+    /// The product back, residual and LayerNorm: GELU's outputs and the
+    /// attention block's output in.
+    FeedForwardOut,
 }
 
 /// A task sent to a worker (input ciphertexts follow as chunks).

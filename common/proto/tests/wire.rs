@@ -52,6 +52,8 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
         TaskKind::MeanPool,
         TaskKind::Bootstrap,
         TaskKind::ArgmaxRound { round: 14 },
+        TaskKind::EncoderStep { layer: 2, step: EncoderStep::FeedForwardIn { tile: 1, tiles: 2 } },
+        TaskKind::EncoderStep { layer: 0, step: EncoderStep::Attention },
     ];
     let mut coord: Vec<CoordinatorMessage> = kinds
         .into_iter()

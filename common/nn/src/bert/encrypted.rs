@@ -385,7 +385,7 @@ impl<'w> EncryptedEncoder<'w> {
 
     /// [`run_layer`](Self::run_layer) bootstrapping through `r` (a lane of
     /// [`lockstep`](super::lockstep::lockstep) pairs its bootstraps with
-    /// the other lane's).
+    /// the other lane's): the [`LayerSteps`] in order.
     pub fn run_layer_with(
         &self,
         index: usize,
@@ -393,70 +393,29 @@ impl<'w> EncryptedEncoder<'w> {
         x: Ciphertext,
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
-        let engine = r.engine;
-        let l = self.layer(index)?;
-        let w = &self.weights.layers[index];
-        let (hidden, wide) = (self.layout.placement(), self.wide()?);
-        let head_factor = 1.0 / (self.weights.config.head_dim() as f64).sqrt();
-        let input_bound =
-            if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
-        // Every section below reports its wall time without the bootstraps
-        // inside it.
         let (seconds_before, count_before) = (r.seconds, r.count);
-        let mark = |r: &Bootstraps<'_>| (Instant::now(), r.seconds);
-        let since = |(start, b): (Instant, f64), r: &Bootstraps<'_>| start.elapsed().as_secs_f64() - (r.seconds - b);
-
-        // Attention.
-        let x = r.refresh(x, 1 + 3, input_bound)?;
-        let section = mark(&*r);
-        let project = |linear, factor| -> Result<Ciphertext, NnError> {
-            Ok(self.linear(linear, &hidden, &hidden, factor)?.apply(engine, std::slice::from_ref(&x))?.swap_remove(0))
-        };
-        let q = project(&w.query, head_factor)?;
-        let k = project(&w.key, 1.0)?;
-        let v = project(&w.value, 1.0)?;
-        timings.projections += since(section, &*r);
-        let section = mark(&*r);
-        let scores = l.attention.scores(engine, &q, &k)?;
-        let probabilities = l.attention.softmax().apply_refreshing(engine, scores, r)?;
-        let (probabilities, v) = r.refresh_pair((probabilities, 2, 1.0), (v, 2, l.bound))?;
-        let context = l.attention.weighted_sum(engine, &probabilities, &v)?;
-        let context = r.refresh(context, 1, l.bound)?;
-        timings.attention += since(section, &*r);
-        let section = mark(&*r);
-        let projected = self.linear(&w.attention_out, &hidden, &hidden, 1.0)?.apply(engine, &[context])?.swap_remove(0);
-        let attended = engine.add_aligned(&projected, &x)?;
-        timings.attention_out += since(section, &*r);
-        let section = mark(&*r);
-        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, r)?;
-        timings.layer_norms += since(section, &*r);
-
-        // Feed-forward.
-        let section = mark(&*r);
-        // `x1` is not bootstrapped to carry the product, GELU and the product
-        // after it in one stage (one bootstrap instead of one per pair of
-        // wide ciphertexts): the product into the wide layout then runs at
-        // the top level, on more limbs, and on MiniLM that cost more time
-        // than the bootstraps it spared (tried: 58 bootstraps instead of 69
-        // in a batch of eight, and a slower run; PERFORMANCE.md).
-        let x1 = r.refresh(x1, 1, l.output_bound.max(l.bound))?;
-        let expanded =
-            self.linear(&w.ffn_in, &hidden, &wide, l.gelu.input_factor())?.apply(engine, std::slice::from_ref(&x1))?;
-        // A level more than GELU needs if it fits: the product after it
-        // then needs no bootstrap. Prescaled, the values lie in [-1, 1].
-        let expanded_bound = l.gelu.range() * l.gelu.input_factor();
-        let expanded = refresh_all(r, expanded, l.gelu.cost().levels + 1, expanded_bound)?;
-        let activated = expanded.iter().map(|h| l.gelu.apply(engine, h)).collect::<Result<Vec<_>, _>>()?;
-        let activated = refresh_all(r, activated, 1, l.bound)?;
-        let contracted = self.linear(&w.ffn_out, &wide, &hidden, 1.0)?.apply(engine, &activated)?.swap_remove(0);
-        let out = engine.add_aligned(&contracted, &x1)?;
-        timings.feed_forward += since(section, &*r);
-        let section = mark(&*r);
-        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, r)?;
-        timings.layer_norms += since(section, &*r);
+        let steps = self.steps(index)?;
+        let x = steps.input(r, x)?;
+        let engine = r.engine;
+        let q = steps.project(engine, Projection::Query, &x, timings)?;
+        let k = steps.project(engine, Projection::Key, &x, timings)?;
+        let v = steps.project(engine, Projection::Value, &x, timings)?;
+        let context = steps.attend(r, &q, &k, v, timings)?;
+        let x1 = steps.attention_output(r, context, &x, timings)?;
+        let expanded = steps.feed_forward_in(engine, &x1, 0..steps.wide_ciphertexts(), timings)?;
+        let activated = steps.gelu(r, expanded, timings)?;
+        let y = steps.feed_forward_out(r, &activated, &x1, timings)?;
         timings.bootstraps += r.seconds - seconds_before;
         timings.bootstrap_count += r.count - count_before;
         Ok(y)
+    }
+
+    /// Layer `index` as separate steps (the cluster runs each as a task).
+    pub fn steps(&self, index: usize) -> Result<LayerSteps<'_, 'w>, NnError> {
+        let circuit = self.layer(index)?;
+        let input_bound =
+            if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
+        Ok(LayerSteps { encoder: self, index, circuit, input_bound, wide: self.wide()? })
     }
 
     /// Mean over each sentence's real tokens of every hidden column, at
@@ -498,6 +457,212 @@ impl<'w> EncryptedEncoder<'w> {
             .map(|i| (0..self.layout.hidden()).map(|c| slots[self.layout.position(c) * t + i * b]).collect())
             .collect()
     }
+}
+
+/// Which projection of the attention input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Projection {
+    /// Queries (times `1 / sqrt(d_h)`).
+    Query,
+    /// Keys.
+    Key,
+    /// Values.
+    Value,
+}
+
+/// One layer cut into steps that take and return ciphertexts only, in the
+/// order [`EncryptedEncoder::run_layer`] runs them (which is these steps
+/// composed, so a layer run step by step, on one machine or several, gives
+/// the same bytes): the input's refresh, three projections, attention,
+/// the output projection with its residual and LayerNorm, the product into
+/// the wide layout (any range of its output ciphertexts), GELU, and the
+/// product back with its residual and LayerNorm. Bootstraps happen inside
+/// the steps, where the next stage needs levels; each step records its
+/// wall time without them in `timings`.
+#[derive(Debug)]
+pub struct LayerSteps<'e, 'w> {
+    encoder: &'e EncryptedEncoder<'w>,
+    index: usize,
+    circuit: LayerCircuit,
+    input_bound: f64,
+    wide: Placement,
+}
+
+/// A section's start: the clock and the bootstrap time so far.
+fn mark(r: &Bootstraps<'_>) -> (Instant, f64) {
+    (Instant::now(), r.seconds)
+}
+
+/// Seconds since `mark`, less the bootstraps in between.
+fn since((start, before): (Instant, f64), r: &Bootstraps<'_>) -> f64 {
+    start.elapsed().as_secs_f64() - (r.seconds - before)
+}
+
+impl LayerSteps<'_, '_> {
+    fn weights(&self) -> &super::weights::LayerWeights {
+        &self.encoder.weights.layers[self.index]
+    }
+
+    /// The layer's input with the levels its projections and the scores
+    /// need.
+    pub fn input(&self, r: &mut Bootstraps<'_>, x: Ciphertext) -> Result<Ciphertext, NnError> {
+        r.refresh(x, 1 + 3, self.input_bound)
+    }
+
+    /// One projection of the (refreshed) input.
+    pub fn project(
+        &self,
+        engine: &Engine<'_>,
+        which: Projection,
+        x: &Ciphertext,
+        timings: &mut LayerTimings,
+    ) -> Result<Ciphertext, NnError> {
+        let started = Instant::now();
+        let w = self.weights();
+        let (linear, factor) = match which {
+            Projection::Query => (&w.query, 1.0 / (self.encoder.weights.config.head_dim() as f64).sqrt()),
+            Projection::Key => (&w.key, 1.0),
+            Projection::Value => (&w.value, 1.0),
+        };
+        let hidden = self.encoder.layout.placement();
+        let y = self.encoder.linear(linear, &hidden, &hidden, factor)?.apply(engine, std::slice::from_ref(x))?;
+        timings.projections += started.elapsed().as_secs_f64();
+        first(y)
+    }
+
+    /// Scores, Softmax and the weighted sum of the values: the attention's
+    /// context, refreshed for the output projection.
+    pub fn attend(
+        &self,
+        r: &mut Bootstraps<'_>,
+        q: &Ciphertext,
+        k: &Ciphertext,
+        v: Ciphertext,
+        timings: &mut LayerTimings,
+    ) -> Result<Ciphertext, NnError> {
+        let (l, engine) = (&self.circuit, r.engine);
+        let section = mark(r);
+        let scores = l.attention.scores(engine, q, k)?;
+        let probabilities = l.attention.softmax().apply_refreshing(engine, scores, r)?;
+        let (probabilities, v) = r.refresh_pair((probabilities, 2, 1.0), (v, 2, l.bound))?;
+        let context = l.attention.weighted_sum(engine, &probabilities, &v)?;
+        let context = r.refresh(context, 1, l.bound)?;
+        timings.attention += since(section, r);
+        Ok(context)
+    }
+
+    /// Output projection, residual and LayerNorm: `x1`, refreshed for the
+    /// product into the wide layout.
+    pub fn attention_output(
+        &self,
+        r: &mut Bootstraps<'_>,
+        context: Ciphertext,
+        x: &Ciphertext,
+        timings: &mut LayerTimings,
+    ) -> Result<Ciphertext, NnError> {
+        let (l, engine) = (&self.circuit, r.engine);
+        let hidden = self.encoder.layout.placement();
+        let section = mark(r);
+        let projected =
+            self.encoder.linear(&self.weights().attention_out, &hidden, &hidden, 1.0)?.apply(engine, &[context])?;
+        let attended = engine.add_aligned(&first(projected)?, x)?;
+        timings.attention_out += since(section, r);
+        let section = mark(r);
+        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, r)?;
+        timings.layer_norms += since(section, r);
+        // `x1` is not bootstrapped to carry the product, GELU and the product
+        // after it in one stage (one bootstrap instead of one per pair of
+        // wide ciphertexts): the product into the wide layout then runs at
+        // the top level, on more limbs, and on MiniLM that cost more time
+        // than the bootstraps it spared (tried: 58 bootstraps instead of 69
+        // in a batch of eight, and a slower run; PERFORMANCE.md).
+        let section = mark(r);
+        let x1 = r.refresh(x1, 1, l.output_bound.max(l.bound))?;
+        timings.feed_forward += since(section, r);
+        Ok(x1)
+    }
+
+    /// Ciphertexts of the wide layout (the feed-forward activations).
+    pub fn wide_ciphertexts(&self) -> usize {
+        self.wide.ciphertexts()
+    }
+
+    /// Output ciphertexts `outputs` of the product into the wide layout
+    /// (prescaled for GELU); a range of them is one tile of the product.
+    pub fn feed_forward_in(
+        &self,
+        engine: &Engine<'_>,
+        x1: &Ciphertext,
+        outputs: std::ops::Range<usize>,
+        timings: &mut LayerTimings,
+    ) -> Result<Vec<Ciphertext>, NnError> {
+        let started = Instant::now();
+        let factor = self.circuit.gelu.input_factor();
+        let hidden = self.encoder.layout.placement();
+        let expanded = self.encoder.linear(&self.weights().ffn_in, &hidden, &self.wide, factor)?.apply_rows(
+            engine,
+            std::slice::from_ref(x1),
+            outputs,
+        )?;
+        timings.feed_forward += started.elapsed().as_secs_f64();
+        Ok(expanded)
+    }
+
+    /// GELU on every wide ciphertext, refreshed two at a time before and
+    /// after.
+    pub fn gelu(
+        &self,
+        r: &mut Bootstraps<'_>,
+        expanded: Vec<Ciphertext>,
+        timings: &mut LayerTimings,
+    ) -> Result<Vec<Ciphertext>, NnError> {
+        let (l, engine) = (&self.circuit, r.engine);
+        if expanded.len() != self.wide.ciphertexts() {
+            return Err(invalid(
+                "gelu step",
+                format!("{} wide ciphertexts, expected {}", expanded.len(), self.wide.ciphertexts()),
+            ));
+        }
+        let section = mark(r);
+        // A level more than GELU needs if it fits: the product after it
+        // then needs no bootstrap. Prescaled, the values lie in [-1, 1].
+        let expanded_bound = l.gelu.range() * l.gelu.input_factor();
+        let expanded = refresh_all(r, expanded, l.gelu.cost().levels + 1, expanded_bound)?;
+        let activated = expanded.iter().map(|h| l.gelu.apply(engine, h)).collect::<Result<Vec<_>, _>>()?;
+        let activated = refresh_all(r, activated, 1, l.bound)?;
+        timings.feed_forward += since(section, r);
+        Ok(activated)
+    }
+
+    /// The product back into the hidden layout, residual and LayerNorm:
+    /// the layer's output.
+    pub fn feed_forward_out(
+        &self,
+        r: &mut Bootstraps<'_>,
+        activated: &[Ciphertext],
+        x1: &Ciphertext,
+        timings: &mut LayerTimings,
+    ) -> Result<Ciphertext, NnError> {
+        let (l, engine) = (&self.circuit, r.engine);
+        let hidden = self.encoder.layout.placement();
+        let section = mark(r);
+        let contracted =
+            self.encoder.linear(&self.weights().ffn_out, &self.wide, &hidden, 1.0)?.apply(engine, activated)?;
+        let out = engine.add_aligned(&first(contracted)?, x1)?;
+        timings.feed_forward += since(section, r);
+        let section = mark(r);
+        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, r)?;
+        timings.layer_norms += since(section, r);
+        Ok(y)
+    }
+}
+
+/// The one output of a product into the hidden layout.
+fn first(outputs: Vec<Ciphertext>) -> Result<Ciphertext, NnError> {
+    outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid("encoder layer", "a product into the hidden layout gave no ciphertext"))
 }
 
 /// Levels kept after a stage's `needed` ones, for the scaling before the

@@ -94,6 +94,11 @@ pub struct Bootstraps<'a> {
 }
 
 impl<'a> Bootstraps<'a> {
+    /// The engine the bootstraps run on.
+    pub fn engine(&self) -> &'a Engine<'a> {
+        self.engine
+    }
+
     /// Bootstraps on their own.
     pub fn new(engine: &'a Engine<'a>, refresh: &'a Refresh<'a>) -> Self {
         Self { engine, refresh, lane: None, seconds: 0.0, count: 0 }

@@ -490,6 +490,24 @@ impl PackedLinear {
 
     /// Encrypted product (one level, scale kept).
     pub fn apply(&self, engine: &Engine<'_>, x: &[Ciphertext]) -> Result<Vec<Ciphertext>, NnError> {
+        self.apply_rows(engine, x, 0..self.transforms.len())
+    }
+
+    /// Output ciphertexts `rows` of the encrypted product (a tile of it;
+    /// each output is computed on its own, so tiles concatenated in order
+    /// are [`apply`](Self::apply)'s result).
+    pub fn apply_rows(
+        &self,
+        engine: &Engine<'_>,
+        x: &[Ciphertext],
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<Ciphertext>, NnError> {
+        if rows.start > rows.end || rows.end > self.transforms.len() {
+            return Err(invalid(
+                "packed linear",
+                format!("output ciphertexts {rows:?} of a product with {}", self.transforms.len()),
+            ));
+        }
         if x.len() != self.input.ciphertexts {
             return Err(invalid(
                 "packed linear",
@@ -498,9 +516,9 @@ impl PackedLinear {
         }
         let level = x.iter().map(Ciphertext::level).min().unwrap_or(0);
         let x: Vec<Ciphertext> = x.iter().map(|c| engine.eval.drop_to_level(c, level)).collect::<Result<_, _>>()?;
-        self.transforms
+        self.transforms[rows.clone()]
             .iter()
-            .zip(&self.bias)
+            .zip(&self.bias[rows])
             .map(|(row, bias)| {
                 let mut acc: Option<Ciphertext> = None;
                 for (t, ct) in row.iter().zip(&x) {
