@@ -353,12 +353,11 @@ impl Coordinator {
                 self.serving_term.store(role.term, Ordering::SeqCst);
                 self.metrics.raft_leader.set(1);
                 let unfinished = self.replica.read(|s| s.unfinished());
-                let queries: std::collections::HashSet<QueryId> = unfinished.iter().map(|(q, _)| *q).collect();
-                info!(term = role.term, resumed_queries = queries.len(), "leading");
-                self.metrics.queries_resumed.inc_by(queries.len() as u64);
+                info!(term = role.term, resumed_queries = unfinished.len(), "leading");
+                self.metrics.queries_resumed.inc_by(unfinished.len() as u64);
                 self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
-                for (query, input) in unfinished {
-                    self.start_chain(query, input).await;
+                for query in unfinished {
+                    self.start_query(query).await;
                 }
             } else if !role.leader_ready && led_term.is_some() {
                 info!(term = role.term, leader = role.leader, "no longer leading; dropping workers");
@@ -675,10 +674,8 @@ impl Coordinator {
             }
             ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs, request } => {
                 self.authorize_on_leader(&tenant, &token).await?;
-                let graph = plan::graph(&model).map_err(|m| reply(ErrorCode::BadRequest, m))?;
-                if inputs.is_empty() {
-                    return Err(reply(ErrorCode::BadRequest, "a query needs at least one input ciphertext".into()));
-                }
+                let count = inputs.len().min(u32::MAX as usize) as u32;
+                let graph = plan::graph(&model, count).map_err(|m| reply(ErrorCode::BadRequest, m))?;
                 let _room = self.reserve_upload(&inputs.iter().collect::<Vec<_>>()).await?;
                 let mut blobs = Vec::with_capacity(inputs.len());
                 for b in &inputs {
@@ -712,7 +709,6 @@ impl Coordinator {
                     admitted_ms: unix_ms(),
                     inputs: blobs,
                 };
-                let count = inputs.len() as u32;
                 match self.propose(&command).await? {
                     Outcome::Admitted { query, position, replayed } => {
                         if !replayed {
@@ -721,11 +717,9 @@ impl Coordinator {
                         }
                         self.metrics.queue_depth.set(self.replica.read(|s| s.pending()) as i64);
                         // Also on a replay: the first attempt's reply may
-                        // have been lost before its chains started (a
-                        // chain already running here is not started twice).
-                        for input in 0..count {
-                            self.start_chain(query, input).await;
-                        }
+                        // have been lost before its tasks started (a query
+                        // already running here is not started twice).
+                        self.start_query(query).await;
                         Ok((ClientResponse::QueryAccepted { query, position }, vec![]))
                     }
                     other => Err(refusal(other)),
@@ -771,40 +765,35 @@ impl Coordinator {
         }
     }
 
-    /// Starts driving input `input` of `query` unless already driven here.
-    async fn start_chain(&self, query: QueryId, input: u32) {
-        if !self.local.lock().await.running.insert((query, input)) {
+    /// Starts driving `query` unless already driven here.
+    async fn start_query(&self, query: QueryId) {
+        if !self.local.lock().await.running.insert(query) {
             return;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            me.run_chain(query, input).await;
-            me.local.lock().await.running.remove(&(query, input));
+            me.run_query(query).await;
+            me.local.lock().await.running.remove(&query);
         });
     }
 
-    /// Runs input `input`'s unfinished tasks, every task whose inputs are
-    /// ready at once, recording a checkpoint after each (outputs flow
-    /// through the coordinator, each task may run on a different worker).
-    /// Stops when the query finishes, fails, or this coordinator stops
-    /// leading.
-    async fn run_chain(&self, query: QueryId, input: u32) {
+    /// Runs `query`'s unfinished tasks, every task whose inputs are ready
+    /// at once, recording a checkpoint after each (outputs flow through the
+    /// coordinator, each task may run on a different worker). Stops when
+    /// the query finishes, fails, or this coordinator stops leading.
+    async fn run_query(&self, query: QueryId) {
         // Digests of the values this loop received (recv_blob checked them
         // against the bytes as they arrived); others are hashed once.
-        let mut known: HashMap<u32, Vec<BlobRef>> = HashMap::new();
+        let mut known: HashMap<u64, Vec<BlobRef>> = HashMap::new();
         let mut running: tokio::task::JoinSet<(u32, Result<Vec<Received>, Dispatch>)> = tokio::task::JoinSet::new();
         let mut in_flight: HashSet<u32> = HashSet::new();
         loop {
             let next = self.replica.read(|s| {
-                let q = s.queries.get(&query).filter(|q| q.failed.is_none())?;
-                let p = q.inputs.get(input as usize)?;
-                Some((q.key_set, q.model.clone(), q.inputs.len() as u32, p.finished.clone(), p.values.clone()))
+                let q = s.queries.get(&query).filter(|q| !q.finished())?;
+                Some((q.key_set, q.model.clone(), q.inputs, q.finished.clone(), q.values.clone()))
             });
             let Some((key_set, model, inputs, finished, values)) = next else { break };
-            let Ok(graph) = plan::graph(&model) else { break };
-            if finished.contains(&graph.last()) {
-                break;
-            }
+            let Ok(graph) = plan::graph(&model, inputs) else { break };
             for node in graph.ready(&finished) {
                 if in_flight.contains(&node) {
                     continue;
@@ -818,7 +807,7 @@ impl Coordinator {
                     task_inputs.extend(refs.iter().copied().zip(blobs.0.iter().cloned()));
                     known.insert(source.key(), refs);
                 }
-                let task = TaskId { query, index: node * inputs + input };
+                let task = TaskId { query, index: node };
                 let (me, model, kind) = (self.clone(), model.clone(), spec.kind.clone());
                 in_flight.insert(node);
                 running.spawn(async move { (node, me.dispatch(task, key_set, &model, kind, task_inputs).await) });
@@ -837,7 +826,7 @@ impl Coordinator {
                     }
                     known.insert(plan::Source::Task(node).key(), outputs.iter().map(|(r, _)| *r).collect());
                     let outputs = outputs.into_iter().map(|(_, b)| serde_bytes::ByteBuf::from(b)).collect();
-                    let command = Command::Checkpoint { query, input, task: node, outputs };
+                    let command = Command::Checkpoint { query, task: node, outputs };
                     match self.propose(&command).await {
                         Ok(Outcome::Checkpointed { completed, .. }) => {
                             self.local.lock().await.stats.tasks_done += 1;
@@ -1057,6 +1046,7 @@ fn kind_label(kind: &TaskKind) -> &'static str {
         TaskKind::MeanPool => "mean_pool",
         TaskKind::Bootstrap => "bootstrap",
         TaskKind::ArgmaxRound { .. } => "argmax_round",
+        TaskKind::MatMulAssemble { .. } => "matmul_assemble",
         TaskKind::EncoderStep { step, .. } => match step {
             EncoderStep::Input => "bootstrap",
             EncoderStep::Query | EncoderStep::Key | EncoderStep::Value => "projection",

@@ -1,5 +1,5 @@
-//! Model plans: the graph of tasks each input ciphertext becomes. Layer
-//! indices must match the workers' model definitions (`nexus-nn`).
+//! Model plans: the graph of tasks a query's input ciphertexts become.
+//! Layer indices must match the workers' model definitions (`nexus-nn`).
 
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
 use nexus_proto::models::BertModelId;
@@ -9,22 +9,24 @@ use nexus_proto::models::BertModelId;
 /// an empty task).
 pub const FEED_FORWARD_TILES: u32 = 2;
 
+/// Most input ciphertexts one query may have (bounds its graph).
+pub const MAX_INPUTS: u32 = 4096;
+
 /// Where a task's input ciphertexts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
-    /// The query's input ciphertext.
-    Input,
+    /// The query's input ciphertext `i`.
+    Input(u32),
     /// Every output of task `n`, in order.
     Task(u32),
 }
 
 impl Source {
-    /// The key a value is held under in the replicated state: 0 for the
-    /// input, `n + 1` for task `n`'s outputs.
-    pub fn key(self) -> u32 {
+    /// The key a value is held under in the replicated state.
+    pub fn key(self) -> u64 {
         match self {
-            Source::Input => 0,
-            Source::Task(n) => n + 1,
+            Source::Input(i) => u64::from(i),
+            Source::Task(n) => 1 << 32 | u64::from(n),
         }
     }
 }
@@ -40,35 +42,55 @@ pub struct Node {
     pub stage: u32,
 }
 
-/// The tasks of one input ciphertext, in an order where every task comes
-/// after the tasks it reads; the last one's outputs are the result.
+/// The tasks of one query, in an order where every task comes after the
+/// tasks it reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Graph {
     /// Tasks.
     pub nodes: Vec<Node>,
     /// Stages (the layers of progress reports).
     pub stages: u32,
+    /// The tasks whose outputs, in this order, are the result.
+    pub results: Vec<u32>,
 }
 
 impl Graph {
-    /// A chain: each task reads the one before it, one stage each.
+    /// A chain on input 0: each task reads the one before it, one stage
+    /// each.
     fn chain(kinds: Vec<TaskKind>) -> Self {
         let nodes: Vec<Node> = kinds
             .into_iter()
             .enumerate()
             .map(|(i, kind)| {
                 let i = i as u32;
-                let source = if i == 0 { Source::Input } else { Source::Task(i - 1) };
+                let source = if i == 0 { Source::Input(0) } else { Source::Task(i - 1) };
                 Node { kind, sources: vec![source], stage: i }
             })
             .collect();
         let stages = nodes.len() as u32;
-        Self { nodes, stages }
+        let results = vec![stages.saturating_sub(1)];
+        Self { nodes, stages, results }
     }
 
-    /// Index of the task whose outputs are the result.
-    pub fn last(&self) -> u32 {
-        self.nodes.len().saturating_sub(1) as u32
+    /// This graph (of input 0) once per input, the copies side by side;
+    /// the result is every copy's, in input order.
+    fn per_input(self, inputs: u32) -> Self {
+        let size = self.nodes.len() as u32;
+        let mut out = Graph { nodes: Vec::new(), stages: self.stages, results: Vec::new() };
+        for input in 0..inputs {
+            let offset = input * size;
+            let shift = |s: &Source| match s {
+                Source::Input(_) => Source::Input(input),
+                Source::Task(t) => Source::Task(t + offset),
+            };
+            out.nodes.extend(self.nodes.iter().map(|n| Node {
+                kind: n.kind.clone(),
+                sources: n.sources.iter().map(shift).collect(),
+                stage: n.stage,
+            }));
+            out.results.extend(self.results.iter().map(|r| r + offset));
+        }
+        out
     }
 
     /// Tasks not in `finished` whose sources all are.
@@ -77,7 +99,7 @@ impl Graph {
             .filter(|n| !finished.contains(n))
             .filter(|&n| {
                 self.nodes[n as usize].sources.iter().all(|s| match s {
-                    Source::Input => true,
+                    Source::Input(_) => true,
                     Source::Task(t) => finished.contains(t),
                 })
             })
@@ -106,12 +128,18 @@ impl Graph {
     }
 }
 
-/// The graph every input ciphertext of `model` goes through.
-pub fn graph(model: &str) -> Result<Graph, String> {
+/// The graph a query of `model` on `inputs` ciphertexts runs.
+pub fn graph(model: &str, inputs: u32) -> Result<Graph, String> {
+    if inputs == 0 || inputs > MAX_INPUTS {
+        return Err(format!("{inputs} input ciphertexts; a query takes 1 to {MAX_INPUTS}"));
+    }
     // A BERT-family encoder (nexus_nn::ServedBert on the workers): every
-    // layer as its steps, then the mean pooling.
+    // layer as its steps, then the mean pooling, on every input.
     if let Some(bert) = BertModelId::parse(model)? {
-        return Ok(bert_graph(bert.layers as u32));
+        return Ok(bert_graph(bert.layers as u32).per_input(inputs));
+    }
+    if model == "matmul" {
+        return Ok(matmul_graph(inputs));
     }
     let kinds = match model {
         // One operator on every input ciphertext (nexus_nn::OperatorModel).
@@ -124,9 +152,29 @@ pub fn graph(model: &str) -> Result<Graph, String> {
             TaskKind::Elementwise { layer: 1, op: ElementwiseOp::Gelu },
             TaskKind::MatMulDiagonal { layer: 2 },
         ],
-        other => return Err(format!("unknown model {other:?}; this coordinator serves: gelu, layernorm, softmax, mlp-demo, bert:NAME:LAYERS:TOKENS:BLOCK")),
+        other => return Err(format!("unknown model {other:?}; this coordinator serves: gelu, layernorm, softmax, mlp-demo, matmul, bert:NAME:LAYERS:TOKENS:BLOCK")),
     };
-    Ok(Graph::chain(kinds))
+    Ok(Graph::chain(kinds).per_input(inputs))
+}
+
+/// The compressed-input product (`nexus_nn::MatMulModel`): one tile per
+/// input ciphertext (every output row block: splitting an input's blocks
+/// over tiles would repeat its expansion), then one task adding the
+/// tiles' partial outputs.
+fn matmul_graph(inputs: u32) -> Graph {
+    let mut nodes: Vec<Node> = (0..inputs)
+        .map(|input| Node {
+            kind: TaskKind::MatMulTile { layer: 0, input, first_block: 0, end_block: u32::MAX },
+            sources: vec![Source::Input(input)],
+            stage: 0,
+        })
+        .collect();
+    nodes.push(Node {
+        kind: TaskKind::MatMulAssemble { layer: 0 },
+        sources: (0..inputs).map(Source::Task).collect(),
+        stage: 1,
+    });
+    Graph { nodes, stages: 2, results: vec![inputs] }
 }
 
 /// Each layer's steps (`EncoderStep`) wired as `nexus_nn`'s
@@ -137,7 +185,7 @@ fn bert_graph(layers: u32) -> Graph {
         nodes.push(Node { kind, sources, stage });
         Source::Task(nodes.len() as u32 - 1)
     };
-    let mut x = Source::Input;
+    let mut x = Source::Input(0);
     for layer in 0..layers {
         let step = |step| TaskKind::EncoderStep { layer, step };
         let input = add(&mut nodes, step(EncoderStep::Input), vec![x], layer);
@@ -156,7 +204,8 @@ fn bert_graph(layers: u32) -> Graph {
         x = add(&mut nodes, step(EncoderStep::FeedForwardOut), vec![activated, x1], layer);
     }
     add(&mut nodes, TaskKind::MeanPool, vec![x], layers);
-    Graph { nodes, stages: layers + 1 }
+    let results = vec![nodes.len() as u32 - 1];
+    Graph { nodes, stages: layers + 1, results }
 }
 
 #[cfg(test)]
@@ -166,11 +215,12 @@ mod tests {
 
     #[test]
     fn a_bert_model_runs_every_layer_as_a_graph_then_pools_and_bad_ids_are_refused() {
-        let g = graph("bert:minilm:3:9:16").unwrap();
+        let g = graph("bert:minilm:3:9:16", 1).unwrap();
         assert_eq!(g.stages, 4);
         // Ten steps per layer (two tiles), then the pooling.
         assert_eq!(g.nodes.len(), 3 * 10 + 1);
-        assert_eq!(g.nodes[g.last() as usize].kind, TaskKind::MeanPool);
+        assert_eq!(g.results, vec![30]);
+        assert_eq!(g.nodes[30].kind, TaskKind::MeanPool);
         // Every task reads only earlier tasks.
         for (i, node) in g.nodes.iter().enumerate() {
             for s in &node.sources {
@@ -191,7 +241,7 @@ mod tests {
         assert_eq!(g.ready(&finished), vec![4]);
         // The refreshed input is still needed by the residual (task 5).
         assert!(!g.consumed(Source::Task(0), &finished));
-        assert!(g.consumed(Source::Input, &finished));
+        assert!(g.consumed(Source::Input(0), &finished));
         finished.extend([4, 5]);
         assert!(g.consumed(Source::Task(0), &finished));
         assert_eq!(g.ready(&finished), vec![6, 7], "both tiles of the product at once");
@@ -200,16 +250,41 @@ mod tests {
         assert_eq!(g.stages_done(&finished), 1);
         assert_eq!(g.nodes[10].sources, vec![Source::Task(9)], "layer 2 reads layer 1's output");
 
-        assert!(graph("bert:minilm:3:9").unwrap_err().contains("NAME:LAYERS:TOKENS:BLOCK"));
-        assert!(graph("bart").unwrap_err().contains("unknown model"));
+        // Two inputs: two copies side by side, results in input order.
+        let two = graph("bert:minilm:3:9:16", 2).unwrap();
+        assert_eq!(two.nodes.len(), 62);
+        assert_eq!(two.results, vec![30, 61]);
+        assert_eq!(two.ready(&BTreeSet::new()), vec![0, 31]);
+        assert_eq!(two.nodes[31].sources, vec![Source::Input(1)]);
+        assert_eq!(two.nodes[32].sources, vec![Source::Task(31)]);
+
+        assert!(graph("bert:minilm:3:9", 1).unwrap_err().contains("NAME:LAYERS:TOKENS:BLOCK"));
+        assert!(graph("bart", 1).unwrap_err().contains("unknown model"));
+        assert!(graph("gelu", 0).unwrap_err().contains("1 to 4096"));
+        assert!(graph("gelu", MAX_INPUTS + 1).is_err());
     }
 
     #[test]
-    fn operator_models_are_chains() {
-        let g = graph("mlp-demo").unwrap();
+    fn operator_models_are_chains_per_input() {
+        let g = graph("mlp-demo", 2).unwrap();
         assert_eq!(g.stages, 3);
-        assert_eq!(g.nodes[0].sources, vec![Source::Input]);
+        assert_eq!(g.nodes[0].sources, vec![Source::Input(0)]);
         assert_eq!(g.nodes[2].sources, vec![Source::Task(1)]);
-        assert_eq!(g.ready(&BTreeSet::from([0])), vec![1]);
+        assert_eq!(g.nodes[3].sources, vec![Source::Input(1)]);
+        assert_eq!(g.results, vec![2, 5]);
+        assert_eq!(g.ready(&BTreeSet::from([0])), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_product_runs_a_tile_per_input_then_adds_them() {
+        let g = graph("matmul", 3).unwrap();
+        assert_eq!(g.nodes.len(), 4);
+        assert_eq!(g.ready(&BTreeSet::new()), vec![0, 1, 2]);
+        assert_eq!(g.nodes[1].sources, vec![Source::Input(1)]);
+        assert_eq!(g.nodes[3].sources, vec![Source::Task(0), Source::Task(1), Source::Task(2)]);
+        assert_eq!(g.ready(&BTreeSet::from([0, 1])), vec![2]);
+        assert_eq!(g.ready(&BTreeSet::from([0, 1, 2])), vec![3]);
+        assert_eq!(g.results, vec![3]);
+        assert_eq!((g.stages, g.stages_done(&BTreeSet::from([0, 1, 2]))), (2, 1));
     }
 }

@@ -1,5 +1,5 @@
 //! The coordinators' replicated state: key sets, admitted queries with their
-//! inputs, and each input's checkpoints (which tasks of its graph,
+//! inputs, and each query's checkpoints (which tasks of its graph,
 //! [`crate::plan`], finished, and the ciphertexts still needed). Every
 //! change is a [`Command`] in the raft log, applied in log order on every
 //! coordinator, so a new leader (or a restarted cluster) resumes every
@@ -86,12 +86,10 @@ pub enum Command {
         /// Input ciphertexts.
         inputs: Vec<serde_bytes::ByteBuf>,
     },
-    /// Task `task` of input `input`'s graph finished with `outputs`.
+    /// Task `task` of the query's graph finished with `outputs`.
     Checkpoint {
         /// The query.
         query: QueryId,
-        /// Which input.
-        input: u32,
         /// Which task of the graph.
         task: u32,
         /// Its output ciphertexts.
@@ -198,17 +196,6 @@ impl<'de> Deserialize<'de> for Blobs {
     }
 }
 
-/// One input's progress through its task graph.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Progress {
-    /// Tasks finished.
-    pub finished: BTreeSet<u32>,
-    /// Ciphertexts still needed, by [`Source::key`]: the input and each
-    /// finished task's outputs until every task reading them has finished;
-    /// the last task's outputs (the result) stay.
-    pub values: BTreeMap<u32, Blobs>,
-}
-
 /// An admitted query.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Query {
@@ -220,32 +207,36 @@ pub struct Query {
     pub model: String,
     /// Stages (layers) of the plan.
     pub layers: u32,
-    /// Tasks in each input's graph.
+    /// Input ciphertexts.
+    pub inputs: u32,
+    /// Tasks of its graph.
     pub tasks: u32,
+    /// The tasks whose outputs are the result, in order.
+    pub results: Vec<u32>,
     /// Admission order.
     pub seq: u64,
     /// Admission time, ms since the Unix epoch (leader's clock).
     pub admitted_ms: u64,
-    /// Per input.
-    pub inputs: Vec<Progress>,
+    /// Tasks finished.
+    pub finished: BTreeSet<u32>,
+    /// Ciphertexts still needed, by [`Source::key`]: the inputs and each
+    /// finished task's outputs until every task reading them has finished;
+    /// the result tasks' outputs stay.
+    pub values: BTreeMap<u64, Blobs>,
     /// Set once it cannot finish.
     pub failed: Option<String>,
 }
 
 impl Query {
-    /// Every input's last task finished.
+    /// Every result task finished.
     pub fn done(&self) -> bool {
-        self.inputs.iter().all(|p| self.input_done(p))
+        self.results.iter().all(|r| self.finished.contains(r))
     }
 
-    fn input_done(&self, p: &Progress) -> bool {
-        self.tasks > 0 && p.finished.contains(&(self.tasks - 1))
-    }
-
-    /// The result: every input's last task's outputs, in input order.
+    /// The result: the result tasks' outputs, in order.
     pub fn outputs(&self) -> Vec<Arc<Vec<u8>>> {
-        let last = Source::Task(self.tasks.saturating_sub(1)).key();
-        self.inputs.iter().filter_map(|p| p.values.get(&last)).flat_map(|b| b.0.iter().cloned()).collect()
+        let values = self.results.iter().filter_map(|r| self.values.get(&Source::Task(*r).key()));
+        values.flat_map(|b| b.0.iter().cloned()).collect()
     }
 
     /// Done or failed.
@@ -255,10 +246,10 @@ impl Query {
 
     /// Progress as the client sees it.
     pub fn status(&self, query: QueryId, position: u32) -> QueryStatus {
-        let tasks_done: u32 = self.inputs.iter().map(|p| p.finished.len() as u32).sum();
+        let tasks_done = self.finished.len() as u32;
         // The graph of an admitted query always plans (it did at admission).
-        let layers_done = match plan::graph(&self.model) {
-            Ok(g) => self.inputs.iter().map(|p| g.stages_done(&p.finished)).min().unwrap_or(0),
+        let layers_done = match plan::graph(&self.model, self.inputs) {
+            Ok(g) => g.stages_done(&self.finished),
             Err(_) => 0,
         };
         let state = match (&self.failed, self.done()) {
@@ -267,14 +258,7 @@ impl Query {
             (None, false) if tasks_done == 0 => QueryState::Queued { position },
             (None, false) => QueryState::Running,
         };
-        QueryStatus {
-            query,
-            state,
-            layers_done,
-            layers_total: self.layers,
-            tasks_done,
-            tasks_total: self.tasks * self.inputs.len() as u32,
-        }
+        QueryStatus { query, state, layers_done, layers_total: self.layers, tasks_done, tasks_total: self.tasks }
     }
 }
 
@@ -321,15 +305,11 @@ impl Replicated {
         self.queries.values().filter(|q| !q.finished() && q.seq < query.seq).count() as u32
     }
 
-    /// Unfinished (query, input) pairs, oldest query first.
-    pub fn unfinished(&self) -> Vec<(QueryId, u32)> {
+    /// Unfinished queries, oldest first.
+    pub fn unfinished(&self) -> Vec<QueryId> {
         let mut qs: Vec<(&QueryId, &Query)> = self.queries.iter().filter(|(_, q)| !q.finished()).collect();
         qs.sort_by_key(|(_, q)| q.seq);
-        qs.into_iter()
-            .flat_map(|(id, q)| {
-                q.inputs.iter().enumerate().filter(|(_, p)| !q.input_done(p)).map(move |(i, _)| (*id, i as u32))
-            })
-            .collect()
+        qs.into_iter().map(|(id, _)| *id).collect()
     }
 
     fn apply_command(&mut self, command: Command) -> Outcome {
@@ -372,7 +352,7 @@ impl Replicated {
                 if inputs.is_empty() || layers == 0 {
                     return Outcome::Rejected(ErrorCode::BadRequest, "a query needs inputs and layers".into());
                 }
-                let graph = match plan::graph(&model) {
+                let graph = match plan::graph(&model, inputs.len().min(u32::MAX as usize) as u32) {
                     Ok(g) if g.stages == layers && !g.nodes.is_empty() => g,
                     Ok(g) => {
                         return Outcome::Rejected(
@@ -401,32 +381,30 @@ impl Replicated {
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let inputs = inputs
-                    .into_iter()
-                    .map(|b| Progress {
-                        finished: BTreeSet::new(),
-                        values: BTreeMap::from([(Source::Input.key(), Blobs(vec![Arc::new(b.into_vec())]))]),
-                    })
+                let count = inputs.len() as u32;
+                let values = (0..count)
+                    .zip(inputs)
+                    .map(|(i, b)| (Source::Input(i).key(), Blobs(vec![Arc::new(b.into_vec())])))
                     .collect();
-                let tasks = graph.nodes.len() as u32;
-                self.queries.insert(
-                    query,
-                    Query {
-                        tenant: tenant.clone(),
-                        key_set,
-                        model,
-                        layers,
-                        tasks,
-                        seq,
-                        admitted_ms,
-                        inputs,
-                        failed: None,
-                    },
-                );
+                let query_entry = Query {
+                    tenant: tenant.clone(),
+                    key_set,
+                    model,
+                    layers,
+                    inputs: count,
+                    tasks: graph.nodes.len() as u32,
+                    results: graph.results,
+                    seq,
+                    admitted_ms,
+                    finished: BTreeSet::new(),
+                    values,
+                    failed: None,
+                };
+                self.queries.insert(query, query_entry);
                 self.requests.entry(tenant).or_default().insert(request, query);
                 Outcome::Admitted { query, position: pending as u32, replayed: false }
             }
-            Command::Checkpoint { query, input, task, outputs } => {
+            Command::Checkpoint { query, task, outputs } => {
                 let Some(q) = self.queries.get_mut(&query) else {
                     return Outcome::Rejected(ErrorCode::NotFound, format!("no query {query}"));
                 };
@@ -434,36 +412,33 @@ impl Replicated {
                 if q.failed.is_some() {
                     return STALE;
                 }
-                let graph = match plan::graph(&q.model) {
+                let graph = match plan::graph(&q.model, q.inputs) {
                     Ok(g) => g,
                     Err(reason) => return Outcome::Rejected(ErrorCode::Internal, reason),
-                };
-                let Some(p) = q.inputs.get_mut(input as usize) else {
-                    return Outcome::Rejected(ErrorCode::BadRequest, format!("query {query} has no input {input}"));
                 };
                 let Some(node) = graph.nodes.get(task as usize) else {
                     return Outcome::Rejected(ErrorCode::BadRequest, format!("query {query} has no task {task}"));
                 };
                 // A late duplicate (a task run twice across a failover)
                 // changes nothing.
-                if p.finished.contains(&task) {
+                if q.finished.contains(&task) {
                     return STALE;
                 }
-                let read = |s: &Source| matches!(s, Source::Task(t) if !p.finished.contains(t));
-                if node.sources.iter().any(read) {
+                let unread = |s: &Source| matches!(s, Source::Task(t) if !q.finished.contains(t));
+                if node.sources.iter().any(unread) {
                     return Outcome::Rejected(
                         ErrorCode::BadRequest,
                         format!("task {task} of query {query} finished before the tasks it reads"),
                     );
                 }
-                p.finished.insert(task);
+                q.finished.insert(task);
                 let outputs = outputs.into_iter().map(|b| Arc::new(b.into_vec())).collect();
-                p.values.insert(Source::Task(task).key(), Blobs(outputs));
+                q.values.insert(Source::Task(task).key(), Blobs(outputs));
                 // Values every reader has now read leave the state.
-                let result = Source::Task(graph.last()).key();
                 for source in &node.sources {
-                    if source.key() != result && graph.consumed(*source, &p.finished) {
-                        p.values.remove(&source.key());
+                    let result = matches!(source, Source::Task(t) if q.results.contains(t));
+                    if !result && graph.consumed(*source, &q.finished) {
+                        q.values.remove(&source.key());
                     }
                 }
                 Outcome::Checkpointed { advanced: true, completed: q.done() }
@@ -564,9 +539,9 @@ mod tests {
         assert_eq!(apply(&mut s, admit(1, 11, &a, ks)), admitted(10, 0, true));
         assert_eq!(apply(&mut s, admit(2, 12, &a, ks)), admitted(12, 1, false));
         assert!(matches!(apply(&mut s, admit(3, 13, &a, ks)), Outcome::Rejected(ErrorCode::Busy, _)));
-        let cp = |input, task, out: u8| Command::Checkpoint {
+        // mlp-demo on two inputs: tasks 0-2 read input 0, tasks 3-5 input 1.
+        let cp = |task, out: u8| Command::Checkpoint {
             query: QueryId(10),
-            input,
             task,
             outputs: vec![serde_bytes::ByteBuf::from(vec![out])],
         };
@@ -574,38 +549,39 @@ mod tests {
             Outcome::Checkpointed { advanced: true, completed: false },
             Outcome::Checkpointed { advanced: false, completed: false },
         );
-        assert_eq!(apply(&mut s, cp(0, 0, 7)), advanced);
-        assert_eq!(apply(&mut s, cp(0, 0, 8)), stale, "duplicate task ignored");
+        assert_eq!(apply(&mut s, cp(0, 7)), advanced);
+        assert_eq!(apply(&mut s, cp(0, 8)), stale, "duplicate task ignored");
         assert!(
-            matches!(apply(&mut s, cp(0, 2, 8)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("before the tasks it reads")),
+            matches!(apply(&mut s, cp(2, 8)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("before the tasks it reads")),
             "a task whose inputs are not finished is refused"
         );
         assert!(
-            matches!(apply(&mut s, cp(0, 3, 8)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("no task 3"))
+            matches!(apply(&mut s, cp(6, 8)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("no task 6"))
         );
-        // The input was read by its only reader: it left the state.
-        let p = &s.query_of(&a, QueryId(10)).unwrap().inputs[0];
-        assert_eq!(p.values.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(s.unfinished(), vec![(QueryId(10), 0), (QueryId(10), 1), (QueryId(12), 0), (QueryId(12), 1)]);
+        // Input 0 was read by its only reader: it left the state.
+        let q = s.query_of(&a, QueryId(10)).unwrap();
+        let keys: Vec<u64> = q.values.keys().copied().collect();
+        assert_eq!(keys, vec![Source::Input(1).key(), Source::Task(0).key()]);
+        assert_eq!(s.unfinished(), vec![QueryId(10), QueryId(12)]);
         let mut restored = Replicated::default();
         restored.restore(&s.snapshot()).unwrap();
         for r in [&mut s, &mut restored] {
-            apply(r, cp(0, 1, 9));
-            apply(r, cp(0, 2, 10));
+            apply(r, cp(1, 9));
+            apply(r, cp(2, 10));
             let status = r.query_of(&a, QueryId(10)).unwrap().status(QueryId(10), 0);
             assert_eq!((status.layers_done, status.tasks_done, status.tasks_total), (0, 3, 6), "input 1 is behind");
-            for task in 0..2 {
-                apply(r, cp(1, task, 5 + task as u8));
+            for task in 3..5 {
+                apply(r, cp(task, task as u8));
             }
-            assert_eq!(apply(r, cp(1, 2, 6)), Outcome::Checkpointed { advanced: true, completed: true });
+            assert_eq!(apply(r, cp(5, 6)), Outcome::Checkpointed { advanced: true, completed: true });
             let q = r.query_of(&a, QueryId(10)).unwrap();
             assert!(q.done());
             assert_eq!(q.outputs().iter().map(|o| o[0]).collect::<Vec<_>>(), vec![10, 6]);
-            assert_eq!(q.inputs[0].values.len(), 1, "only the result is kept");
+            assert_eq!(q.values.len(), 2, "only the results are kept");
             let status = q.status(QueryId(10), 0);
             assert_eq!((status.layers_done, status.layers_total), (3, 3));
             assert!(r.query_of(&b, QueryId(10)).is_none());
-            assert_eq!(r.unfinished().len(), 2);
+            assert_eq!(r.unfinished(), vec![QueryId(12)]);
         }
         let mut bad = admit(9, 19, &a, ks);
         if let Command::Admit { layers, .. } = &mut bad {
@@ -647,11 +623,9 @@ mod tests {
         // Another tenant is not held back by a's quota.
         assert!(matches!(apply(&mut s, quota(1, 20, &b)), Outcome::Admitted { .. }));
         // Finished queries still count until released.
-        for input in 0..2 {
-            for task in 0..3 {
-                let outputs = vec![serde_bytes::ByteBuf::from(vec![1])];
-                apply(&mut s, Command::Checkpoint { query: QueryId(10), input, task, outputs });
-            }
+        for task in 0..6 {
+            let outputs = vec![serde_bytes::ByteBuf::from(vec![1])];
+            apply(&mut s, Command::Checkpoint { query: QueryId(10), task, outputs });
         }
         assert!(s.query_of(&a, QueryId(10)).unwrap().done());
         assert!(matches!(apply(&mut s, quota(3, 12, &a)), Outcome::Rejected(ErrorCode::QuotaExceeded, _)));
@@ -663,7 +637,7 @@ mod tests {
         assert!(s.query_of(&a, QueryId(10)).is_none());
         // A running query can be released too (cancelled): its chain stops.
         assert_eq!(apply(&mut s, release(&a, 11)), Outcome::Released);
-        assert!(!s.unfinished().iter().any(|(q, _)| *q == QueryId(11)));
+        assert!(!s.unfinished().contains(&QueryId(11)));
         let mut restored = Replicated::default();
         restored.restore(&s.snapshot()).unwrap();
         for r in [&mut s, &mut restored] {

@@ -39,8 +39,8 @@ impl WorkerEntry {
 pub(crate) struct Local {
     pub workers: Vec<WorkerEntry>,
     pub next_worker: u32,
-    /// (query, input) chains this coordinator is driving now.
-    pub running: HashSet<(QueryId, u32)>,
+    /// Queries this coordinator is driving now.
+    pub running: HashSet<QueryId>,
     pub stats: Stats,
 }
 

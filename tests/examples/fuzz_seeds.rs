@@ -170,7 +170,7 @@ fn main() {
             admitted_ms: 1,
             inputs: vec![serde_bytes::ByteBuf::from(vec![1u8, 2, 3])],
         },
-        Command::Checkpoint { query, input: 0, task: 0, outputs: vec![serde_bytes::ByteBuf::from(vec![4u8, 5])] },
+        Command::Checkpoint { query, task: 0, outputs: vec![serde_bytes::ByteBuf::from(vec![4u8, 5])] },
         Command::Fail { query, reason: "seed".into() },
         Command::Release { tenant: tenant.clone(), query },
     ];

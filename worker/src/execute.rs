@@ -6,7 +6,8 @@ use nexus_ckks::{Ciphertext, Encoder, Evaluator, Parameters, Wire};
 use nexus_nn::bert::encrypted::{LayerSteps, LayerTimings, Projection};
 use nexus_nn::bert::lockstep::Bootstraps;
 use nexus_nn::bert::ServedBert;
-use nexus_nn::{DemoMlp, Engine, KeySet, OperatorModel, Refresh, DEMO_MODEL};
+use nexus_nn::matmul::compressed::Weights;
+use nexus_nn::{DemoMlp, Engine, KeySet, MatMulModel, OperatorModel, Refresh, DEMO_MODEL, MATMUL_MODEL};
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
 use nexus_proto::models::BertModelId;
 use std::collections::HashMap;
@@ -50,12 +51,32 @@ fn operator_model(name: &str, slots: usize) -> Result<Option<Arc<OperatorModel>>
     cached(&MODELS, name, slots, || OperatorModel::named(name, slots).map_err(|e| e.to_string()))
 }
 
+/// The served product at `params` (built once per parameter set).
+fn matmul_model(params: &Parameters) -> Result<Arc<MatMulModel>, String> {
+    static MODELS: ModelCache<MatMulModel> = OnceLock::new();
+    cached(&MODELS, &hex_digest(params), 0, || MatMulModel::new(params).map(Some).map_err(|e| e.to_string()))?
+        .ok_or_else(|| "no matmul model".to_string())
+}
+
+/// `model`'s weights encoded for inputs at `level` (once per parameter set
+/// and level).
+fn matmul_weights(model: &MatMulModel, params: &Parameters, level: usize) -> Result<Arc<Weights>, String> {
+    static WEIGHTS: ModelCache<Weights> = OnceLock::new();
+    cached(&WEIGHTS, &hex_digest(params), level, || {
+        model.weights(&Encoder::new(params), level).map(Some).map_err(|e| e.to_string())
+    })?
+    .ok_or_else(|| "no matmul weights".to_string())
+}
+
+fn hex_digest(params: &Parameters) -> String {
+    params.digest().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The bootstrapping circuit of `params` (built once per parameter set,
 /// cached by the parameters' digest).
 fn bootstrapper(params: &Parameters) -> Result<Arc<Bootstrapper>, String> {
     static CIRCUITS: ModelCache<Bootstrapper> = OnceLock::new();
-    let digest: String = params.digest().iter().map(|b| format!("{b:02x}")).collect();
-    cached(&CIRCUITS, &digest, 0, || {
+    cached(&CIRCUITS, &hex_digest(params), 0, || {
         let config = BootstrapConfig::for_parameters(params)
             .ok_or("the key set's parameters have no bootstrapping configuration (use a preset with one)")?;
         Bootstrapper::new(params, config).map(Some).map_err(|e| e.to_string())
@@ -126,7 +147,24 @@ pub fn execute(
             other => Err(format!("task {other:?} is not part of model {model:?}")),
         };
     }
+    let decoded = || -> Result<Vec<Ciphertext>, String> {
+        inputs.iter().map(|b| Ciphertext::from_bytes(params, b, MAX_CIPHERTEXT).map_err(|e| e.to_string())).collect()
+    };
+    let encoded = |cts: Vec<Ciphertext>| -> Result<Vec<Vec<u8>>, String> {
+        cts.iter().map(|ct| ct.to_bytes(params).map_err(|e| e.to_string())).collect()
+    };
     match (model, kind) {
+        (MATMUL_MODEL, &TaskKind::MatMulTile { layer: 0, input, first_block: 0, end_block: u32::MAX }) => {
+            let [ct] = exactly(decoded()?)?;
+            let m = matmul_model(params)?;
+            let weights = matmul_weights(&m, params, ct.level())?;
+            let tile = m.tile(input as usize).map_err(|e| e.to_string())?;
+            encoded(m.run_tile(&engine, &weights, tile, &ct).map_err(|e| e.to_string())?)
+        }
+        (MATMUL_MODEL, TaskKind::MatMulAssemble { layer: 0 }) => {
+            let m = matmul_model(params)?;
+            encoded(m.assemble(&engine, decoded()?).map_err(|e| e.to_string())?)
+        }
         (_, TaskKind::Elementwise { layer: 0, .. }) if op_matches(model, kind) => {
             let m = operator_model(model, params.max_slots())?.ok_or_else(|| format!("unknown model {model:?}"))?;
             run(&|ct| m.apply(&engine, &ct).map_err(|e| e.to_string()))

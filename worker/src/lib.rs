@@ -378,7 +378,7 @@ struct Busy<'a> {
 
 impl<'a> Busy<'a> {
     fn start(metrics: &'a WorkerMetrics) -> Self {
-        metrics.busy.inc();
+        metrics.task_started();
         Self { metrics, started: Instant::now() }
     }
 }
@@ -386,7 +386,7 @@ impl<'a> Busy<'a> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.metrics.task_seconds.observe(self.started.elapsed().as_secs_f64());
-        self.metrics.busy.dec();
+        self.metrics.task_ended();
     }
 }
 

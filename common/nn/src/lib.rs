@@ -36,7 +36,7 @@ pub use gelu::Gelu;
 pub use keyset::KeySet;
 pub use layernorm::LayerNorm;
 pub use layout::RowLayout;
-pub use matmul::CompressedMatMul;
+pub use matmul::{CompressedMatMul, MatMulModel, MATMUL_MODEL};
 pub use model::{DemoMlp, DEMO_MODEL};
 pub use operator_model::{OperatorModel, OPERATOR_MODELS};
 pub use softmax::Softmax;

@@ -198,7 +198,7 @@ pub enum ElementwiseOp {
 /// What a task computes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskKind {
-    /// One tile of a compressed-input product.
+    /// One tile of a compressed-input product: its partial outputs.
     MatMulTile {
         /// Layer in the model plan.
         layer: u32,
@@ -206,7 +206,7 @@ pub enum TaskKind {
         input: u32,
         /// First output row block.
         first_block: u32,
-        /// One past the last output row block.
+        /// One past the last output row block (`u32::MAX`: the last).
         end_block: u32,
     },
     /// A rotation-based product of one ciphertext.
@@ -252,6 +252,12 @@ pub enum TaskKind {
         layer: u32,
         /// Which step.
         step: EncoderStep,
+    },
+    /// The sum of a compressed-input product's tiles (their partial
+    /// outputs in tile order): the product's output ciphertexts.
+    MatMulAssemble {
+        /// Layer.
+        layer: u32,
     },
 }
 

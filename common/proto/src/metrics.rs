@@ -3,9 +3,12 @@
 
 use crate::error::ProtoError;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn reg_err(e: prometheus::Error) -> ProtoError {
@@ -146,9 +149,38 @@ pub struct WorkerMetrics {
     pub busy: IntGauge,
     /// Task execution time.
     pub task_seconds: Histogram,
+    /// Wall seconds with at least one task running (tasks running side by
+    /// side count once, unlike the task-time sum).
+    pub busy_seconds: Counter,
+    /// Tasks running, and since when at least one has been.
+    occupancy: Arc<Mutex<(u32, Option<Instant>)>>,
 }
 
 impl WorkerMetrics {
+    /// A task starts: the busy gauge, and the busy time from the first.
+    pub fn task_started(&self) {
+        self.busy.inc();
+        if let Ok(mut o) = self.occupancy.lock() {
+            o.0 += 1;
+            if o.0 == 1 {
+                o.1 = Some(Instant::now());
+            }
+        }
+    }
+
+    /// A task ends: the busy time up to now once none runs.
+    pub fn task_ended(&self) {
+        self.busy.dec();
+        if let Ok(mut o) = self.occupancy.lock() {
+            o.0 = o.0.saturating_sub(1);
+            if o.0 == 0 {
+                if let Some(since) = o.1.take() {
+                    self.busy_seconds.inc_by(since.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+
     /// Fresh collectors in a fresh registry.
     pub fn new() -> Result<Self, ProtoError> {
         let registry = Registry::new();
@@ -160,6 +192,12 @@ impl WorkerMetrics {
         )
         .map_err(reg_err)?;
         registry.register(Box::new(task_seconds.clone())).map_err(reg_err)?;
+        let busy_seconds = Counter::new(
+            "nexus_worker_busy_seconds_total",
+            "Wall seconds with at least one task running (side-by-side tasks count once)",
+        )
+        .map_err(reg_err)?;
+        registry.register(Box::new(busy_seconds.clone())).map_err(reg_err)?;
         Ok(Self {
             key_cache_hits: counter("nexus_worker_key_cache_hits_total", "Key-cache hits")?,
             key_cache_misses: counter("nexus_worker_key_cache_misses_total", "Key-cache misses (fetches)")?,
@@ -168,6 +206,8 @@ impl WorkerMetrics {
             tasks: counter("nexus_worker_tasks_total", "Tasks run")?,
             busy: gauge("nexus_worker_busy_tasks", "Tasks running now")?,
             task_seconds,
+            busy_seconds,
+            occupancy: Arc::new(Mutex::new((0, None))),
             registry,
         })
     }

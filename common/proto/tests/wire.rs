@@ -54,6 +54,7 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
         TaskKind::ArgmaxRound { round: 14 },
         TaskKind::EncoderStep { layer: 2, step: EncoderStep::FeedForwardIn { tile: 1, tiles: 2 } },
         TaskKind::EncoderStep { layer: 0, step: EncoderStep::Attention },
+        TaskKind::MatMulAssemble { layer: 0 },
     ];
     let mut coord: Vec<CoordinatorMessage> = kinds
         .into_iter()

@@ -80,6 +80,15 @@ impl CompressedMatMul {
         (0..self.inputs()).map(|input| Tile { input, first_block: 0, end_block: self.row_blocks() }).collect()
     }
 
+    /// The `(row block, column)` keys of `tile`'s partial outputs, in the
+    /// order [`run_tile`](Self::run_tile)'s map holds them: every column of
+    /// `B` the tile's input ciphertext holds values of, in every row block
+    /// of the tile.
+    pub fn partial_keys(&self, tile: Tile) -> Vec<(usize, usize)> {
+        let columns: std::collections::BTreeSet<usize> = self.packed(tile.input).map(|p| p % self.k).collect();
+        (tile.first_block..tile.end_block).flat_map(|b| columns.iter().map(move |&l| (b, l))).collect()
+    }
+
     /// Values packed in input ciphertext `input`.
     fn packed(&self, input: usize) -> std::ops::Range<usize> {
         let start = input * self.ring_degree;

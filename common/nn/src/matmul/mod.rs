@@ -13,6 +13,8 @@ pub mod compressed;
 pub mod cost_model;
 pub mod diagonal;
 pub mod expand;
+pub mod served;
 
 pub use compressed::{CompressedMatMul, Partial, Tile};
 pub use diagonal::DiagonalMatMul;
+pub use served::{MatMulModel, MATMUL_MODEL, MATMUL_SHAPE};
