@@ -560,16 +560,10 @@ impl LayerSteps<'_, '_> {
         x: &Ciphertext,
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
-        let (l, engine) = (&self.circuit, r.engine);
-        let hidden = self.encoder.layout.placement();
-        let section = mark(r);
-        let projected =
-            self.encoder.linear(&self.weights().attention_out, &hidden, &hidden, 1.0)?.apply(engine, &[context])?;
-        let attended = engine.add_aligned(&first(projected)?, x)?;
-        timings.attention_out += since(section, r);
-        let section = mark(r);
-        let x1 = l.attention_norm.apply_refreshing(engine, attended, l.bound, r)?;
-        timings.layer_norms += since(section, r);
+        let l = &self.circuit;
+        let (linear, hidden) = (&self.weights().attention_out, self.encoder.layout.placement());
+        let sum: fn(&mut LayerTimings) -> &mut f64 = |t| &mut t.attention_out;
+        let x1 = self.residual_block(r, (linear, &hidden, &[context]), x, &l.attention_norm, (sum, timings))?;
         // `x1` is not bootstrapped to carry the product, GELU and the product
         // after it in one stage (one bootstrap instead of one per pair of
         // wide ciphertexts): the product into the wide layout then runs at
@@ -643,15 +637,29 @@ impl LayerSteps<'_, '_> {
         x1: &Ciphertext,
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
-        let (l, engine) = (&self.circuit, r.engine);
+        let linear = &self.weights().ffn_out;
+        let sum: fn(&mut LayerTimings) -> &mut f64 = |t| &mut t.feed_forward;
+        self.residual_block(r, (linear, &self.wide, activated), x1, &self.circuit.ffn_norm, (sum, timings))
+    }
+
+    /// `norm(linear(inputs) + residual)`, the product and the sum timed into
+    /// the field `sum` picks, the LayerNorm into `layer_norms`.
+    fn residual_block(
+        &self,
+        r: &mut Bootstraps<'_>,
+        (linear, from, inputs): (&super::weights::Linear, &Placement, &[Ciphertext]),
+        residual: &Ciphertext,
+        norm: &LayerNorm,
+        (sum, timings): (fn(&mut LayerTimings) -> &mut f64, &mut LayerTimings),
+    ) -> Result<Ciphertext, NnError> {
+        let engine = r.engine;
         let hidden = self.encoder.layout.placement();
         let section = mark(r);
-        let contracted =
-            self.encoder.linear(&self.weights().ffn_out, &self.wide, &hidden, 1.0)?.apply(engine, activated)?;
-        let out = engine.add_aligned(&first(contracted)?, x1)?;
-        timings.feed_forward += since(section, r);
+        let product = self.encoder.linear(linear, from, &hidden, 1.0)?.apply(engine, inputs)?;
+        let added = engine.add_aligned(&first(product)?, residual)?;
+        *sum(timings) += since(section, r);
         let section = mark(r);
-        let y = l.ffn_norm.apply_refreshing(engine, out, l.bound, r)?;
+        let y = norm.apply_refreshing(engine, added, self.circuit.bound, r)?;
         timings.layer_norms += since(section, r);
         Ok(y)
     }
