@@ -794,6 +794,7 @@ impl Coordinator {
             });
             let Some((key_set, model, inputs, finished, values)) = next else { break };
             let Ok(graph) = plan::graph(&model, inputs) else { break };
+            let mut missing = None;
             for node in graph.ready(&finished) {
                 if in_flight.contains(&node) {
                     continue;
@@ -801,16 +802,27 @@ impl Coordinator {
                 let spec = &graph.nodes[node as usize];
                 let mut task_inputs = Vec::new();
                 for source in &spec.sources {
-                    let Some(blobs) = values.get(&source.key()) else { continue };
+                    // A ready task's sources are held until it finishes.
+                    let Some(blobs) = values.get(&source.key()) else {
+                        missing = Some(format!("task {node}: its input {source:?} is not in the state"));
+                        break;
+                    };
                     let refs = known.remove(&source.key()).filter(|r| r.len() == blobs.0.len());
                     let refs = refs.unwrap_or_else(|| blobs.0.iter().map(|b| BlobRef::of(b)).collect());
                     task_inputs.extend(refs.iter().copied().zip(blobs.0.iter().cloned()));
                     known.insert(source.key(), refs);
                 }
+                if missing.is_some() {
+                    break;
+                }
                 let task = TaskId { query, index: node };
                 let (me, model, kind) = (self.clone(), model.clone(), spec.kind.clone());
                 in_flight.insert(node);
                 running.spawn(async move { (node, me.dispatch(task, key_set, &model, kind, task_inputs).await) });
+            }
+            if let Some(reason) = missing {
+                self.fail(query, reason).await;
+                break;
             }
             let Some(joined) = running.join_next().await else { break };
             let Ok((node, result)) = joined else { break };
@@ -851,8 +863,10 @@ impl Coordinator {
                 }
             }
         }
-        // A failed, released or abandoned query's other tasks stop here.
-        running.abort_all();
+        // A failed, released or abandoned query's tasks still running finish
+        // on their own (aborting them would skip handing their workers'
+        // slots back); their outputs are dropped.
+        running.detach_all();
     }
 
     /// Records that `query` cannot finish.

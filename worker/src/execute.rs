@@ -58,14 +58,17 @@ fn matmul_model(params: &Parameters) -> Result<Arc<MatMulModel>, String> {
         .ok_or_else(|| "no matmul model".to_string())
 }
 
-/// `model`'s weights encoded for inputs at `level` (once per parameter set
-/// and level).
+/// `model`'s weights encoded for inputs at `level`: kept once per
+/// parameter set at the top level (where clients encrypt), encoded per
+/// task at any other (a cache per level would let inputs at every level
+/// pin that many copies).
 fn matmul_weights(model: &MatMulModel, params: &Parameters, level: usize) -> Result<Arc<Weights>, String> {
     static WEIGHTS: ModelCache<Weights> = OnceLock::new();
-    cached(&WEIGHTS, &hex_digest(params), level, || {
-        model.weights(&Encoder::new(params), level).map(Some).map_err(|e| e.to_string())
-    })?
-    .ok_or_else(|| "no matmul weights".to_string())
+    let encode = || model.weights(&Encoder::new(params), level).map_err(|e| e.to_string());
+    if level != params.max_level() {
+        return encode().map(Arc::new);
+    }
+    cached(&WEIGHTS, &hex_digest(params), level, || encode().map(Some))?.ok_or_else(|| "no matmul weights".to_string())
 }
 
 fn hex_digest(params: &Parameters) -> String {

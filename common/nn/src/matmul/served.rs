@@ -20,11 +20,16 @@ pub const MATMUL_SHAPE: (usize, usize, usize) = (4096, 768, 64);
 /// Scale of the encoded weights (as in the benchmark).
 const WEIGHT_SCALE: f64 = 1073741824.0; // 2^30
 
+/// Most bytes the encoded weights may take (at `N = 2^16` and twenty
+/// limbs they would be about 8 GB: serve the product at smaller rings).
+const MAX_WEIGHT_BYTES: usize = 1 << 30;
+
 /// The served product and its plaintext operand.
 #[derive(Clone, Debug)]
 pub struct MatMulModel {
     product: CompressedMatMul,
     a: Vec<f64>,
+    ring_degree: usize,
 }
 
 impl MatMulModel {
@@ -33,7 +38,7 @@ impl MatMulModel {
         let (m, n, k) = MATMUL_SHAPE;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let a = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        Ok(Self { product: CompressedMatMul::new(params, m, n, k)?, a })
+        Ok(Self { product: CompressedMatMul::new(params, m, n, k)?, a, ring_degree: params.n() })
     }
 
     /// The product's shape and packing.
@@ -46,8 +51,24 @@ impl MatMulModel {
         &self.a
     }
 
-    /// `A`'s columns encoded for inputs at `level`.
+    /// `A`'s columns encoded for inputs at `level`; refused where they
+    /// would take more than a gigabyte.
     pub fn weights(&self, encoder: &Encoder, level: usize) -> Result<Weights, NnError> {
+        let (_, n, _) = MATMUL_SHAPE;
+        let plaintexts = self.product.row_blocks() * n;
+        let bytes = plaintexts.saturating_mul(level + 1).saturating_mul(self.ring_degree).saturating_mul(8);
+        if bytes > MAX_WEIGHT_BYTES {
+            return Err(invalid(
+                "matmul",
+                format!(
+                    "{plaintexts} weight plaintexts at level {level} of N = {} would take {:.1} GB (at most {:.1} GB): \
+                     use a smaller ring or a lower level",
+                    self.ring_degree,
+                    bytes as f64 / 1e9,
+                    MAX_WEIGHT_BYTES as f64 / 1e9
+                ),
+            ));
+        }
         self.product.encode_weights(encoder, &self.a, level, WEIGHT_SCALE)
     }
 
@@ -122,5 +143,10 @@ mod tests {
         let engine = Engine { eval: &eval, encoder: &encoder, rlk: &rlk, galois: &galois };
         let err = model.assemble(&engine, vec![]).unwrap_err().to_string();
         assert!(err.contains("0 partial outputs, expected"), "{err}");
+        // Two row blocks of 768 plaintexts of 2^12 coefficients: 50 MB a
+        // limb.
+        assert!(model.weights(&encoder, 1).is_ok());
+        let err = model.weights(&encoder, 30).unwrap_err().to_string();
+        assert!(err.contains("1536 weight plaintexts at level 30 of N = 4096 would take 1.6 GB"), "{err}");
     }
 }
