@@ -4,9 +4,10 @@
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
 use nexus_proto::models::BertModelId;
 
-/// Tiles the product into a BERT layer's feed-forward layout is cut into
-/// (MiniLM's wide layout is two or three ciphertexts; a tile with none is
-/// an empty task).
+/// Tiles the product into a BERT layer's feed-forward layout is cut into.
+/// The wide layout holds `slots / T` columns per ciphertext: MiniLM's 1536
+/// columns take one ciphertext at 16 tokens (the second tile is then an
+/// empty task) and two at 32 tokens or more.
 pub const FEED_FORWARD_TILES: u32 = 2;
 
 /// Most input ciphertexts one query may have (bounds its graph).

@@ -412,10 +412,12 @@ impl<'w> EncryptedEncoder<'w> {
 
     /// Layer `index` as separate steps (the cluster runs each as a task).
     pub fn steps(&self, index: usize) -> Result<LayerSteps<'_, 'w>, NnError> {
-        let circuit = self.layer(index)?;
+        if index >= self.weights.layers.len() {
+            return Err(invalid("encoder", format!("no layer {index}")));
+        }
         let input_bound =
             if index == 0 { self.plan.input_bound } else { bound_of(&self.plan.layers[index - 1].output) };
-        Ok(LayerSteps { encoder: self, index, circuit, input_bound, wide: self.wide()? })
+        Ok(LayerSteps { encoder: self, index, circuit: std::cell::OnceCell::new(), input_bound, wide: self.wide()? })
     }
 
     /// Mean over each sentence's real tokens of every hidden column, at
@@ -483,7 +485,9 @@ pub enum Projection {
 pub struct LayerSteps<'e, 'w> {
     encoder: &'e EncryptedEncoder<'w>,
     index: usize,
-    circuit: LayerCircuit,
+    /// Built on first use: the refresh and the projections need none of it
+    /// (the cluster runs each step as its own task).
+    circuit: std::cell::OnceCell<LayerCircuit>,
     input_bound: f64,
     wide: Placement,
 }
@@ -501,6 +505,15 @@ fn since((start, before): (Instant, f64), r: &Bootstraps<'_>) -> f64 {
 impl LayerSteps<'_, '_> {
     fn weights(&self) -> &super::weights::LayerWeights {
         &self.encoder.weights.layers[self.index]
+    }
+
+    /// The layer's non-linear operators.
+    fn circuit(&self) -> Result<&LayerCircuit, NnError> {
+        if let Some(c) = self.circuit.get() {
+            return Ok(c);
+        }
+        let built = self.encoder.layer(self.index)?;
+        Ok(self.circuit.get_or_init(|| built))
     }
 
     /// The layer's input with the levels its projections and the scores
@@ -540,7 +553,7 @@ impl LayerSteps<'_, '_> {
         v: Ciphertext,
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
-        let (l, engine) = (&self.circuit, r.engine);
+        let (l, engine) = (self.circuit()?, r.engine);
         let section = mark(r);
         let scores = l.attention.scores(engine, q, k)?;
         let probabilities = l.attention.softmax().apply_refreshing(engine, scores, r)?;
@@ -560,7 +573,7 @@ impl LayerSteps<'_, '_> {
         x: &Ciphertext,
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
-        let l = &self.circuit;
+        let l = self.circuit()?;
         let (linear, hidden) = (&self.weights().attention_out, self.encoder.layout.placement());
         let sum: fn(&mut LayerTimings) -> &mut f64 = |t| &mut t.attention_out;
         let x1 = self.residual_block(r, (linear, &hidden, &[context]), x, &l.attention_norm, (sum, timings))?;
@@ -591,7 +604,12 @@ impl LayerSteps<'_, '_> {
         timings: &mut LayerTimings,
     ) -> Result<Vec<Ciphertext>, NnError> {
         let started = Instant::now();
-        let factor = self.circuit.gelu.input_factor();
+        if outputs.is_empty() {
+            // An empty tile (the wide layout has fewer ciphertexts than
+            // tiles): no product to build.
+            return Ok(Vec::new());
+        }
+        let factor = self.circuit()?.gelu.input_factor();
         let hidden = self.encoder.layout.placement();
         let expanded = self.encoder.linear(&self.weights().ffn_in, &hidden, &self.wide, factor)?.apply_rows(
             engine,
@@ -610,7 +628,7 @@ impl LayerSteps<'_, '_> {
         expanded: Vec<Ciphertext>,
         timings: &mut LayerTimings,
     ) -> Result<Vec<Ciphertext>, NnError> {
-        let (l, engine) = (&self.circuit, r.engine);
+        let (l, engine) = (self.circuit()?, r.engine);
         if expanded.len() != self.wide.ciphertexts() {
             return Err(invalid(
                 "gelu step",
@@ -639,7 +657,7 @@ impl LayerSteps<'_, '_> {
     ) -> Result<Ciphertext, NnError> {
         let linear = &self.weights().ffn_out;
         let sum: fn(&mut LayerTimings) -> &mut f64 = |t| &mut t.feed_forward;
-        self.residual_block(r, (linear, &self.wide, activated), x1, &self.circuit.ffn_norm, (sum, timings))
+        self.residual_block(r, (linear, &self.wide, activated), x1, &self.circuit()?.ffn_norm, (sum, timings))
     }
 
     /// `norm(linear(inputs) + residual)`, the product and the sum timed into
@@ -659,7 +677,7 @@ impl LayerSteps<'_, '_> {
         let added = engine.add_aligned(&first(product)?, residual)?;
         *sum(timings) += since(section, r);
         let section = mark(r);
-        let y = norm.apply_refreshing(engine, added, self.circuit.bound, r)?;
+        let y = norm.apply_refreshing(engine, added, self.circuit()?.bound, r)?;
         timings.layer_norms += since(section, r);
         Ok(y)
     }
