@@ -1,9 +1,10 @@
 //! Nexus coordinator: accepts tenants' clients (token-authenticated) and
 //! workers (certificate-authenticated) on one mutual-TLS QUIC endpoint,
 //! stores key sets by content address, admits queries into a bounded
-//! queue, expands each into ciphertext-level tasks and dispatches them with
-//! key affinity (workers that already hold the key set first, then the
-//! least loaded), retrying failed tasks elsewhere.
+//! queue, expands each into ciphertext-level tasks and hands them to
+//! workers' task slots through the batcher ([`schedule`]: queued queries of
+//! one key set run together on the workers holding its keys), retrying
+//! failed tasks elsewhere.
 //!
 //! Coordinators form a raft group ([`consensus`]): key sets, admitted
 //! queries and every input's checkpoint after each layer are in the
@@ -20,6 +21,7 @@ pub mod keystore;
 pub mod limits;
 pub mod plan;
 pub mod replicated;
+mod schedule;
 mod state;
 
 use consensus::{LogStorage, PeerAddress, ProposeError, RaftTransport, Replica, ReplicaConfig, Role};
@@ -36,7 +38,8 @@ use nexus_proto::tls::{peer_is_authenticated, server_config, Identity};
 use nexus_proto::ProtoError;
 use quinn::rustls::pki_types::CertificateDer;
 use replicated::{Command, Outcome, Replicated};
-use state::{Local, WorkerEntry};
+use schedule::Group;
+use state::{Local, Slot, WorkerEntry};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 pub use nexus_proto::PROTOCOL_VERSION;
@@ -144,7 +147,6 @@ pub struct Coordinator {
     /// Key-set bytes (the log names key sets by digest only).
     keys: KeyReplication,
     local: Arc<Mutex<Local>>,
-    worker_joined: Arc<Notify>,
     /// The term in which this leader finished taking over (tenants
     /// replicated, queries resumed): it serves requests only then.
     serving_term: Arc<AtomicU64>,
@@ -219,7 +221,6 @@ impl Coordinator {
             transport,
             keys,
             local: Arc::new(Mutex::new(Local::default())),
-            worker_joined: Arc::new(Notify::new()),
             serving_term: Arc::new(AtomicU64::new(0)),
             rates: Arc::new(RequestRates::new(&config.limits)),
             uploads: UploadBudget::new(config.limits.upload_bytes_in_flight),
@@ -475,10 +476,12 @@ impl Coordinator {
             local.next_worker += 1;
             local.workers.push(WorkerEntry::new(id, conn.clone(), capabilities, cached));
             self.metrics.workers.set(local.workers.len() as i64);
+            // Tasks waiting for a slot start on the new worker.
+            local.fill(id, self.config.limits.batch_tasks);
+            self.schedule_metrics(&local);
             id
         };
         info!(worker = id.0, remote = %conn.remote_address(), "worker registered");
-        self.worker_joined.notify_waiters();
         if send_message(&mut send, "registered", &CoordinatorMessage::Registered { worker: id }, DEFAULT_MAX_FRAME)
             .await
             .is_err()
@@ -894,13 +897,14 @@ impl Coordinator {
         let timer = self.metrics.task_seconds.with_label_values(&[label]).start_timer();
         let (mut failed, mut lost) = (0u32, 0u32);
         loop {
-            let Some((worker, conn)) = self.wait_for_worker(key_set).await? else {
+            let group = Group { key_set, model: model.to_string() };
+            let Some((worker, conn)) = self.acquire(group).await? else {
                 return Err(Dispatch::Failed(format!("no worker registered for {} s", WORKER_WAIT.as_secs())));
             };
             debug!(query = %task.query, task = task.index, worker = worker.0, kind = label, "task dispatched");
             let failure = match self.run_on(&conn, task, key_set, model, (kind.clone(), &inputs)).await {
                 Ok(output) => {
-                    self.local.lock().await.release(worker, Some(key_set));
+                    self.release(worker, Some(key_set)).await;
                     timer.observe_duration();
                     self.metrics.tasks.with_label_values(&[label]).inc();
                     return Ok(output);
@@ -908,7 +912,8 @@ impl Coordinator {
                 Err(f) => f,
             };
             let mut local = self.local.lock().await;
-            local.release(worker, None);
+            local.release(worker, None, self.config.limits.batch_tasks);
+            self.schedule_metrics(&local);
             let give_up = match &failure {
                 Failure::Lost(_) => {
                     if conn.close_reason().is_some() {
@@ -937,37 +942,64 @@ impl Coordinator {
         }
     }
 
-    /// A worker for `key_set`, waiting for one to register; `Abandoned`
-    /// once this coordinator no longer leads.
-    async fn wait_for_worker(&self, key_set: KeySetId) -> Result<Option<(WorkerId, quinn::Connection)>, Dispatch> {
-        let deadline = tokio::time::Instant::now() + WORKER_WAIT;
+    /// A task slot for a task of `group` (see [`Local::acquire`]), waiting
+    /// for one while every slot is taken; `None` once no worker has been
+    /// registered for [`WORKER_WAIT`], `Abandoned` once this coordinator
+    /// no longer leads.
+    async fn acquire(&self, group: Group) -> Result<Option<(WorkerId, quinn::Connection)>, Dispatch> {
+        let (mut id, mut rx) = {
+            let mut local = self.local.lock().await;
+            let slot = local.acquire(group.clone());
+            self.schedule_metrics(&local);
+            match slot {
+                Slot::Now(g) => return Ok(Some((g.worker, g.conn))),
+                Slot::Queued(id, rx) => (id, rx),
+            }
+        };
+        let mut no_worker_since: Option<tokio::time::Instant> = None;
         loop {
-            if !self.replica.role().leader_ready {
-                return Err(Dispatch::Abandoned);
+            let dropped = match tokio::time::timeout(Duration::from_millis(200), &mut rx).await {
+                Ok(Ok(g)) => return Ok(Some((g.worker, g.conn))),
+                Ok(Err(_)) => true,
+                Err(_) => false,
+            };
+            let leading = self.replica.role().leader_ready;
+            let mut local = self.local.lock().await;
+            if dropped {
+                // Not expected (only this task cancels its place), but
+                // never spin on a closed channel: queue again.
+                (id, rx) = local.waiting.push(group.clone());
             }
-            let joined = self.worker_joined.notified();
-            if let Some(w) = self.pick_worker(key_set).await {
-                return Ok(Some(w));
+            let now = tokio::time::Instant::now();
+            no_worker_since = if local.workers.is_empty() { no_worker_since.or(Some(now)) } else { None };
+            let waited_out = no_worker_since.is_some_and(|since| now - since >= WORKER_WAIT);
+            if leading && !waited_out {
+                continue;
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
+            // Stop waiting; a slot given meanwhile goes back.
+            local.waiting.cancel(id);
+            rx.close();
+            if let Ok(g) = rx.try_recv() {
+                local.release(g.worker, None, self.config.limits.batch_tasks);
             }
-            let _ = tokio::time::timeout(Duration::from_millis(200), joined).await;
+            self.schedule_metrics(&local);
+            return if leading { Ok(None) } else { Err(Dispatch::Abandoned) };
         }
     }
 
-    /// The worker for a task of `key_set`: one with a free task slot
-    /// before a full one (a task graph's parallel tasks spread out rather
-    /// than queue on one worker), then one holding the key set (it crosses
-    /// the network once per worker), then the least loaded.
-    async fn pick_worker(&self, key_set: KeySetId) -> Option<(WorkerId, quinn::Connection)> {
+    /// A task left `worker` (on success it now holds `key_set`); its slot
+    /// goes to a waiting task.
+    async fn release(&self, worker: WorkerId, key_set: Option<KeySetId>) {
         let mut local = self.local.lock().await;
-        let best = local.workers.iter_mut().min_by_key(|w| {
-            let full = w.running >= w.capabilities.threads.max(1);
-            (full, !w.cached.contains(&key_set), w.running)
-        })?;
-        best.running += 1;
-        Some((best.id, best.conn.clone()))
+        local.release(worker, key_set, self.config.limits.batch_tasks);
+        self.schedule_metrics(&local);
+    }
+
+    /// The batcher's gauges from `local`.
+    fn schedule_metrics(&self, local: &Local) {
+        self.metrics.tasks_waiting.set(local.waiting.len() as i64);
+        let reported = self.metrics.key_set_switches.get();
+        self.metrics.key_set_switches.inc_by(local.stats.key_set_switches.saturating_sub(reported));
     }
 
     async fn run_on(

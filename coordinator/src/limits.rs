@@ -30,6 +30,11 @@ pub struct Limits {
     pub upload_bytes_in_flight: u64,
     /// Client connections open at once; more are refused at the handshake.
     pub max_client_connections: usize,
+    /// Tasks of one key set and model a worker takes in a row while tasks
+    /// of others wait (the batcher: queued queries of one key set run
+    /// together on the workers holding its keys). 1 alternates task by
+    /// task.
+    pub batch_tasks: u32,
 }
 
 impl Default for Limits {
@@ -40,6 +45,7 @@ impl Default for Limits {
             max_held_per_tenant: 32,
             upload_bytes_in_flight: 24 << 30,
             max_client_connections: 4096,
+            batch_tasks: 64,
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   `metrics`, `raft_id`, `raft_listen`, `data_dir`, `[tenants]`,
 //!   `[[peers]]` with `id`, `raft`, `public`, and `[limits]` with
 //!   `requests_per_second`, `request_burst`, `max_held_per_tenant`,
-//!   `upload_bytes_in_flight`, `max_client_connections`); flags override it.
+//!   `upload_bytes_in_flight`, `max_client_connections`, `batch_tasks`);
+//!   flags override it.
 //!
 //! A raft group of three: start each with its own `--id`, `--raft-listen`
 //! and `--data-dir`, and the same three `--peer ID=RAFT_ADDR=PUBLIC_ADDR`.
@@ -111,6 +112,10 @@ struct RunArgs {
     /// (default 32; 0: no per-tenant bound).
     #[arg(long)]
     max_held_per_tenant: Option<u32>,
+    /// Tasks of one key set and model a worker takes in a row while others
+    /// wait (default 64; 1 alternates task by task).
+    #[arg(long)]
+    batch_tasks: Option<u32>,
 }
 
 /// `[limits]` in the TOML file (defaults: [`Limits::default`]).
@@ -122,6 +127,7 @@ struct FileLimits {
     max_held_per_tenant: Option<u32>,
     upload_bytes_in_flight: Option<u64>,
     max_client_connections: Option<usize>,
+    batch_tasks: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -153,7 +159,12 @@ struct FilePeer {
 }
 
 /// The limits: defaults, then the file's `[limits]`, then flags.
-fn limits(file: &FileLimits, requests_per_second: Option<f64>, max_held_per_tenant: Option<u32>) -> Result<Limits> {
+fn limits(
+    file: &FileLimits,
+    requests_per_second: Option<f64>,
+    max_held_per_tenant: Option<u32>,
+    batch_tasks: Option<u32>,
+) -> Result<Limits> {
     let d = Limits::default();
     let l = Limits {
         requests_per_second: requests_per_second.or(file.requests_per_second).unwrap_or(d.requests_per_second),
@@ -161,6 +172,7 @@ fn limits(file: &FileLimits, requests_per_second: Option<f64>, max_held_per_tena
         max_held_per_tenant: max_held_per_tenant.or(file.max_held_per_tenant).unwrap_or(d.max_held_per_tenant),
         upload_bytes_in_flight: file.upload_bytes_in_flight.unwrap_or(d.upload_bytes_in_flight),
         max_client_connections: file.max_client_connections.unwrap_or(d.max_client_connections),
+        batch_tasks: batch_tasks.or(file.batch_tasks).unwrap_or(d.batch_tasks),
     };
     if l.requests_per_second.is_nan() || l.requests_per_second < 0.0 || l.requests_per_second.is_infinite() {
         bail!("requests_per_second {}: expected a finite number >= 0", l.requests_per_second);
@@ -170,6 +182,9 @@ fn limits(file: &FileLimits, requests_per_second: Option<f64>, max_held_per_tena
     }
     if l.max_client_connections == 0 {
         bail!("max_client_connections 0 would refuse every client");
+    }
+    if l.batch_tasks == 0 {
+        bail!("batch_tasks 0: expected at least 1 (1 alternates key sets task by task)");
     }
     Ok(l)
 }
@@ -232,6 +247,7 @@ async fn main() -> Result<()> {
                 max_attempts,
                 requests_per_second,
                 max_held_per_tenant,
+                batch_tasks,
             } = *args;
             nexus_proto::logging::init(log_format);
             let file: FileConfig = match &config {
@@ -276,7 +292,7 @@ async fn main() -> Result<()> {
                     dir: data_dir.or(file.data_dir),
                     ..RaftSettings::default()
                 },
-                limits: limits(&file.limits, requests_per_second, max_held_per_tenant)?,
+                limits: limits(&file.limits, requests_per_second, max_held_per_tenant, batch_tasks)?,
             };
             let coordinator = Coordinator::start(config).await?;
             if let Some(m) = coordinator.metrics_addr() {

@@ -140,23 +140,7 @@ async fn gelu_queries_through_coordinator_and_two_workers_match_in_process() {
 async fn two_tenants_interleave_without_mixing_keys_or_results() {
     let params = Parameters::preset("INSECURE_N12_QP1500_DEEP_TEST").unwrap();
     let encoder = Encoder::new(&params);
-    // Each tenant: its own secret key, key set and inputs.
-    /// A tenant's secret key, key-set bytes, encrypted inputs and plain values.
-    type Tenant = (SecretKey, Vec<u8>, Vec<Vec<u8>>, Vec<f64>);
-    let tenants: Vec<Tenant> = (0..2)
-        .map(|n| {
-            let mut kg = KeyGenerator::new(&params);
-            let sk = kg.secret_key();
-            let pk = kg.public_key(&sk);
-            let keys = KeySet::new(params.clone(), kg.relin_key(&sk), GaloisKeys::new());
-            let v: Vec<f64> = (0..params.max_slots()).map(|i| (i as f64 * 0.01 + n as f64).sin() * 6.0).collect();
-            let pt = encoder.encode_real(&v, 8, params.default_scale()).unwrap();
-            let inputs = (0..2)
-                .map(|_| Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap().to_bytes(&params).unwrap())
-                .collect();
-            (sk, keys.to_bytes().unwrap(), inputs, v)
-        })
-        .collect();
+    let tenants = tenants(&params, 2);
     let ca = ClusterCa::generate("two tenants").unwrap();
     let coordinator = Coordinator::start(test_coordinator(&ca, &[("alice", "a"), ("bob", "b")])).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
@@ -192,26 +176,108 @@ async fn two_tenants_interleave_without_mixing_keys_or_results() {
     }
     for (i, _, q) in queries {
         clients[i].wait(q, Duration::from_secs(120)).await.unwrap();
-        for bytes in clients[i].fetch(q).await.unwrap() {
-            let ct = Ciphertext::from_bytes(&params, &bytes, 1 << 30).unwrap();
-            // Decrypts correctly only under its own tenant's key.
-            let got = encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &tenants[i].0).unwrap()).unwrap();
-            let err = got
-                .iter()
-                .zip(&tenants[i].3)
-                .map(|(g, x)| (g - nexus_nn::functions::gelu(*x)).abs())
-                .fold(0.0, f64::max);
-            assert!(err < 1e-3, "tenant {i}: {err}");
-            let other = encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &tenants[1 - i].0).unwrap()).unwrap();
-            assert!(
-                other
-                    .iter()
-                    .zip(&tenants[i].3)
-                    .map(|(g, x)| (g - nexus_nn::functions::gelu(*x)).abs())
-                    .fold(0.0, f64::max)
-                    > 1.0
-            );
-        }
+        check_gelu(&params, &encoder, &tenants, i, &clients[i].fetch(q).await.unwrap());
     }
     coordinator.shutdown().await;
+}
+
+/// A tenant's secret key, key-set bytes, encrypted inputs and plain values.
+type Tenant = (SecretKey, Vec<u8>, Vec<Vec<u8>>, Vec<f64>);
+
+/// `n` tenants, each with its own secret key, key set and two inputs.
+fn tenants(params: &Parameters, n: usize) -> Vec<Tenant> {
+    let encoder = Encoder::new(params);
+    (0..n)
+        .map(|n| {
+            let mut kg = KeyGenerator::new(params);
+            let sk = kg.secret_key();
+            let pk = kg.public_key(&sk);
+            let keys = KeySet::new(params.clone(), kg.relin_key(&sk), GaloisKeys::new());
+            let v: Vec<f64> = (0..params.max_slots()).map(|i| (i as f64 * 0.01 + n as f64).sin() * 6.0).collect();
+            let pt = encoder.encode_real(&v, 8, params.default_scale()).unwrap();
+            let inputs = (0..2)
+                .map(|_| Encryptor::new(params).encrypt_pk(&pt, &pk).unwrap().to_bytes(params).unwrap())
+                .collect();
+            (sk, keys.to_bytes().unwrap(), inputs, v)
+        })
+        .collect()
+}
+
+/// Tenant `i`'s GELU outputs decrypt correctly under its own key only.
+fn check_gelu(params: &Parameters, encoder: &Encoder, tenants: &[Tenant], i: usize, outputs: &[Vec<u8>]) {
+    let error_under = |ct: &Ciphertext, t: &Tenant| {
+        let got = encoder.decode_real(&Decryptor::new(params).decrypt(ct, &t.0).unwrap()).unwrap();
+        got.iter().zip(&tenants[i].3).map(|(g, x)| (g - nexus_nn::functions::gelu(*x)).abs()).fold(0.0, f64::max)
+    };
+    assert_eq!(outputs.len(), tenants[i].2.len());
+    for bytes in outputs {
+        let ct = Ciphertext::from_bytes(params, bytes, 1 << 30).unwrap();
+        let err = error_under(&ct, &tenants[i]);
+        assert!(err < 1e-3, "tenant {i}: {err}");
+        for (j, other) in tenants.iter().enumerate().filter(|(j, _)| *j != i) {
+            assert!(error_under(&ct, other) > 1.0, "tenant {i}'s output decrypts under tenant {j}'s key");
+        }
+    }
+}
+
+/// Two tenants' queries queued alternately on one worker whose key cache
+/// holds one key set: the batcher runs each key set's queued queries
+/// together, so the worker fetches each key set about once; alternating
+/// task by task (`batch_tasks` 1) fetches keys for nearly every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batcher_runs_queued_queries_of_one_key_set_together() {
+    let params = Parameters::preset("INSECURE_N12_QP1500_DEEP_TEST").unwrap();
+    let encoder = Encoder::new(&params);
+    let tenants = tenants(&params, 2);
+    let rounds = 5;
+    let mut fetches = Vec::new();
+    for batch_tasks in [64, 1] {
+        let ca = ClusterCa::generate("batcher").unwrap();
+        let mut config = test_coordinator(&ca, &[("alice", "a"), ("bob", "b")]);
+        config.limits.batch_tasks = batch_tasks;
+        config.max_queued = 2 * rounds;
+        let coordinator = Coordinator::start(config).await.unwrap();
+        let addr = coordinator.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut key_sets = Vec::new();
+        for (i, (name, token)) in [("alice", "a"), ("bob", "b")].into_iter().enumerate() {
+            let tenant = TenantId::new(name).unwrap();
+            let c = ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant, token.into()).await.unwrap();
+            key_sets.push(c.register_keys(&tenants[i].1, params.digest()).await.unwrap().0);
+            clients.push(c);
+        }
+        let mut queries = Vec::new();
+        for _ in 0..rounds {
+            for (i, c) in clients.iter().enumerate() {
+                queries.push((i, c.submit(key_sets[i], "gelu", &tenants[i].2).await.unwrap()));
+            }
+        }
+        // The worker joins with every task queued, so the order is the
+        // batcher's alone: one thread, room for one key set.
+        let started = std::time::Instant::now();
+        let worker =
+            tokio::spawn(run(nexus_worker::WorkerConfig { key_cache_bytes: 1, ..test_worker(addr, &ca, "w") }));
+        for (i, q) in queries {
+            clients[i].wait(q, Duration::from_secs(300)).await.unwrap();
+            check_gelu(&params, &encoder, &tenants, i, &clients[i].fetch(q).await.unwrap());
+        }
+        let stats = coordinator.stats().await;
+        let sent: u32 = stats.key_sets_sent.values().sum();
+        assert_eq!(coordinator.metrics().key_set_switches.get(), stats.key_set_switches);
+        println!(
+            "batch_tasks {batch_tasks}: {} tasks in {:.2} s, key sets sent {sent}, key-set switches {}",
+            stats.tasks_done,
+            started.elapsed().as_secs_f64(),
+            stats.key_set_switches
+        );
+        fetches.push((sent, stats.key_set_switches));
+        coordinator.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+    }
+    let tasks = 2 * rounds as u64 * 2;
+    // Batched: each key set once (all of alice's queued tasks, then bob's).
+    assert_eq!(fetches[0], (2, 2), "batched: (key-set fetches, switches) for {tasks} tasks");
+    // Alternating: a switch, and a fetch, for nearly every task.
+    assert!(fetches[1].1 >= tasks - 1, "alternating: {:?} for {tasks} tasks", fetches[1]);
+    assert!(fetches[1].0 as u64 >= tasks / 2, "alternating: {:?} for {tasks} tasks", fetches[1]);
 }

@@ -108,7 +108,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let slots = Arc::new(tokio::sync::Semaphore::new(config.threads.max(1) as usize));
     let metrics = Arc::new(WorkerMetrics::new()?);
     if let Some(addr) = config.metrics_listen {
-        nexus_proto::metrics::serve(metrics.registry.clone(), addr).await?;
+        let busy = metrics.clone();
+        nexus_proto::metrics::serve_with(metrics.registry.clone(), addr, Arc::new(move || busy.accrue_busy())).await?;
     }
     let mut next = 0usize;
     let mut hint: Option<String> = None;

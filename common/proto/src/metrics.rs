@@ -69,6 +69,11 @@ pub struct CoordinatorMetrics {
     pub requests_refused: IntCounterVec,
     /// Client connections refused at the handshake (connection limit).
     pub connections_refused: IntCounter,
+    /// Ready tasks waiting for a worker's task slot.
+    pub tasks_waiting: IntGauge,
+    /// Tasks given to a worker whose previous task used another key set
+    /// (or that had none): what the batcher keeps low.
+    pub key_set_switches: IntCounter,
 }
 
 impl CoordinatorMetrics {
@@ -124,6 +129,11 @@ impl CoordinatorMetrics {
             connections_refused: counter(
                 "nexus_coordinator_connections_refused_total",
                 "Client connections refused at the connection limit",
+            )?,
+            tasks_waiting: gauge("nexus_coordinator_tasks_waiting", "Ready tasks waiting for a worker's task slot")?,
+            key_set_switches: counter(
+                "nexus_coordinator_key_set_switches_total",
+                "Tasks given to a worker whose previous task used another key set (or none)",
             )?,
             registry,
         })
@@ -181,6 +191,19 @@ impl WorkerMetrics {
         }
     }
 
+    /// Adds the busy time so far of the tasks running now (called before a
+    /// scrape, so a long task shows as busy while it runs rather than all
+    /// at once when it ends).
+    pub fn accrue_busy(&self) {
+        if let Ok(mut o) = self.occupancy.lock() {
+            if let Some(since) = o.1.as_mut() {
+                let now = Instant::now();
+                self.busy_seconds.inc_by(now.duration_since(*since).as_secs_f64());
+                *since = now;
+            }
+        }
+    }
+
     /// Fresh collectors in a fresh registry.
     pub fn new() -> Result<Self, ProtoError> {
         let registry = Registry::new();
@@ -224,15 +247,26 @@ pub fn render(registry: &Registry) -> String {
 /// Serves `GET /metrics` on `addr` (plain HTTP/1.1, one response per
 /// connection); returns the bound address.
 pub async fn serve(registry: Registry, addr: SocketAddr) -> Result<SocketAddr, ProtoError> {
+    serve_with(registry, addr, Arc::new(|| {})).await
+}
+
+/// [`serve`], calling `before_render` ahead of each scrape (to bring
+/// counters that accrue over time, such as busy seconds, up to date).
+pub async fn serve_with(
+    registry: Registry,
+    addr: SocketAddr,
+    before_render: Arc<dyn Fn() + Send + Sync>,
+) -> Result<SocketAddr, ProtoError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| ProtoError::Io(e.to_string()))?;
     let bound = listener.local_addr().map_err(|e| ProtoError::Io(e.to_string()))?;
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let registry = registry.clone();
+            let (registry, before_render) = (registry.clone(), before_render.clone());
             tokio::spawn(async move {
                 let mut req = [0u8; 1024];
                 let n = stream.read(&mut req).await.unwrap_or(0);
                 let (status, body) = if req[..n].starts_with(b"GET /metrics") {
+                    before_render();
                     ("200 OK", render(&registry))
                 } else {
                     ("404 Not Found", "only GET /metrics is served\n".to_string())
