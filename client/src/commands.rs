@@ -115,6 +115,10 @@ pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoi
         if choice.layers == 0 {
             choice.layers = nexus_nn::bert::BertConfig::from_dir(&choice.dir)?.layers;
         }
+        if let Some(labels) = &choice.labels {
+            // Checked as the coordinator will check each query's id.
+            BertModelId::new("model", 1, 2, 2)?.with_labels(labels.clone())?;
+        }
     }
     let m = model_for(&state, &params)?;
     if dir.join("secret.key").exists() {
@@ -126,7 +130,10 @@ pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoi
     let pk = kg.public_key(&sk);
     let keys = match &m {
         Model::Rows(m) => KeySet::new(params.clone(), kg.relin_key(&sk), kg.galois_keys(&sk, &m.rotations(), false)?),
-        Model::Encoder(e) => e.generate_keys(preset, &params, &mut kg, &sk)?,
+        Model::Encoder(e) => {
+            let head = state.encoder.as_ref().is_some_and(|c| c.labels.is_some());
+            e.generate_keys(preset, &params, &mut kg, &sk, head)?
+        }
     };
     let sk_path = dir.join("secret.key");
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&sk_path)?;
@@ -214,7 +221,8 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &QueryInput) -> Result
             for line in e.range_warnings(text)? {
                 eprintln!("warning: {line}: the encrypted result may be inaccurate");
             }
-            let (id, slots) = e.pack(text, &params)?;
+            let labels = state.encoder.as_ref().and_then(|c| c.labels.as_deref());
+            let (id, slots) = e.pack(text, &params, labels)?;
             let pt = encoder.encode_real(&slots, e.level(), params.default_scale())?;
             let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?;
             let query = conn.connect().await?.submit(key_set, &id.to_string(), &[ct]).await?;
@@ -303,8 +311,24 @@ pub async fn release(conn: &Connection, query: QueryId) -> Result<(), BoxError> 
     Ok(())
 }
 
-/// Fetches, decrypts and unpacks a finished query's result (a JSON matrix).
-pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Vec<Vec<f64>>, BoxError> {
+/// A query's decrypted result.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Fetched {
+    /// Rows (a row model's tokens; a BERT-family model's sentence
+    /// embedding as one row).
+    Rows(Vec<Vec<f64>>),
+    /// A sentence embedding and the class a zero-shot head picked.
+    Classified {
+        /// The sentence embedding.
+        embedding: Vec<f64>,
+        /// The class.
+        class: crate::encoder::Class,
+    },
+}
+
+/// Fetches, decrypts and unpacks a finished query's result.
+pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Fetched, BoxError> {
     let state = load_state(dir)?;
     let params = Parameters::preset(&state.preset)?;
     let model = model_for(&state, &params)?;
@@ -321,12 +345,23 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Vec<
         Model::Encoder(e) => {
             let id = record.model.as_deref().map(BertModelId::parse).transpose()?.flatten();
             let id = id.ok_or_else(|| format!("{}: no BERT model id recorded", record_path.display()))?;
-            let [bytes] = &outputs[..] else {
-                return Err(format!("result has {} ciphertexts, a sentence embedding is one", outputs.len()).into());
+            let expected = if id.labels.is_some() { 2 } else { 1 };
+            if outputs.len() != expected {
+                return Err(format!(
+                    "result has {} ciphertexts, expected {expected} (the embedding, then a head's class mask)",
+                    outputs.len()
+                )
+                .into());
+            }
+            let decoded = |bytes: &[u8]| -> Result<Vec<f64>, BoxError> {
+                let ct = Ciphertext::from_bytes(&params, bytes, MAX_FILE)?;
+                Ok(encoder.decode_real(&decryptor.decrypt(&ct, &sk)?)?)
             };
-            let ct = Ciphertext::from_bytes(&params, bytes, MAX_FILE)?;
-            let slots = encoder.decode_real(&decryptor.decrypt(&ct, &sk)?)?;
-            return Ok(vec![e.unpack(&id, &slots, &params)?]);
+            let embedding = e.unpack(&id, &decoded(&outputs[0])?, &params)?;
+            return Ok(match outputs.get(1) {
+                Some(mask) => Fetched::Classified { embedding, class: e.unpack_class(&id, &decoded(mask)?, &params)? },
+                None => Fetched::Rows(vec![embedding]),
+            });
         }
     };
     let mut rows = Vec::with_capacity(record.tokens);
@@ -338,5 +373,5 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Vec<
     if rows.len() != record.tokens {
         return Err(format!("result has {} rows, the query had {} tokens", rows.len(), record.tokens).into());
     }
-    Ok(rows)
+    Ok(Fetched::Rows(rows))
 }

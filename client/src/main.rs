@@ -68,6 +68,12 @@ enum Command {
         /// With --model bert: run only the first N layers.
         #[arg(long, requires = "model_dir")]
         layers: Option<usize>,
+        /// With --model bert: a zero-shot classification head, one class
+        /// per label text (separated by ';'); the keys then cover a head
+        /// and every query asks the workers for its class too (`fetch`
+        /// prints the embedding and the class).
+        #[arg(long, requires = "model_dir")]
+        labels: Option<String>,
     },
     /// Evaluation keys.
     Keys {
@@ -325,11 +331,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let boxed = |e: Box<dyn std::error::Error + Send + Sync>| anyhow::anyhow!("{e}");
     match cli.command {
-        Command::Keygen { dir, preset, model, model_dir, max_tokens, layers } => {
+        Command::Keygen { dir, preset, model, model_dir, max_tokens, layers, labels } => {
+            let labels = labels.map(|l| l.split(';').map(|s| s.trim().to_string()).collect::<Vec<_>>());
             let encoder = model_dir.map(|dir| nexus_client::encoder::EncoderChoice {
                 dir,
                 layers: layers.unwrap_or(0),
                 max_tokens,
+                labels,
             });
             println!("{}", commands::keygen(&dir, &preset, &model, encoder).map_err(boxed)?);
             Ok(())
@@ -358,8 +366,8 @@ fn main() -> Result<()> {
             let query = commands::parse_query(&query).map_err(|e| anyhow::anyhow!(e))?;
             let conn = conn.connection()?;
             let rt = runtime()?;
-            let rows = rt.block_on(commands::fetch(&dir, &conn, query)).map_err(boxed)?;
-            let text = serde_json::to_string(&rows)?;
+            let fetched = rt.block_on(commands::fetch(&dir, &conn, query)).map_err(boxed)?;
+            let text = serde_json::to_string(&fetched)?;
             match out {
                 Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
                 None => println!("{text}"),

@@ -1093,6 +1093,8 @@ fn kind_label(kind: &TaskKind) -> &'static str {
         TaskKind::Bootstrap => "bootstrap",
         TaskKind::ArgmaxRound { .. } => "argmax_round",
         TaskKind::MatMulAssemble { .. } => "matmul_assemble",
+        TaskKind::HeadLogits => "head_logits",
+        TaskKind::ArgmaxMask => "argmax_mask",
         TaskKind::EncoderStep { step, .. } => match step {
             EncoderStep::Input => "bootstrap",
             EncoderStep::Query | EncoderStep::Key | EncoderStep::Value => "projection",

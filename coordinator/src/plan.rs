@@ -137,7 +137,8 @@ pub fn graph(model: &str, inputs: u32) -> Result<Graph, String> {
     // A BERT-family encoder (nexus_nn::ServedBert on the workers): every
     // layer as its steps, then the mean pooling, on every input.
     if let Some(bert) = BertModelId::parse(model)? {
-        return Ok(bert_graph(bert.layers as u32).per_input(inputs));
+        let classes = bert.labels.as_ref().map(Vec::len);
+        return Ok(bert_graph(bert.layers as u32, classes).per_input(inputs));
     }
     if model == "matmul" {
         return Ok(matmul_graph(inputs));
@@ -179,8 +180,11 @@ fn matmul_graph(inputs: u32) -> Graph {
 }
 
 /// Each layer's steps (`EncoderStep`) wired as `nexus_nn`'s
-/// `run_layer` composes them, then the pooling.
-fn bert_graph(layers: u32) -> Graph {
+/// `run_layer` composes them, then the pooling; with a head of `classes`
+/// classes, its logits, the Argmax's rounds (one task each, a chain) and
+/// the mask, as `EncryptedEncoder::classify_with` composes them. The
+/// result is the embedding, then the mask if there is a head.
+fn bert_graph(layers: u32, classes: Option<usize>) -> Graph {
     let mut nodes: Vec<Node> = Vec::new();
     let add = |nodes: &mut Vec<Node>, kind: TaskKind, sources: Vec<Source>, stage: u32| -> Source {
         nodes.push(Node { kind, sources, stage });
@@ -204,9 +208,22 @@ fn bert_graph(layers: u32) -> Graph {
         let activated = add(&mut nodes, step(EncoderStep::Gelu), tiles, layer);
         x = add(&mut nodes, step(EncoderStep::FeedForwardOut), vec![activated, x1], layer);
     }
-    add(&mut nodes, TaskKind::MeanPool, vec![x], layers);
-    let results = vec![nodes.len() as u32 - 1];
-    Graph { nodes, stages: layers + 1, results }
+    let pooled = add(&mut nodes, TaskKind::MeanPool, vec![x], layers);
+    let embedding = nodes.len() as u32 - 1;
+    let Some(classes) = classes else {
+        return Graph { nodes, stages: layers + 1, results: vec![embedding] };
+    };
+    let head = layers + 1;
+    let logits = add(&mut nodes, TaskKind::HeadLogits, vec![pooled], head);
+    // log2 of the classes padded to a power of two (`nexus_nn::Argmax`).
+    let rounds = classes.next_power_of_two().trailing_zeros();
+    let mut max = logits;
+    for round in 0..rounds {
+        max = add(&mut nodes, TaskKind::ArgmaxRound { round }, vec![max], head);
+    }
+    add(&mut nodes, TaskKind::ArgmaxMask, vec![logits, max], head);
+    let mask = nodes.len() as u32 - 1;
+    Graph { nodes, stages: head + 1, results: vec![embedding, mask] }
 }
 
 #[cfg(test)]
@@ -263,6 +280,41 @@ mod tests {
         assert!(graph("bart", 1).unwrap_err().contains("unknown model"));
         assert!(graph("gelu", 0).unwrap_err().contains("1 to 4096"));
         assert!(graph("gelu", MAX_INPUTS + 1).is_err());
+    }
+
+    #[test]
+    fn a_head_adds_its_logits_one_task_per_argmax_round_and_the_mask() {
+        let g = graph("bert:minilm:2:9:16:animals;food;travel;science;sport", 1).unwrap();
+        let pool = 2 * 10;
+        assert_eq!(g.nodes[pool].kind, TaskKind::MeanPool);
+        // Five classes pad to eight: three rounds.
+        let kinds: Vec<&TaskKind> = g.nodes[pool + 1..].iter().map(|n| &n.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                &TaskKind::HeadLogits,
+                &TaskKind::ArgmaxRound { round: 0 },
+                &TaskKind::ArgmaxRound { round: 1 },
+                &TaskKind::ArgmaxRound { round: 2 },
+                &TaskKind::ArgmaxMask
+            ]
+        );
+        let logits = pool as u32 + 1;
+        assert_eq!(g.nodes[pool + 1].sources, vec![Source::Task(pool as u32)]);
+        assert_eq!(g.nodes[pool + 2].sources, vec![Source::Task(logits)]);
+        assert_eq!(g.nodes[pool + 4].sources, vec![Source::Task(logits + 2)]);
+        assert_eq!(g.nodes[pool + 5].sources, vec![Source::Task(logits), Source::Task(logits + 3)]);
+        // The embedding and the mask; one more stage.
+        assert_eq!(g.results, vec![pool as u32, pool as u32 + 5]);
+        assert_eq!(g.stages, 4);
+        // The logits are held until the mask is done.
+        let mut finished: BTreeSet<u32> = (0..=logits + 3).collect();
+        assert!(!g.consumed(Source::Task(logits), &finished));
+        finished.insert(logits + 4);
+        assert!(g.consumed(Source::Task(logits), &finished));
+        // Two classes: one round.
+        assert_eq!(graph("bert:minilm:1:9:16:yes;no", 1).unwrap().nodes.len(), 10 + 1 + 3);
+        assert!(graph("bert:minilm:1:9:16:yes", 1).unwrap_err().contains("1 labels"));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! mutual TLS (bootstrapping inside the steps, at insecure test
 //! parameters), the result bit-identical to the same graph run
 //! in-process, to whole layers run in-process, and, decrypted, close to
-//! the plaintext model.
+//! the plaintext model. With a zero-shot head, its logits, one task per
+//! Argmax round and the mask follow, and the decrypted class is the
+//! plaintext head's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -16,7 +18,7 @@ use nexus_client::encoder::ClientEncoder;
 use nexus_coordinator::plan::{self, Source};
 use nexus_coordinator::{Coordinator, CoordinatorConfig};
 use nexus_nn::bert::cosine;
-use nexus_proto::ids::TenantId;
+use nexus_proto::ids::{KeySetId, TenantId};
 use nexus_proto::messages::{QueryState, TaskKind};
 use nexus_proto::tls::ClusterCa;
 use nexus_tests::{test_coordinator, test_worker};
@@ -38,10 +40,10 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let client_model = ClientEncoder::load(&dir, None, 8, PRESET, &params).unwrap();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
-    let keys = client_model.generate_keys(PRESET, &params, &mut kg, &sk).unwrap();
+    let keys = client_model.generate_keys(PRESET, &params, &mut kg, &sk, false).unwrap();
     let key_bytes = keys.to_bytes().unwrap();
     let text = "The cat sat on the mat";
-    let (id, slots) = client_model.pack(text, &params).unwrap();
+    let (id, slots) = client_model.pack(text, &params, None).unwrap();
     assert_eq!(id.to_string(), "bert:tiny-bert:2:8:8");
     let encoder = Encoder::new(&params);
     let pt = encoder.encode_real(&slots, client_model.level(), params.default_scale()).unwrap();
@@ -139,6 +141,82 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
         }
     };
     assert!(reason.contains("absent-bert"), "{reason}");
+    coordinator.shutdown().await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_shot_head_runs_as_argmax_round_tasks() {
+    let root = std::env::temp_dir().join(format!("nexus-encoder-head-{}", std::process::id()));
+    let dir = root.join("tiny-bert");
+    std::fs::create_dir_all(&dir).unwrap();
+    nexus_tests::write_tiny_bert(&dir);
+    // One layer keeps the test short; three labels: two Argmax rounds.
+    let params = Parameters::preset(PRESET).unwrap();
+    let client_model = ClientEncoder::load(&dir, Some(1), 8, PRESET, &params).unwrap();
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key();
+    let key_bytes = client_model.generate_keys(PRESET, &params, &mut kg, &sk, true).unwrap().to_bytes().unwrap();
+    let labels: Vec<String> = ["the cat sat on the mat", "a dog ran home", "fast ."].map(String::from).to_vec();
+    let text = "The cat sat on the mat";
+    let (id, slots) = client_model.pack(text, &params, Some(&labels)).unwrap();
+    assert_eq!(id.encoder_only().to_string(), "bert:tiny-bert:1:8:8");
+    let model = id.to_string();
+    assert!(model.ends_with(":the cat sat on the mat;a dog ran home;fast ."), "{model}");
+    let graph = plan::graph(&model, 1).unwrap();
+    let head_kinds: Vec<&TaskKind> = graph.nodes[11..].iter().map(|n| &n.kind).collect();
+    assert_eq!(
+        head_kinds,
+        [
+            &TaskKind::HeadLogits,
+            &TaskKind::ArgmaxRound { round: 0 },
+            &TaskKind::ArgmaxRound { round: 1 },
+            &TaskKind::ArgmaxMask
+        ]
+    );
+    let encoder = Encoder::new(&params);
+    let pt = encoder.encode_real(&slots, client_model.level(), params.default_scale()).unwrap();
+    let input = Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap().to_bytes(&params).unwrap();
+    // Checked by decryption only: the first test checks that the graph
+    // gives the same bytes on the cluster as in-process, and the head's
+    // comparisons are the most expensive tasks here.
+    // Through a coordinator and one worker.
+    let ca = ClusterCa::generate("nexus test").unwrap();
+    let coordinator = Coordinator::start(test_coordinator(&ca, &[("acme", "s3cret")])).await.unwrap();
+    let addr = coordinator.local_addr().unwrap();
+    let config = WorkerConfig { models: Some(root.clone()), lean_keys: true, ..test_worker(addr, &ca, "worker-0") };
+    tokio::spawn(run(config));
+    let tenant = TenantId::new("acme").unwrap();
+    let client = ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant, "s3cret".into()).await.unwrap();
+    let (key_set, _): (KeySetId, bool) = client.register_keys(&key_bytes, params.digest()).await.unwrap();
+    let query = client.submit(key_set, &model, std::slice::from_ref(&input)).await.unwrap();
+    client.wait(query, Duration::from_secs(600)).await.unwrap();
+    let outputs = client.fetch(query).await.unwrap();
+    let status = client.status(query).await.unwrap();
+    assert_eq!((status.layers_done, status.layers_total), (3, 3), "a layer, the pooling, the head: {status:?}");
+    assert_eq!(status.tasks_total, 10 + 1 + 4);
+    assert_eq!(outputs.len(), 2, "the embedding and the mask");
+
+    // Decrypted: the embedding, and the plaintext head's class.
+    let decode = |bytes: &[u8]| {
+        let ct = Ciphertext::from_bytes(&params, bytes, 1 << 30).unwrap();
+        encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &sk).unwrap()).unwrap()
+    };
+    let embedding = client_model.unpack(&id, &decode(&outputs[0]), &params).unwrap();
+    assert!(cosine(&embedding, &client_model.plain_embedding(text).unwrap()) > 0.999);
+    let class = client_model.unpack_class(&id, &decode(&outputs[1]), &params).unwrap();
+    let head = client_model.head(&labels).unwrap();
+    let (logits, min_gap) = client_model.plain_logits(text, &head, &params).unwrap();
+    let mut sorted = logits.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let want = nexus_nn::bert::head::argmax_index(&logits);
+    println!("head: logits {logits:?} (resolves gaps of {min_gap:.2e}), mask {:?} -> {:?}", class.mask, class.label);
+    assert!(sorted[0] - sorted[1] > min_gap, "pick a sentence whose top two logits the Argmax resolves: {logits:?}");
+    assert_eq!((class.index, class.label.as_str()), (want, labels[want].as_str()));
+    for (j, m) in class.mask.iter().enumerate() {
+        let one_hot = if j == want { 1.0 } else { 0.0 };
+        assert!((m - one_hot).abs() < 0.05, "mask {:?}", class.mask);
+    }
     coordinator.shutdown().await;
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -5,7 +5,7 @@ use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::{Ciphertext, Encoder, Evaluator, Parameters, Wire};
 use nexus_nn::bert::encrypted::{LayerSteps, LayerTimings, Projection};
 use nexus_nn::bert::lockstep::Bootstraps;
-use nexus_nn::bert::ServedBert;
+use nexus_nn::bert::{CalibratedHead, ServedBert};
 use nexus_nn::matmul::compressed::Weights;
 use nexus_nn::{DemoMlp, Engine, KeySet, MatMulModel, OperatorModel, Refresh, DEMO_MODEL, MATMUL_MODEL};
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
@@ -101,6 +101,25 @@ fn served_bert(models: Option<&Path>, id: &BertModelId, max_stage_depth: usize) 
     .ok_or_else(|| format!("model {:?} missing", id.name))
 }
 
+/// Zero-shot heads held at once; more clear the cache (each is a few
+/// prototypes, but a new label set costs a calibration pass, and label
+/// sets come from queries).
+const MAX_HEADS: usize = 64;
+
+/// `labels`' zero-shot head on `served` (`id` names the model), built once
+/// per label set.
+fn zero_shot_head(served: &ServedBert, id: &BertModelId, labels: &[String]) -> Result<Arc<CalibratedHead>, String> {
+    static HEADS: ModelCache<CalibratedHead> = OnceLock::new();
+    let key = format!("{}:{}:{}", id.name, id.layers, labels.join(";"));
+    if let Ok(mut heads) = HEADS.get_or_init(Mutex::default).lock() {
+        if heads.len() >= MAX_HEADS && !heads.contains_key(&(key.clone(), 0)) {
+            heads.clear();
+        }
+    }
+    cached(&HEADS, &key, 0, || served.zero_shot_head(labels).map(Some).map_err(|e| format!("head {labels:?}: {e}")))?
+        .ok_or_else(|| "no head".to_string())
+}
+
 /// Runs one task; errors are messages for the coordinator. `models` is the
 /// root holding one directory per BERT-family model.
 pub fn execute(
@@ -123,36 +142,66 @@ pub fn execute(
             })
             .collect()
     };
+    let decoded = || -> Result<Vec<Ciphertext>, String> {
+        inputs.iter().map(|b| Ciphertext::from_bytes(params, b, MAX_CIPHERTEXT).map_err(|e| e.to_string())).collect()
+    };
     if let Some(id) = BertModelId::parse(model)? {
         let boot = bootstrapper(params)?;
         // A bootstrap leaves output_level levels, one kept for scaling down
         // before the next (as `nexus infer` plans it).
         let served = served_bert(models, &id, boot.output_level().saturating_sub(1))?;
-        let circuit = served.encoder(id.tokens, id.block, params.max_slots()).map_err(|e| e.to_string())?;
+        let slots = params.max_slots();
+        let circuit = match &id.labels {
+            // The Argmax's stages keep three of a bootstrap's output
+            // levels for the differences and the final product (as
+            // `nexus infer` and the client plan it).
+            Some(labels) => {
+                let head = zero_shot_head(&served, &id, labels)?;
+                let depth = boot.output_level().saturating_sub(3);
+                served.encoder_with_head(id.tokens, id.block, slots, &head, depth)
+            }
+            None => served.encoder(id.tokens, id.block, slots),
+        }
+        .map_err(|e| e.to_string())?;
         let refresh = Refresh { bootstrapper: &boot, keys: &keys.keys };
+        let head = || circuit.head().ok_or_else(|| format!("task {kind:?}: model {model:?} names no labels"));
         return match kind {
             TaskKind::EncoderLayer { layer } => run(&|ct| {
                 let mut timings = LayerTimings::default();
                 circuit.run_layer(*layer as usize, &engine, &refresh, ct, &mut timings).map_err(|e| e.to_string())
             }),
             TaskKind::MeanPool => run(&|ct| circuit.mean_pool(&engine, &refresh, ct).map_err(|e| e.to_string())),
+            TaskKind::HeadLogits => {
+                head()?;
+                run(&|ct| {
+                    circuit.head_logits_with(&mut Bootstraps::new(&engine, &refresh), ct).map_err(|e| e.to_string())
+                })
+            }
+            TaskKind::ArgmaxRound { round } => {
+                let head = head()?;
+                run(&|ct| {
+                    let mut r = Bootstraps::new(&engine, &refresh);
+                    head.argmax_round(&engine, &mut r, ct, *round as usize).map_err(|e| e.to_string())
+                })
+            }
+            TaskKind::ArgmaxMask => {
+                let head = head()?;
+                let [logits, max] = exactly(decoded()?)?;
+                let mask = head
+                    .argmax_mask(&engine, &mut Bootstraps::new(&engine, &refresh), &logits, &max)
+                    .map_err(|e| e.to_string())?;
+                Ok(vec![mask.to_bytes(params).map_err(|e| e.to_string())?])
+            }
             TaskKind::EncoderStep { layer, step } => {
-                let inputs = inputs
-                    .iter()
-                    .map(|bytes| Ciphertext::from_bytes(params, bytes, MAX_CIPHERTEXT).map_err(|e| e.to_string()))
-                    .collect::<Result<Vec<_>, _>>()?;
                 let steps = circuit.steps(*layer as usize).map_err(|e| e.to_string())?;
                 let mut bootstraps = Bootstraps::new(&engine, &refresh);
-                let outputs = encoder_step(&steps, &mut bootstraps, *step, inputs)
+                let outputs = encoder_step(&steps, &mut bootstraps, *step, decoded()?)
                     .map_err(|e| format!("layer {layer}, step {step:?}: {e}"))?;
                 outputs.iter().map(|ct| ct.to_bytes(params).map_err(|e| e.to_string())).collect()
             }
             other => Err(format!("task {other:?} is not part of model {model:?}")),
         };
     }
-    let decoded = || -> Result<Vec<Ciphertext>, String> {
-        inputs.iter().map(|b| Ciphertext::from_bytes(params, b, MAX_CIPHERTEXT).map_err(|e| e.to_string())).collect()
-    };
     let encoded = |cts: Vec<Ciphertext>| -> Result<Vec<Vec<u8>>, String> {
         cts.iter().map(|ct| ct.to_bytes(params).map_err(|e| e.to_string())).collect()
     };

@@ -111,26 +111,56 @@ impl Argmax {
         Ok((0..self.m).map(|s| 0.5 + 0.5 * self.comparator.plain_sign(values[s] - a[s] + shift)).collect())
     }
 
-    /// Encrypted one-hot mask (slots `0..m`, repeated with period `M`).
+    /// Encrypted one-hot mask (slots `0..m`, repeated with period `M`):
+    /// every [`round`](Self::round), then the [`mask`](Self::mask).
     pub fn apply(
         &self,
         engine: &Engine<'_>,
         x: &Ciphertext,
         mut refresh: Option<&mut (dyn Ensure + '_)>,
     ) -> Result<Ciphertext, NnError> {
-        let e = engine.eval;
         let mut a = x.clone();
-        for step in self.rotations() {
-            // Two levels for the difference's scaling and halving; the sign
-            // stages refresh themselves as they go.
-            a = match refresh.as_deref_mut() {
-                Some(r) => r.ensure(engine, a, 2)?,
-                None => a,
-            };
-            let b = e.rotate(&a, step, engine.galois)?;
-            a = self.comparator.max(engine, &a, &b, refresh.as_deref_mut())?;
+        for round in 0..self.rounds() {
+            a = self.round(engine, a, round, refresh.as_deref_mut())?;
         }
-        let shifted = e.add_const(&engine.sub_aligned(x, &a)?, self.min_gap() / 2.0)?;
+        self.mask(engine, x, &a, refresh)
+    }
+
+    /// Round `round` (from 0): every slot of `a` becomes the maximum of
+    /// itself and the slot `stride * 2^round` further on. After all rounds
+    /// every slot holds the maximum of the values.
+    pub fn round(
+        &self,
+        engine: &Engine<'_>,
+        a: Ciphertext,
+        round: usize,
+        mut refresh: Option<&mut (dyn Ensure + '_)>,
+    ) -> Result<Ciphertext, NnError> {
+        let step = *self
+            .rotations()
+            .get(round)
+            .ok_or_else(|| invalid("argmax", format!("round {round}: there are {} rounds", self.rounds())))?;
+        // Two levels for the difference's scaling and halving; the sign
+        // stages refresh themselves as they go.
+        let a = match refresh.as_deref_mut() {
+            Some(r) => r.ensure(engine, a, 2)?,
+            None => a,
+        };
+        let b = engine.eval.rotate(&a, step, engine.galois)?;
+        self.comparator.max(engine, &a, &b, refresh)
+    }
+
+    /// The one-hot mask from the values `x` and `max`, the result of every
+    /// round on them: one sign of `x - max + gap/2`.
+    pub fn mask(
+        &self,
+        engine: &Engine<'_>,
+        x: &Ciphertext,
+        max: &Ciphertext,
+        mut refresh: Option<&mut (dyn Ensure + '_)>,
+    ) -> Result<Ciphertext, NnError> {
+        let e = engine.eval;
+        let shifted = e.add_const(&engine.sub_aligned(x, max)?, self.min_gap() / 2.0)?;
         let sign = self.comparator.sign_of_difference(engine, &shifted, refresh.as_deref_mut())?;
         let sign = match refresh {
             Some(r) => r.ensure(engine, sign, 1)?,

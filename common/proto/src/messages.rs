@@ -259,6 +259,12 @@ pub enum TaskKind {
         /// Layer.
         layer: u32,
     },
+    /// A classification head's scaled logits from the pooled embedding
+    /// (before the Argmax rounds).
+    HeadLogits,
+    /// The Argmax's one-hot class mask: the logits and the last
+    /// `ArgmaxRound`'s output in.
+    ArgmaxMask,
 }
 
 /// The steps of one encoder layer (`nexus_nn::bert::encrypted::LayerSteps`),

@@ -1,10 +1,14 @@
 //! Model ids queries name. A BERT-family encoder's id is
-//! `bert:NAME:LAYERS:TOKENS:BLOCK`: the model directory's name under the
-//! workers' model root, how many encoder layers run (all of them, or the
-//! first ones), the sentence's real tokens and the power-of-two block they
-//! are padded to. The block fixes the rotation keys, so one key set serves
-//! every sentence up to its length; the real token count is public, as in
-//! NEXUS (the server masks the padding with it).
+//! `bert:NAME:LAYERS:TOKENS:BLOCK[:LABELS]`: the model directory's name
+//! under the workers' model root, how many encoder layers run (all of
+//! them, or the first ones), the sentence's real tokens and the
+//! power-of-two block they are padded to, and optionally a zero-shot
+//! classification head's labels separated by `;` (the result is then the
+//! embedding and an encrypted one-hot class mask). The block fixes the
+//! rotation keys, so one key set serves every sentence up to its length;
+//! the real token count is public, as in NEXUS (the server masks the
+//! padding with it), and so are the labels (the server builds the head
+//! from them; the class picked stays encrypted).
 
 use std::fmt;
 
@@ -17,6 +21,13 @@ pub const MAX_BLOCK: usize = 512;
 /// Most encoder layers a query may name.
 pub const MAX_LAYERS: usize = 48;
 
+/// Most classes a zero-shot head may have (the Argmax's rounds grow with
+/// their logarithm, its rotation keys with it).
+pub const MAX_LABELS: usize = 64;
+
+/// Longest label, in bytes.
+pub const MAX_LABEL_BYTES: usize = 200;
+
 /// What a query asks a BERT-family encoder to run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BertModelId {
@@ -28,6 +39,8 @@ pub struct BertModelId {
     pub tokens: usize,
     /// Power-of-two block the tokens are padded to.
     pub block: usize,
+    /// A zero-shot classification head's labels (none: the embedding only).
+    pub labels: Option<Vec<String>>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -41,9 +54,18 @@ fn valid_name(name: &str) -> bool {
 impl BertModelId {
     /// A checked id.
     pub fn new(name: &str, layers: usize, tokens: usize, block: usize) -> Result<Self, String> {
-        let id = Self { name: name.to_string(), layers, tokens, block };
+        let id = Self { name: name.to_string(), layers, tokens, block, labels: None };
         id.check()?;
         Ok(id)
+    }
+
+    /// This id with a zero-shot head of `labels` (2 to [`MAX_LABELS`]
+    /// texts of 1 to [`MAX_LABEL_BYTES`] bytes, without `;` or control
+    /// characters, not only spaces).
+    pub fn with_labels(mut self, labels: Vec<String>) -> Result<Self, String> {
+        self.labels = Some(labels);
+        self.check()?;
+        Ok(self)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -63,6 +85,22 @@ impl BertModelId {
         if self.tokens < 2 || self.tokens > self.block {
             return bad(format!("{} tokens: 2 ([CLS] and [SEP]) to the block of {}", self.tokens, self.block));
         }
+        if let Some(labels) = &self.labels {
+            if !(2..=MAX_LABELS).contains(&labels.len()) {
+                return bad(format!("{} labels: a head needs 2 to {MAX_LABELS}", labels.len()));
+            }
+            for l in labels {
+                if l.trim().is_empty()
+                    || l.len() > MAX_LABEL_BYTES
+                    || l.contains(';')
+                    || l.chars().any(char::is_control)
+                {
+                    return bad(format!(
+                        "label {l:?}: 1 to {MAX_LABEL_BYTES} bytes, not only spaces, without ';' or control characters"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -72,20 +110,34 @@ impl BertModelId {
         let Some(rest) = id.strip_prefix(BERT_PREFIX).and_then(|r| r.strip_prefix(':')) else {
             return Ok(None);
         };
-        let parts: Vec<&str> = rest.split(':').collect();
-        let [name, layers, tokens, block] = parts[..] else {
-            return Err(format!("model id {id:?}: expected {BERT_PREFIX}:NAME:LAYERS:TOKENS:BLOCK"));
+        // Labels may hold ':': everything after the fourth field is theirs.
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let (&[name, layers, tokens, block], labels) = (&parts[..parts.len().min(4)], parts.get(4)) else {
+            return Err(format!("model id {id:?}: expected {BERT_PREFIX}:NAME:LAYERS:TOKENS:BLOCK[:LABELS]"));
         };
         let number = |what: &str, s: &str| {
             s.parse::<usize>().map_err(|_| format!("model id {id:?}: {what} {s:?} is not a number"))
         };
-        Self::new(name, number("layers", layers)?, number("tokens", tokens)?, number("block", block)?).map(Some)
+        let plain = Self::new(name, number("layers", layers)?, number("tokens", tokens)?, number("block", block)?)?;
+        match labels {
+            None => Ok(Some(plain)),
+            Some(l) => plain.with_labels(l.split(';').map(str::to_string).collect()).map(Some),
+        }
+    }
+
+    /// The same id without its head (the encoder the head reads).
+    pub fn encoder_only(&self) -> Self {
+        Self { labels: None, ..self.clone() }
     }
 }
 
 impl fmt::Display for BertModelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{BERT_PREFIX}:{}:{}:{}:{}", self.name, self.layers, self.tokens, self.block)
+        write!(f, "{BERT_PREFIX}:{}:{}:{}:{}", self.name, self.layers, self.tokens, self.block)?;
+        if let Some(labels) = &self.labels {
+            write!(f, ":{}", labels.join(";"))?;
+        }
+        Ok(())
     }
 }
 
@@ -110,5 +162,22 @@ mod tests {
         assert!(err("bert:m:2:17:16").contains("17 tokens"));
         assert!(err("bert:m:2:1:16").contains("1 tokens"));
         assert!(err("bert:m:2:9:1024").contains("block 1024"));
+    }
+
+    #[test]
+    fn labels_round_trip_and_bad_ones_are_named() {
+        let id = BertModelId::new("m", 2, 9, 16).unwrap().with_labels(vec!["a: b".into(), "c".into()]).unwrap();
+        assert_eq!(id.to_string(), "bert:m:2:9:16:a: b;c");
+        assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id.clone()));
+        assert_eq!(id.encoder_only(), BertModelId::new("m", 2, 9, 16).unwrap());
+        let err = |s: &str| BertModelId::parse(s).unwrap_err();
+        assert!(err("bert:m:2:9:16:one").contains("1 labels"));
+        assert!(err("bert:m:2:9:16:a;;b").contains("label \"\""));
+        assert!(err("bert:m:2:9:16:a; ").contains("label \" \""));
+        assert!(err("bert:m:2:9:16:a;b\n").contains("control"));
+        let many = vec!["x"; MAX_LABELS + 1].join(";");
+        assert!(err(&format!("bert:m:2:9:16:{many}")).contains("65 labels"));
+        let long = "y".repeat(MAX_LABEL_BYTES + 1);
+        assert!(err(&format!("bert:m:2:9:16:a;{long}")).contains("bytes"));
     }
 }

@@ -55,6 +55,8 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
         TaskKind::EncoderStep { layer: 2, step: EncoderStep::FeedForwardIn { tile: 1, tiles: 2 } },
         TaskKind::EncoderStep { layer: 0, step: EncoderStep::Attention },
         TaskKind::MatMulAssemble { layer: 0 },
+        TaskKind::HeadLogits,
+        TaskKind::ArgmaxMask,
     ];
     let mut coord: Vec<CoordinatorMessage> = kinds
         .into_iter()

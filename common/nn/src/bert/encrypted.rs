@@ -259,10 +259,25 @@ impl<'w> EncryptedEncoder<'w> {
     /// paired with the other lane's head).
     pub fn classify_with(&self, r: &mut Bootstraps<'_>, pooled: Ciphertext) -> Result<Ciphertext, NnError> {
         let head = self.head.as_ref().ok_or_else(|| invalid("encoder", "no classification head"))?;
+        let logits = self.head_logits_with(r, pooled)?;
+        let engine = r.engine;
+        let mut max = logits.clone();
+        for round in 0..head.rounds() {
+            max = head.argmax_round(engine, r, max, round)?;
+        }
+        head.argmax_mask(engine, r, &logits, &max)
+    }
+
+    /// The head's scaled logits from the pooled ciphertext: the first
+    /// piece of [`classify_with`](Self::classify_with), whose Argmax
+    /// rounds and mask follow through [`EncryptedHead::argmax_round`] and
+    /// [`EncryptedHead::argmax_mask`] (the same operations in the same
+    /// order, so the same bytes).
+    pub fn head_logits_with(&self, r: &mut Bootstraps<'_>, pooled: Ciphertext) -> Result<Ciphertext, NnError> {
+        let head = self.head.as_ref().ok_or_else(|| invalid("encoder", "no classification head"))?;
         let bound = self.plan.layers.last().map_or(1.0, |r| bound_of(&r.output));
         let pooled = r.refresh(pooled, 2, bound)?;
-        let engine = r.engine;
-        head.classify(engine, r, &pooled)
+        head.logits(r.engine, &pooled)
     }
 
     /// The hidden layout (client side: pack the embedded tokens with it).

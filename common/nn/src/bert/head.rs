@@ -302,6 +302,35 @@ impl EncryptedHead {
         self.argmax.apply(engine, &logits, Some(refresh))
     }
 
+    /// The Argmax's comparison rounds.
+    pub fn rounds(&self) -> usize {
+        self.argmax.rounds()
+    }
+
+    /// Argmax round `round` on `a` ([`logits`](Self::logits)' output before
+    /// round 0, the previous round's after).
+    pub fn argmax_round(
+        &self,
+        engine: &Engine<'_>,
+        refresh: &mut dyn Ensure,
+        a: Ciphertext,
+        round: usize,
+    ) -> Result<Ciphertext, NnError> {
+        self.argmax.round(engine, a, round, Some(refresh))
+    }
+
+    /// The one-hot masks from the logits and the last round's output
+    /// (what [`classify`](Self::classify) returns).
+    pub fn argmax_mask(
+        &self,
+        engine: &Engine<'_>,
+        refresh: &mut dyn Ensure,
+        logits: &Ciphertext,
+        max: &Ciphertext,
+    ) -> Result<Ciphertext, NnError> {
+        self.argmax.mask(engine, logits, max, Some(refresh))
+    }
+
     /// Client side: sentence `sentence`'s mask values (one per class) from
     /// a decrypted mask.
     pub fn mask_of(&self, slots: &[f64], sentence: usize) -> Vec<f64> {

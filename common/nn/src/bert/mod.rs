@@ -16,7 +16,7 @@ pub mod weights;
 
 pub use config::{BertConfig, Pooling};
 pub use reference::{cosine, LayerRanges, Span};
-pub use served::ServedBert;
+pub use served::{CalibratedHead, ServedBert};
 #[cfg(feature = "tokenizer")]
 pub use tokenizer::TextTokenizer;
 pub use weights::{BertWeights, LayerWeights, Linear, Norm};

@@ -3,6 +3,7 @@
 //! queries that name it (`nexus_proto::models::BertModelId`).
 
 use super::encrypted::{EncoderPlan, EncryptedEncoder};
+use super::head::{ClassifierHead, DEFAULT_GAP_BITS};
 use super::weights::BertWeights;
 use crate::error::{invalid, NnError};
 
@@ -23,6 +24,22 @@ pub const CALIBRATION_MAX_TOKENS: usize = 32;
 pub struct ServedBert {
     weights: BertWeights,
     plan: EncoderPlan,
+    /// The calibration sentences' token ids (a head's logit bound is
+    /// calibrated on them too).
+    calibration: Vec<Vec<u32>>,
+    /// The model's tokenizer (zero-shot heads tokenize their labels).
+    #[cfg(feature = "tokenizer")]
+    tokenizer: Option<super::TextTokenizer>,
+}
+
+/// A classification head with its calibrated logit bound.
+#[derive(Clone, Debug)]
+pub struct CalibratedHead {
+    /// The head.
+    pub head: ClassifierHead,
+    /// Bound on its centred logits over the calibration corpus, with the
+    /// served margin.
+    pub logit_bound: f64,
 }
 
 impl ServedBert {
@@ -42,7 +59,13 @@ impl ServedBert {
         weights.config.layers = layers;
         let mut plan = EncoderPlan::calibrate(&weights, calibration, SERVED_MARGIN)?;
         plan.max_stage_depth = Some(max_stage_depth);
-        Ok(Self { weights, plan })
+        Ok(Self {
+            weights,
+            plan,
+            calibration: calibration.to_vec(),
+            #[cfg(feature = "tokenizer")]
+            tokenizer: None,
+        })
     }
 
     /// Reads a model directory (config.json, model.safetensors,
@@ -57,7 +80,27 @@ impl ServedBert {
             .filter(|l| !l.trim().is_empty())
             .map(|l| tokenizer.encode(l, max_tokens))
             .collect::<Result<_, _>>()?;
-        Self::new(weights, layers, &calibration, max_stage_depth)
+        let mut served = Self::new(weights, layers, &calibration, max_stage_depth)?;
+        served.tokenizer = Some(tokenizer);
+        Ok(served)
+    }
+
+    /// The zero-shot head of `labels` (one class per label text: its
+    /// prototype is the label's mean-pooled embedding), its logit bound
+    /// calibrated on [`CALIBRATION`] with [`SERVED_MARGIN`]. Client and
+    /// workers build the same head from the same labels.
+    #[cfg(feature = "tokenizer")]
+    pub fn zero_shot_head(&self, labels: &[String]) -> Result<CalibratedHead, NnError> {
+        let tokenizer = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| invalid("classifier head", "the model was loaded without its tokenizer"))?;
+        let max_tokens = CALIBRATION_MAX_TOKENS.min(self.weights.config.max_positions);
+        let encoded: Vec<(String, Vec<u32>)> =
+            labels.iter().map(|l| Ok((l.clone(), tokenizer.encode(l, max_tokens)?))).collect::<Result<_, NnError>>()?;
+        let head = ClassifierHead::prototypes(&self.weights, &encoded)?;
+        let logit_bound = head.logit_bound(&self.weights, &self.calibration, SERVED_MARGIN)?;
+        Ok(CalibratedHead { head, logit_bound })
     }
 
     /// The weights (cut to the served layers).
@@ -74,5 +117,26 @@ impl ServedBert {
     /// `block`.
     pub fn encoder(&self, tokens: usize, block: usize, slots: usize) -> Result<EncryptedEncoder<'_>, NnError> {
         EncryptedEncoder::padded(&self.weights, tokens, block, slots, self.plan.clone())
+    }
+
+    /// [`encoder`](Self::encoder) followed by `head`, its Argmax's
+    /// comparison stages `argmax_depth` levels deep (a bootstrap's output
+    /// levels less three: the differences and the final product keep
+    /// them, as `nexus infer` plans it), resolving gaps of
+    /// 2^-[`DEFAULT_GAP_BITS`] of its range.
+    pub fn encoder_with_head(
+        &self,
+        tokens: usize,
+        block: usize,
+        slots: usize,
+        head: &CalibratedHead,
+        argmax_depth: usize,
+    ) -> Result<EncryptedEncoder<'_>, NnError> {
+        self.encoder(tokens, block, slots)?.with_head(
+            head.head.clone(),
+            head.logit_bound,
+            argmax_depth,
+            DEFAULT_GAP_BITS,
+        )
     }
 }
