@@ -912,16 +912,17 @@ impl Coordinator {
                 Err(f) => f,
             };
             let mut local = self.local.lock().await;
+            if matches!(failure, Failure::Lost(_)) && conn.close_reason().is_some() {
+                // Forget a dead worker now rather than when its connection
+                // task notices (and before its slot could go to a waiting
+                // task).
+                local.workers.retain(|w| w.id != worker);
+                self.metrics.workers.set(local.workers.len() as i64);
+            }
             local.release(worker, None, self.config.limits.batch_tasks);
             self.schedule_metrics(&local);
             let give_up = match &failure {
                 Failure::Lost(_) => {
-                    if conn.close_reason().is_some() {
-                        // Forget a dead worker now rather than when its
-                        // connection task notices.
-                        local.workers.retain(|w| w.id != worker);
-                        self.metrics.workers.set(local.workers.len() as i64);
-                    }
                     lost += 1;
                     lost >= MAX_LOST
                 }

@@ -14,6 +14,9 @@
 #
 #   ops/bench/bert-cluster.sh [LAYERS]        (default 1; MiniLM has 6)
 #   NEXUS_WORKER_FLAGS=--lean-keys ops/bench/bert-cluster.sh 1   (worker flags)
+#   NEXUS_LABELS="animals;food;science" ops/bench/bert-cluster.sh 1
+#       (a zero-shot head: its logits, Argmax rounds and mask run as tasks
+#       after the pooling; each query reports the class too)
 #
 # It also writes the warm query's per-task costs (COSTS_OUT, default
 # ops/bench/results/bert-costs-LAYERS-layers.json) for
@@ -60,7 +63,7 @@ client="$work/client"
 
 t=$(now)
 /usr/bin/time -f %M -o "$work/keygen.maxrss" $bin/nexus keygen --dir "$client" --preset $PRESET --model bert \
-    --model-dir "$MODEL" --max-tokens $MAX_TOKENS --layers "$LAYERS" >/dev/null
+    --model-dir "$MODEL" --max-tokens $MAX_TOKENS --layers "$LAYERS" ${NEXUS_LABELS:+--labels "$NEXUS_LABELS"} >/dev/null
 keygen_s=$(echo "$(now) - $t" | bc)
 t=$(now)
 $bin/nexus keys upload --dir "$client" "${conn[@]}" >/dev/null
@@ -94,8 +97,15 @@ for run in cold warm; do
     task=$(echo "$(worker_task_seconds) - $before" | bc)
     busy=$(echo "$(worker_busy_seconds) - $busy_before" | bc)
     coordinator_cpu=$(echo "$(coordinator_cpu_seconds) - $cpu_before" | bc)
-    cosine=$(python3 -c 'import json,sys,math; a=json.loads(sys.argv[1])[0]; b=json.loads(sys.argv[2]); print(sum(x*y for x,y in zip(a,b))/math.sqrt(sum(x*x for x in a)*sum(y*y for y in b)))' "$got" "$plain")
-    results+=("{\"run\": \"$run\", \"wall_s\": $wall, \"worker_busy_s\": $busy, \"worker_task_sum_s\": $task, \"coordinator_cpu_s\": $coordinator_cpu, \"ratio\": $(echo "scale=4; $wall / $busy" | bc), \"cosine\": $cosine}")
+    # Rows (the embedding) or, with a head, {"embedding", "class"}.
+    read -r cosine class < <(python3 -c '
+import json, sys, math
+got = json.loads(sys.argv[1])
+a = got["embedding"] if isinstance(got, dict) else got[0]
+b = json.loads(sys.argv[2])
+cos = sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+print(cos, json.dumps(got["class"]["label"] if isinstance(got, dict) else None))' "$got" "$plain")
+    results+=("{\"run\": \"$run\", \"wall_s\": $wall, \"worker_busy_s\": $busy, \"worker_task_sum_s\": $task, \"coordinator_cpu_s\": $coordinator_cpu, \"ratio\": $(echo "scale=4; $wall / $busy" | bc), \"cosine\": $cosine, \"class\": $class}")
     echo "${results[-1]}"
 done
 stop
