@@ -151,7 +151,10 @@ pub fn execute(
         // before the next (as `nexus infer` plans it).
         let served = served_bert(models, &id, boot.output_level().saturating_sub(1))?;
         let slots = params.max_slots();
-        let circuit = match &id.labels {
+        // Only the head's own tasks build it (the layers' steps and the
+        // pooling do not read it).
+        let head_task = matches!(kind, TaskKind::HeadLogits | TaskKind::ArgmaxRound { .. } | TaskKind::ArgmaxMask);
+        let circuit = match id.labels.as_ref().filter(|_| head_task) {
             // The Argmax's stages keep three of a bootstrap's output
             // levels for the differences and the final product (as
             // `nexus infer` and the client plan it).
