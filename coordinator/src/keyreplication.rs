@@ -20,14 +20,14 @@
 //! id (its digest) before it is stored.
 
 use crate::consensus::{PeerAddress, PeerStreams, RaftTransport};
-use crate::keystore::KeyStore;
-use nexus_proto::blob::BlobRef;
+use crate::keystore::{KeyStore, ReceiveError, StoredKeys};
 use nexus_proto::frame::DEFAULT_MAX_FRAME;
 use nexus_proto::ids::KeySetId;
-use nexus_proto::quic::{recv_blob, recv_message, send_blob_owned, send_message, shared_bytes};
+use nexus_proto::quic::{recv_message, send_message};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -53,11 +53,6 @@ enum PeerKeyReply {
     Missing,
     /// The request could not be served.
     Failed { reason: String },
-}
-
-/// A key set's blob reference: its id is its bytes' digest.
-fn blob_of(key_set: KeySetId, len: u64) -> BlobRef {
-    BlobRef { len, digest: key_set.0 }
 }
 
 /// How long storing on a majority may take before the upload is refused:
@@ -86,11 +81,28 @@ impl KeyReplication {
         self.store.contains(key_set)
     }
 
-    /// Stores `bytes` (checked to be `key_set`'s by the caller) here and on
-    /// enough peers for a majority of the group; the remaining peers keep
-    /// receiving in the background.
-    pub async fn store_on_majority(&self, key_set: KeySetId, bytes: Arc<Vec<u8>>) -> Result<(), String> {
-        self.put_local(key_set, bytes.clone()).await?;
+    /// Whether key sets are held in memory here (no data directory).
+    pub fn in_memory_only(&self) -> bool {
+        self.store.in_memory_only()
+    }
+
+    /// Receives an upload of `key_set` (`len` bytes) from `r` into this
+    /// store, checked against its id (see [`KeyStore::receive`]).
+    pub async fn receive<R: AsyncRead + Unpin>(
+        &self,
+        key_set: KeySetId,
+        len: u64,
+        r: &mut R,
+    ) -> Result<(), ReceiveError> {
+        self.store.receive(key_set, len, self.max_blob, r).await
+    }
+
+    /// Copies `key_set`, stored here, to enough peers for a majority of the
+    /// group; the remaining peers keep receiving in the background.
+    pub async fn store_on_majority(&self, key_set: KeySetId) -> Result<(), String> {
+        let Some(stored) = self.store.stored(&key_set) else {
+            return Err(format!("key set {key_set} is not stored here"));
+        };
         // A majority of the group of n = peers + 1 is n/2 + 1 members:
         // n/2 (= ceil(peers / 2)) besides this one.
         let needed = self.peers.len().div_ceil(2);
@@ -100,16 +112,17 @@ impl KeyReplication {
         let Some(transport) = self.transport.clone() else {
             return Err("a raft group of several members has no transport".into());
         };
+        let deadline_after = replication_deadline(stored.len());
         let (tx, mut rx) = mpsc::channel(self.peers.len());
         for peer in self.peers.iter().cloned() {
-            let (transport, bytes, tx) = (transport.clone(), bytes.clone(), tx.clone());
+            let (transport, store, stored, tx) = (transport.clone(), self.store.clone(), stored.clone(), tx.clone());
             tokio::spawn(async move {
-                let result = offer(&transport, &peer, key_set, bytes).await;
+                let result = offer(&transport, &peer, key_set, &store, stored).await;
                 let _ = tx.send((peer.id, result)).await;
             });
         }
         drop(tx);
-        let deadline = tokio::time::Instant::now() + replication_deadline(bytes.len() as u64);
+        let deadline = tokio::time::Instant::now() + deadline_after;
         let (mut stored, mut failures) = (0, Vec::new());
         while stored < needed {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -117,7 +130,7 @@ impl KeyReplication {
                 Ok(Some((peer, Err(e)))) => failures.push(format!("coordinator {peer}: {e}")),
                 Ok(None) => break,
                 Err(_) => {
-                    failures.push(format!("timed out after {:?}", replication_deadline(bytes.len() as u64)));
+                    failures.push(format!("timed out after {deadline_after:?}"));
                     break;
                 }
             }
@@ -134,22 +147,23 @@ impl KeyReplication {
         }
     }
 
-    /// The bytes of `key_set`: from this store, else from a peer (then
-    /// stored here). `Ok(None)`: no member has them.
-    pub async fn get(&self, key_set: KeySetId) -> Result<Option<Arc<Vec<u8>>>, String> {
-        match self.get_local(key_set).await? {
-            Some(bytes) => Ok(Some(bytes)),
+    /// The stored bytes of `key_set`: from this store, else fetched from a
+    /// peer into it. `Ok(None)`: no member has them.
+    pub async fn get(&self, key_set: KeySetId) -> Result<Option<StoredKeys>, String> {
+        match self.store.stored(&key_set) {
+            Some(stored) => Ok(Some(stored)),
             None => self.fetch_from_peers(key_set).await,
         }
     }
 
-    /// The bytes of `key_set` from this store (read off the runtime's
-    /// threads: a key set is gigabytes).
-    async fn get_local(&self, key_set: KeySetId) -> Result<Option<Arc<Vec<u8>>>, String> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.get(&key_set))
-            .await
-            .map_err(|e| format!("reading key set {key_set}: {e}"))?
+    /// Streams `stored` (from [`get`](Self::get)) on `send`.
+    pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        key_set: KeySetId,
+        stored: StoredKeys,
+        send: &mut W,
+    ) -> Result<(), String> {
+        self.store.send(&key_set, stored, send).await
     }
 
     /// Fetches every key set in `wanted` that is not stored here from a peer.
@@ -163,17 +177,16 @@ impl KeyReplication {
         }
     }
 
-    async fn fetch_from_peers(&self, key_set: KeySetId) -> Result<Option<Arc<Vec<u8>>>, String> {
+    async fn fetch_from_peers(&self, key_set: KeySetId) -> Result<Option<StoredKeys>, String> {
         let Some(transport) = &self.transport else { return Ok(None) };
         let mut errors = Vec::new();
         for peer in self.peers.iter() {
-            match fetch(transport, peer, key_set, self.max_blob).await {
-                Ok(Some(bytes)) => {
-                    let bytes = Arc::new(bytes);
-                    self.put_local(key_set, bytes.clone()).await?;
-                    return Ok(Some(bytes));
-                }
-                Ok(None) => {}
+            match fetch(transport, peer, key_set, self).await {
+                Ok(true) => match self.store.stored(&key_set) {
+                    Some(stored) => return Ok(Some(stored)),
+                    None => errors.push(format!("coordinator {}: stored, then gone", peer.id)),
+                },
+                Ok(false) => {}
                 Err(e) => errors.push(format!("coordinator {}: {e}", peer.id)),
             }
         }
@@ -182,13 +195,6 @@ impl KeyReplication {
         } else {
             Err(errors.join("; "))
         }
-    }
-
-    async fn put_local(&self, key_set: KeySetId, bytes: Arc<Vec<u8>>) -> Result<(), String> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put(key_set, bytes))
-            .await
-            .map_err(|e| format!("storing key set {key_set}: {e}"))?
     }
 
     /// The handler of peers' key streams, for [`RaftTransport::serve`].
@@ -213,10 +219,10 @@ impl KeyReplication {
                     return reply(&mut send, PeerKeyReply::Have).await;
                 }
                 reply(&mut send, PeerKeyReply::Send).await?;
-                let outcome = match recv_blob(&mut recv, &blob_of(key_set, len), self.max_blob).await {
-                    Ok(bytes) => self.put_local(key_set, Arc::new(bytes)).await,
-                    Err(e) => Err(format!("receiving key set {key_set}: {e}")),
-                };
+                let outcome = self.receive(key_set, len, &mut recv).await.map_err(|e| match e {
+                    ReceiveError::Refused(e) => format!("receiving key set {key_set}: {e}"),
+                    ReceiveError::Storage(e) => format!("storing key set {key_set}: {e}"),
+                });
                 let answer = match &outcome {
                     Ok(()) => PeerKeyReply::Stored,
                     Err(reason) => PeerKeyReply::Failed { reason: reason.clone() },
@@ -226,13 +232,12 @@ impl KeyReplication {
                 outcome
             }
             PeerKeyRequest::Fetch { key_set } => {
-                match self.get_local(key_set).await {
-                    Ok(Some(bytes)) => {
-                        reply(&mut send, PeerKeyReply::Keys { len: bytes.len() as u64 }).await?;
-                        send_blob_owned(&mut send, shared_bytes(bytes)).await.map_err(|e| e.to_string())?;
+                match self.store.stored(&key_set) {
+                    Some(stored) => {
+                        reply(&mut send, PeerKeyReply::Keys { len: stored.len() }).await?;
+                        self.send(key_set, stored, &mut send).await?;
                     }
-                    Ok(None) => reply(&mut send, PeerKeyReply::Missing).await?,
-                    Err(reason) => reply(&mut send, PeerKeyReply::Failed { reason }).await?,
+                    None => reply(&mut send, PeerKeyReply::Missing).await?,
                 }
                 let _ = send.finish();
                 Ok(())
@@ -245,15 +250,16 @@ async fn reply(send: &mut quinn::SendStream, r: PeerKeyReply) -> Result<(), Stri
     send_message(send, "peer key reply", &r, DEFAULT_MAX_FRAME).await.map_err(|e| e.to_string())
 }
 
-/// Offers `bytes` to `peer`; `Ok` once the peer holds them.
+/// Offers `stored` to `peer`; `Ok` once the peer holds it.
 async fn offer(
     transport: &RaftTransport,
     peer: &PeerAddress,
     key_set: KeySetId,
-    bytes: Arc<Vec<u8>>,
+    store: &KeyStore,
+    stored: StoredKeys,
 ) -> Result<(), String> {
     let (mut send, mut recv) = transport.open_stream(peer).await?;
-    let request = PeerKeyRequest::Offer { key_set, len: bytes.len() as u64 };
+    let request = PeerKeyRequest::Offer { key_set, len: stored.len() };
     send_message(&mut send, "peer key request", &request, DEFAULT_MAX_FRAME).await.map_err(|e| e.to_string())?;
     let answer = |r: Result<PeerKeyReply, nexus_proto::ProtoError>| r.map_err(|e| e.to_string());
     match answer(recv_message(&mut recv, "peer key reply", DEFAULT_MAX_FRAME).await)? {
@@ -261,7 +267,7 @@ async fn offer(
         PeerKeyReply::Send => {}
         other => return Err(format!("unexpected answer to an offer: {other:?}")),
     }
-    send_blob_owned(&mut send, shared_bytes(bytes)).await.map_err(|e| e.to_string())?;
+    store.send(&key_set, stored, &mut send).await?;
     let _ = send.finish();
     match answer(recv_message(&mut recv, "peer key reply", DEFAULT_MAX_FRAME).await)? {
         PeerKeyReply::Stored => Ok(()),
@@ -270,22 +276,23 @@ async fn offer(
     }
 }
 
-/// Asks `peer` for `key_set`; `Ok(None)` if it does not hold it.
+/// Asks `peer` for `key_set` and stores it in `into`; `Ok(false)` if the
+/// peer does not hold it.
 async fn fetch(
     transport: &RaftTransport,
     peer: &PeerAddress,
     key_set: KeySetId,
-    max_blob: u64,
-) -> Result<Option<Vec<u8>>, String> {
+    into: &KeyReplication,
+) -> Result<bool, String> {
     let (mut send, mut recv) = transport.open_stream(peer).await?;
     let request = PeerKeyRequest::Fetch { key_set };
     send_message(&mut send, "peer key request", &request, DEFAULT_MAX_FRAME).await.map_err(|e| e.to_string())?;
     let _ = send.finish();
     match recv_message(&mut recv, "peer key reply", DEFAULT_MAX_FRAME).await.map_err(|e| e.to_string())? {
         PeerKeyReply::Keys { len } => {
-            recv_blob(&mut recv, &blob_of(key_set, len), max_blob).await.map(Some).map_err(|e| e.to_string())
+            into.receive(key_set, len, &mut recv).await.map(|()| true).map_err(|e| e.to_string())
         }
-        PeerKeyReply::Missing => Ok(None),
+        PeerKeyReply::Missing => Ok(false),
         PeerKeyReply::Failed { reason } => Err(reason),
         other => Err(format!("unexpected answer to a fetch: {other:?}")),
     }

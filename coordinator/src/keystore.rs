@@ -1,30 +1,71 @@
 //! Key sets by content address, outside the raft log.
 //!
-//! A key set is gigabytes (about 9 GB for a BERT encoder at N = 2^16); the
+//! A key set is gigabytes (about 5 GB for a BERT encoder at N = 2^16); the
 //! replicated state names it by digest and length only, and its bytes live
 //! here: one file per key set under the data directory (`keys/<64 hex>`),
 //! or in memory for a coordinator without one. The leader stores an upload
 //! on a majority of coordinators before the log names it (see
 //! `crate::keyreplication`), so a new leader can always find the bytes.
 //!
-//! Files are written to a temporary name, synced and renamed, so a crash
-//! leaves a whole key set or none. Reading checks the bytes against their
-//! digest: a damaged file is removed and reported missing (a peer's copy
-//! replaces it) rather than handed to a worker.
+//! On disk, a key set is never whole in memory: an upload (or a peer's
+//! copy) is streamed chunk by chunk into a temporary file, checked against
+//! its digest, synced and renamed, so a crash leaves a whole key set or
+//! none; sending reads the file chunk by chunk and checks the digest of
+//! what it read, so a damaged file is removed (a peer's copy replaces it)
+//! and the receiver, which checks the digest too, refuses it.
 
+use nexus_proto::blob::BlobRef;
 use nexus_proto::ids::KeySetId;
+use nexus_proto::quic::{recv_blob, recv_blob_into, send_blob, send_blob_from};
+use nexus_proto::ProtoError;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Where the bytes are.
 #[derive(Debug)]
 enum Backing {
     /// Held in memory for the coordinator's lifetime.
     Memory(HashMap<KeySetId, Arc<Vec<u8>>>),
-    /// One file per key set; `present` lists them, `loaded` shares a key
-    /// set's bytes among the transfers that are sending it right now.
-    Disk { dir: PathBuf, present: HashSet<KeySetId>, loaded: HashMap<KeySetId, Weak<Vec<u8>>> },
+    /// One file per key set; `present` lists them.
+    Disk { dir: PathBuf, present: HashSet<KeySetId> },
+}
+
+/// A stored key set, ready to stream.
+#[derive(Debug, Clone)]
+pub enum StoredKeys {
+    /// In memory (a store without a data directory).
+    Memory(Arc<Vec<u8>>),
+    /// A file of `len` bytes.
+    File { path: PathBuf, len: u64 },
+}
+
+impl StoredKeys {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            StoredKeys::Memory(bytes) => bytes.len() as u64,
+            StoredKeys::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the key set has no bytes (never, for a real key set).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why receiving a key set failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The sender's bytes were refused (length, framing, digest).
+    #[error(transparent)]
+    Refused(#[from] ProtoError),
+    /// This coordinator could not store them.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// The coordinator's key-set bytes.
@@ -32,6 +73,10 @@ enum Backing {
 pub struct KeyStore {
     inner: Arc<Mutex<Backing>>,
 }
+
+/// Distinguishes the temporary files of receptions running at once (two
+/// uploads of one key set must not write the same file).
+static RECEPTION: AtomicU64 = AtomicU64::new(0);
 
 impl KeyStore {
     /// A store in memory.
@@ -58,12 +103,18 @@ impl KeyStore {
             })?;
             present.insert(id);
         }
-        let backing = Backing::Disk { dir: dir.to_path_buf(), present, loaded: HashMap::new() };
+        let backing = Backing::Disk { dir: dir.to_path_buf(), present };
         Ok(Self { inner: Arc::new(Mutex::new(backing)) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Backing> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether key sets are held in memory (an upload then takes its size
+    /// in memory; on disk it takes one chunk).
+    pub fn in_memory_only(&self) -> bool {
+        matches!(&*self.lock(), Backing::Memory(_))
     }
 
     /// Whether the bytes of `id` are here.
@@ -74,57 +125,123 @@ impl KeyStore {
         }
     }
 
-    /// Stores `bytes` as `id` (durably, before returning, on disk). The
-    /// caller has checked the digest (a received blob is checked by
-    /// `recv_blob`); storing a key set already here does nothing.
-    pub fn put(&self, id: KeySetId, bytes: Arc<Vec<u8>>) -> Result<(), String> {
-        let dir = match &mut *self.lock() {
-            Backing::Memory(map) => {
-                map.entry(id).or_insert(bytes);
-                return Ok(());
-            }
-            Backing::Disk { dir, present, .. } if !present.contains(&id) => dir.clone(),
-            Backing::Disk { .. } => return Ok(()),
+    /// The stored bytes of `id`, `None` if they are not here.
+    pub fn stored(&self, id: &KeySetId) -> Option<StoredKeys> {
+        let path = match &*self.lock() {
+            Backing::Memory(map) => return map.get(id).cloned().map(StoredKeys::Memory),
+            Backing::Disk { present, .. } if !present.contains(id) => return None,
+            Backing::Disk { dir, .. } => dir.join(id.to_hex()),
         };
-        // Written without the lock: other key sets stay readable meanwhile.
-        crate::consensus::storage::write_atomically(&dir, &id.to_hex(), &bytes)
-            .map_err(|(path, e)| format!("writing key set {id} to {}: {e}", path.display()))?;
-        if let Backing::Disk { present, loaded, .. } = &mut *self.lock() {
+        match std::fs::metadata(&path) {
+            Ok(meta) => Some(StoredKeys::File { path, len: meta.len() }),
+            Err(e) => {
+                tracing::warn!(key_set = %id, path = %path.display(), error = %e, "stored key set is gone");
+                self.forget(id);
+                None
+            }
+        }
+    }
+
+    /// Receives the blob of `len` bytes announced as `id` from `r` and
+    /// stores it (durably, before returning, on disk). The bytes are
+    /// checked against `id` (their digest) in every case: a key set already
+    /// stored is received and checked but not written again.
+    pub async fn receive<R: AsyncRead + Unpin>(
+        &self,
+        id: KeySetId,
+        len: u64,
+        max_len: u64,
+        r: &mut R,
+    ) -> Result<(), ReceiveError> {
+        let blob = BlobRef { len, digest: id.0 };
+        let dir = match &*self.lock() {
+            Backing::Memory(_) => None,
+            Backing::Disk { present, .. } if present.contains(&id) => None,
+            Backing::Disk { dir, .. } => Some(dir.clone()),
+        };
+        let Some(dir) = dir else {
+            let bytes = if self.in_memory_only() {
+                recv_blob(r, &blob, max_len).await?
+            } else {
+                recv_blob_into(r, &blob, max_len, &mut tokio::io::sink()).await?;
+                return Ok(());
+            };
+            if let Backing::Memory(map) = &mut *self.lock() {
+                map.entry(id).or_insert_with(|| Arc::new(bytes));
+            }
+            return Ok(());
+        };
+        let name = id.to_hex();
+        let tmp = dir.join(format!("{name}.{}.tmp", RECEPTION.fetch_add(1, Ordering::Relaxed)));
+        let result = receive_file(&tmp, &dir.join(&name), &dir, &blob, max_len, r).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result?;
+        if let Backing::Disk { present, .. } = &mut *self.lock() {
             present.insert(id);
-            loaded.insert(id, Arc::downgrade(&bytes));
         }
         Ok(())
     }
 
-    /// The bytes of `id`, `Ok(None)` if they are not here (or were damaged:
-    /// the damaged file is removed so that a peer's copy can replace it).
-    pub fn get(&self, id: &KeySetId) -> Result<Option<Arc<Vec<u8>>>, String> {
-        let path = match &*self.lock() {
-            Backing::Memory(map) => return Ok(map.get(id).cloned()),
-            Backing::Disk { present, .. } if !present.contains(id) => return Ok(None),
-            Backing::Disk { loaded, dir, .. } => match loaded.get(id).and_then(Weak::upgrade) {
-                Some(bytes) => return Ok(Some(bytes)),
-                None => dir.join(id.to_hex()),
-            },
-        };
-        let bytes = std::fs::read(&path).map_err(|e| format!("reading key set {id} from {}: {e}", path.display()))?;
-        let mut backing = self.lock();
-        let Backing::Disk { present, loaded, .. } = &mut *backing else { return Ok(None) };
-        if KeySetId::of(&bytes) != *id {
-            tracing::warn!(key_set = %id, path = %path.display(), "stored key set is damaged; removing it");
-            present.remove(id);
-            loaded.remove(id);
-            let _ = std::fs::remove_file(&path);
-            return Ok(None);
+    /// Streams the stored bytes of `id` on `send` (after the caller's
+    /// message announcing them). A file whose bytes no longer hash to `id`
+    /// is removed (a peer's copy can replace it) and reported.
+    pub async fn send<W: AsyncWrite + Unpin>(
+        &self,
+        id: &KeySetId,
+        keys: StoredKeys,
+        send: &mut W,
+    ) -> Result<(), String> {
+        match keys {
+            StoredKeys::Memory(bytes) => send_blob(send, &bytes).await.map_err(|e| e.to_string()),
+            StoredKeys::File { path, len } => {
+                let mut file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| format!("reading key set {id} from {}: {e}", path.display()))?;
+                let digest = send_blob_from(send, &mut file, len)
+                    .await
+                    .map_err(|e| format!("sending key set {id} from {}: {e}", path.display()))?;
+                if digest != id.0 {
+                    tracing::warn!(key_set = %id, path = %path.display(), "stored key set is damaged; removing it");
+                    self.forget(id);
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(format!("stored key set {id} was damaged ({}); removed", path.display()));
+                }
+                Ok(())
+            }
         }
-        // Another reader may have loaded it meanwhile: share one copy.
-        if let Some(shared) = loaded.get(id).and_then(Weak::upgrade) {
-            return Ok(Some(shared));
-        }
-        let bytes = Arc::new(bytes);
-        loaded.insert(*id, Arc::downgrade(&bytes));
-        Ok(Some(bytes))
     }
+
+    fn forget(&self, id: &KeySetId) {
+        if let Backing::Disk { present, .. } = &mut *self.lock() {
+            present.remove(id);
+        }
+    }
+}
+
+/// Receives `blob` into `tmp`, then syncs it and renames it to `path`
+/// (and syncs `dir`, so the name survives a crash).
+async fn receive_file<R: AsyncRead + Unpin>(
+    tmp: &Path,
+    path: &Path,
+    dir: &Path,
+    blob: &BlobRef,
+    max_len: u64,
+    r: &mut R,
+) -> Result<(), ReceiveError> {
+    let storage =
+        |what: &str, at: &Path, e: std::io::Error| ReceiveError::Storage(format!("{what} {}: {e}", at.display()));
+    let mut file = tokio::fs::File::create(tmp).await.map_err(|e| storage("creating", tmp, e))?;
+    recv_blob_into(r, blob, max_len, &mut file).await?;
+    file.sync_all().await.map_err(|e| storage("syncing", tmp, e))?;
+    drop(file);
+    tokio::fs::rename(tmp, path).await.map_err(|e| storage("renaming to", path, e))?;
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| (dir, e)))
+        .await
+        .map_err(|e| ReceiveError::Storage(format!("syncing the key store: {e}")))?
+        .map_err(|(dir, e)| storage("syncing", &dir, e))
 }
 
 #[cfg(test)]
@@ -132,59 +249,122 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn keys(seed: u8) -> (KeySetId, Arc<Vec<u8>>) {
-        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
-        (KeySetId::of(&bytes), Arc::new(bytes))
+    /// A key set of `len` bytes: its id and its bytes as chunk frames.
+    fn keys(seed: u8, len: usize) -> (KeySetId, Vec<u8>, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len as u32).map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 11) as u8).collect();
+        let mut framed = Vec::new();
+        nexus_proto::blob::write_blob(&mut framed, &bytes).unwrap();
+        (KeySetId::of(&bytes), bytes, framed)
     }
 
-    #[test]
-    fn memory_store_holds_what_it_was_given() {
+    async fn receive(store: &KeyStore, id: KeySetId, len: usize, framed: &[u8]) -> Result<(), ReceiveError> {
+        store.receive(id, len as u64, u64::MAX, &mut &framed[..]).await
+    }
+
+    /// What `send` puts on the wire for `id`.
+    async fn sent(store: &KeyStore, id: &KeySetId) -> Result<Vec<u8>, String> {
+        let stored = store.stored(id).ok_or("not stored")?;
+        let mut wire = Vec::new();
+        store.send(id, stored, &mut wire).await?;
+        Ok(wire)
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn memory_store_holds_what_it_received() {
         let store = KeyStore::in_memory();
-        let (id, bytes) = keys(3);
-        assert!(!store.contains(&id));
-        assert_eq!(store.get(&id).unwrap(), None);
-        store.put(id, bytes.clone()).unwrap();
-        assert!(store.contains(&id));
-        assert_eq!(store.get(&id).unwrap().unwrap(), bytes);
+        let (id, bytes, framed) = keys(3, 10_000);
+        assert!(!store.contains(&id) && store.stored(&id).is_none());
+        receive(&store, id, bytes.len(), &framed).await.unwrap();
+        assert!(store.contains(&id) && store.in_memory_only());
+        assert!(matches!(store.stored(&id), Some(StoredKeys::Memory(b)) if *b == bytes));
+        assert_eq!(sent(&store, &id).await.unwrap(), framed);
     }
 
-    #[test]
-    fn disk_store_survives_reopening_and_shares_loaded_bytes() {
+    /// Several chunks (the last one short), a reopened store, and a
+    /// leftover temporary file of an interrupted reception.
+    #[tokio::test]
+    async fn disk_store_streams_key_sets_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, a_bytes) = keys(3);
-        let (b, b_bytes) = keys(5);
+        let len = 2 * nexus_proto::blob::CHUNK + 12_345;
+        let (a, a_bytes, a_framed) = keys(3, len);
+        let (b, _, b_framed) = keys(5, 777);
         {
             let store = KeyStore::open(dir.path()).unwrap();
-            store.put(a, a_bytes.clone()).unwrap();
-            store.put(b, b_bytes.clone()).unwrap();
-            // Stored again: nothing changes.
-            store.put(a, a_bytes.clone()).unwrap();
-            let first = store.get(&a).unwrap().unwrap();
-            let second = store.get(&a).unwrap().unwrap();
-            assert!(Arc::ptr_eq(&first, &second), "a key set being sent is read once");
+            receive(&store, a, len, &a_framed).await.unwrap();
+            receive(&store, b, 777, &b_framed).await.unwrap();
+            // Received again: checked, nothing written.
+            receive(&store, a, len, &a_framed).await.unwrap();
+            assert!(!store.in_memory_only());
+            assert_eq!(std::fs::read(dir.path().join(a.to_hex())).unwrap(), a_bytes);
         }
-        std::fs::write(dir.path().join(format!("{}.tmp", a.to_hex())), b"half written").unwrap();
+        std::fs::write(dir.path().join(format!("{}.7.tmp", a.to_hex())), b"half written").unwrap();
         let store = KeyStore::open(dir.path()).unwrap();
         assert!(store.contains(&a) && store.contains(&b));
-        assert_eq!(*store.get(&a).unwrap().unwrap(), *a_bytes);
-        assert_eq!(*store.get(&b).unwrap().unwrap(), *b_bytes);
-        assert!(!dir.path().join(format!("{}.tmp", a.to_hex())).exists(), "leftover temporary file removed");
+        assert!(matches!(store.stored(&a), Some(StoredKeys::File { len: l, .. }) if l == len as u64));
+        assert_eq!(sent(&store, &a).await.unwrap(), a_framed);
+        assert_eq!(sent(&store, &b).await.unwrap(), b_framed);
+        assert_eq!(
+            files(dir.path()),
+            {
+                let mut v = vec![a.to_hex(), b.to_hex()];
+                v.sort();
+                v
+            },
+            "leftover removed"
+        );
     }
 
-    #[test]
-    fn a_damaged_file_is_reported_missing_and_removed() {
+    /// Bytes that are not the key set's are refused, leave nothing behind,
+    /// and cannot stand in for a stored key set either (a tenant proves it
+    /// holds the bytes).
+    #[tokio::test]
+    async fn bytes_that_do_not_hash_to_the_id_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (id, bytes) = keys(7);
         let store = KeyStore::open(dir.path()).unwrap();
-        store.put(id, bytes.clone()).unwrap();
-        drop(bytes);
-        let path = dir.path().join(id.to_hex());
-        let mut damaged = std::fs::read(&path).unwrap();
-        damaged[17] ^= 1;
-        std::fs::write(&path, damaged).unwrap();
-        assert_eq!(store.get(&id).unwrap(), None);
+        let (id, bytes, framed) = keys(9, 5000);
+        let (_, _, other) = keys(11, 5000);
+        let err = receive(&store, id, bytes.len(), &other).await.unwrap_err();
+        assert!(matches!(&err, ReceiveError::Refused(_)) && err.to_string().contains("digest"), "{err}");
         assert!(!store.contains(&id));
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+        let short = &framed[..framed.len() - 10];
+        assert!(matches!(receive(&store, id, bytes.len(), short).await, Err(ReceiveError::Refused(_))));
+        assert!(files(dir.path()).is_empty());
+        receive(&store, id, bytes.len(), &framed).await.unwrap();
+        assert!(matches!(receive(&store, id, bytes.len(), &other).await, Err(ReceiveError::Refused(_))));
+        assert_eq!(std::fs::read(dir.path().join(id.to_hex())).unwrap(), bytes);
+        let memory = KeyStore::in_memory();
+        assert!(matches!(receive(&memory, id, bytes.len(), &other).await, Err(ReceiveError::Refused(_))));
+        assert!(!memory.contains(&id));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_reported_and_removed_when_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, bytes, framed) = keys(7, 3 * nexus_proto::blob::CHUNK);
+        let store = KeyStore::open(dir.path()).unwrap();
+        receive(&store, id, bytes.len(), &framed).await.unwrap();
+        let path = dir.path().join(id.to_hex());
+        let mut damaged = bytes.clone();
+        damaged[nexus_proto::blob::CHUNK + 17] ^= 1;
+        std::fs::write(&path, damaged).unwrap();
+        let err = sent(&store, &id).await.unwrap_err();
+        assert!(err.contains("damaged"), "{err}");
+        assert!(!store.contains(&id) && store.stored(&id).is_none());
         assert!(!path.exists());
+        // A truncated file is an error too.
+        receive(&store, id, bytes.len(), &framed).await.unwrap();
+        let stored = store.stored(&id).unwrap();
+        std::fs::write(&path, &bytes[..100]).unwrap();
+        let err = store.send(&id, stored, &mut Vec::new()).await.unwrap_err();
+        assert!(err.contains("ended after 100"), "{err}");
     }
 
     #[test]

@@ -525,8 +525,8 @@ impl Coordinator {
             warn!(?worker, key_set = %key_set, "worker asked for an unknown key set");
             return;
         }
-        let bytes = match self.keys.get(key_set).await {
-            Ok(Some(bytes)) => bytes,
+        let stored = match self.keys.get(key_set).await {
+            Ok(Some(stored)) => stored,
             Ok(None) => {
                 warn!(?worker, key_set = %key_set, "no coordinator holds the key set's bytes");
                 return;
@@ -538,22 +538,26 @@ impl Coordinator {
         };
         // The key set's id is its bytes' digest: no need to hash them
         // again per worker.
-        let keys = BlobRef { len: bytes.len() as u64, digest: key_set.0 };
+        let len = stored.len();
+        let keys = BlobRef { len, digest: key_set.0 };
         let msg = CoordinatorMessage::Keys { key_set, keys };
-        let len = bytes.len() as u64;
-        if send_message(&mut send, "keys", &msg, DEFAULT_MAX_FRAME).await.is_ok()
-            && send_blob_owned(&mut send, shared_bytes(bytes)).await.is_ok()
-        {
-            let _ = send.finish();
-            self.metrics.key_bytes_sent.inc_by(len);
-            self.metrics.bytes_sent.inc_by(len);
-            let mut local = self.local.lock().await;
-            local.stats.key_bytes_sent += len;
-            if let Some(id) = id {
-                *local.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
-                if let Some(w) = local.workers.iter_mut().find(|w| w.id == id) {
-                    w.cached.insert(key_set);
-                }
+        if send_message(&mut send, "keys", &msg, DEFAULT_MAX_FRAME).await.is_err() {
+            return;
+        }
+        if let Err(e) = self.keys.send(key_set, stored, &mut send).await {
+            warn!(?worker, key_set = %key_set, error = %e, "sending the key set");
+            let _ = send.reset(quinn::VarInt::from_u32(0));
+            return;
+        }
+        let _ = send.finish();
+        self.metrics.key_bytes_sent.inc_by(len);
+        self.metrics.bytes_sent.inc_by(len);
+        let mut local = self.local.lock().await;
+        local.stats.key_bytes_sent += len;
+        if let Some(id) = id {
+            *local.stats.key_sets_sent.entry(id.0).or_insert(0) += 1;
+            if let Some(w) = local.workers.iter_mut().find(|w| w.id == id) {
+                w.cached.insert(key_set);
             }
         }
     }
@@ -651,21 +655,32 @@ impl Coordinator {
         match req {
             ClientRequest::RegisterKeySet { tenant, token, key_set, keys, params_digest } => {
                 self.authorize_on_leader(&tenant, &token).await?;
-                let _room = self.reserve_upload(&[&keys]).await?;
-                let bytes =
-                    recv_blob(recv, &keys, max).await.map_err(|e| reply(ErrorCode::BadRequest, e.to_string()))?;
-                self.metrics.bytes_received.inc_by(bytes.len() as u64);
-                // recv_blob checked the bytes against the announced digest.
+                // The id is the bytes' digest: refused before any byte is read.
                 if KeySetId::of_blob(&keys) != key_set {
                     return Err(reply(ErrorCode::BadRequest, format!("key set bytes do not hash to {key_set}")));
                 }
+                // In memory, an upload takes its size until it is stored;
+                // on disk, one chunk at a time.
+                let _room = match self.keys.in_memory_only() {
+                    true => Some(self.reserve_upload(&[&keys]).await?),
+                    false => None,
+                };
+                let len = keys.len;
+                // Checked against the digest even when already stored: a
+                // tenant proves it holds the bytes, not only their id.
+                self.keys.receive(key_set, len, recv).await.map_err(|e| match e {
+                    keystore::ReceiveError::Refused(e) => reply(ErrorCode::BadRequest, e.to_string()),
+                    keystore::ReceiveError::Storage(e) => {
+                        reply(ErrorCode::Internal, format!("storing the key set: {e}"))
+                    }
+                })?;
+                self.metrics.bytes_received.inc_by(len);
                 let owned = self.replica.read(|s| s.key_sets.get(&key_set).is_some_and(|k| k.owners.contains(&tenant)));
                 if owned {
                     return Ok((ClientResponse::KeySetRegistered { key_set, already_present: true }, vec![]));
                 }
-                let len = bytes.len() as u64;
                 self.keys
-                    .store_on_majority(key_set, Arc::new(bytes))
+                    .store_on_majority(key_set)
                     .await
                     .map_err(|e| reply(ErrorCode::Internal, format!("storing the key set: {e}")))?;
                 match self.propose(&Command::RegisterKeySet { tenant, key_set, params_digest, len }).await? {

@@ -48,12 +48,15 @@ pub fn write_blob<W: Write>(w: &mut W, bytes: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// Reassembly of one announced blob: the checks the sync and async readers
-/// share (limit before allocating, chunk kind, no overrun, digest at the end).
+/// Reassembly of one announced blob: the checks every reader shares (limit
+/// before allocating, chunk kind, no overrun, digest at the end). The
+/// bytes themselves go where the reader puts them: a buffer of the whole
+/// blob, or a sink chunk by chunk.
 pub(crate) struct Assembly<'a> {
     blob: &'a BlobRef,
     total: usize,
-    pub(crate) out: Vec<u8>,
+    /// Bytes received (and hashed) so far.
+    at: usize,
     /// Digest of the chunks received so far: each is hashed right after it
     /// arrives, while it is still in cache, instead of in a second pass
     /// over the whole blob at the end.
@@ -62,12 +65,17 @@ pub(crate) struct Assembly<'a> {
 
 impl<'a> Assembly<'a> {
     pub(crate) fn new(blob: &'a BlobRef, max_len: u64) -> Result<Self, ProtoError> {
-        let me = Self { blob, total: 0, out: Vec::new(), hasher: blake3::Hasher::new() };
+        let me = Self { blob, total: 0, at: 0, hasher: blake3::Hasher::new() };
         if blob.len > max_len {
             return Err(me.err(format!("announced {} bytes, limit {max_len}", blob.len)));
         }
         let total = usize::try_from(blob.len).map_err(|_| me.err("length does not fit memory".into()))?;
-        Ok(Self { total, out: Vec::with_capacity(total), ..me })
+        Ok(Self { total, ..me })
+    }
+
+    /// The announced length (checked against the limit).
+    pub(crate) fn total(&self) -> usize {
+        self.total
     }
 
     pub(crate) fn err(&self, msg: String) -> ProtoError {
@@ -75,19 +83,18 @@ impl<'a> Assembly<'a> {
     }
 
     pub(crate) fn done(&self) -> bool {
-        self.out.len() >= self.total
+        self.at >= self.total
     }
 
     pub(crate) fn ended(&self) -> ProtoError {
-        self.err(format!("stream ended after {} of {} bytes", self.out.len(), self.total))
+        self.err(format!("stream ended after {} of {} bytes", self.at, self.total))
     }
 
-    /// Checks a chunk header: the range of `out` the chunk fills (`out`
-    /// is extended by the reader), then to pass to
-    /// [`absorb`](Self::absorb).
+    /// Checks a chunk header: the range of the blob the chunk fills, whose
+    /// bytes the reader then passes to [`absorb`](Self::absorb).
     pub(crate) fn accept(&mut self, h: &[u8; HEADER_LEN]) -> Result<std::ops::Range<usize>, ProtoError> {
         let (kind, len) = parse_header(h, CHUNK as u32)?;
-        let start = self.out.len();
+        let start = self.at;
         if kind != FrameKind::BlobChunk {
             return Err(
                 self.err(format!("expected a chunk after {start} of {} bytes, got kind {}", self.total, kind as u8))
@@ -100,17 +107,19 @@ impl<'a> Assembly<'a> {
         Ok(start..start + len)
     }
 
-    /// Hashes a chunk the reader has filled.
-    pub(crate) fn absorb(&mut self, filled: std::ops::Range<usize>) {
-        self.hasher.update(&self.out[filled]);
+    /// Hashes the bytes of the chunk [`accept`](Self::accept) announced.
+    pub(crate) fn absorb(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.at += chunk.len();
     }
 
-    pub(crate) fn finish(self) -> Result<Vec<u8>, ProtoError> {
+    /// Checks the digest of everything absorbed.
+    pub(crate) fn finish(self) -> Result<(), ProtoError> {
         let digest: [u8; 32] = self.hasher.finalize().into();
         if digest != self.blob.digest {
             return Err(self.err("BLAKE3 digest mismatch: the bytes differ from what was announced".into()));
         }
-        Ok(self.out)
+        Ok(())
     }
 }
 
@@ -118,15 +127,16 @@ impl<'a> Assembly<'a> {
 /// `max_len`, if a chunk overruns it, or if the digest differs.
 pub fn read_blob<R: Read>(r: &mut R, blob: &BlobRef, max_len: u64) -> Result<Vec<u8>, ProtoError> {
     let mut a = Assembly::new(blob, max_len)?;
+    let mut out = Vec::with_capacity(a.total());
     while !a.done() {
         let mut h = [0u8; HEADER_LEN];
         r.read_exact(&mut h).map_err(|_| a.ended())?;
         let range = a.accept(&h)?;
         let start = range.start;
-        a.out.resize(range.end, 0);
-        r.read_exact(&mut a.out[range.clone()])
-            .map_err(|_| a.err(format!("stream ended inside a chunk at {start}")))?;
-        a.absorb(range);
+        out.resize(range.end, 0);
+        r.read_exact(&mut out[range.clone()]).map_err(|_| a.err(format!("stream ended inside a chunk at {start}")))?;
+        a.absorb(&out[range]);
     }
-    a.finish()
+    a.finish()?;
+    Ok(out)
 }

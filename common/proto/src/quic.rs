@@ -166,23 +166,97 @@ pub fn shared_bytes(blob: Arc<Vec<u8>>) -> bytes::Bytes {
 /// [`crate::blob::read_blob`].
 pub async fn recv_blob<R: AsyncRead + Unpin>(r: &mut R, blob: &BlobRef, max_len: u64) -> Result<Vec<u8>, ProtoError> {
     let mut a = Assembly::new(blob, max_len)?;
+    let mut out = Vec::with_capacity(a.total());
     while !a.done() {
-        let mut h = [0u8; HEADER_LEN];
-        r.read_exact(&mut h).await.map_err(|_| a.ended())?;
-        let range = a.accept(&h)?;
-        let start = range.start;
+        let range = next_chunk(r, &mut a).await?;
         // Straight into the reserved capacity: no zeroing first.
-        while a.out.len() < range.end {
-            let room = range.end - a.out.len();
-            let read = r.read_buf(&mut (&mut a.out).limit(room)).await;
-            let n = read.map_err(|e| a.err(format!("reading the chunk at {start}: {e}")))?;
-            if n == 0 {
-                return Err(a.err(format!("stream ended inside a chunk at {start}")));
+        read_chunk(r, &a, &mut out, range.clone()).await?;
+        a.absorb(&out[range]);
+    }
+    a.finish()?;
+    Ok(out)
+}
+
+/// [`recv_blob`] into `sink`, one chunk in memory at a time (a key set of
+/// gigabytes goes to a file without being held whole). The digest is
+/// checked after the last chunk: until this returns `Ok`, what `sink`
+/// received is unverified and the caller must not use it.
+pub async fn recv_blob_into<R, W>(r: &mut R, blob: &BlobRef, max_len: u64, sink: &mut W) -> Result<(), ProtoError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut a = Assembly::new(blob, max_len)?;
+    let mut chunk = Vec::with_capacity(CHUNK.min(a.total()));
+    while !a.done() {
+        let range = next_chunk(r, &mut a).await?;
+        let start = range.start;
+        chunk.clear();
+        read_chunk(r, &a, &mut chunk, 0..range.len()).await?;
+        a.absorb(&chunk);
+        sink.write_all(&chunk).await.map_err(|e| a.err(format!("storing the chunk at {start}: {e}")))?;
+    }
+    sink.flush().await.map_err(|e| a.err(format!("storing the last chunk: {e}")))?;
+    a.finish()
+}
+
+/// Reads and checks the next chunk header: the range of the blob it fills.
+async fn next_chunk<R: AsyncRead + Unpin>(
+    r: &mut R,
+    a: &mut Assembly<'_>,
+) -> Result<std::ops::Range<usize>, ProtoError> {
+    let mut h = [0u8; HEADER_LEN];
+    r.read_exact(&mut h).await.map_err(|_| a.ended())?;
+    a.accept(&h)
+}
+
+/// Appends the chunk's bytes to `out` until it is `range.end` long.
+async fn read_chunk<R: AsyncRead + Unpin>(
+    r: &mut R,
+    a: &Assembly<'_>,
+    out: &mut Vec<u8>,
+    range: std::ops::Range<usize>,
+) -> Result<(), ProtoError> {
+    while out.len() < range.end {
+        let room = range.end - out.len();
+        let read = r.read_buf(&mut out.limit(room)).await;
+        let n = read.map_err(|e| a.err(format!("reading the chunk at {}: {e}", range.start)))?;
+        if n == 0 {
+            return Err(a.err(format!("stream ended inside a chunk at {}", range.start)));
+        }
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes read from `source` as chunk frames (the same bytes on
+/// the wire as [`send_blob`]), one chunk in memory at a time, and returns
+/// the BLAKE3 digest of what was sent: a caller streaming stored bytes
+/// compares it with the digest it announced to learn that its copy is
+/// damaged (the receiver refuses such a blob by its digest anyway).
+pub async fn send_blob_from<W, R>(w: &mut W, source: &mut R, len: u64) -> Result<[u8; 32], ProtoError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let mut hasher = blake3::Hasher::new();
+    let mut chunk = Vec::with_capacity(CHUNK.min(usize::try_from(len).unwrap_or(CHUNK)));
+    let mut sent = 0u64;
+    while sent < len {
+        let size = (CHUNK as u64).min(len - sent) as usize;
+        chunk.clear();
+        while chunk.len() < size {
+            let room = size - chunk.len();
+            if source.read_buf(&mut (&mut chunk).limit(room)).await.map_err(io)? == 0 {
+                let got = sent + chunk.len() as u64;
+                return Err(ProtoError::Io(format!("the source ended after {got} of {len} bytes")));
             }
         }
-        a.absorb(range);
+        hasher.update(&chunk);
+        w.write_all(&header(FrameKind::BlobChunk, size as u32)).await.map_err(io)?;
+        w.write_all(&chunk).await.map_err(io)?;
+        sent += size as u64;
     }
-    a.finish()
+    Ok(hasher.finalize().into())
 }
 
 #[cfg(test)]
