@@ -11,6 +11,7 @@ use super::{Basis, RingContext};
 use crate::math::dot::{dot_const, dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to};
 use crate::math::lanes;
 use crate::math::BasisConverter;
+use crate::scheme::sampling::expand_uniform_limb;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -69,14 +70,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Key-switching inner products `out_b = sum_j digits[j] * keys_b[j]`
     /// and `out_a = sum_j digits[j] * keys_a[j]` over `basis`; each key is
     /// given as its chain part (at least `basis.q` limbs, the first used)
-    /// and its special part (`basis.p` limbs).
+    /// and its special part (`basis.p` limbs), the `a` halves held or as
+    /// their seed.
     fn key_inner_product(
         &self,
         ctx: &RingContext,
         basis: Basis,
         digits: &[&[u64]],
         keys_b: &[KeyLimbs<'_>],
-        keys_a: &[KeyLimbs<'_>],
+        keys_a: UniformHalves<'_>,
         out_b: &mut [u64],
         out_a: &mut [u64],
     );
@@ -118,6 +120,20 @@ pub struct ModDownRescale {
     pub inv_last: Vec<u64>,
     /// `P mod q_l`.
     pub p_mod_last: u64,
+}
+
+/// The uniform (`a`) halves of a switching key's digits, as a key-switching
+/// inner product reads them.
+#[derive(Debug, Clone, Copy)]
+pub enum UniformHalves<'a> {
+    /// Held in memory, one polynomial per digit.
+    Held(&'a [KeyLimbs<'a>]),
+    /// Sampled again from the key's seed (digit `d` is stream `d`, see
+    /// [`crate::scheme::sampling::expand_uniform_ntt`]): limb by limb, into
+    /// a pooled buffer, right before the inner product reads that limb,
+    /// rather than whole polynomials up front (at 2^16 and 31 limbs, 7
+    /// digits are 110 MB written to fresh memory and read back).
+    Seeded([u8; 32]),
 }
 
 /// A key polynomial's limbs split into its chain part and special part.
@@ -338,7 +354,7 @@ impl Backend for CpuBackend {
         basis: Basis,
         digits: &[&[u64]],
         keys_b: &[KeyLimbs<'_>],
-        keys_a: &[KeyLimbs<'_>],
+        keys_a: UniformHalves<'_>,
         out_b: &mut [u64],
         out_a: &mut [u64],
     ) {
@@ -347,8 +363,21 @@ impl Backend for CpuBackend {
             let (m, r) = (ctx.modulus_of(basis, j), ctx.reducer_of(basis, j));
             let d: Vec<&[u64]> = digits.iter().map(|x| &x[j * n..(j + 1) * n]).collect();
             let kb: Vec<&[u64]> = keys_b.iter().map(|k| k.limb(j, basis.q, n)).collect();
-            let ka: Vec<&[u64]> = keys_a.iter().map(|k| k.limb(j, basis.q, n)).collect();
-            dot_elementwise_pair(m, r, &d, &kb, &ka, ob, oa);
+            match keys_a {
+                UniformHalves::Held(keys_a) => {
+                    let ka: Vec<&[u64]> = keys_a.iter().map(|k| k.limb(j, basis.q, n)).collect();
+                    dot_elementwise_pair(m, r, &d, &kb, &ka, ob, oa);
+                }
+                UniformHalves::Seeded(seed) => {
+                    let prime = ctx.chain_index_of(basis, j);
+                    let mut sampled = Scratch::new(digits.len() * n);
+                    for (stream, limb) in sampled.chunks_mut(n).enumerate() {
+                        expand_uniform_limb(seed, stream as u64, prime, m.value(), limb);
+                    }
+                    let ka: Vec<&[u64]> = sampled.chunks(n).collect();
+                    dot_elementwise_pair(m, r, &d, &kb, &ka, ob, oa);
+                }
+            }
         });
     }
 

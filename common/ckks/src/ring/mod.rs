@@ -5,7 +5,7 @@ pub mod backend;
 pub mod poly;
 pub(crate) mod pool;
 
-pub use backend::{Backend, CpuBackend, KeyLimbs, ModDownRescale};
+pub use backend::{Backend, CpuBackend, KeyLimbs, ModDownRescale, UniformHalves};
 pub use poly::{Coeff, Domain, Ntt, Poly};
 pub use pool::{pooled_bytes, set_max_pooled_bytes};
 

@@ -97,25 +97,6 @@ impl SwitchingKey {
         self.a.len() < self.b.len()
     }
 
-    /// The first `digits` uniform halves: held, or regenerated for a lean
-    /// key, then only what a key switch at `level` reads (its digits, and
-    /// the chain limbs up to `level` with the special ones).
-    pub(crate) fn uniform_halves(
-        &self,
-        params: &Parameters,
-        digits: usize,
-        level: usize,
-    ) -> std::borrow::Cow<'_, [Poly<Ntt>]> {
-        let digits = digits.min(self.b.len());
-        match self.b.first() {
-            Some(b0) if self.is_lean() => {
-                let basis = Basis { q: b0.basis().q.min(level + 1), p: b0.basis().p };
-                std::borrow::Cow::Owned(regenerate_uniform_halves(params, self.seed, basis, digits))
-            }
-            _ => std::borrow::Cow::Borrowed(&self.a[..digits]),
-        }
-    }
-
     /// A key of `b` and `a`, each polynomial in a buffer of exactly its
     /// size (keys live as long as the key set).
     pub(crate) fn compacted(b: Vec<Poly<Ntt>>, a: Vec<Poly<Ntt>>, seed: [u8; 32], digest: [u8; 32]) -> Self {

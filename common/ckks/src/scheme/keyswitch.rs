@@ -3,7 +3,7 @@
 //! decomposition, many keys).
 
 use super::keys::SwitchingKey;
-use crate::ring::{Basis, KeyLimbs, Ntt, Poly};
+use crate::ring::{Basis, KeyLimbs, Ntt, Poly, UniformHalves};
 use crate::Parameters;
 
 /// A polynomial decomposed into digits, each extended to the chain limbs of
@@ -65,11 +65,14 @@ pub(crate) fn key_product(
     let ext = Basis { q: level + 1, p: params.p().len() };
     let digit_data: Vec<&[u64]> = digits.iter().map(|d| d.data()).collect();
     let kb: Vec<KeyLimbs<'_>> = key.b[..digits.len()].iter().map(|p| key_limbs(params, p)).collect();
-    let uniform = key.uniform_halves(params, digits.len(), level);
-    let ka: Vec<KeyLimbs<'_>> = uniform.iter().map(|p| key_limbs(params, p)).collect();
+    let ka: Vec<KeyLimbs<'_>> = key.a[..digits.len().min(key.a.len())].iter().map(|p| key_limbs(params, p)).collect();
+    let uniform = match key.is_lean() {
+        true => UniformHalves::Seeded(key.seed),
+        false => UniformHalves::Held(&ka),
+    };
     let mut out_b = Poly::<Ntt>::uninit(ring, ext);
     let mut out_a = Poly::<Ntt>::uninit(ring, ext);
-    ring.backend().key_inner_product(ring, ext, &digit_data, &kb, &ka, out_b.data_mut(), out_a.data_mut());
+    ring.backend().key_inner_product(ring, ext, &digit_data, &kb, uniform, out_b.data_mut(), out_a.data_mut());
     (out_b, out_a)
 }
 

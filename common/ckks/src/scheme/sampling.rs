@@ -103,13 +103,18 @@ pub fn expand_uniform_ntt(ctx: &RingContext, seed: [u8; 32], stream: u64, basis:
     let mut p = Poly::<Ntt>::uninit(ctx, basis);
     let n = ctx.n();
     p.data_mut().par_chunks_mut(n).enumerate().for_each(|(j, limb)| {
-        let prime = ctx.chain_index_of(basis, j) as u64;
-        debug_assert!(prime < 1 << 16);
-        let mut rng = ChaCha20Rng::from_seed(seed);
-        rng.set_stream((stream << 16) | prime);
-        fill_below(&mut rng, ctx.modulus_of(basis, j).value(), limb);
+        expand_uniform_limb(seed, stream, ctx.chain_index_of(basis, j), ctx.modulus_of(basis, j).value(), limb)
     });
     p
+}
+
+/// One limb of [`expand_uniform_ntt`]: the residues modulo `q`, the prime
+/// at index `prime` of the whole chain, of stream `stream` of `seed`.
+pub(crate) fn expand_uniform_limb(seed: [u8; 32], stream: u64, prime: usize, q: u64, limb: &mut [u64]) {
+    debug_assert!(prime < 1 << 16);
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    rng.set_stream((stream << 16) | prime as u64);
+    fill_below(&mut rng, q, limb);
 }
 
 /// Fills `out` with values uniform in `[0, q)` by masked rejection.
