@@ -536,8 +536,8 @@ impl Coordinator {
                 return;
             }
         };
-        // The key set's id is its bytes' digest: no need to hash them
-        // again per worker.
+        // The key set's id is its bytes' digest, announced as is; the store
+        // checks what it reads from disk against it while sending.
         let len = stored.len();
         let keys = BlobRef { len, digest: key_set.0 };
         let msg = CoordinatorMessage::Keys { key_set, keys };

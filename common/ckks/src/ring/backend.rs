@@ -11,7 +11,6 @@ use super::{Basis, RingContext};
 use crate::math::dot::{dot_const, dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to};
 use crate::math::lanes;
 use crate::math::BasisConverter;
-use crate::scheme::sampling::expand_uniform_limb;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -122,18 +121,33 @@ pub struct ModDownRescale {
     pub p_mod_last: u64,
 }
 
+/// Writes one digit's uniform residues for one limb: `(digit, index,
+/// prime, limb)`, see [`UniformHalves::Sampled`].
+pub type LimbSampler<'a> = dyn Fn(usize, usize, u64, &mut [u64]) + Sync + 'a;
+
 /// The uniform (`a`) halves of a switching key's digits, as a key-switching
 /// inner product reads them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum UniformHalves<'a> {
     /// Held in memory, one polynomial per digit.
     Held(&'a [KeyLimbs<'a>]),
-    /// Sampled again from the key's seed (digit `d` is stream `d`, see
-    /// [`crate::scheme::sampling::expand_uniform_ntt`]): limb by limb, into
-    /// a pooled buffer, right before the inner product reads that limb,
-    /// rather than whole polynomials up front (at 2^16 and 31 limbs, 7
-    /// digits are 110 MB written to fresh memory and read back).
-    Seeded([u8; 32]),
+    /// Sampled by `fill(digit, index, prime, limb)`, which writes the
+    /// digit's residues modulo `prime`, number `index` of the whole chain
+    /// (special primes after the `q` ones), into `limb` (a lean key regenerating its halves
+    /// from its seed). Limb by limb, into a pooled buffer, right before the
+    /// inner product reads that limb, rather than whole polynomials up
+    /// front (at 2^16 and 31 limbs, 7 digits are 110 MB written to fresh
+    /// memory and read back).
+    Sampled(&'a LimbSampler<'a>),
+}
+
+impl std::fmt::Debug for UniformHalves<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UniformHalves::Held(keys) => f.debug_tuple("Held").field(&keys.len()).finish(),
+            UniformHalves::Sampled(_) => f.write_str("Sampled"),
+        }
+    }
 }
 
 /// A key polynomial's limbs split into its chain part and special part.
@@ -368,11 +382,11 @@ impl Backend for CpuBackend {
                     let ka: Vec<&[u64]> = keys_a.iter().map(|k| k.limb(j, basis.q, n)).collect();
                     dot_elementwise_pair(m, r, &d, &kb, &ka, ob, oa);
                 }
-                UniformHalves::Seeded(seed) => {
+                UniformHalves::Sampled(fill) => {
                     let prime = ctx.chain_index_of(basis, j);
                     let mut sampled = Scratch::new(digits.len() * n);
-                    for (stream, limb) in sampled.chunks_mut(n).enumerate() {
-                        expand_uniform_limb(seed, stream as u64, prime, m.value(), limb);
+                    for (digit, limb) in sampled.chunks_mut(n).enumerate() {
+                        fill(digit, prime, m.value(), limb);
                     }
                     let ka: Vec<&[u64]> = sampled.chunks(n).collect();
                     dot_elementwise_pair(m, r, &d, &kb, &ka, ob, oa);

@@ -3,6 +3,7 @@
 //! decomposition, many keys).
 
 use super::keys::SwitchingKey;
+use super::sampling::expand_uniform_limb;
 use crate::ring::{Basis, KeyLimbs, Ntt, Poly, UniformHalves};
 use crate::Parameters;
 
@@ -66,8 +67,12 @@ pub(crate) fn key_product(
     let digit_data: Vec<&[u64]> = digits.iter().map(|d| d.data()).collect();
     let kb: Vec<KeyLimbs<'_>> = key.b[..digits.len()].iter().map(|p| key_limbs(params, p)).collect();
     let ka: Vec<KeyLimbs<'_>> = key.a[..digits.len().min(key.a.len())].iter().map(|p| key_limbs(params, p)).collect();
+    // A lean key's digit `d` is stream `d` of its seed (`expand_uniform_ntt`).
+    let seeded = |digit: usize, index: usize, prime: u64, limb: &mut [u64]| {
+        expand_uniform_limb(key.seed, digit as u64, index, prime, limb)
+    };
     let uniform = match key.is_lean() {
-        true => UniformHalves::Seeded(key.seed),
+        true => UniformHalves::Sampled(&seeded),
         false => UniformHalves::Held(&ka),
     };
     let mut out_b = Poly::<Ntt>::uninit(ring, ext);
