@@ -36,22 +36,10 @@ cargo build --release -q -p nexus-coordinator -p nexus-worker -p nexus-client
 cargo build --release -q -p nexus-tests --example plain_embedding
 bin=target/release
 work=$(mktemp -d /tmp/nexus-bert-cluster.XXXXXX)
-pids=()
-# The pids are /usr/bin/time's: signal the processes it measures.
-stop() { for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+source ops/bench/cluster-lib.sh
 trap stop EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
 cm=$(port); wm=$(port)
-
-$bin/nexus-coordinator init-certs --dir "$work/certs" --workers 1 >/dev/null
-/usr/bin/time -f %M -o "$work/coordinator.maxrss" $bin/nexus-coordinator run --listen 127.0.0.1:0 \
-    --certs "$work/certs" --tenant acme=s3cret --print-addr --data-dir "$work/data" \
-    --metrics "127.0.0.1:$cm" >"$work/addr" 2>"$work/coordinator.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
-addr=$(head -1 "$work/addr")
-coordinator_pid=$(pgrep -P "${pids[0]}")
+start_coordinator "$cm"
 # Debug events in JSON: each finished task's kind, time and bytes (task-costs.py).
 RUST_LOG=info,nexus_worker=debug /usr/bin/time -f %M -o "$work/worker.maxrss" $bin/nexus-worker \
     --coordinator "$addr" --certs "$work/certs" --name worker-0 --models "$(dirname "$MODEL")" \

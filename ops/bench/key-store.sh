@@ -18,21 +18,10 @@ if [ -z "${NEXUS_BIN:-}" ]; then
 fi
 bin=${NEXUS_BIN:-target/release}
 work=$(mktemp -d /tmp/nexus-key-store.XXXXXX)
-pids=()
-stop() { for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+source ops/bench/cluster-lib.sh
 trap 'stop; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
 cm=$(port)
-
-$bin/nexus-coordinator init-certs --dir "$work/certs" --workers 1 >/dev/null
-/usr/bin/time -f %M -o "$work/coordinator.maxrss" $bin/nexus-coordinator run --listen 127.0.0.1:0 \
-    --certs "$work/certs" --tenant acme=s3cret --print-addr --data-dir "$work/data" \
-    --metrics "127.0.0.1:$cm" >"$work/addr" 2>"$work/coordinator.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
-addr=$(head -1 "$work/addr")
-coordinator_pid=$(pgrep -P "${pids[0]}")
+start_coordinator "$cm"
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$coordinator_pid/status"; }
 export NEXUS_TOKEN=s3cret
 conn=(--coordinator "$addr" --ca "$work/certs/ca.pem" --tenant acme)
