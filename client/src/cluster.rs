@@ -284,6 +284,17 @@ impl ClusterClient {
         }
     }
 
+    /// Gives up a key set: this tenant no longer owns it, and a key set no
+    /// tenant owns is removed from every coordinator and worker. Refused
+    /// while the tenant has unfinished queries on it.
+    pub async fn delete_keys(&self, key_set: KeySetId) -> Result<(), ClientError> {
+        let req = ClientRequest::DeleteKeySet { tenant: self.tenant.clone(), token: self.token.clone(), key_set };
+        match self.call(&req, &[]).await?.0 {
+            ClientResponse::KeySetDeleted { key_set: got } if got == key_set => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Submits an encrypted query.
     pub async fn submit(&self, key_set: KeySetId, model: &str, inputs: &[Vec<u8>]) -> Result<QueryId, ClientError> {
         self.submit_request(key_set, model, inputs, rand::random()).await

@@ -186,6 +186,18 @@ pub async fn upload(dir: &Path, conn: &Connection) -> Result<String, BoxError> {
     Ok(format!("key set {id} {}", if present { "was already registered" } else { "registered" }))
 }
 
+/// Deletes the uploaded key set from the cluster; the local keys stay (a
+/// later `keys upload` registers them again).
+pub async fn delete_keys(dir: &Path, conn: &Connection) -> Result<String, BoxError> {
+    let mut state = load_state(dir)?;
+    let key_set = state.key_set.as_deref().ok_or("no key set uploaded from this directory: nothing to delete")?;
+    let key_set = KeySetId::from_hex(key_set)?;
+    conn.connect().await?.delete_keys(key_set).await?;
+    state.key_set = None;
+    save_state(dir, &state)?;
+    Ok(format!("key set {key_set} deleted"))
+}
+
 /// `queries/<id>.toml`: what fetch needs to unpack the result.
 #[derive(Debug, Serialize, Deserialize)]
 struct Submitted {

@@ -248,6 +248,15 @@ enum KeysCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Delete the uploaded key set from the cluster (refused while queries
+    /// on it are unfinished); the keys stay in the directory.
+    Delete {
+        /// Client directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
 }
 
 /// How to reach the cluster. The token comes from `NEXUS_TOKEN` or
@@ -345,6 +354,11 @@ fn main() -> Result<()> {
         Command::Keys { what: KeysCommand::Upload { dir, conn } } => {
             let conn = conn.connection()?;
             println!("{}", runtime()?.block_on(commands::upload(&dir, &conn)).map_err(boxed)?);
+            Ok(())
+        }
+        Command::Keys { what: KeysCommand::Delete { dir, conn } } => {
+            let conn = conn.connection()?;
+            println!("{}", runtime()?.block_on(commands::delete_keys(&dir, &conn)).map_err(boxed)?);
             Ok(())
         }
         Command::Submit { dir, input, text, conn } => {

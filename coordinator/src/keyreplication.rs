@@ -166,6 +166,18 @@ impl KeyReplication {
         self.store.send(&key_set, stored, send).await
     }
 
+    /// Removes the bytes of a deleted key set from this store (see
+    /// [`KeyStore::remove`]).
+    pub async fn remove(&self, key_set: &KeySetId) -> Result<bool, String> {
+        self.store.remove(key_set).await
+    }
+
+    /// Removes the deleted key sets stored here (see
+    /// [`KeyStore::remove_retired`]).
+    pub async fn remove_retired(&self, retired: &[(KeySetId, Option<std::time::Instant>)]) -> Vec<KeySetId> {
+        self.store.remove_retired(retired).await
+    }
+
     /// Fetches every key set in `wanted` that is not stored here from a peer.
     pub async fn repair(&self, wanted: Vec<KeySetId>) {
         for key_set in wanted.into_iter().filter(|k| !self.contains(k)) {

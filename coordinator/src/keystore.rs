@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Where the bytes are.
@@ -72,6 +73,12 @@ pub enum ReceiveError {
 #[derive(Debug, Clone)]
 pub struct KeyStore {
     inner: Arc<Mutex<Backing>>,
+    /// When each key set was last received here (by this process): a key
+    /// set deleted and then uploaded again is stored before the log
+    /// registers it anew, so a reception after the deletion must not be
+    /// mistaken for the deleted copy (see
+    /// [`remove_retired`](Self::remove_retired)).
+    received: Arc<Mutex<HashMap<KeySetId, Instant>>>,
 }
 
 /// Distinguishes the temporary files of receptions running at once (two
@@ -81,7 +88,7 @@ static RECEPTION: AtomicU64 = AtomicU64::new(0);
 impl KeyStore {
     /// A store in memory.
     pub fn in_memory() -> Self {
-        Self { inner: Arc::new(Mutex::new(Backing::Memory(HashMap::new()))) }
+        Self::with(Backing::Memory(HashMap::new()))
     }
 
     /// The store in `dir` (created if missing). Leftover temporary files of
@@ -103,8 +110,11 @@ impl KeyStore {
             })?;
             present.insert(id);
         }
-        let backing = Backing::Disk { dir: dir.to_path_buf(), present };
-        Ok(Self { inner: Arc::new(Mutex::new(backing)) })
+        Ok(Self::with(Backing::Disk { dir: dir.to_path_buf(), present }))
+    }
+
+    fn with(backing: Backing) -> Self {
+        Self { inner: Arc::new(Mutex::new(backing)), received: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Backing> {
@@ -147,6 +157,20 @@ impl KeyStore {
     /// checked against `id` (their digest) in every case: a key set already
     /// stored is received and checked but not written again.
     pub async fn receive<R: AsyncRead + Unpin>(
+        &self,
+        id: KeySetId,
+        len: u64,
+        max_len: u64,
+        r: &mut R,
+    ) -> Result<(), ReceiveError> {
+        let result = self.receive_checked(id, len, max_len, r).await;
+        if result.is_ok() {
+            self.received.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Instant::now());
+        }
+        result
+    }
+
+    async fn receive_checked<R: AsyncRead + Unpin>(
         &self,
         id: KeySetId,
         len: u64,
@@ -217,6 +241,46 @@ impl KeyStore {
         if let Backing::Disk { present, .. } = &mut *self.lock() {
             present.remove(id);
         }
+    }
+
+    /// Removes the bytes of `id` (its last owner deleted it); whether they
+    /// were here. A send already reading the file finishes from its open
+    /// handle.
+    pub async fn remove(&self, id: &KeySetId) -> Result<bool, String> {
+        let path = match &mut *self.lock() {
+            Backing::Memory(map) => return Ok(map.remove(id).is_some()),
+            Backing::Disk { dir, present } => match present.remove(id) {
+                true => dir.join(id.to_hex()),
+                false => return Ok(false),
+            },
+        };
+        self.received.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(format!("removing key set {id} ({}): {e}", path.display())),
+        }
+    }
+
+    /// Removes the stored key sets among `retired` (deleted by their last
+    /// owner, with the time this member applied the deletion if it did),
+    /// except those received here after that: the upload of a key set
+    /// registered again, stored before the log names it anew. Returns the
+    /// ids removed.
+    pub async fn remove_retired(&self, retired: &[(KeySetId, Option<Instant>)]) -> Vec<KeySetId> {
+        let mut removed = Vec::new();
+        for (id, retired_at) in retired.iter().filter(|(id, _)| self.contains(id)) {
+            let received = self.received.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied();
+            if received.zip(*retired_at).is_some_and(|(received, retired)| received > retired) {
+                continue;
+            }
+            match self.remove(id).await {
+                Ok(true) => removed.push(*id),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(key_set = %id, error = %e, "removing a deleted key set"),
+            }
+        }
+        removed
     }
 }
 
@@ -324,6 +388,38 @@ mod tests {
     /// Bytes that are not the key set's are refused, leave nothing behind,
     /// and cannot stand in for a stored key set either (a tenant proves it
     /// holds the bytes).
+    #[tokio::test]
+    async fn deleted_key_sets_are_removed_unless_received_again_since() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [KeyStore::in_memory(), KeyStore::open(dir.path()).unwrap()] {
+            let (a, _, a_framed) = keys(3, 1000);
+            let (b, _, b_framed) = keys(5, 777);
+            let (c, _, c_framed) = keys(7, 555);
+            receive(&store, a, 1000, &a_framed).await.unwrap();
+            receive(&store, b, 777, &b_framed).await.unwrap();
+            // c is deleted, then uploaded again (registration pending).
+            let c_retired = Instant::now();
+            receive(&store, c, 555, &c_framed).await.unwrap();
+            let later = Instant::now();
+            let retired = [(a, None), (b, Some(later)), (c, Some(c_retired))];
+            let mut removed = store.remove_retired(&retired).await;
+            removed.sort();
+            let mut expected = vec![a, b];
+            expected.sort();
+            assert_eq!(removed, expected, "received before their deletion (or learnt from a snapshot)");
+            assert!(!store.contains(&a) && !store.contains(&b) && store.contains(&c));
+            assert!(store.stored(&a).is_none());
+            assert!(!store.remove(&a).await.unwrap(), "already gone");
+            assert!(store.remove(&c).await.unwrap());
+            if !store.in_memory_only() {
+                assert!(files(dir.path()).is_empty(), "files left: {:?}", files(dir.path()));
+            }
+            // Stored again after a deletion: whole.
+            receive(&store, a, 1000, &a_framed).await.unwrap();
+            assert_eq!(sent(&store, &a).await.unwrap(), a_framed);
+        }
+    }
+
     #[tokio::test]
     async fn bytes_that_do_not_hash_to_the_id_are_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -129,7 +129,8 @@ pub struct CoordinatorConfig {
     pub limits: Limits,
 }
 
-/// How often a member checks that it holds every key set's bytes.
+/// How often a member checks that it holds every key set's bytes (and
+/// none of a deleted one's).
 const KEY_REPAIR_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long a task waits for any worker before it counts as a failed
@@ -306,18 +307,21 @@ impl Coordinator {
 
     /// Fetches from peers the bytes of every key set in the log that this
     /// member lacks (it was down or in the minority when the key set was
-    /// stored), so that it can serve them once it leads.
+    /// stored), so that it can serve them once it leads; removes the bytes
+    /// of key sets deleted by their last owner (also when this member
+    /// learnt of the deletion from a snapshot, or was down when it
+    /// happened).
     async fn repair_key_sets(self) {
         let mut watch = self.replica.watch();
         loop {
-            let wanted: Vec<KeySetId> = self
-                .replica
-                .read(|s| s.key_sets.keys().copied().collect::<Vec<_>>())
-                .into_iter()
-                .filter(|k| !self.keys.contains(k))
-                .collect();
+            let (known, retired) =
+                self.replica.read(|s| (s.key_sets.keys().copied().collect::<Vec<_>>(), s.retired_since()));
+            let wanted: Vec<KeySetId> = known.into_iter().filter(|k| !self.keys.contains(k)).collect();
             if !wanted.is_empty() {
                 self.keys.repair(wanted).await;
+            }
+            for key_set in self.keys.remove_retired(&retired).await {
+                info!(%key_set, "deleted key set removed from the key store");
             }
             if watch.borrow().stopped {
                 return;
@@ -470,6 +474,10 @@ impl Coordinator {
             let _ = send.stopped().await;
             return;
         }
+        // A worker that was away when a key set it caches was deleted drops
+        // it once registered.
+        let (cached, deleted): (Vec<KeySetId>, Vec<KeySetId>) =
+            self.replica.read(|s| cached.into_iter().partition(|k| s.key_sets.contains_key(k)));
         let id = {
             let mut local = self.local.lock().await;
             let id = WorkerId(local.next_worker);
@@ -489,6 +497,9 @@ impl Coordinator {
             return;
         }
         let _ = send.finish();
+        for key_set in deleted {
+            self.forget_keys_on(&conn, key_set).await;
+        }
         self.serve_key_fetches(&conn, Some(id)).await;
         // Connection gone (or silent past the idle timeout): forget the
         // worker; its running tasks fail and are retried elsewhere.
@@ -690,6 +701,19 @@ impl Coordinator {
                     other => Err(refusal(other)),
                 }
             }
+            ClientRequest::DeleteKeySet { tenant, token, key_set } => {
+                self.authorize_on_leader(&tenant, &token).await?;
+                match self.propose(&Command::DeleteKeySet { tenant: tenant.clone(), key_set }).await? {
+                    Outcome::KeySetDeleted { retired } => {
+                        info!(%tenant, %key_set, retired, "key set deleted by its owner");
+                        if retired {
+                            self.retire_key_set(key_set).await;
+                        }
+                        Ok((ClientResponse::KeySetDeleted { key_set }, vec![]))
+                    }
+                    other => Err(refusal(other)),
+                }
+            }
             ClientRequest::SubmitQuery { tenant, token, key_set, model, inputs, request } => {
                 self.authorize_on_leader(&tenant, &token).await?;
                 let count = inputs.len().min(u32::MAX as usize) as u32;
@@ -779,6 +803,39 @@ impl Coordinator {
                     }
                     other => Err(refusal(other)),
                 }
+            }
+        }
+    }
+
+    /// Removes a key set no tenant owns any more from this member's store
+    /// at once (the other members do within [`KEY_REPAIR_INTERVAL`]) and
+    /// from the caches of this leader's workers.
+    async fn retire_key_set(&self, key_set: KeySetId) {
+        if let Err(e) = self.keys.remove(&key_set).await {
+            warn!(%key_set, error = %e, "removing a deleted key set");
+        }
+        // Every worker is told: one may hold it without this leader knowing
+        // yet (fetched from a follower, no task finished since).
+        let conns: Vec<quinn::Connection> = {
+            let mut local = self.local.lock().await;
+            let mut conns = Vec::with_capacity(local.workers.len());
+            for w in local.workers.iter_mut() {
+                w.cached.remove(&key_set);
+                conns.push(w.conn.clone());
+            }
+            conns
+        };
+        for conn in conns {
+            self.forget_keys_on(&conn, key_set).await;
+        }
+    }
+
+    /// Tells a worker to drop `key_set` from its cache.
+    async fn forget_keys_on(&self, conn: &quinn::Connection, key_set: KeySetId) {
+        let message = CoordinatorMessage::ForgetKeys { key_set };
+        if let Ok((mut send, _recv)) = conn.open_bi().await {
+            if send_message(&mut send, "forget keys", &message, DEFAULT_MAX_FRAME).await.is_ok() {
+                let _ = send.finish();
             }
         }
     }

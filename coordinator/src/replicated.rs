@@ -14,6 +14,7 @@ use nexus_proto::messages::{ErrorCode, QueryState, QueryStatus};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::consensus::StateMachine;
 use crate::plan::{self, Source};
@@ -58,6 +59,15 @@ pub enum Command {
         params_digest: [u8; 32],
         /// Length of the wire bytes.
         len: u64,
+    },
+    /// The tenant no longer uses a key set: it stops owning it, and a key
+    /// set no tenant owns leaves the state (every member then removes its
+    /// bytes). Refused while the tenant has unfinished queries on it.
+    DeleteKeySet {
+        /// The owner giving it up.
+        tenant: TenantId,
+        /// The key set.
+        key_set: KeySetId,
     },
     /// A query enters the queue.
     Admit {
@@ -142,6 +152,12 @@ pub enum Outcome {
     KeySetRegistered {
         /// It was there before.
         already_present: bool,
+    },
+    /// The tenant gave up a key set.
+    KeySetDeleted {
+        /// No tenant owns it any more: it left the state, and its bytes
+        /// are to be removed from every member's key store.
+        retired: bool,
     },
     /// Query admitted (or, for a repeated request, admitted before).
     Admitted {
@@ -274,6 +290,16 @@ pub struct Replicated {
     /// (tenant, request id) of every admission, for idempotent resubmission.
     requests: HashMap<TenantId, HashMap<u64, QueryId>>,
     next_seq: u64,
+    /// Key sets deleted by their last owner and not registered again: each
+    /// member removes their bytes from its key store (also a member that
+    /// learns of the deletion from a snapshot). Absent from snapshots
+    /// written before deletion existed.
+    #[serde(default)]
+    pub retired_key_sets: BTreeSet<KeySetId>,
+    /// When this member applied each retirement (its own clock; not
+    /// replicated, absent for one learnt from a snapshot).
+    #[serde(skip)]
+    retired_at: HashMap<KeySetId, Instant>,
 }
 
 impl Replicated {
@@ -305,6 +331,12 @@ impl Replicated {
         self.queries.values().filter(|q| !q.finished() && q.seq < query.seq).count() as u32
     }
 
+    /// Key sets deleted by their last owner, each with the time this member
+    /// applied the deletion (if it did rather than restoring a snapshot).
+    pub fn retired_since(&self) -> Vec<(KeySetId, Option<Instant>)> {
+        self.retired_key_sets.iter().map(|k| (*k, self.retired_at.get(k).copied())).collect()
+    }
+
     /// Unfinished queries, oldest first.
     pub fn unfinished(&self) -> Vec<QueryId> {
         let mut qs: Vec<(&QueryId, &Query)> = self.queries.iter().filter(|(_, q)| !q.finished()).collect();
@@ -325,7 +357,36 @@ impl Replicated {
                     len,
                 });
                 let already_present = !entry.owners.insert(tenant);
+                self.retired_key_sets.remove(&key_set);
+                self.retired_at.remove(&key_set);
                 Outcome::KeySetRegistered { already_present }
+            }
+            Command::DeleteKeySet { tenant, key_set } => {
+                let Some(entry) = self.key_sets.get_mut(&key_set).filter(|k| k.owners.contains(&tenant)) else {
+                    return Outcome::Rejected(
+                        ErrorCode::NotFound,
+                        format!("key set {key_set} is not registered for tenant {tenant}"),
+                    );
+                };
+                let using = |q: &&Query| q.tenant == tenant && q.key_set == key_set && !q.finished();
+                let unfinished = self.queries.values().filter(using).count();
+                if unfinished > 0 {
+                    return Outcome::Rejected(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "key set {key_set} is in use by unfinished queries of tenant {tenant} ({unfinished}): \
+                             wait for them or release them first"
+                        ),
+                    );
+                }
+                entry.owners.remove(&tenant);
+                let retired = entry.owners.is_empty();
+                if retired {
+                    self.key_sets.remove(&key_set);
+                    self.retired_key_sets.insert(key_set);
+                    self.retired_at.insert(key_set, Instant::now());
+                }
+                Outcome::KeySetDeleted { retired }
             }
             Command::Admit {
                 query,
@@ -521,6 +582,64 @@ mod tests {
             admitted_ms: 0,
             inputs: vec![serde_bytes::ByteBuf::from(vec![1u8, 2]), serde_bytes::ByteBuf::from(vec![3u8])],
         }
+    }
+
+    #[test]
+    fn deleting_key_sets() {
+        let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+        let ks = KeySetId::of(b"keys");
+        let register =
+            |t: &TenantId| Command::RegisterKeySet { tenant: t.clone(), key_set: ks, params_digest: [7; 32], len: 4 };
+        let delete = |t: &TenantId| Command::DeleteKeySet { tenant: t.clone(), key_set: ks };
+        let mut s = Replicated::default();
+        assert!(matches!(apply(&mut s, delete(&a)), Outcome::Rejected(ErrorCode::NotFound, _)), "never registered");
+        apply(&mut s, register(&a));
+        apply(&mut s, register(&b));
+        assert!(matches!(apply(&mut s, delete(&b)), Outcome::KeySetDeleted { retired: false }), "a still owns it");
+        assert!(matches!(apply(&mut s, delete(&b)), Outcome::Rejected(ErrorCode::NotFound, _)), "b no longer owns it");
+        assert!(matches!(apply(&mut s, admit(1, 10, &b, ks)), Outcome::Rejected(ErrorCode::NotFound, _)));
+        // A pending query keeps it; a finished (unreleased) one does not.
+        assert!(matches!(apply(&mut s, admit(1, 10, &a, ks)), Outcome::Admitted { .. }));
+        assert!(
+            matches!(apply(&mut s, delete(&a)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("unfinished queries of tenant a (1)")),
+            "in use"
+        );
+        apply(&mut s, Command::Fail { query: QueryId(10), reason: "test".into() });
+        assert_eq!(apply(&mut s, delete(&a)), Outcome::KeySetDeleted { retired: true });
+        assert!(!s.key_sets.contains_key(&ks));
+        assert!(matches!(s.retired_since().as_slice(), [(k, Some(_))] if *k == ks), "retired here, with its time");
+        assert!(matches!(apply(&mut s, admit(2, 11, &a, ks)), Outcome::Rejected(ErrorCode::NotFound, _)));
+        // A snapshot carries the retirement (not this member's clock).
+        let mut restored = Replicated::default();
+        restored.restore(&s.snapshot()).unwrap();
+        assert_eq!(restored.retired_since(), vec![(ks, None)]);
+        // Registered again: no longer retired.
+        apply(&mut restored, register(&b));
+        assert!(restored.retired_since().is_empty());
+        assert!(matches!(apply(&mut restored, admit(2, 11, &b, ks)), Outcome::Admitted { .. }));
+    }
+
+    #[test]
+    fn snapshots_from_before_key_set_deletion_restore() {
+        let ks = KeySetId::of(b"keys");
+        let mut s = Replicated::default();
+        apply(
+            &mut s,
+            Command::RegisterKeySet {
+                tenant: TenantId::new("a").unwrap(),
+                key_set: ks,
+                params_digest: [7; 32],
+                len: 4,
+            },
+        );
+        // The state as coordinators without deletion wrote it: the same
+        // fields, without the retired key sets.
+        let old = (&s.tenants, &s.key_sets, &s.queries, &s.requests, s.next_seq);
+        let mut bytes = vec![SNAPSHOT_VERSION];
+        rmp_serde::encode::write(&mut bytes, &old).unwrap();
+        let mut restored = Replicated::default();
+        restored.restore(&bytes).unwrap();
+        assert!(restored.key_sets.contains_key(&ks) && restored.retired_key_sets.is_empty());
     }
 
     #[test]

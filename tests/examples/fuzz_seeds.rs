@@ -54,6 +54,7 @@ fn main() {
         ClientRequest::Status { tenant: tenant.clone(), token: "t".into(), query },
         ClientRequest::FetchResult { tenant: tenant.clone(), token: "t".into(), query },
         ClientRequest::Release { tenant: tenant.clone(), token: "t".into(), query },
+        ClientRequest::DeleteKeySet { tenant: tenant.clone(), token: "t".into(), key_set },
     ];
     for (i, r) in requests.iter().enumerate() {
         write(&root, "frame", &format!("request-{i}"), &encode_message("seed", r, DEFAULT_MAX_FRAME).unwrap());
@@ -173,6 +174,7 @@ fn main() {
         Command::Checkpoint { query, task: 0, outputs: vec![serde_bytes::ByteBuf::from(vec![4u8, 5])] },
         Command::Fail { query, reason: "seed".into() },
         Command::Release { tenant: tenant.clone(), query },
+        Command::DeleteKeySet { tenant: tenant.clone(), key_set: KeySetId::of(b"k") },
     ];
     for (i, c) in commands.iter().enumerate() {
         let bytes = c.encode().unwrap();

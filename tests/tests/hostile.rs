@@ -177,8 +177,8 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
         other => panic!("an input at level 0 must fail its query: {other:?}"),
     }
 
-    // Another tenant cannot use acme's key set, nor see, fetch or release
-    // acme's queries (they look like missing ones).
+    // Another tenant cannot use or delete acme's key set, nor see, fetch or
+    // release acme's queries (they look like missing ones).
     let bolt =
         ClusterClient::connect(addr, "localhost", &ca.certificate(), TenantId::new("bolt").unwrap(), "b0lt".into())
             .await
@@ -189,6 +189,10 @@ async fn hostile_input_is_refused_and_the_cluster_keeps_serving() {
             assert!(e.message.contains("not registered for tenant bolt"), "{}", e.message);
         }
         other => panic!("another tenant's key set must be refused: {other:?}"),
+    }
+    match bolt.delete_keys(key_set).await {
+        Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::NotFound, "{}", e.message),
+        other => panic!("another tenant deleted acme's key set: {other:?}"),
     }
     for refused in [bolt.status(low).await.err(), bolt.fetch(low).await.err(), bolt.release(low).await.err()] {
         assert!(matches!(refused, Some(ClientError::Refused(e)) if e.code == ErrorCode::NotFound));

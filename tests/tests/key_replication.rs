@@ -3,16 +3,22 @@
 //! on a majority of the members' key stores when its registration is
 //! acknowledged, the raft logs stay small, and a member that was down
 //! fetches the bytes from a peer when it comes back. Workers take key sets
-//! from the followers, leaving the leader's link to the tasks.
+//! from the followers, leaving the leader's link to the tasks. A key set
+//! deleted by its last owner leaves every member's store (a member that was
+//! down when it happened included) and the workers' caches.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+use nexus_client::cluster::ClientError;
 use nexus_client::cluster::ClusterClient;
 use nexus_coordinator::{Coordinator, CoordinatorConfig, RaftSettings};
 use nexus_nn::DEMO_MODEL;
-use nexus_proto::ids::TenantId;
+use nexus_proto::ids::{KeySetId, TenantId};
+use nexus_proto::messages::ErrorCode;
 use nexus_proto::tls::ClusterCa;
-use nexus_tests::{free_udp_port, loopback_peers, test_coordinator, test_worker, DemoClient};
+use nexus_tests::{
+    free_tcp_port, free_udp_port, loopback_peers, metric, scrape, test_coordinator, test_worker, DemoClient,
+};
 use nexus_worker::WorkerConfig;
 use rand::{RngCore, SeedableRng};
 use std::path::Path;
@@ -34,7 +40,7 @@ fn group(ca: &ClusterCa, dir: &Path) -> Vec<CoordinatorConfig> {
                 dir: Some(dir.join(format!("raft-{}", i + 1))),
                 ..RaftSettings::default()
             },
-            ..test_coordinator(ca, &[("acme", "s3cret")])
+            ..test_coordinator(ca, &[("acme", "s3cret"), ("beta", "b3ta")])
         })
         .collect()
 }
@@ -189,4 +195,90 @@ async fn workers_fetch_key_sets_from_the_followers() {
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
     }
+}
+
+/// Runs one demo query and checks its result.
+async fn run_query(client: &ClusterClient, demo: &DemoClient, key_set: KeySetId) {
+    let q = client.submit(key_set, DEMO_MODEL, &demo.inputs()).await.unwrap();
+    client.wait(q, Duration::from_secs(120)).await.unwrap();
+    assert!(demo.max_error(&client.fetch(q).await.unwrap()) < 1e-4);
+}
+
+/// Polls `done` every 100 ms for up to `secs` seconds.
+async fn eventually(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_key_sets_leave_every_member_and_worker() {
+    let ca = ClusterCa::generate("nexus test").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (configs, mut members, leader) = start_group(&ca, dir.path()).await;
+    let publics: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
+    let demo = DemoClient::new(16);
+    let connect = |tenant: &str, token: &str| {
+        let (publics, ca) = (publics.clone(), ca.certificate());
+        let (tenant, token) = (TenantId::new(tenant).unwrap(), token.to_string());
+        async move { ClusterClient::connect_any(&publics, "localhost", &ca, tenant, token).await.unwrap() }
+    };
+    let (acme, beta) = (connect("acme", "s3cret").await, connect("beta", "b3ta").await);
+    // Both tenants register the same bytes (the same keys): one key set.
+    let (key_set, _) = acme.register_keys(&demo.keys, demo.params.digest()).await.unwrap();
+    assert_eq!(beta.register_keys(&demo.keys, demo.params.digest()).await.unwrap(), (key_set, false));
+    let stored = |i: usize| dir.path().join(format!("raft-{}/keys/{}", i + 1, key_set.to_hex()));
+    eventually(30, "every member holds the key set", || (0..3).all(|i| stored(i).exists())).await;
+
+    let metrics = ([127, 0, 0, 1], free_tcp_port()).into();
+    let config = WorkerConfig {
+        coordinators: publics.clone(),
+        metrics_listen: Some(metrics),
+        ..test_worker(configs[0].listen, &ca, "worker-0")
+    };
+    let worker = tokio::spawn(nexus_worker::run(config));
+    let cache_bytes = || scrape(metrics).and_then(|text| metric(&text, "nexus_worker_key_cache_bytes")).unwrap_or(-1.0);
+    run_query(&acme, &demo, key_set).await;
+    assert!(cache_bytes() > 0.0, "the worker caches the key set");
+
+    // acme gives it up: beta still owns it, so it stays everywhere.
+    acme.delete_keys(key_set).await.unwrap();
+    match acme.submit(key_set, DEMO_MODEL, &demo.inputs()).await {
+        Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::NotFound, "{}", e.message),
+        other => panic!("a deleted key set took a query: {other:?}"),
+    }
+    match acme.delete_keys(key_set).await {
+        Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::NotFound, "{}", e.message),
+        other => panic!("deleted twice: {other:?}"),
+    }
+    assert!((0..3).all(|i| stored(i).exists()));
+    run_query(&beta, &demo, key_set).await;
+
+    // beta gives it up while a follower is down: the last owner.
+    let absent = (leader + 1) % 3;
+    members[absent].take().unwrap().shutdown().await;
+    beta.delete_keys(key_set).await.unwrap();
+    assert!(!stored(leader).exists(), "the leader removes the bytes before it answers");
+    let live = (leader + 2) % 3;
+    eventually(10, "the live follower removes the bytes", || !stored(live).exists()).await;
+    eventually(10, "the worker drops the key set", || cache_bytes() == 0.0).await;
+    assert!(stored(absent).exists());
+    members[absent] = Some(restart(&configs[absent]).await);
+    eventually(30, "the returning member removes the bytes", || !stored(absent).exists()).await;
+
+    // Registered again: stored again, and usable.
+    let (again, already_present) = acme.register_keys(&demo.keys, demo.params.digest()).await.unwrap();
+    assert_eq!((again, already_present), (key_set, false));
+    eventually(30, "every member holds the key set again", || (0..3).all(|i| stored(i).exists())).await;
+    // Time for a removal that should not happen (the members check every 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!((0..3).all(|i| stored(i).exists()), "a member removed the key set registered again");
+    run_query(&acme, &demo, key_set).await;
+    assert!(cache_bytes() > 0.0, "the worker fetched the key set again");
+    for m in members.into_iter().flatten() {
+        m.shutdown().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
 }

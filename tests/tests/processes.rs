@@ -1,6 +1,6 @@
 //! The real binaries as separate processes: `nexus-coordinator init-certs`,
 //! `nexus-coordinator run`, two `nexus-worker`s, and the `nexus` client CLI
-//! (`keygen`, `keys upload`, `submit`, `status --watch`, `fetch`) running
+//! (`keygen`, `keys upload`, `submit`, `status --watch`, `fetch`, `keys delete`) running
 //! the embedded demo model through them over QUIC, then a sentence through
 //! a tiny BERT served from the workers' model root.
 
@@ -151,6 +151,17 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("takes text"), "{:?}", refused);
+    // The demo key set deleted from the cluster: the local keys stay and
+    // can be registered again.
+    assert!(nexus(&cli, &["keys", "delete", "--dir", d], &conn).contains("deleted"));
+    let again = Command::new(&cli)
+        .args(["keys", "delete", "--dir", d])
+        .args(&conn)
+        .env("NEXUS_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to delete"), "{:?}", again);
+    assert!(nexus(&cli, &["keys", "upload", "--dir", d], &conn).contains("registered"));
 
     // The coordinator logged structured events, one JSON object per line.
     let log = std::fs::read_to_string(&coordinator_log).unwrap();
@@ -167,6 +178,7 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
     assert!(has("query finished", Some(("query", &query))), "{log}");
     assert!(has("query released", Some(("query", &query))), "{log}");
     assert!(has("request refused", None), "the fetch after release is refused: {log}");
+    assert!(has("key set deleted by its owner", None), "{log}");
     assert!(events.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

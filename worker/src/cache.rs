@@ -67,6 +67,18 @@ impl KeyCache {
         keys
     }
 
+    /// Drops a key set (its last owner deleted it); whether it was here.
+    /// Tasks still running with it keep their reference until they end.
+    pub fn remove(&mut self, id: &KeySetId) -> bool {
+        match self.entries.remove(id) {
+            Some((_, bytes, _)) => {
+                self.stats.bytes -= bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Statistics so far.
     pub fn stats(&self) -> CacheStats {
         self.stats

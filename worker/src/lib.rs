@@ -319,6 +319,14 @@ async fn serve_stream(
             conn.close(0u32.into(), b"shutdown");
             return Ok(());
         }
+        CoordinatorMessage::ForgetKeys { key_set } => {
+            let mut guard = cache.lock().await;
+            if guard.remove(&key_set) {
+                tracing::info!(%key_set, "key set deleted by its owner; dropped from the cache");
+                metrics.key_cache_bytes.set(guard.stats().bytes as i64);
+            }
+            return Ok(());
+        }
         other => return Err(WorkerError::Unexpected(format!("{other:?}"))),
     };
     let mut inputs = Vec::with_capacity(task.inputs.len());

@@ -22,6 +22,17 @@ pub enum ClientRequest {
         /// The keys (chunks follow).
         keys: BlobRef,
     },
+    /// Give up a key set: the tenant stops owning it, and a key set no
+    /// tenant owns is removed from every coordinator's key store and every
+    /// worker's cache. Refused while the tenant has unfinished queries on it.
+    DeleteKeySet {
+        /// Tenant.
+        tenant: TenantId,
+        /// Tenant token.
+        token: String,
+        /// The key set.
+        key_set: KeySetId,
+    },
     /// Submit an encrypted query.
     SubmitQuery {
         /// Tenant.
@@ -78,6 +89,12 @@ pub enum ClientResponse {
         key_set: KeySetId,
         /// Whether the coordinator already had it.
         already_present: bool,
+    },
+    /// The tenant no longer owns the key set (replicated): no query of its
+    /// can use it any more.
+    KeySetDeleted {
+        /// The key set.
+        key_set: KeySetId,
     },
     /// Query admitted (replicated, so it will not be lost).
     QueryAccepted {
@@ -390,6 +407,11 @@ pub enum CoordinatorMessage {
         key_set: KeySetId,
         /// Its bytes.
         keys: BlobRef,
+    },
+    /// Drop a key set from the cache: its last owner deleted it.
+    ForgetKeys {
+        /// The key set.
+        key_set: KeySetId,
     },
     /// Drain and stop.
     Shutdown,

@@ -32,6 +32,7 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
         },
         ClientRequest::Status { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(1) },
         ClientRequest::FetchResult { tenant: TenantId::new("b").unwrap(), token: "t".into(), query: QueryId(u64::MAX) },
+        ClientRequest::DeleteKeySet { tenant: TenantId::new("b").unwrap(), token: "t".into(), key_set },
     ];
     let worker = vec![
         WorkerMessage::Register {
@@ -72,6 +73,7 @@ fn samples() -> (Vec<ClientRequest>, Vec<WorkerMessage>, Vec<CoordinatorMessage>
         .collect();
     coord.push(CoordinatorMessage::Registered { worker: WorkerId(0) });
     coord.push(CoordinatorMessage::Keys { key_set, keys });
+    coord.push(CoordinatorMessage::ForgetKeys { key_set });
     coord.push(CoordinatorMessage::Shutdown);
     coord.push(CoordinatorMessage::NotLeader { leader: Some("10.0.0.2:7443".into()) });
     (client, worker, coord)
