@@ -37,11 +37,12 @@ pub struct Costs {
     pub preset: String,
     /// Engine threads per worker the costs were measured with.
     pub threads: usize,
-    /// Seconds per task, layer by layer (the chain every input goes through).
+    /// Seconds per task, in task order: the chain every input goes
+    /// through, or with `model` its plan's tasks on one input.
     pub task_seconds: Vec<f64>,
     /// Input ciphertexts per query.
     pub inputs_per_query: usize,
-    /// Bytes of a ciphertext entering each layer, and of the final output.
+    /// Bytes entering each task, and of the final output.
     pub ciphertext_bytes: Vec<u64>,
     /// Bytes of the evaluation key set.
     pub key_bytes: u64,
@@ -52,11 +53,31 @@ pub struct Costs {
     /// it; otherwise the 1-worker validation run measures it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator_s_per_task: Option<f64>,
+    /// The model measured, as the coordinator plans it: the tasks are its
+    /// graph on one input, and each starts once the tasks it reads have
+    /// finished (a BERT layer's Q, K and V projections side by side).
+    /// Without it the tasks form a chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Bytes each task outputs (with `model`; a chain's are the next
+    /// task's `ciphertext_bytes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_bytes: Vec<u64>,
+}
+
+/// How an input's tasks depend on each other, for the simulation.
+struct TaskGraph {
+    /// Per task, the tasks it reads (none: it reads the query's input).
+    sources: Vec<Vec<usize>>,
+    /// Per task, the tasks that read it.
+    readers: Vec<Vec<usize>>,
+    /// Per task, the bytes it outputs.
+    output_bytes: Vec<u64>,
 }
 
 impl Costs {
     /// Costs from JSON (the object `nexus sim` prints under `costs`),
-    /// checked: every figure finite and positive, one ciphertext size per
+    /// checked: every figure finite and not negative, one ciphertext size per
     /// task plus the final output's.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let costs: Costs = serde_json::from_str(text).map_err(|e| format!("costs: {e}"))?;
@@ -65,12 +86,12 @@ impl Costs {
     }
 
     fn check(&self) -> Result<(), String> {
-        let positive = |v: f64| v.is_finite() && v > 0.0;
         if self.task_seconds.is_empty() {
-            return Err("costs: task_seconds is empty (one entry per task of an input's chain)".into());
+            return Err("costs: task_seconds is empty (one entry per task of an input)".into());
         }
-        if let Some((i, t)) = self.task_seconds.iter().enumerate().find(|(_, t)| !positive(**t)) {
-            return Err(format!("costs: task_seconds[{i}] = {t} is not a positive number of seconds"));
+        // A task may measure 0 (an empty tile, under the log's millisecond).
+        if let Some((i, t)) = self.task_seconds.iter().enumerate().find(|(_, t)| !(t.is_finite() && **t >= 0.0)) {
+            return Err(format!("costs: task_seconds[{i}] = {t} is not a number of seconds"));
         }
         if self.ciphertext_bytes.len() != self.task_seconds.len() + 1 {
             return Err(format!(
@@ -85,7 +106,67 @@ impl Costs {
         if let Some(c) = self.coordinator_s_per_task.filter(|c| !(c.is_finite() && *c >= 0.0)) {
             return Err(format!("costs: coordinator_s_per_task = {c} is not a number of seconds"));
         }
+        let Some(model) = &self.model else {
+            if !self.output_bytes.is_empty() {
+                return Err("costs: output_bytes without a model (a chain's outputs are ciphertext_bytes)".into());
+            }
+            return Ok(());
+        };
+        let plan = nexus_coordinator::plan::graph(model, 1).map_err(|e| format!("costs: model {model:?}: {e}"))?;
+        let tasks = self.task_seconds.len();
+        if plan.nodes.len() != tasks {
+            return Err(format!(
+                "costs: model {model:?} plans {} tasks per input, task_seconds has {tasks}",
+                plan.nodes.len()
+            ));
+        }
+        for (k, (node, measured)) in plan.nodes.iter().zip(&self.task_kinds).enumerate() {
+            let planned = format!("{:?}", node.kind);
+            if &planned != measured {
+                return Err(format!("costs: task {k} is {measured} in task_kinds, {planned} in the plan of {model:?}"));
+            }
+        }
+        if self.output_bytes.len() != tasks {
+            return Err(format!(
+                "costs: {} output sizes for {tasks} tasks of model {model:?}",
+                self.output_bytes.len()
+            ));
+        }
         Ok(())
+    }
+
+    /// The tasks' dependencies: the model's plan, else a chain. Costs are
+    /// checked when read, so a plan that no longer matches them counts as
+    /// a chain here.
+    fn graph(&self) -> TaskGraph {
+        let tasks = self.task_seconds.len();
+        let chain = || TaskGraph {
+            sources: (0..tasks).map(|k| if k == 0 { vec![] } else { vec![k - 1] }).collect(),
+            readers: (0..tasks).map(|k| if k + 1 < tasks { vec![k + 1] } else { vec![] }).collect(),
+            output_bytes: self.ciphertext_bytes.iter().skip(1).copied().collect(),
+        };
+        let plan = self.model.as_deref().and_then(|m| nexus_coordinator::plan::graph(m, 1).ok());
+        let Some(plan) = plan.filter(|p| p.nodes.len() == tasks && self.output_bytes.len() == tasks) else {
+            return chain();
+        };
+        let sources: Vec<Vec<usize>> = plan
+            .nodes
+            .iter()
+            .map(|n| {
+                let tasks = n.sources.iter().filter_map(|s| match s {
+                    nexus_coordinator::plan::Source::Task(t) => Some(*t as usize),
+                    nexus_coordinator::plan::Source::Input(_) => None,
+                });
+                tasks.collect()
+            })
+            .collect();
+        let mut readers = vec![Vec::new(); tasks];
+        for (k, s) in sources.iter().enumerate() {
+            for &source in s {
+                readers[source].push(k);
+            }
+        }
+        TaskGraph { sources, readers, output_bytes: self.output_bytes.clone() }
     }
 }
 
@@ -158,6 +239,8 @@ pub fn calibrate(preset: &str, tokens: usize, repeats: usize) -> Result<Costs, B
         key_bytes: w.keys.len() as u64,
         task_kinds: Vec::new(),
         coordinator_s_per_task: None,
+        model: None,
+        output_bytes: Vec::new(),
     })
 }
 
@@ -428,7 +511,9 @@ pub struct SimReport {
 }
 
 /// Discrete-event simulation of a batch of `queries` on `workers` workers.
-/// Every input's tasks run in chain order; each task passes through the
+/// Every input's tasks run in the order of its graph (each once the tasks
+/// it reads have finished: [`Costs::model`]'s plan, else a chain); each
+/// task passes through the
 /// coordinator (dispatch), the link (its input, plus the key set on a
 /// worker's first task), a worker (compute), the link (output) and the
 /// coordinator (checkpoint). The coordinator, the link and each worker are
@@ -456,7 +541,7 @@ pub fn simulate_fleet(costs: &Costs, cluster: SimCluster, fleet: Fleet, queries:
     let fleet = if fleet.is_empty() { Fleet::cpu(1) } else { fleet };
     let workers = fleet.len();
     let speed = |w: usize| if w < fleet.cpu { 1.0 } else { fleet.gpu_speedup.max(f64::MIN_POSITIVE) };
-    let layers = costs.task_seconds.len();
+    let graph = costs.graph();
     let ns = |s: f64| (s * 1e9).round() as u64;
     let link = |bytes: u64| ns(bytes as f64 / cluster.link_bytes_per_s);
     let half = ns(cluster.coordinator_s_per_task / 2.0);
@@ -466,14 +551,19 @@ pub fn simulate_fleet(costs: &Costs, cluster: SimCluster, fleet: Fleet, queries:
     let coordinator_on_workers = cluster.shared_cores.is_some_and(|cores| workers >= cores);
     let worker_extra = ns(cluster.worker_overhead_s_per_task)
         + if coordinator_on_workers { ns(cluster.coordinator_s_per_task) } else { 0 };
-    /// (time, sequence, stage, query, input, layer, worker)
+    /// (time, sequence, stage, query, input, task, worker)
     type Event = (u64, u64, Stage, usize, usize, usize, usize);
     let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
     let mut seq = 0u64;
+    // Per query and input, each task's sources not finished yet.
+    let mut unread: Vec<Vec<usize>> =
+        vec![graph.sources.iter().map(Vec::len).collect(); queries * costs.inputs_per_query];
     for q in 0..queries {
         for i in 0..costs.inputs_per_query {
-            events.push(Reverse((0, seq, Stage::Dispatch, q, i, 0, 0)));
-            seq += 1;
+            for root in (0..graph.sources.len()).filter(|&k| graph.sources[k].is_empty()) {
+                events.push(Reverse((0, seq, Stage::Dispatch, q, i, root, 0)));
+                seq += 1;
+            }
         }
     }
     let (mut coord_free, mut link_free) = (0u64, 0u64);
@@ -483,7 +573,7 @@ pub fn simulate_fleet(costs: &Costs, cluster: SimCluster, fleet: Fleet, queries:
     let mut has_keys = vec![warm; workers];
     let (mut coord_busy, mut link_busy, mut worker_busy) = (0u64, 0u64, 0u64);
     let mut makespan = 0u64;
-    while let Some(Reverse((t, _, stage, q, i, layer, w))) = events.pop() {
+    while let Some(Reverse((t, _, stage, q, i, task, w))) = events.pop() {
         let (next, end, worker) = match stage {
             Stage::Dispatch => {
                 let end = t.max(coord_free) + half;
@@ -494,7 +584,7 @@ pub fn simulate_fleet(costs: &Costs, cluster: SimCluster, fleet: Fleet, queries:
                 (Some(Stage::Input), end, w)
             }
             Stage::Input => {
-                let mut bytes = costs.ciphertext_bytes[layer];
+                let mut bytes = costs.ciphertext_bytes[task];
                 if !has_keys[w] {
                     bytes += costs.key_bytes;
                     has_keys[w] = true;
@@ -505,14 +595,14 @@ pub fn simulate_fleet(costs: &Costs, cluster: SimCluster, fleet: Fleet, queries:
                 (Some(Stage::Compute), end, w)
             }
             Stage::Compute => {
-                let c = ns(costs.task_seconds[layer] / speed(w)) + worker_extra;
+                let c = ns(costs.task_seconds[task] / speed(w)) + worker_extra;
                 let end = t.max(worker_free[w]) + c;
                 worker_free[w] = end;
                 worker_busy += c;
                 (Some(Stage::Output), end, w)
             }
             Stage::Output => {
-                let bytes = costs.ciphertext_bytes[layer + 1];
+                let bytes = graph.output_bytes[task];
                 let end = t.max(link_free) + link(bytes);
                 link_free = end;
                 link_busy += link(bytes);
@@ -524,15 +614,19 @@ pub fn simulate_fleet(costs: &Costs, cluster: SimCluster, fleet: Fleet, queries:
                 coord_free = end;
                 coord_busy += half;
                 makespan = makespan.max(end);
-                if layer + 1 < layers {
-                    events.push(Reverse((end, seq, Stage::Dispatch, q, i, layer + 1, 0)));
-                    seq += 1;
+                let waiting = &mut unread[q * costs.inputs_per_query + i];
+                for &reader in &graph.readers[task] {
+                    waiting[reader] -= 1;
+                    if waiting[reader] == 0 {
+                        events.push(Reverse((end, seq, Stage::Dispatch, q, i, reader, 0)));
+                        seq += 1;
+                    }
                 }
                 (None, end, w)
             }
         };
         if let Some(stage) = next {
-            events.push(Reverse((end, seq, stage, q, i, layer, worker)));
+            events.push(Reverse((end, seq, stage, q, i, task, worker)));
             seq += 1;
         }
     }
@@ -565,6 +659,8 @@ mod tests {
             key_bytes: 1_000_000,
             task_kinds: Vec::new(),
             coordinator_s_per_task: None,
+            model: None,
+            output_bytes: Vec::new(),
         }
     }
 
@@ -585,6 +681,60 @@ mod tests {
         assert!(with("key_bytes", 0.into()).unwrap_err().contains("key_bytes"));
         assert!(Costs::from_json("{").unwrap_err().starts_with("costs:"));
         assert!(with("key_byte", 1.into()).unwrap_err().contains("key_byte"), "unknown fields are refused");
+    }
+
+    /// A one-layer BERT plan's costs: Q, K and V (tasks 1-3) take 10 s
+    /// each, the rest 0.1 s.
+    fn bert_costs() -> Costs {
+        let model = "bert:m:1:9:16".to_string();
+        let plan = nexus_coordinator::plan::graph(&model, 1).unwrap();
+        let tasks = plan.nodes.len();
+        Costs {
+            task_seconds: (0..tasks).map(|k| if (1..=3).contains(&k) { 10.0 } else { 0.1 }).collect(),
+            inputs_per_query: 1,
+            ciphertext_bytes: vec![1000; tasks + 1],
+            task_kinds: plan.nodes.iter().map(|n| format!("{:?}", n.kind)).collect(),
+            model: Some(model),
+            output_bytes: vec![1000; tasks],
+            ..costs()
+        }
+    }
+
+    #[test]
+    fn a_model_plan_runs_independent_tasks_side_by_side() {
+        let free = SimCluster::dedicated(0.0, 1e15);
+        let dag = bert_costs();
+        let tasks = dag.task_seconds.len();
+        assert_eq!(tasks, 11, "ten steps and the pooling");
+        let chain = Costs { model: None, output_bytes: Vec::new(), ..dag.clone() };
+        // One query on three workers: the projections at once (then 7 of
+        // the 8 other tasks on the critical path: the feed-forward tiles
+        // run side by side too), or one after the other.
+        let parallel = simulate(&dag, free, 3, 1, true);
+        assert!((parallel.makespan_s - (10.0 + 7.0 * 0.1)).abs() < 1e-6, "{parallel:?}");
+        let serial = simulate(&chain, free, 3, 1, true);
+        assert!((serial.makespan_s - (30.0 + 8.0 * 0.1)).abs() < 1e-6, "{serial:?}");
+        // Many queries keep every worker busy either way: the same work.
+        let (dag_many, chain_many) = (simulate(&dag, free, 3, 30, true), simulate(&chain, free, 3, 30, true));
+        let work = 30.0 * (30.0 + 8.0 * 0.1) / 3.0;
+        for r in [&dag_many, &chain_many] {
+            assert!(r.makespan_s >= work - 1e-6 && r.makespan_s < work * 1.1, "{r:?}");
+        }
+        // Costs that do not match the plan are refused, naming what differs.
+        let json = |c: &Costs| serde_json::to_string(c).unwrap();
+        assert!(Costs::from_json(&json(&dag)).is_ok());
+        let short = Costs { task_seconds: vec![1.0; tasks - 1], ciphertext_bytes: vec![1; tasks], ..dag.clone() };
+        assert!(Costs::from_json(&json(&short)).unwrap_err().contains("plans 11 tasks per input"));
+        let mut swapped = dag.clone();
+        swapped.task_kinds.swap(1, 4);
+        assert!(Costs::from_json(&json(&swapped)).unwrap_err().contains("task 1 is EncoderStep"));
+        let no_outputs = Costs { output_bytes: vec![1; 3], ..dag.clone() };
+        assert!(Costs::from_json(&json(&no_outputs)).unwrap_err().contains("3 output sizes"));
+        let unknown = Costs { model: Some("resnet".into()), ..dag.clone() };
+        assert!(Costs::from_json(&json(&unknown)).unwrap_err().contains("unknown model"));
+        assert!(Costs::from_json(&json(&Costs { output_bytes: vec![1; 3], ..costs() }))
+            .unwrap_err()
+            .contains("without a model"));
     }
 
     #[test]

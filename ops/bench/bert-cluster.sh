@@ -23,13 +23,19 @@
 # `nexus sim --costs FILE --no-validate`.
 #
 # Needs the model (ops/models/fetch-minilm.sh) and about 20 GB of memory.
+# A quick run of the whole path with the tests' tiny BERT at an insecure
+# preset (a minute, not a figure):
+#   cargo run --release -q -p nexus-tests --example tiny_bert -- /tmp/models/tiny-bert
+#   NEXUS_MINILM_DIR=/tmp/models/tiny-bert PRESET=INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST \
+#   MAX_TOKENS=8 TEXT="A dog ran home fast" NEXUS_WORKER_FLAGS=--allow-insecure-parameters \
+#   ops/bench/bert-cluster.sh 2
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LAYERS=${1:-1}
-MAX_TOKENS=16
-PRESET=N16_QP1545_H192
+MAX_TOKENS=${MAX_TOKENS:-16}
+PRESET=${PRESET:-N16_QP1545_H192}
 MODEL=${NEXUS_MINILM_DIR:-${NEXUS_MODEL_CACHE:-$HOME/.cache/nexus/models}/all-MiniLM-L6-v2}
-TEXT="Homomorphic encryption lets a server compute on data it cannot read."
+TEXT=${TEXT:-"Homomorphic encryption lets a server compute on data it cannot read."}
 [ -f "$MODEL/model.safetensors" ] || { echo "no model at $MODEL (run ops/models/fetch-minilm.sh)" >&2; exit 1; }
 
 cargo build --release -q -p nexus-coordinator -p nexus-worker -p nexus-client

@@ -7,10 +7,14 @@ milliseconds, input and output bytes); run it with `--log-format json` and
 `RUST_LOG=nexus_worker=debug` (ops/bench/bert-cluster.sh does). The query
 measured is the last one in the log unless --query names another. It must
 have one input ciphertext (BERT-family queries do): its tasks, in index
-order, are the chain that input goes through.
+order, are the tasks of its model's plan on that input. Workers log the
+model each task belongs to; the costs then name it, and `nexus sim` runs
+each task once the tasks it reads (by the coordinator's plan of that model)
+have finished. Without a model (an older worker's log, and no --model) the
+tasks run as a chain.
 
   ops/bench/task-costs.py WORKER_LOG --preset P --threads T --key-bytes B \
-      [--coordinator-cpu-s S] [--query ID] > costs.json
+      [--coordinator-cpu-s S] [--query ID] [--model ID] > costs.json
 """
 import argparse
 import json
@@ -31,6 +35,7 @@ def main() -> int:
         help="coordinator CPU seconds spent on the query (divided by its tasks)",
     )
     ap.add_argument("--query", help="the query id (default: the last one logged)")
+    ap.add_argument("--model", help="the model id the query ran (default: the one the worker logged)")
     args = ap.parse_args()
 
     tasks = {}
@@ -71,6 +76,14 @@ def main() -> int:
         "key_bytes": args.key_bytes,
         "task_kinds": [t["kind"] for t in chain],
     }
+    models = {t["model"] for t in chain if "model" in t}
+    if len(models) > 1:
+        print(f"query {query}: tasks of several models {sorted(models)}", file=sys.stderr)
+        return 1
+    model = args.model or (models.pop() if models else None)
+    if model is not None:
+        costs["model"] = model
+        costs["output_bytes"] = [t["output_bytes"] for t in chain]
     if args.coordinator_cpu_s is not None:
         costs["coordinator_s_per_task"] = args.coordinator_cpu_s / len(chain)
     print(json.dumps(costs))

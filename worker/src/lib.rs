@@ -349,7 +349,7 @@ async fn serve_stream(
         // What `ops/bench/task-costs.py` reads (with the JSON log format)
         // to feed `nexus sim --costs`.
         Ok(outputs) => tracing::debug!(
-            query = %task.task.query, task = task.task.index, kind = ?task.kind, keys_ms,
+            query = %task.task.query, task = task.task.index, kind = ?task.kind, model = %task.model, keys_ms,
             ms = started.elapsed().as_millis() as u64, input_bytes,
             output_bytes = outputs.iter().map(Vec::len).sum::<usize>(), "task done"
         ),
