@@ -81,6 +81,11 @@ impl KeyReplication {
         self.store.contains(key_set)
     }
 
+    /// Bytes of every key set stored here.
+    pub fn stored_bytes(&self) -> u64 {
+        self.store.stored_bytes()
+    }
+
     /// Whether key sets are held in memory here (no data directory).
     pub fn in_memory_only(&self) -> bool {
         self.store.in_memory_only()

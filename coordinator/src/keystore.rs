@@ -135,6 +135,16 @@ impl KeyStore {
         }
     }
 
+    /// Bytes of every key set stored here.
+    pub fn stored_bytes(&self) -> u64 {
+        match &*self.lock() {
+            Backing::Memory(map) => map.values().map(|b| b.len() as u64).sum(),
+            Backing::Disk { dir, present } => {
+                present.iter().filter_map(|id| std::fs::metadata(dir.join(id.to_hex())).ok()).map(|m| m.len()).sum()
+            }
+        }
+    }
+
     /// The stored bytes of `id`, `None` if they are not here.
     pub fn stored(&self, id: &KeySetId) -> Option<StoredKeys> {
         let path = match &*self.lock() {

@@ -323,6 +323,8 @@ impl Coordinator {
             for key_set in self.keys.remove_retired(&retired).await {
                 info!(%key_set, "deleted key set removed from the key store");
             }
+            self.metrics.key_sets.set(self.replica.read(|s| s.key_sets.len()) as i64);
+            self.metrics.key_store_bytes.set(self.keys.stored_bytes() as i64);
             if watch.borrow().stopped {
                 return;
             }

@@ -231,6 +231,11 @@ async fn deleted_key_sets_leave_every_member_and_worker() {
     assert_eq!(beta.register_keys(&demo.keys, demo.params.digest()).await.unwrap(), (key_set, false));
     let stored = |i: usize| dir.path().join(format!("raft-{}/keys/{}", i + 1, key_set.to_hex()));
     eventually(30, "every member holds the key set", || (0..3).all(|i| stored(i).exists())).await;
+    let gauges = |m: &Option<Coordinator>| {
+        m.as_ref().map(|c| (c.metrics().key_sets.get(), c.metrics().key_store_bytes.get() as usize))
+    };
+    let held = Some((1, demo.keys.len()));
+    eventually(10, "the key-store gauges count the key set", || members.iter().all(|m| gauges(m) == held)).await;
 
     let metrics = ([127, 0, 0, 1], free_tcp_port()).into();
     let config = WorkerConfig {
@@ -267,6 +272,7 @@ async fn deleted_key_sets_leave_every_member_and_worker() {
     assert!(stored(absent).exists());
     members[absent] = Some(restart(&configs[absent]).await);
     eventually(30, "the returning member removes the bytes", || !stored(absent).exists()).await;
+    eventually(10, "the key-store gauges are empty", || members.iter().all(|m| gauges(m) == Some((0, 0)))).await;
 
     // Registered again: stored again, and usable.
     let (again, already_present) = acme.register_keys(&demo.keys, demo.params.digest()).await.unwrap();

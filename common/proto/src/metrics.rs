@@ -74,6 +74,11 @@ pub struct CoordinatorMetrics {
     /// Tasks given to a worker whose previous task used another key set
     /// (or that had none): what the batcher keeps low.
     pub key_set_switches: IntCounter,
+    /// Key sets registered (the replicated state, as this member applied it).
+    pub key_sets: IntGauge,
+    /// Bytes of key sets in this member's key store (its volume, with a
+    /// data directory).
+    pub key_store_bytes: IntGauge,
 }
 
 impl CoordinatorMetrics {
@@ -135,6 +140,8 @@ impl CoordinatorMetrics {
                 "nexus_coordinator_key_set_switches_total",
                 "Tasks given to a worker whose previous task used another key set (or none)",
             )?,
+            key_sets: gauge("nexus_coordinator_key_sets", "Key sets registered")?,
+            key_store_bytes: gauge("nexus_coordinator_key_store_bytes", "Bytes of key sets in this key store")?,
             registry,
         })
     }
