@@ -12,7 +12,7 @@ use crate::packing::ClientModel;
 use nexus_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, PublicKey, SecretKey, Wire};
 use nexus_nn::KeySet;
 use nexus_proto::ids::{KeySetId, QueryId, TenantId};
-use nexus_proto::messages::QueryState;
+use nexus_proto::messages::{ErrorCode, QueryState};
 use nexus_proto::models::{BertModelId, BERT_PREFIX};
 use nexus_proto::tls::certificate_from_pem;
 use serde::{Deserialize, Serialize};
@@ -192,10 +192,16 @@ pub async fn delete_keys(dir: &Path, conn: &Connection) -> Result<String, BoxErr
     let mut state = load_state(dir)?;
     let key_set = state.key_set.as_deref().ok_or("no key set uploaded from this directory: nothing to delete")?;
     let key_set = KeySetId::from_hex(key_set)?;
-    conn.connect().await?.delete_keys(key_set).await?;
+    // Not registered for this tenant: deleted already (a reply lost after
+    // the deletion went through, or another client of the tenant's).
+    let said = match conn.connect().await?.delete_keys(key_set).await {
+        Ok(()) => "deleted",
+        Err(crate::cluster::ClientError::Refused(e)) if e.code == ErrorCode::NotFound => "was deleted already",
+        Err(e) => return Err(e.into()),
+    };
     state.key_set = None;
     save_state(dir, &state)?;
-    Ok(format!("key set {key_set} deleted"))
+    Ok(format!("key set {key_set} {said}"))
 }
 
 /// `queries/<id>.toml`: what fetch needs to unpack the result.

@@ -120,6 +120,12 @@ impl Costs {
                 plan.nodes.len()
             ));
         }
+        if self.task_kinds.len() != tasks {
+            return Err(format!(
+                "costs: {} task kinds for {tasks} tasks of model {model:?} (each is checked against the plan)",
+                self.task_kinds.len()
+            ));
+        }
         for (k, (node, measured)) in plan.nodes.iter().zip(&self.task_kinds).enumerate() {
             let planned = format!("{:?}", node.kind);
             if &planned != measured {
@@ -728,6 +734,8 @@ mod tests {
         let mut swapped = dag.clone();
         swapped.task_kinds.swap(1, 4);
         assert!(Costs::from_json(&json(&swapped)).unwrap_err().contains("task 1 is EncoderStep"));
+        let unnamed = Costs { task_kinds: Vec::new(), ..dag.clone() };
+        assert!(Costs::from_json(&json(&unnamed)).unwrap_err().contains("0 task kinds"));
         let no_outputs = Costs { output_bytes: vec![1; 3], ..dag.clone() };
         assert!(Costs::from_json(&json(&no_outputs)).unwrap_err().contains("3 output sizes"));
         let unknown = Costs { model: Some("resnet".into()), ..dag.clone() };

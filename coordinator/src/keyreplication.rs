@@ -171,12 +171,6 @@ impl KeyReplication {
         self.store.send(&key_set, stored, send).await
     }
 
-    /// Removes the bytes of a deleted key set from this store (see
-    /// [`KeyStore::remove`]).
-    pub async fn remove(&self, key_set: &KeySetId) -> Result<bool, String> {
-        self.store.remove(key_set).await
-    }
-
     /// Removes the deleted key sets stored here (see
     /// [`KeyStore::remove_retired`]).
     pub async fn remove_retired(&self, retired: &[(KeySetId, Option<std::time::Instant>)]) -> Vec<KeySetId> {
@@ -233,6 +227,9 @@ impl KeyReplication {
         match request {
             PeerKeyRequest::Offer { key_set, len } => {
                 if self.contains(&key_set) {
+                    // The leader is registering it (again): a copy it
+                    // counts on, not one left over from a deletion.
+                    self.store.mark_received(key_set, std::time::Instant::now());
                     return reply(&mut send, PeerKeyReply::Have).await;
                 }
                 reply(&mut send, PeerKeyReply::Send).await?;

@@ -137,12 +137,12 @@ impl KeyStore {
 
     /// Bytes of every key set stored here.
     pub fn stored_bytes(&self) -> u64 {
-        match &*self.lock() {
-            Backing::Memory(map) => map.values().map(|b| b.len() as u64).sum(),
-            Backing::Disk { dir, present } => {
-                present.iter().filter_map(|id| std::fs::metadata(dir.join(id.to_hex())).ok()).map(|m| m.len()).sum()
-            }
-        }
+        let paths: Vec<PathBuf> = match &*self.lock() {
+            Backing::Memory(map) => return map.values().map(|b| b.len() as u64).sum(),
+            Backing::Disk { dir, present } => present.iter().map(|id| dir.join(id.to_hex())).collect(),
+        };
+        // Not under the lock: file system calls can be slow.
+        paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
     /// The stored bytes of `id`, `None` if they are not here.
@@ -173,11 +173,20 @@ impl KeyStore {
         max_len: u64,
         r: &mut R,
     ) -> Result<(), ReceiveError> {
+        // The start counts: a reception that began before a deletion holds
+        // the deleted bytes, however late it ends.
+        let started = Instant::now();
         let result = self.receive_checked(id, len, max_len, r).await;
         if result.is_ok() {
-            self.received.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Instant::now());
+            self.mark_received(id, started);
         }
         result
+    }
+
+    /// Records that the bytes of `id` were received (or offered again by
+    /// the leader, for a key set stored here already) at `at`.
+    pub fn mark_received(&self, id: KeySetId, at: Instant) {
+        self.received.lock().unwrap_or_else(|e| e.into_inner()).insert(id, at);
     }
 
     async fn receive_checked<R: AsyncRead + Unpin>(
@@ -257,6 +266,7 @@ impl KeyStore {
     /// were here. A send already reading the file finishes from its open
     /// handle.
     pub async fn remove(&self, id: &KeySetId) -> Result<bool, String> {
+        self.received.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         let path = match &mut *self.lock() {
             Backing::Memory(map) => return Ok(map.remove(id).is_some()),
             Backing::Disk { dir, present } => match present.remove(id) {
@@ -264,11 +274,16 @@ impl KeyStore {
                 false => return Ok(false),
             },
         };
-        self.received.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(format!("removing key set {id} ({}): {e}", path.display())),
+            Err(e) => {
+                // Still there: named again, so the next check retries.
+                if let Backing::Disk { present, .. } = &mut *self.lock() {
+                    present.insert(*id);
+                }
+                Err(format!("removing key set {id} ({}): {e}", path.display()))
+            }
         }
     }
 

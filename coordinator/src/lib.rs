@@ -133,6 +133,10 @@ pub struct CoordinatorConfig {
 /// none of a deleted one's).
 const KEY_REPAIR_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long telling a worker to drop a deleted key set may wait for a
+/// stream (a worker busy with its maximum of streams).
+const FORGET_KEYS_WITHIN: Duration = Duration::from_secs(5);
+
 /// How long a task waits for any worker before it counts as a failed
 /// attempt (workers reconnect after a failover within a few seconds).
 const WORKER_WAIT: Duration = Duration::from_secs(30);
@@ -314,12 +318,14 @@ impl Coordinator {
     async fn repair_key_sets(self) {
         let mut watch = self.replica.watch();
         loop {
-            let (known, retired) =
-                self.replica.read(|s| (s.key_sets.keys().copied().collect::<Vec<_>>(), s.retired_since()));
+            let known = self.replica.read(|s| s.key_sets.keys().copied().collect::<Vec<_>>());
             let wanted: Vec<KeySetId> = known.into_iter().filter(|k| !self.keys.contains(k)).collect();
             if !wanted.is_empty() {
                 self.keys.repair(wanted).await;
             }
+            // Read after the repair, which can take minutes: a key set
+            // registered again meanwhile is no longer retired.
+            let retired = self.replica.read(|s| s.retired_since());
             for key_set in self.keys.remove_retired(&retired).await {
                 info!(%key_set, "deleted key set removed from the key store");
             }
@@ -476,12 +482,13 @@ impl Coordinator {
             let _ = send.stopped().await;
             return;
         }
-        // A worker that was away when a key set it caches was deleted drops
-        // it once registered.
-        let (cached, deleted): (Vec<KeySetId>, Vec<KeySetId>) =
-            self.replica.read(|s| cached.into_iter().partition(|k| s.key_sets.contains_key(k)));
-        let id = {
+        let (id, deleted) = {
             let mut local = self.local.lock().await;
+            // A worker that was away when a key set it caches was deleted
+            // drops it once registered; a deletion after this point finds
+            // the worker in the list.
+            let (cached, deleted): (Vec<KeySetId>, Vec<KeySetId>) =
+                self.replica.read(|s| cached.into_iter().partition(|k| s.key_sets.contains_key(k)));
             let id = WorkerId(local.next_worker);
             local.next_worker += 1;
             local.workers.push(WorkerEntry::new(id, conn.clone(), capabilities, cached));
@@ -489,7 +496,7 @@ impl Coordinator {
             // Tasks waiting for a slot start on the new worker.
             local.fill(id, self.config.limits.batch_tasks);
             self.schedule_metrics(&local);
-            id
+            (id, deleted)
         };
         info!(worker = id.0, remote = %conn.remote_address(), "worker registered");
         if send_message(&mut send, "registered", &CoordinatorMessage::Registered { worker: id }, DEFAULT_MAX_FRAME)
@@ -709,7 +716,10 @@ impl Coordinator {
                     Outcome::KeySetDeleted { retired } => {
                         info!(%tenant, %key_set, retired, "key set deleted by its owner");
                         if retired {
-                            self.retire_key_set(key_set).await;
+                            // In the background: the reply does not wait
+                            // for a large file's removal or slow workers.
+                            let me = self.clone();
+                            tokio::spawn(async move { me.retire_key_set(key_set).await });
                         }
                         Ok((ClientResponse::KeySetDeleted { key_set }, vec![]))
                     }
@@ -810,12 +820,13 @@ impl Coordinator {
     }
 
     /// Removes a key set no tenant owns any more from this member's store
-    /// at once (the other members do within [`KEY_REPAIR_INTERVAL`]) and
-    /// from the caches of this leader's workers.
+    /// at once (the other members do at their next check, every
+    /// [`KEY_REPAIR_INTERVAL`]) and from the caches of this leader's
+    /// workers. Like the members' checks, it keeps bytes received after
+    /// the deletion (the key set is being registered again).
     async fn retire_key_set(&self, key_set: KeySetId) {
-        if let Err(e) = self.keys.remove(&key_set).await {
-            warn!(%key_set, error = %e, "removing a deleted key set");
-        }
+        let retired = self.replica.read(|s| s.retired_since()).into_iter().filter(|(k, _)| *k == key_set);
+        self.keys.remove_retired(&retired.collect::<Vec<_>>()).await;
         // Every worker is told: one may hold it without this leader knowing
         // yet (fetched from a follower, no task finished since).
         let conns: Vec<quinn::Connection> = {
@@ -832,13 +843,20 @@ impl Coordinator {
         }
     }
 
-    /// Tells a worker to drop `key_set` from its cache.
+    /// Tells a worker to drop `key_set` from its cache (best effort: a
+    /// worker that misses it is told when it registers again).
     async fn forget_keys_on(&self, conn: &quinn::Connection, key_set: KeySetId) {
         let message = CoordinatorMessage::ForgetKeys { key_set };
-        if let Ok((mut send, _recv)) = conn.open_bi().await {
-            if send_message(&mut send, "forget keys", &message, DEFAULT_MAX_FRAME).await.is_ok() {
-                let _ = send.finish();
-            }
+        let sent = match tokio::time::timeout(FORGET_KEYS_WITHIN, conn.open_bi()).await {
+            Ok(Ok((mut send, _recv))) => send_message(&mut send, "forget keys", &message, DEFAULT_MAX_FRAME)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|()| send.finish().map_err(|e| e.to_string())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no stream within {FORGET_KEYS_WITHIN:?}")),
+        };
+        if let Err(e) = sent {
+            warn!(%key_set, remote = %conn.remote_address(), error = %e, "telling a worker to drop a deleted key set");
         }
     }
 

@@ -293,8 +293,10 @@ pub struct Replicated {
     /// Key sets deleted by their last owner and not registered again: each
     /// member removes their bytes from its key store (also a member that
     /// learns of the deletion from a snapshot). Absent from snapshots
-    /// written before deletion existed.
-    #[serde(default)]
+    /// written before deletion existed, and left out while empty, so that
+    /// coordinators without deletion read the snapshot (a field past their
+    /// last one would be refused).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub retired_key_sets: BTreeSet<KeySetId>,
     /// When this member applied each retirement (its own clock; not
     /// replicated, absent for one learnt from a snapshot).
@@ -640,6 +642,9 @@ mod tests {
         let mut restored = Replicated::default();
         restored.restore(&bytes).unwrap();
         assert!(restored.key_sets.contains_key(&ks) && restored.retired_key_sets.is_empty());
+        // And the other way: without deletions, the snapshot is the old
+        // format, which coordinators without deletion read.
+        assert_eq!(s.snapshot(), bytes);
     }
 
     #[test]

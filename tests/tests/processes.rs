@@ -161,7 +161,8 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to delete"), "{:?}", again);
-    assert!(nexus(&cli, &["keys", "upload", "--dir", d], &conn).contains("registered"));
+    let registered = nexus(&cli, &["keys", "upload", "--dir", d], &conn);
+    assert!(registered.contains("registered") && !registered.contains("already"), "{registered}");
 
     // The coordinator logged structured events, one JSON object per line.
     let log = std::fs::read_to_string(&coordinator_log).unwrap();
