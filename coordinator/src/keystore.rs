@@ -410,9 +410,8 @@ mod tests {
         );
     }
 
-    /// Bytes that are not the key set's are refused, leave nothing behind,
-    /// and cannot stand in for a stored key set either (a tenant proves it
-    /// holds the bytes).
+    /// A deleted key set's bytes go, unless their reception started after
+    /// the deletion (the key set is being registered again).
     #[tokio::test]
     async fn deleted_key_sets_are_removed_unless_received_again_since() {
         let dir = tempfile::tempdir().unwrap();
@@ -445,6 +444,9 @@ mod tests {
         }
     }
 
+    /// Bytes that are not the key set's are refused, leave nothing behind,
+    /// and cannot stand in for a stored key set either (a tenant proves it
+    /// holds the bytes).
     #[tokio::test]
     async fn bytes_that_do_not_hash_to_the_id_are_refused() {
         let dir = tempfile::tempdir().unwrap();
