@@ -10,7 +10,8 @@
 //! own QUIC stream (mutual TLS, one connection kept open as between a
 //! coordinator and a worker); the receiver checks the digest chunk by
 //! chunk and decodes the ciphertext against the parameters (every
-//! coefficient checked reduced). All ciphertexts are in flight at once, both
+//! coefficient checked reduced), then hands the buffer back for the next
+//! blob (`nexus_proto::recycle`, as a worker does with its task inputs). All ciphertexts are in flight at once, both
 //! ends in this process on the same cores. Rates are wire bytes per second,
 //! median over the repeats.
 
@@ -42,6 +43,8 @@ async fn receive(conn: quinn::Connection, params: Arc<Parameters>) -> Result<(),
                 let blob: BlobRef = recv_message(&mut recv, "blob", DEFAULT_MAX_FRAME).await?;
                 let bytes = recv_blob(&mut recv, &blob, 1 << 30).await?;
                 let ct = Ciphertext::from_bytes(&params, &bytes, 1 << 30)?;
+                // As a worker does with its task inputs once decoded.
+                nexus_proto::recycle::give(bytes);
                 Ok::<_, BoxError>(ct.level() as u64)
             }
             .await

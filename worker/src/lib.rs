@@ -449,8 +449,13 @@ async fn run_task(
     inputs: Vec<Vec<u8>>,
     models: Option<PathBuf>,
 ) -> Result<Vec<Vec<u8>>, (String, bool)> {
-    tokio::task::spawn_blocking(move || execute::execute(models.as_deref(), &task.model, &task.kind, &keys, &inputs))
-        .await
-        .map_err(|e| (format!("task panicked: {e}"), false))?
-        .map_err(|e| (e, false))
+    tokio::task::spawn_blocking(move || {
+        let outputs = execute::execute(models.as_deref(), &task.model, &task.kind, &keys, &inputs);
+        // Decoded and done with: their buffers take the next task's inputs.
+        inputs.into_iter().for_each(nexus_proto::recycle::give);
+        outputs
+    })
+    .await
+    .map_err(|e| (format!("task panicked: {e}"), false))?
+    .map_err(|e| (e, false))
 }

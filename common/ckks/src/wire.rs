@@ -256,16 +256,57 @@ fn pack_limb(limb: &[u64], bits: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&acc.to_le_bytes()[..filled.div_ceil(8) as usize]);
 }
 
-fn pack<'a>(params: &Parameters, poly: &Poly<Ntt>) -> PolyWire<'a> {
-    let ring = params.ring();
-    let basis = poly.basis();
-    let bits: Vec<u32> = (0..basis.limbs()).map(|j| ring.modulus_of(basis, j).bits()).collect();
-    let total: usize = bits.iter().map(|&b| (ring.n() * b as usize).div_ceil(8)).sum();
-    let mut data = Vec::with_capacity(total);
-    for (j, &b) in bits.iter().enumerate() {
-        pack_limb(poly.limb(j), b, &mut data);
+/// Bytes of `poly`'s limbs bit-packed at their primes' sizes.
+fn packed_poly_len(params: &Parameters, poly: &Poly<Ntt>) -> usize {
+    let (ring, basis) = (params.ring(), poly.basis());
+    (0..basis.limbs()).map(|j| (ring.n() * ring.modulus_of(basis, j).bits() as usize).div_ceil(8)).sum()
+}
+
+/// Appends `poly`'s limbs, each bit-packed at its prime's size, to `out`.
+fn pack_into(params: &Parameters, poly: &Poly<Ntt>, out: &mut Vec<u8>) {
+    let (ring, basis) = (params.ring(), poly.basis());
+    for j in 0..basis.limbs() {
+        pack_limb(poly.limb(j), ring.modulus_of(basis, j).bits(), out);
     }
+}
+
+fn pack<'a>(params: &Parameters, poly: &Poly<Ntt>) -> PolyWire<'a> {
+    let mut data = Vec::with_capacity(packed_poly_len(params, poly));
+    pack_into(params, poly, &mut data);
+    let basis = poly.basis();
     PolyWire { q: basis.q as u32, p: basis.p as u32, data: Cow::Owned(data) }
+}
+
+/// MessagePack's marker of an array of `len` < 16 elements (rmp-serde
+/// writes a struct as the array of its fields).
+fn fixarray(len: usize) -> u8 {
+    debug_assert!(len < 16);
+    0x90 | len as u8
+}
+
+/// MessagePack's header of a byte string of `len` bytes, in its shortest
+/// form (as rmp-serde writes it).
+fn write_bin_len(out: &mut Vec<u8>, len: usize, what: &'static str) -> Result<(), CkksError> {
+    if let Ok(l) = u8::try_from(len) {
+        out.extend_from_slice(&[0xc4, l]);
+    } else if let Ok(l) = u16::try_from(len) {
+        out.push(0xc5);
+        out.extend_from_slice(&l.to_be_bytes());
+    } else if let Ok(l) = u32::try_from(len) {
+        out.push(0xc6);
+        out.extend_from_slice(&l.to_be_bytes());
+    } else {
+        return Err(CkksError::Encode {
+            what,
+            reason: format!("a limb block of {len} bytes exceeds MessagePack's 4 GiB"),
+        });
+    }
+    Ok(())
+}
+
+/// One value in rmp-serde's encoding, appended to `out`.
+fn write_value(out: &mut Vec<u8>, what: &'static str, value: &impl Serialize) -> Result<(), CkksError> {
+    rmp_serde::encode::write(out, value).map_err(|e| CkksError::Encode { what, reason: e.to_string() })
 }
 
 /// Reads up to 8 bytes at `at` as a little-endian word (zero past the end).
@@ -418,17 +459,35 @@ impl Wire for Ciphertext {
     const KIND: Kind = Kind::Ciphertext;
     const NAME: &'static str = "ciphertext";
 
+    /// The bytes rmp-serde would write for a [`CiphertextWire`] (a test
+    /// checks), with the framing written here and each limb packed straight
+    /// into the envelope: ciphertexts are what the cluster moves most, and
+    /// packing every polynomial into a buffer of its own first cost a fresh
+    /// allocation (page faults) and a copy of every byte.
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
         // A seeded ciphertext sends c0 only; c1 is regenerated from the seed.
         let parts = if self.seed.is_some() { &self.parts[..1] } else { &self.parts[..] };
-        let w = CiphertextWire {
-            level: self.level as u32,
-            scale: self.scale,
-            encoding: self.encoding,
-            seed: self.seed,
-            parts: parts.iter().map(|p| pack(params, p)).collect(),
-        };
-        envelope(params, Self::KIND, Self::NAME, &w, packed_len(&w.parts))
+        let lens: Vec<usize> = parts.iter().map(|p| packed_poly_len(params, p)).collect();
+        let framing = 128 + 16 * parts.len();
+        let mut out = Vec::with_capacity(HEADER_LEN + lens.iter().sum::<usize>() + framing);
+        out.extend_from_slice(&header(params, Self::KIND, 0)); // the payload length, once known
+        out.push(fixarray(5));
+        write_value(&mut out, Self::NAME, &(self.level as u32))?;
+        write_value(&mut out, Self::NAME, &self.scale)?;
+        write_value(&mut out, Self::NAME, &self.encoding)?;
+        write_value(&mut out, Self::NAME, &self.seed)?;
+        out.push(fixarray(parts.len()));
+        for (poly, &len) in parts.iter().zip(&lens) {
+            let basis = poly.basis();
+            out.push(fixarray(3));
+            write_value(&mut out, Self::NAME, &(basis.q as u32))?;
+            write_value(&mut out, Self::NAME, &(basis.p as u32))?;
+            write_bin_len(&mut out, len, Self::NAME)?;
+            pack_into(params, poly, &mut out);
+        }
+        let len = (out.len() - HEADER_LEN) as u64;
+        out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        Ok(out)
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -725,6 +784,59 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The hand-framed ciphertext encoding is, byte for byte, rmp-serde's
+    /// encoding of the wire struct (the format's definition): seeded and
+    /// full, of degree 1 and 2, at every level, both encodings.
+    #[test]
+    fn ciphertexts_encode_as_the_wire_struct() {
+        use crate::{Encoder, Encryptor, Evaluator, KeyGenerator};
+        let params = Parameters::preset("INSECURE_N11_QP230_TEST").unwrap();
+        let mut kg = KeyGenerator::from_seed_insecure(&params, [3; 32]);
+        let sk = kg.secret_key();
+        let pk = kg.public_key(&sk);
+        let (encoder, eval) = (Encoder::new(&params), Evaluator::new(&params));
+        let reference = |ct: &Ciphertext| {
+            let parts = if ct.seed.is_some() { &ct.parts[..1] } else { &ct.parts[..] };
+            let w = CiphertextWire {
+                level: ct.level as u32,
+                scale: ct.scale,
+                encoding: ct.encoding,
+                seed: ct.seed,
+                parts: parts.iter().map(|p| pack(&params, p)).collect(),
+            };
+            envelope(&params, Kind::Ciphertext, "ciphertext", &w, packed_len(&w.parts)).unwrap()
+        };
+        let mut checked = 0;
+        for level in 0..=params.max_level() {
+            let slots = encoder.encode_real(&[0.5, -0.25, 0.125], level, params.default_scale()).unwrap();
+            let coefficients = encoder.encode_coefficients(&[0.5, -0.25], level, params.default_scale()).unwrap();
+            for pt in [slots, coefficients] {
+                let seeded = Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap();
+                let full = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
+                let squared = eval.mul(&full, &full).unwrap();
+                for ct in [seeded, full, squared] {
+                    let bytes = ct.to_bytes(&params).unwrap();
+                    assert_eq!(bytes, reference(&ct), "level {level}, {} parts", ct.parts.len());
+                    assert_eq!(Ciphertext::from_bytes(&params, &bytes, 1 << 30).unwrap(), ct);
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 6 * (params.max_level() + 1));
+    }
+
+    /// Byte-string headers in all three widths, as rmp-serde writes them.
+    #[test]
+    fn byte_string_headers_match_rmp_serde() {
+        for len in [0usize, 1, 255, 256, 65_535, 65_536, 1 << 20] {
+            let mut ours = Vec::new();
+            write_bin_len(&mut ours, len, "test").unwrap();
+            ours.resize(ours.len() + len, 7);
+            let theirs = rmp_serde::to_vec(&serde_bytes::ByteBuf::from(vec![7u8; len])).unwrap();
+            assert_eq!(ours, theirs, "{len} bytes");
+        }
     }
 
     proptest! {

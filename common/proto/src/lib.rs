@@ -25,6 +25,7 @@ pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod quic;
+pub mod recycle;
 pub mod tls;
 
 pub use error::ProtoError;

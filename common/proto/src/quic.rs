@@ -166,7 +166,8 @@ pub fn shared_bytes(blob: Arc<Vec<u8>>) -> bytes::Bytes {
 /// [`crate::blob::read_blob`].
 pub async fn recv_blob<R: AsyncRead + Unpin>(r: &mut R, blob: &BlobRef, max_len: u64) -> Result<Vec<u8>, ProtoError> {
     let mut a = Assembly::new(blob, max_len)?;
-    let mut out = Vec::with_capacity(a.total());
+    // A buffer handed back after an earlier blob, where one fits.
+    let mut out = crate::recycle::take(a.total());
     while !a.done() {
         let range = next_chunk(r, &mut a).await?;
         // Straight into the reserved capacity: no zeroing first.
