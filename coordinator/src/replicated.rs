@@ -374,7 +374,7 @@ impl Replicated {
                 let unfinished = self.queries.values().filter(using).count();
                 if unfinished > 0 {
                     return Outcome::Rejected(
-                        ErrorCode::BadRequest,
+                        ErrorCode::InUse,
                         format!(
                             "key set {key_set} is in use by unfinished queries of tenant {tenant} ({unfinished}): \
                              wait for them or release them first"
@@ -603,7 +603,7 @@ mod tests {
         // A pending query keeps it; a finished (unreleased) one does not.
         assert!(matches!(apply(&mut s, admit(1, 10, &a, ks)), Outcome::Admitted { .. }));
         assert!(
-            matches!(apply(&mut s, delete(&a)), Outcome::Rejected(ErrorCode::BadRequest, m) if m.contains("unfinished queries of tenant a (1)")),
+            matches!(apply(&mut s, delete(&a)), Outcome::Rejected(ErrorCode::InUse, m) if m.contains("unfinished queries of tenant a (1)")),
             "in use"
         );
         apply(&mut s, Command::Fail { query: QueryId(10), reason: "test".into() });

@@ -177,6 +177,9 @@ pub enum ErrorCode {
     /// The tenant sends requests faster than its rate limit: retry after
     /// the delay the message names.
     RateLimited,
+    /// Still used by unfinished work (a key set its owner deletes while
+    /// its queries run): retry once that work is done or released.
+    InUse,
 }
 
 /// A refusal with a message naming what was wrong.
