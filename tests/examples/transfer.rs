@@ -11,7 +11,9 @@
 //! coordinator and a worker); the receiver checks the digest chunk by
 //! chunk and decodes the ciphertext against the parameters (every
 //! coefficient checked reduced), then hands the buffer back for the next
-//! blob (`nexus_proto::recycle`, as a worker does with its task inputs). All ciphertexts are in flight at once, both
+//! blob; the sender encodes into such buffers too, returned when quinn
+//! drops them (`nexus_proto::recycle`, as a worker does with its task
+//! inputs and outputs). All ciphertexts are in flight at once, both
 //! ends in this process on the same cores. Rates are wire bytes per second,
 //! median over the repeats.
 
@@ -58,11 +60,11 @@ async fn receive(conn: quinn::Connection, params: Arc<Parameters>) -> Result<(),
 
 /// Sends one ciphertext as the cluster does; returns its wire size.
 async fn send(conn: &quinn::Connection, params: &Parameters, ct: &Ciphertext) -> Result<u64, BoxError> {
-    let bytes = ct.to_bytes(params)?;
+    let bytes = ct.to_bytes_with(params, nexus_proto::recycle::take)?;
     let blob = BlobRef::of(&bytes);
     let (mut send, mut recv) = conn.open_bi().await?;
     send_message(&mut send, "blob", &blob, DEFAULT_MAX_FRAME).await?;
-    send_blob_owned(&mut send, bytes.into()).await?;
+    send_blob_owned(&mut send, nexus_proto::recycle::shared(bytes)).await?;
     send.finish()?;
     let answer: Result<u64, String> = recv_message(&mut recv, "answer", DEFAULT_MAX_FRAME).await?;
     if answer? != ct.level() as u64 {

@@ -10,6 +10,7 @@ use nexus_nn::matmul::compressed::Weights;
 use nexus_nn::{DemoMlp, Engine, KeySet, MatMulModel, OperatorModel, Refresh, DEMO_MODEL, MATMUL_MODEL};
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
 use nexus_proto::models::BertModelId;
+use nexus_proto::recycle;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -138,7 +139,7 @@ pub fn execute(
             .iter()
             .map(|bytes| {
                 let ct = Ciphertext::from_bytes(params, bytes, MAX_CIPHERTEXT).map_err(|e| e.to_string())?;
-                f(ct)?.to_bytes(params).map_err(|e| e.to_string())
+                f(ct)?.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())
             })
             .collect()
     };
@@ -193,20 +194,20 @@ pub fn execute(
                 let mask = head
                     .argmax_mask(&engine, &mut Bootstraps::new(&engine, &refresh), &logits, &max)
                     .map_err(|e| e.to_string())?;
-                Ok(vec![mask.to_bytes(params).map_err(|e| e.to_string())?])
+                Ok(vec![mask.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())?])
             }
             TaskKind::EncoderStep { layer, step } => {
                 let steps = circuit.steps(*layer as usize).map_err(|e| e.to_string())?;
                 let mut bootstraps = Bootstraps::new(&engine, &refresh);
                 let outputs = encoder_step(&steps, &mut bootstraps, *step, decoded()?)
                     .map_err(|e| format!("layer {layer}, step {step:?}: {e}"))?;
-                outputs.iter().map(|ct| ct.to_bytes(params).map_err(|e| e.to_string())).collect()
+                outputs.iter().map(|ct| ct.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())).collect()
             }
             other => Err(format!("task {other:?} is not part of model {model:?}")),
         };
     }
     let encoded = |cts: Vec<Ciphertext>| -> Result<Vec<Vec<u8>>, String> {
-        cts.iter().map(|ct| ct.to_bytes(params).map_err(|e| e.to_string())).collect()
+        cts.iter().map(|ct| ct.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())).collect()
     };
     match (model, kind) {
         (MATMUL_MODEL, &TaskKind::MatMulTile { layer: 0, input, first_block: 0, end_block: u32::MAX }) => {

@@ -372,7 +372,8 @@ async fn serve_stream(
     };
     send_message(&mut send, "task result", &message, DEFAULT_MAX_FRAME).await?;
     for o in outputs {
-        send_blob_owned(&mut send, o.into()).await?;
+        // The buffer goes back to the pool once quinn is done with it.
+        send_blob_owned(&mut send, nexus_proto::recycle::shared(o)).await?;
     }
     send.finish().map_err(|e| WorkerError::Connection(e.to_string()))?;
     Ok(())

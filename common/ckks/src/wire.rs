@@ -445,6 +445,48 @@ fn check_level(params: &Parameters, level: usize, what: &'static str) -> Result<
     Ok(())
 }
 
+impl Ciphertext {
+    /// [`Wire::to_bytes`] into a buffer `buffer` gives for the capacity
+    /// it is asked (a pool's, where fresh multi-megabyte buffers would
+    /// cost their page faults; its contents are discarded).
+    ///
+    /// The bytes are rmp-serde's encoding of the wire struct (a test
+    /// checks), with the framing written here and each limb packed straight
+    /// into the envelope: ciphertexts are what the cluster moves most, and
+    /// packing every polynomial into a buffer of its own first cost a fresh
+    /// allocation (page faults) and a copy of every byte.
+    pub fn to_bytes_with(
+        &self,
+        params: &Parameters,
+        buffer: impl FnOnce(usize) -> Vec<u8>,
+    ) -> Result<Vec<u8>, CkksError> {
+        // A seeded ciphertext sends c0 only; c1 is regenerated from the seed.
+        let parts = if self.seed.is_some() { &self.parts[..1] } else { &self.parts[..] };
+        let lens: Vec<usize> = parts.iter().map(|p| packed_poly_len(params, p)).collect();
+        let framing = 128 + 16 * parts.len();
+        let mut out = buffer(HEADER_LEN + lens.iter().sum::<usize>() + framing);
+        out.clear();
+        out.extend_from_slice(&header(params, <Self as Wire>::KIND, 0)); // the payload length, once known
+        out.push(fixarray(5));
+        write_value(&mut out, <Self as Wire>::NAME, &(self.level as u32))?;
+        write_value(&mut out, <Self as Wire>::NAME, &self.scale)?;
+        write_value(&mut out, <Self as Wire>::NAME, &self.encoding)?;
+        write_value(&mut out, <Self as Wire>::NAME, &self.seed)?;
+        out.push(fixarray(parts.len()));
+        for (poly, &len) in parts.iter().zip(&lens) {
+            let basis = poly.basis();
+            out.push(fixarray(3));
+            write_value(&mut out, <Self as Wire>::NAME, &(basis.q as u32))?;
+            write_value(&mut out, <Self as Wire>::NAME, &(basis.p as u32))?;
+            write_bin_len(&mut out, len, <Self as Wire>::NAME)?;
+            pack_into(params, poly, &mut out);
+        }
+        let len = (out.len() - HEADER_LEN) as u64;
+        out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        Ok(out)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct CiphertextWire<'a> {
     level: u32,
@@ -459,35 +501,8 @@ impl Wire for Ciphertext {
     const KIND: Kind = Kind::Ciphertext;
     const NAME: &'static str = "ciphertext";
 
-    /// The bytes rmp-serde would write for a [`CiphertextWire`] (a test
-    /// checks), with the framing written here and each limb packed straight
-    /// into the envelope: ciphertexts are what the cluster moves most, and
-    /// packing every polynomial into a buffer of its own first cost a fresh
-    /// allocation (page faults) and a copy of every byte.
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>, CkksError> {
-        // A seeded ciphertext sends c0 only; c1 is regenerated from the seed.
-        let parts = if self.seed.is_some() { &self.parts[..1] } else { &self.parts[..] };
-        let lens: Vec<usize> = parts.iter().map(|p| packed_poly_len(params, p)).collect();
-        let framing = 128 + 16 * parts.len();
-        let mut out = Vec::with_capacity(HEADER_LEN + lens.iter().sum::<usize>() + framing);
-        out.extend_from_slice(&header(params, Self::KIND, 0)); // the payload length, once known
-        out.push(fixarray(5));
-        write_value(&mut out, Self::NAME, &(self.level as u32))?;
-        write_value(&mut out, Self::NAME, &self.scale)?;
-        write_value(&mut out, Self::NAME, &self.encoding)?;
-        write_value(&mut out, Self::NAME, &self.seed)?;
-        out.push(fixarray(parts.len()));
-        for (poly, &len) in parts.iter().zip(&lens) {
-            let basis = poly.basis();
-            out.push(fixarray(3));
-            write_value(&mut out, Self::NAME, &(basis.q as u32))?;
-            write_value(&mut out, Self::NAME, &(basis.p as u32))?;
-            write_bin_len(&mut out, len, Self::NAME)?;
-            pack_into(params, poly, &mut out);
-        }
-        let len = (out.len() - HEADER_LEN) as u64;
-        out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
-        Ok(out)
+        self.to_bytes_with(params, Vec::with_capacity)
     }
 
     fn from_bytes(params: &Parameters, bytes: &[u8], limit: usize) -> Result<Self, CkksError> {
@@ -819,6 +834,8 @@ mod tests {
                 for ct in [seeded, full, squared] {
                     let bytes = ct.to_bytes(&params).unwrap();
                     assert_eq!(bytes, reference(&ct), "level {level}, {} parts", ct.parts.len());
+                    // A pooled buffer's old bytes and size do not matter.
+                    assert_eq!(ct.to_bytes_with(&params, |_| vec![0xa5; 3]).unwrap(), bytes);
                     assert_eq!(Ciphertext::from_bytes(&params, &bytes, 1 << 30).unwrap(), ct);
                     checked += 1;
                 }

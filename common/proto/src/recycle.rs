@@ -6,8 +6,10 @@
 //! receiving into a fresh buffer per blob spent about a fifth of the
 //! loopback transfer's CPU time in page clearing (docs/PERFORMANCE.md).
 //! A receiver that decodes a blob and drops it (a worker's task inputs)
-//! gives the buffer back here instead; the pool keeps a few, bounded in
-//! bytes, and a blob too large for any of them gets a fresh one.
+//! gives the buffer back here instead, and a sender encodes into a buffer
+//! from here that returns when quinn drops it ([`shared`]); the pool keeps
+//! a few, bounded in bytes, and a blob too large for any of them gets a
+//! fresh one.
 
 use std::sync::Mutex;
 
@@ -42,6 +44,29 @@ pub fn give(mut buf: Vec<u8>) {
     }
 }
 
+/// `buf` as [`bytes::Bytes`] for quinn (no copy) that hands the buffer
+/// back to the pool once the last reference is dropped (the stream's data
+/// acknowledged): a sender encoding into [`take`]n buffers reuses them.
+pub fn shared(buf: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from_owner(Returned(buf))
+}
+
+/// A buffer that goes back to the pool when dropped.
+#[derive(Debug)]
+struct Returned(Vec<u8>);
+
+impl AsRef<[u8]> for Returned {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +90,17 @@ mod tests {
         assert_eq!(again_big.as_ptr(), big_ptr);
         assert!(again_big.is_empty(), "no bytes of the previous blob");
         assert!(take(64 << 20).capacity() >= 64 << 20, "none fits: a fresh one");
+        // Shared with quinn: back in the pool when the last clone goes.
+        let mut sent = take(5 << 20);
+        sent.resize(100, 1);
+        let sent_ptr = sent.as_ptr();
+        let bytes = shared(sent);
+        let chunk = bytes.slice(10..20);
+        drop(bytes);
+        assert!(POOL.lock().unwrap().is_empty(), "still referenced by a chunk");
+        drop(chunk);
+        let back = take(5 << 20);
+        assert_eq!(back.as_ptr(), sent_ptr);
         give(Vec::with_capacity(1024));
         assert!(POOL.lock().unwrap().is_empty(), "small buffers are not kept");
         for _ in 0..MAX_BUFFERS + 4 {
