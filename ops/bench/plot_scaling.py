@@ -24,7 +24,11 @@ def workload(costs):
     if not kinds:
         return "mlp-demo batch"
     seconds = sum(costs.get("task_seconds", []))
-    return f"{costs.get('preset', '?')}, {' + '.join(kinds)} ({seconds:.0f} s per query, measured)"
+    # A model's plan has many steps: name the model and count its tasks.
+    what = costs.get("model") or " + ".join(kinds)
+    if costs.get("model"):
+        what += f", {len(kinds)} tasks"
+    return f"{costs.get('preset', '?')}, {what} ({seconds:.0f} s per query, measured)"
 
 
 def projections(path):
