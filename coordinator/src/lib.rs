@@ -599,6 +599,7 @@ impl Coordinator {
                             ErrorCode::Busy
                             | ErrorCode::RateLimited
                             | ErrorCode::QuotaExceeded
+                            | ErrorCode::InUse
                             | ErrorCode::NotLeader => {
                                 debug!(code = ?err.code, reason = %err.message, "request refused")
                             }

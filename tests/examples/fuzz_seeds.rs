@@ -67,6 +67,11 @@ fn main() {
             message: "retry in 5 ms".into(),
             leader: Some("a:1".into()),
         }),
+        ClientResponse::Error(ErrorReply {
+            code: ErrorCode::InUse,
+            message: "key set in use by unfinished queries (1)".into(),
+            leader: None,
+        }),
     ];
     for (i, r) in responses.iter().enumerate() {
         write(&root, "frame", &format!("response-{i}"), &encode_message("seed", r, DEFAULT_MAX_FRAME).unwrap());

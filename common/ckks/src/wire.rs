@@ -278,10 +278,13 @@ fn pack<'a>(params: &Parameters, poly: &Poly<Ntt>) -> PolyWire<'a> {
 }
 
 /// MessagePack's marker of an array of `len` < 16 elements (rmp-serde
-/// writes a struct as the array of its fields).
-fn fixarray(len: usize) -> u8 {
-    debug_assert!(len < 16);
-    0x90 | len as u8
+/// writes a struct as the array of its fields); longer arrays have another
+/// header, which no ciphertext needs.
+fn fixarray(len: usize, what: &'static str) -> Result<u8, CkksError> {
+    match u8::try_from(len) {
+        Ok(l) if l < 16 => Ok(0x90 | l),
+        _ => Err(CkksError::Encode { what, reason: format!("{len} elements where at most 15 are encoded") }),
+    }
 }
 
 /// MessagePack's header of a byte string of `len` bytes, in its shortest
@@ -467,19 +470,21 @@ impl Ciphertext {
         let mut out = buffer(HEADER_LEN + lens.iter().sum::<usize>() + framing);
         out.clear();
         out.extend_from_slice(&header(params, <Self as Wire>::KIND, 0)); // the payload length, once known
-        out.push(fixarray(5));
+        out.push(fixarray(5, <Self as Wire>::NAME)?);
         write_value(&mut out, <Self as Wire>::NAME, &(self.level as u32))?;
         write_value(&mut out, <Self as Wire>::NAME, &self.scale)?;
         write_value(&mut out, <Self as Wire>::NAME, &self.encoding)?;
         write_value(&mut out, <Self as Wire>::NAME, &self.seed)?;
-        out.push(fixarray(parts.len()));
+        out.push(fixarray(parts.len(), <Self as Wire>::NAME)?);
         for (poly, &len) in parts.iter().zip(&lens) {
             let basis = poly.basis();
-            out.push(fixarray(3));
+            out.push(fixarray(3, <Self as Wire>::NAME)?);
             write_value(&mut out, <Self as Wire>::NAME, &(basis.q as u32))?;
             write_value(&mut out, <Self as Wire>::NAME, &(basis.p as u32))?;
             write_bin_len(&mut out, len, <Self as Wire>::NAME)?;
+            let before = out.len();
             pack_into(params, poly, &mut out);
+            debug_assert_eq!(out.len() - before, len, "the byte string's header announced another length");
         }
         let len = (out.len() - HEADER_LEN) as u64;
         out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());

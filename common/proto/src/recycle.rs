@@ -21,10 +21,14 @@ const MAX_BYTES: usize = 192 << 20;
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// An empty buffer with room for at least `len` bytes: the smallest kept
-/// one that fits, or a new one. Its previous bytes are gone (length 0).
+/// one that fits without being more than twice as large (a long-lived
+/// blob would otherwise pin a much larger buffer: a coordinator in the
+/// same process as its workers keeps the blobs it receives), or a new one.
+/// Its previous bytes are gone (length 0).
 pub fn take(len: usize) -> Vec<u8> {
+    let fits = |capacity: usize| capacity >= len && capacity / 2 <= len;
     let reused = POOL.lock().ok().and_then(|mut pool| {
-        let best = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity())?;
+        let best = (0..pool.len()).filter(|&i| fits(pool[i].capacity())).min_by_key(|&i| pool[i].capacity())?;
         Some(pool.swap_remove(best))
     });
     reused.unwrap_or_else(|| Vec::with_capacity(len))
@@ -90,6 +94,15 @@ mod tests {
         assert_eq!(again_big.as_ptr(), big_ptr);
         assert!(again_big.is_empty(), "no bytes of the previous blob");
         assert!(take(64 << 20).capacity() >= 64 << 20, "none fits: a fresh one");
+        // A buffer more than twice the blob's size stays in the pool.
+        let large = Vec::<u8>::with_capacity(16 << 20);
+        let large_ptr = large.as_ptr();
+        give(large);
+        let (smaller, small_blob) = (take(4 << 20), take(1000));
+        assert_ne!(smaller.as_ptr(), large_ptr);
+        assert_ne!(small_blob.as_ptr(), large_ptr, "small blobs get small buffers");
+        let fitting = take(9 << 20);
+        assert_eq!(fitting.as_ptr(), large_ptr);
         // Shared with quinn: back in the pool when the last clone goes.
         let mut sent = take(5 << 20);
         sent.resize(100, 1);
