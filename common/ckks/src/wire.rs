@@ -29,6 +29,9 @@ use crate::Parameters;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
+mod bitpack;
+use bitpack::{pack_limb, unpack_limb};
+
 /// Current format version. 2: a seed expands into one ChaCha20 stream per
 /// (digit, prime) ([`crate::scheme::sampling::expand_uniform_ntt`]) instead
 /// of one stream for everything; a version-1 seed would expand to other
@@ -237,25 +240,6 @@ struct PolyWire<'a> {
     data: Cow<'a, [u8]>,
 }
 
-/// Packs `limb` at `bits` bits per coefficient (least significant first,
-/// little endian) into `out`, a whole 64-bit word at a time.
-fn pack_limb(limb: &[u64], bits: u32, out: &mut Vec<u8>) {
-    // `acc` holds `filled` < 64 pending bits; a coefficient that overflows
-    // it completes a word, and its high bits start the next one.
-    let mut acc = 0u64;
-    let mut filled = 0u32;
-    for &x in limb {
-        acc |= x << filled;
-        filled += bits;
-        if filled >= 64 {
-            out.extend_from_slice(&acc.to_le_bytes());
-            filled -= 64;
-            acc = if filled == 0 { 0 } else { x >> (bits - filled) };
-        }
-    }
-    out.extend_from_slice(&acc.to_le_bytes()[..filled.div_ceil(8) as usize]);
-}
-
 /// Bytes of `poly`'s limbs bit-packed at their primes' sizes.
 fn packed_poly_len(params: &Parameters, poly: &Poly<Ntt>) -> usize {
     let (ring, basis) = (params.ring(), poly.basis());
@@ -310,84 +294,6 @@ fn write_bin_len(out: &mut Vec<u8>, len: usize, what: &'static str) -> Result<()
 /// One value in rmp-serde's encoding, appended to `out`.
 fn write_value(out: &mut Vec<u8>, what: &'static str, value: &impl Serialize) -> Result<(), CkksError> {
     rmp_serde::encode::write(out, value).map_err(|e| CkksError::Encode { what, reason: e.to_string() })
-}
-
-/// Reads up to 8 bytes at `at` as a little-endian word (zero past the end).
-fn word_at(src: &[u8], at: usize) -> u64 {
-    match src.get(at..at + 8) {
-        Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
-        None => {
-            let mut w = [0u8; 8];
-            let tail = &src[at.min(src.len())..];
-            w[..tail.len()].copy_from_slice(tail);
-            u64::from_le_bytes(w)
-        }
-    }
-}
-
-/// Unpacks `dst.len()` coefficients of `bits` bits from `src` (exactly
-/// the packed length), each checked below `modulus`, and the padding bits
-/// after the last one checked zero. Errors name the coefficient.
-fn unpack_limb(src: &[u8], bits: u32, modulus: u64, dst: &mut [u64]) -> Result<(), String> {
-    // Fast path for primes below 2^57: every coefficient lies within the
-    // 8 bytes from its first byte, so it is one unaligned load, a shift
-    // and a mask, independent of its neighbours (no carried state). It
-    // covers all coefficients but the last few, whose 8-byte window would
-    // run past the limb; the general loop below re-reads those.
-    let mut start = 0;
-    if bits <= 57 {
-        let mask = (1u64 << bits) - 1;
-        let whole = if src.len() >= 8 { ((src.len() - 8) * 8) / bits as usize + 1 } else { 0 };
-        let fast = whole.min(dst.len());
-        let mut bad = false;
-        for (k, d) in dst[..fast].iter_mut().enumerate() {
-            let pos = k * bits as usize;
-            let at = pos / 8;
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&src[at..at + 8]);
-            let x = (u64::from_le_bytes(w) >> (pos % 8)) & mask;
-            bad |= x >= modulus;
-            *d = x;
-        }
-        if bad {
-            let k = dst[..fast].iter().position(|&x| x >= modulus).unwrap_or(0);
-            return Err(format!("coefficient {k} is not reduced modulo {modulus}"));
-        }
-        start = fast;
-    }
-    unpack_limb_from(src, bits, modulus, dst, start)
-}
-
-/// The general loop of [`unpack_limb`], from coefficient `start` on.
-fn unpack_limb_from(src: &[u8], bits: u32, modulus: u64, dst: &mut [u64], start: usize) -> Result<(), String> {
-    let mask = (1u128 << bits) - 1;
-    let first_bit = start * bits as usize;
-    let mut at = first_bit / 8;
-    let mut acc: u128 = 0;
-    let mut filled = 0u32;
-    if !first_bit.is_multiple_of(8) {
-        acc = (src[at] >> (first_bit % 8)) as u128;
-        filled = 8 - (first_bit % 8) as u32;
-        at += 1;
-    }
-    for (k, d) in dst.iter_mut().enumerate().skip(start) {
-        if filled < bits {
-            acc |= (word_at(src, at) as u128) << filled;
-            at += 8;
-            filled += 64;
-        }
-        let x = (acc & mask) as u64;
-        acc >>= bits;
-        filled -= bits;
-        if x >= modulus {
-            return Err(format!("coefficient {k} is not reduced modulo {modulus}"));
-        }
-        *d = x;
-    }
-    if acc != 0 || at < src.len() && src[at..].iter().any(|&b| b != 0) {
-        return Err("non-zero padding bits".into());
-    }
-    Ok(())
 }
 
 fn unpack(params: &Parameters, w: &PolyWire, expected: Basis, what: &'static str) -> Result<Poly<Ntt>, CkksError> {
@@ -791,21 +697,9 @@ pub fn parameters_from_bytes_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     /// Bit by bit, the format's definition: coefficient k occupies bits
     /// k*bits .. (k+1)*bits of the limb, least significant first.
-    fn pack_reference(limb: &[u64], bits: u32) -> Vec<u8> {
-        let mut out = vec![0u8; (limb.len() * bits as usize).div_ceil(8)];
-        for (k, &x) in limb.iter().enumerate() {
-            for b in 0..bits as usize {
-                let pos = k * bits as usize + b;
-                out[pos / 8] |= (((x >> b) & 1) as u8) << (pos % 8);
-            }
-        }
-        out
-    }
-
     /// The hand-framed ciphertext encoding is, byte for byte, rmp-serde's
     /// encoding of the wire struct (the format's definition): seeded and
     /// full, of degree 1 and 2, at every level, both encodings.
@@ -858,64 +752,6 @@ mod tests {
             ours.resize(ours.len() + len, 7);
             let theirs = rmp_serde::to_vec(&serde_bytes::ByteBuf::from(vec![7u8; len])).unwrap();
             assert_eq!(ours, theirs, "{len} bytes");
-        }
-    }
-
-    proptest! {
-        /// The word-at-a-time packer and both unpack paths (the unaligned
-        /// fast path below 2^57 and the general loop) agree with the
-        /// bit-by-bit definition, for every width and lengths that end
-        /// inside a byte.
-        #[test]
-        fn packing_matches_the_bitwise_definition(
-            bits in 1u32..=64,
-            len in 1usize..200,
-            seed in any::<u64>(),
-        ) {
-            let modulus = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
-            let mut state = seed;
-            let limb: Vec<u64> = (0..len)
-                .map(|_| {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (state >> 3) % modulus
-                })
-                .collect();
-            let reference = pack_reference(&limb, bits);
-            let mut packed = Vec::new();
-            pack_limb(&limb, bits, &mut packed);
-            prop_assert_eq!(&packed, &reference);
-            let mut back = vec![0u64; len];
-            unpack_limb(&packed, bits, modulus, &mut back).map_err(TestCaseError::fail)?;
-            prop_assert_eq!(&back, &limb);
-            let mut general = vec![0u64; len];
-            unpack_limb_from(&packed, bits, modulus, &mut general, 0).map_err(TestCaseError::fail)?;
-            prop_assert_eq!(&general, &limb);
-        }
-
-        /// An unreduced coefficient is refused wherever it sits (fast path
-        /// or tail), and so is a set padding bit.
-        #[test]
-        fn unpacking_refuses_unreduced_coefficients_and_padding(
-            bits in 2u32..=63,
-            len in 1usize..100,
-            at in any::<prop::sample::Index>(),
-        ) {
-            let modulus = (1u64 << bits) - 1;
-            let mut limb = vec![1u64; len];
-            let k = at.index(len);
-            limb[k] = modulus;
-            let mut packed = Vec::new();
-            pack_limb(&limb, bits, &mut packed);
-            let mut back = vec![0u64; len];
-            let err = unpack_limb(&packed, bits, modulus, &mut back).unwrap_err();
-            prop_assert!(err.contains(&format!("coefficient {k} ")), "{}", err);
-            if !(len * bits as usize).is_multiple_of(8) {
-                limb[k] = 1;
-                packed.clear();
-                pack_limb(&limb, bits, &mut packed);
-                *packed.last_mut().unwrap() |= 0x80;
-                prop_assert!(unpack_limb(&packed, bits, modulus, &mut back).unwrap_err().contains("padding"));
-            }
         }
     }
 }
