@@ -121,6 +121,12 @@ fn zero_shot_head(served: &ServedBert, id: &BertModelId, labels: &[String]) -> R
         .ok_or_else(|| "no head".to_string())
 }
 
+/// A task output's wire bytes, in a pooled buffer (returned to the pool
+/// when quinn has sent them).
+fn encode_output(params: &Parameters, ct: &Ciphertext) -> Result<Vec<u8>, String> {
+    ct.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())
+}
+
 /// Runs one task; errors are messages for the coordinator. `models` is the
 /// root holding one directory per BERT-family model.
 pub fn execute(
@@ -139,7 +145,7 @@ pub fn execute(
             .iter()
             .map(|bytes| {
                 let ct = Ciphertext::from_bytes(params, bytes, MAX_CIPHERTEXT).map_err(|e| e.to_string())?;
-                f(ct)?.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())
+                encode_output(params, &f(ct)?)
             })
             .collect()
     };
@@ -194,20 +200,20 @@ pub fn execute(
                 let mask = head
                     .argmax_mask(&engine, &mut Bootstraps::new(&engine, &refresh), &logits, &max)
                     .map_err(|e| e.to_string())?;
-                Ok(vec![mask.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())?])
+                Ok(vec![encode_output(params, &mask)?])
             }
             TaskKind::EncoderStep { layer, step } => {
                 let steps = circuit.steps(*layer as usize).map_err(|e| e.to_string())?;
                 let mut bootstraps = Bootstraps::new(&engine, &refresh);
                 let outputs = encoder_step(&steps, &mut bootstraps, *step, decoded()?)
                     .map_err(|e| format!("layer {layer}, step {step:?}: {e}"))?;
-                outputs.iter().map(|ct| ct.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())).collect()
+                outputs.iter().map(|ct| encode_output(params, ct)).collect()
             }
             other => Err(format!("task {other:?} is not part of model {model:?}")),
         };
     }
     let encoded = |cts: Vec<Ciphertext>| -> Result<Vec<Vec<u8>>, String> {
-        cts.iter().map(|ct| ct.to_bytes_with(params, recycle::take).map_err(|e| e.to_string())).collect()
+        cts.iter().map(|ct| encode_output(params, ct)).collect()
     };
     match (model, kind) {
         (MATMUL_MODEL, &TaskKind::MatMulTile { layer: 0, input, first_block: 0, end_block: u32::MAX }) => {
