@@ -92,7 +92,14 @@ enum Model {
 fn model_for(state: &ClientState, params: &Parameters) -> Result<Model, BoxError> {
     if state.model == BERT_PREFIX {
         let choice = state.encoder.as_ref().ok_or("client.toml names model bert without its [encoder] table")?;
-        let encoder = ClientEncoder::load(&choice.dir, Some(choice.layers), choice.max_tokens, &state.preset, params)?;
+        let encoder = ClientEncoder::load(
+            &choice.dir,
+            Some(choice.layers),
+            choice.max_tokens,
+            choice.sentences,
+            &state.preset,
+            params,
+        )?;
         return Ok(Model::Encoder(Box::new(encoder)));
     }
     Ok(Model::Rows(ClientModel::named(&state.model, params)?))
@@ -207,6 +214,8 @@ pub async fn delete_keys(dir: &Path, conn: &Connection) -> Result<String, BoxErr
 /// `queries/<id>.toml`: what fetch needs to unpack the result.
 #[derive(Debug, Serialize, Deserialize)]
 struct Submitted {
+    /// Rows (row models); a BERT-family query's sentences, the blocks
+    /// after them holding copies of the first.
     tokens: usize,
     /// Values per row (absent in records of older clients: mlp-demo).
     #[serde(default)]
@@ -221,8 +230,8 @@ struct Submitted {
 pub enum QueryInput {
     /// A JSON file: an array of rows of numbers (row models).
     Matrix(PathBuf),
-    /// A sentence (BERT-family models).
-    Text(String),
+    /// Sentences (BERT-family models), packed into one query.
+    Texts(Vec<String>),
 }
 
 /// Encrypts the input and submits it.
@@ -235,20 +244,25 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &QueryInput) -> Result
     let encoder = Encoder::new(&params);
     let (model, input) = match (model_for(&state, &params)?, input) {
         (Model::Rows(m), QueryInput::Matrix(path)) => (m, path.as_path()),
-        (Model::Encoder(e), QueryInput::Text(text)) => {
-            for line in e.range_warnings(text)? {
-                eprintln!("warning: {line}: the encrypted result may be inaccurate");
-            }
+        (Model::Encoder(e), QueryInput::Texts(texts)) => {
             let labels = state.encoder.as_ref().and_then(|c| c.labels.as_deref());
-            let (id, slots) = e.pack(text, &params, labels)?;
+            // A value out of range in one sentence spoils every sentence
+            // of the ciphertext at its next bootstrap, not only its own.
+            let shared = if texts.len() > 1 { ", and those of every sentence of this query" } else { "" };
+            for text in texts {
+                for line in e.range_warnings(text, labels)? {
+                    eprintln!("warning: {text:?}: {line}: the encrypted result may be inaccurate{shared}");
+                }
+            }
+            let (id, slots) = e.pack(texts, &params, labels)?;
             let pt = encoder.encode_real(&slots, e.level(), params.default_scale())?;
             let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?;
             let query = conn.connect().await?.submit(key_set, &id.to_string(), &[ct]).await?;
-            let record = Submitted { tokens: id.tokens, width: 0, model: Some(id.to_string()) };
+            let record = Submitted { tokens: texts.len(), width: 0, model: Some(id.to_string()) };
             write(&dir.join("queries").join(format!("{}.toml", query.0)), toml::to_string(&record)?.as_bytes())?;
             return Ok(query);
         }
-        (Model::Rows(_), QueryInput::Text(_)) => {
+        (Model::Rows(_), QueryInput::Texts(_)) => {
             return Err(format!("model {} takes a JSON matrix (--input), not text", state.model).into())
         }
         (Model::Encoder(_), QueryInput::Matrix(_)) => return Err("a BERT-family model takes text (--text)".into()),
@@ -343,6 +357,19 @@ pub enum Fetched {
         /// The class.
         class: crate::encoder::Class,
     },
+    /// Each sentence's result (a query of several sentences), in the
+    /// order they were submitted.
+    Sentences(Vec<SentenceResult>),
+}
+
+/// One sentence of a query of several.
+#[derive(Debug, Serialize)]
+pub struct SentenceResult {
+    /// The sentence embedding.
+    pub embedding: Vec<f64>,
+    /// The class a zero-shot head picked (queries with a head).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<crate::encoder::Class>,
 }
 
 /// Fetches, decrypts and unpacks a finished query's result.
@@ -375,10 +402,32 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Fetc
                 let ct = Ciphertext::from_bytes(&params, bytes, MAX_FILE)?;
                 Ok(encoder.decode_real(&decryptor.decrypt(&ct, &sk)?)?)
             };
-            let embedding = e.unpack(&id, &decoded(&outputs[0])?, &params)?;
-            return Ok(match outputs.get(1) {
-                Some(mask) => Fetched::Classified { embedding, class: e.unpack_class(&id, &decoded(mask)?, &params)? },
-                None => Fetched::Rows(vec![embedding]),
+            // Records of older clients hold the sentence's token count.
+            let sentences = if id.lengths.len() == 1 { 1 } else { record.tokens };
+            if !(1..=id.lengths.len()).contains(&sentences) {
+                return Err(format!(
+                    "{}: {sentences} sentences for a query of {}",
+                    record_path.display(),
+                    id.lengths.len()
+                )
+                .into());
+            }
+            let embeddings = e.unpack(&id, &decoded(&outputs[0])?, &params)?;
+            let classes = match outputs.get(1) {
+                Some(mask) => e.unpack_classes(&id, &decoded(mask)?, &params)?.into_iter().map(Some).collect(),
+                None => vec![None; embeddings.len()],
+            };
+            let mut each = embeddings.into_iter().zip(classes).take(sentences);
+            return Ok(match (sentences, each.next()) {
+                (1, Some((embedding, Some(class)))) => Fetched::Classified { embedding, class },
+                (1, Some((embedding, None))) => Fetched::Rows(vec![embedding]),
+                (_, first) => Fetched::Sentences(
+                    first
+                        .into_iter()
+                        .chain(each)
+                        .map(|(embedding, class)| SentenceResult { embedding, class })
+                        .collect(),
+                ),
             });
         }
     };

@@ -1,9 +1,19 @@
 //! The client's side of a BERT-family encoder on the cluster: evaluation
 //! keys (the bootstrapping rotations and the encoder's, for one token
-//! block), a sentence tokenized, embedded, packed and encrypted, and the
-//! decrypted sentence embedding, and with a zero-shot head the class its
+//! block and a number of sentences per query), sentences tokenized,
+//! embedded, packed side by side and encrypted, and the decrypted
+//! sentence embeddings, and with a zero-shot head the class each one's
 //! encrypted one-hot mask picks. The workers run every layer, the pooling
 //! and the head (`bert:NAME:LAYERS:TOKENS:BLOCK[:LABELS]` queries).
+//!
+//! Keys for `S` sentences per query serve queries of exactly `S` blocks
+//! (the layout, and so the rotations, depend on the count): a query of
+//! fewer sentences fills the other blocks with copies of its first
+//! sentence, which costs nothing (the ciphertext is the same size) and
+//! are dropped when the result is unpacked. Copies rather than the empty
+//! sentence: the workers' approximations are fitted to the ranges of real
+//! text, and one block out of range (the empty sentence's head logits
+//! are) would spoil the whole ciphertext at its next bootstrap.
 
 use nexus_ckks::bootstrapping::BootstrapConfig;
 use nexus_ckks::{GaloisKeys, KeyGenerator, Parameters, SecretKey};
@@ -21,6 +31,8 @@ pub struct ClientEncoder {
     served: ServedBert,
     tokenizer: TextTokenizer,
     block: usize,
+    /// Sentence blocks per query (the keys' layout).
+    sentences: usize,
     /// Level inputs are encrypted at (a bootstrap's output level).
     level: usize,
 }
@@ -35,12 +47,13 @@ fn boot_config(preset: &str) -> Result<BootstrapConfig, BoxError> {
 
 impl ClientEncoder {
     /// Loads `dir` (config.json, model.safetensors, tokenizer.json) for
-    /// sentences of up to `max_tokens` tokens, running its first `layers`
-    /// layers (all: `None`), at `preset`.
+    /// queries of `sentences` sentences of up to `max_tokens` tokens each,
+    /// running its first `layers` layers (all: `None`), at `preset`.
     pub fn load(
         dir: &Path,
         layers: Option<usize>,
         max_tokens: usize,
+        sentences: usize,
         preset: &str,
         params: &Parameters,
     ) -> Result<Self, BoxError> {
@@ -55,13 +68,29 @@ impl ClientEncoder {
         let all = nexus_nn::bert::BertConfig::from_dir(dir)?.layers;
         let layers = layers.unwrap_or(all);
         let block = max_tokens.next_power_of_two();
-        // Checks the name, layers and block the way the coordinator will.
-        BertModelId::new(&name, layers, 2.min(block), block)?;
+        // Checks the name, layers, block and sentence count the way the
+        // coordinator will.
+        BertModelId::batch(&name, layers, vec![2.min(block); sentences], block)?;
         // Same depth per stage as the workers plan with (one of a
         // bootstrap's output levels kept for scaling before the next).
         let served = ServedBert::load(dir, layers, level.saturating_sub(1))?;
+        let c = &served.weights().config;
+        let capacity = nexus_nn::bert::packed::HiddenLayout::capacity(block, c.heads, c.head_dim(), params.max_slots());
+        if sentences > capacity {
+            return Err(format!(
+                "{sentences} sentences of up to {block} tokens per query: one ciphertext of {} slots holds {capacity} \
+                 of this model's",
+                params.max_slots()
+            )
+            .into());
+        }
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        Ok(Self { name, served, tokenizer, block, level })
+        Ok(Self { name, served, tokenizer, block, sentences, level })
+    }
+
+    /// Sentences per query.
+    pub fn sentences(&self) -> usize {
+        self.sentences
     }
 
     /// Evaluation keys: the bootstrapping set and the encoder's rotations
@@ -82,7 +111,7 @@ impl ClientEncoder {
         // the set costs half the memory (5 GB instead of 10 at N = 2^16).
         let keys = boot_config(preset)?.generate_lean_keys(params, kg, sk)?;
         let mut galois: GaloisKeys = keys.galois;
-        let circuit = self.served.encoder(self.block, self.block, params.max_slots())?;
+        let circuit = self.served.encoder(&vec![self.block; self.sentences], self.block, params.max_slots())?;
         let mut elements = circuit.galois_elements(params)?;
         if head {
             let steps = (0..params.max_slots().trailing_zeros()).map(|m| 1i64 << m);
@@ -97,32 +126,59 @@ impl ClientEncoder {
         Ok(KeySet::new(params.clone(), keys.relin, galois))
     }
 
-    /// The query's model id and the slot vector of `text`'s embedded
-    /// tokens (truncated to the block); with `labels`, the id asks for
-    /// their zero-shot head too.
-    pub fn pack(
+    /// The query's model id and the slot vector of `texts`' embedded
+    /// tokens (each truncated to the block), one block each, the blocks
+    /// past them holding copies of the first; with `labels`, the id asks
+    /// for their zero-shot head too.
+    pub fn pack<S: AsRef<str>>(
         &self,
-        text: &str,
+        texts: &[S],
         params: &Parameters,
         labels: Option<&[String]>,
     ) -> Result<(BertModelId, Vec<f64>), BoxError> {
-        let ids = self.tokenizer.encode(text, self.block)?;
-        let mut id = BertModelId::new(&self.name, self.served.weights().config.layers, ids.len(), self.block)?;
+        if texts.is_empty() || texts.len() > self.sentences {
+            return Err(
+                format!("{} sentences for a query of {} (the keys' --sentences)", texts.len(), self.sentences).into()
+            );
+        }
+        let mut ids =
+            texts.iter().map(|t| self.tokenizer.encode(t.as_ref(), self.block)).collect::<Result<Vec<_>, _>>()?;
+        ids.resize(self.sentences, ids[0].clone());
+        let lengths = ids.iter().map(Vec::len).collect();
+        let mut id = BertModelId::batch(&self.name, self.served.weights().config.layers, lengths, self.block)?;
         if let Some(labels) = labels {
             id = id.with_labels(labels.to_vec())?;
         }
-        let circuit = self.served.encoder(id.tokens, id.block, params.max_slots())?;
-        let embedded = self.served.weights().embed(&ids)?;
-        Ok((id, circuit.layout().pack_batch(&[embedded])?))
+        let circuit = self.served.encoder(&id.lengths, id.block, params.max_slots())?;
+        let embedded = ids.iter().map(|ids| self.served.weights().embed(ids)).collect::<Result<Vec<_>, _>>()?;
+        Ok((id, circuit.layout().pack_batch(&embedded)?))
     }
 
     /// Where `text`'s values leave the ranges the workers' approximations
-    /// were fitted on (one line each; empty when inside): the client knows
-    /// its plaintext and can say so before sending.
-    pub fn range_warnings(&self, text: &str) -> Result<Vec<String>, BoxError> {
+    /// were fitted on (one line each; empty when inside), with `labels`
+    /// their zero-shot head's logits included: the client knows its
+    /// plaintext and can say so before sending.
+    pub fn range_warnings(&self, text: &str, labels: Option<&[String]>) -> Result<Vec<String>, BoxError> {
         let ids = self.tokenizer.encode(text, self.block)?;
         let (_, seen) = self.served.weights().encode(&ids)?;
-        Ok(self.served.plan().violations(&seen))
+        let mut warnings = self.served.plan().violations(&seen);
+        if let Some(labels) = labels {
+            // The Argmax compares centred logits scaled by this bound; one
+            // beyond it leaves the comparisons' domain.
+            let head = self.head(labels)?;
+            let pooled = nexus_nn::bert::head::mean_pooled(self.served.weights(), &ids)?;
+            let logits = head.head.centred().logits(&pooled);
+            for (label, logit) in labels.iter().zip(logits) {
+                if logit.abs() > head.logit_bound {
+                    warnings.push(format!(
+                        "the head's centred logit for {label:?} is {logit:.3}, beyond the bound {:.3} the workers \
+                         calibrated",
+                        head.logit_bound
+                    ));
+                }
+            }
+        }
+        Ok(warnings)
     }
 
     /// Level inputs are encrypted at.
@@ -137,16 +193,18 @@ impl ClientEncoder {
         self.level.saturating_sub(3)
     }
 
-    /// The sentence embedding in the decoded slots of a query's result
-    /// (normalised when the model is).
-    pub fn unpack(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Vec<f64>, BoxError> {
-        let circuit = self.served.encoder(id.tokens, id.block, params.max_slots())?;
-        let mut embedding = circuit.unpack_pooled(slots);
+    /// Every block's sentence embedding in the decoded slots of a query's
+    /// result, in the id's order (normalised when the model is).
+    pub fn unpack(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Vec<Vec<f64>>, BoxError> {
+        let circuit = self.served.encoder(&id.lengths, id.block, params.max_slots())?;
+        let mut embeddings = circuit.unpack_pooled_batch(slots);
         if self.served.weights().config.normalize {
-            let norm = embedding.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-            embedding.iter_mut().for_each(|v| *v /= norm);
+            for embedding in &mut embeddings {
+                let norm = embedding.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                embedding.iter_mut().for_each(|v| *v /= norm);
+            }
         }
-        Ok(embedding)
+        Ok(embeddings)
     }
 
     /// The zero-shot head the workers build for `labels` (the same
@@ -155,18 +213,23 @@ impl ClientEncoder {
         Ok(self.served.zero_shot_head(labels)?)
     }
 
-    /// The class a decrypted one-hot mask picks for query `id` (which
-    /// names the labels), with the mask's value per class.
-    pub fn unpack_class(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Class, BoxError> {
+    /// The class each block's decrypted one-hot mask picks for query
+    /// `id` (which names the labels), with the mask's value per class, in
+    /// the id's order.
+    pub fn unpack_classes(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Vec<Class>, BoxError> {
         let labels = id.labels.as_deref().ok_or("the query had no classification head")?;
         let head = self.head(labels)?;
         let circuit =
-            self.served.encoder_with_head(id.tokens, id.block, params.max_slots(), &head, self.argmax_depth())?;
+            self.served.encoder_with_head(&id.lengths, id.block, params.max_slots(), &head, self.argmax_depth())?;
         let encrypted = circuit.head().ok_or("no head")?;
-        let mask = encrypted.mask_of(slots, 0);
-        let index = encrypted.decode(&mask);
-        let label = labels.get(index).cloned().ok_or("mask outside the labels")?;
-        Ok(Class { index, label, mask })
+        (0..id.lengths.len())
+            .map(|sentence| {
+                let mask = encrypted.mask_of(slots, sentence);
+                let index = encrypted.decode(&mask);
+                let label = labels.get(index).cloned().ok_or("mask outside the labels")?;
+                Ok(Class { index, label, mask })
+            })
+            .collect()
     }
 
     /// The plaintext head's logits for `text` (on the mean-pooled vector,
@@ -181,7 +244,7 @@ impl ClientEncoder {
         let ids = self.tokenizer.encode(text, self.block)?;
         let pooled = nexus_nn::bert::head::mean_pooled(self.served.weights(), &ids)?;
         let circuit =
-            self.served.encoder_with_head(ids.len(), self.block, params.max_slots(), head, self.argmax_depth())?;
+            self.served.encoder_with_head(&[ids.len()], self.block, params.max_slots(), head, self.argmax_depth())?;
         let min_gap = circuit.head().ok_or("no head")?.min_gap();
         Ok((head.head.logits(&pooled), min_gap))
     }
@@ -216,8 +279,16 @@ pub struct EncoderChoice {
     pub layers: usize,
     /// Longest sentence in tokens, [CLS] and [SEP] included.
     pub max_tokens: usize,
+    /// Sentences per query (throughput mode above 1; files of older
+    /// clients: 1).
+    #[serde(default = "one_sentence")]
+    pub sentences: usize,
     /// A zero-shot classification head's labels (the keys then cover a
     /// head; every query asks for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+}
+
+fn one_sentence() -> usize {
+    1
 }

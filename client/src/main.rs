@@ -68,6 +68,13 @@ enum Command {
         /// With --model bert: run only the first N layers.
         #[arg(long, requires = "model_dir")]
         layers: Option<usize>,
+        /// With --model bert: sentences per query (throughput mode above
+        /// 1): they are packed side by side in one ciphertext and run
+        /// together, for the time of one. The keys cover exactly this
+        /// many blocks; a query of fewer fills the rest with copies of
+        /// its first sentence. MiniLM at 16 tokens fits 4 at the default preset.
+        #[arg(long, default_value_t = 1, requires = "model_dir")]
+        sentences: usize,
         /// With --model bert: a zero-shot classification head, one class
         /// per label text (separated by ';'); the keys then cover a head
         /// and every query asks the workers for its class too (`fetch`
@@ -81,19 +88,23 @@ enum Command {
         what: KeysCommand,
     },
     /// Encrypt a JSON matrix (one row per token, the model's row width)
-    /// or, for a BERT-family model, a sentence, and submit it; prints the
-    /// query id.
+    /// or, for a BERT-family model, sentences (up to the keys'
+    /// --sentences, in one query), and submit it; prints the query id.
     Submit {
         /// Client directory.
         #[arg(long)]
         dir: PathBuf,
         /// JSON file: an array of rows of numbers.
-        #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+        #[arg(long, required_unless_present_any = ["text", "text_file"], conflicts_with_all = ["text", "text_file"])]
         input: Option<PathBuf>,
         /// A sentence (BERT-family models: tokenized, embedded and
-        /// encrypted here).
+        /// encrypted here); repeatable.
         #[arg(long)]
-        text: Option<String>,
+        text: Vec<String>,
+        /// A file with one sentence per line (blank lines skipped), after
+        /// any --text.
+        #[arg(long)]
+        text_file: Option<PathBuf>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -340,12 +351,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let boxed = |e: Box<dyn std::error::Error + Send + Sync>| anyhow::anyhow!("{e}");
     match cli.command {
-        Command::Keygen { dir, preset, model, model_dir, max_tokens, layers, labels } => {
+        Command::Keygen { dir, preset, model, model_dir, max_tokens, layers, sentences, labels } => {
             let labels = labels.map(|l| l.split(';').map(|s| s.trim().to_string()).collect::<Vec<_>>());
             let encoder = model_dir.map(|dir| nexus_client::encoder::EncoderChoice {
                 dir,
                 layers: layers.unwrap_or(0),
                 max_tokens,
+                sentences,
                 labels,
             });
             println!("{}", commands::keygen(&dir, &preset, &model, encoder).map_err(boxed)?);
@@ -361,12 +373,17 @@ fn main() -> Result<()> {
             println!("{}", runtime()?.block_on(commands::delete_keys(&dir, &conn)).map_err(boxed)?);
             Ok(())
         }
-        Command::Submit { dir, input, text, conn } => {
+        Command::Submit { dir, input, text, text_file, conn } => {
             let conn = conn.connection()?;
-            let input = match (input, text) {
+            let mut texts = text;
+            if let Some(path) = text_file {
+                let body = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                texts.extend(body.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+            }
+            let input = match (input, texts.is_empty()) {
                 (Some(path), _) => commands::QueryInput::Matrix(path),
-                (None, Some(text)) => commands::QueryInput::Text(text),
-                (None, None) => anyhow::bail!("pass --input or --text"),
+                (None, false) => commands::QueryInput::Texts(texts),
+                (None, true) => anyhow::bail!("pass --input, or --text / --text-file with at least one sentence"),
             };
             println!("{}", runtime()?.block_on(commands::submit(&dir, &conn, &input)).map_err(boxed)?);
             Ok(())

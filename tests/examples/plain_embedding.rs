@@ -18,7 +18,7 @@ fn main() -> Result<(), BoxError> {
     let layers: usize = layers.parse().map_err(|e| format!("LAYERS {layers:?}: {e}"))?;
     let max_tokens: usize = max_tokens.parse().map_err(|e| format!("MAX_TOKENS {max_tokens:?}: {e}"))?;
     let params = Parameters::preset(preset)?;
-    let encoder = ClientEncoder::load(std::path::Path::new(dir), Some(layers), max_tokens, preset, &params)?;
+    let encoder = ClientEncoder::load(std::path::Path::new(dir), Some(layers), max_tokens, 1, preset, &params)?;
     println!("{}", serde_json::to_string(&encoder.plain_embedding(text)?)?);
     Ok(())
 }

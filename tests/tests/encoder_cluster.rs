@@ -8,7 +8,8 @@
 //! in-process, to whole layers run in-process, and, decrypted, close to
 //! the plaintext model. With a zero-shot head, its logits, one task per
 //! Argmax round and the mask follow, and the decrypted class is the
-//! plaintext head's.
+//! plaintext head's; that query packs three sentences side by side
+//! (throughput mode, keys for four), each decrypted with its own class.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -37,13 +38,13 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
 
     // Client: keys for sentences of up to 8 tokens, one sentence encrypted.
     let params = Parameters::preset(PRESET).unwrap();
-    let client_model = ClientEncoder::load(&dir, None, 8, PRESET, &params).unwrap();
+    let client_model = ClientEncoder::load(&dir, None, 8, 1, PRESET, &params).unwrap();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let keys = client_model.generate_keys(PRESET, &params, &mut kg, &sk, false).unwrap();
     let key_bytes = keys.to_bytes().unwrap();
     let text = "The cat sat on the mat";
-    let (id, slots) = client_model.pack(text, &params, None).unwrap();
+    let (id, slots) = client_model.pack(&[text], &params, None).unwrap();
     assert_eq!(id.to_string(), "bert:tiny-bert:2:8:8");
     let encoder = Encoder::new(&params);
     let pt = encoder.encode_real(&slots, client_model.level(), params.default_scale()).unwrap();
@@ -125,7 +126,7 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     // Decrypted: the plaintext model's sentence embedding.
     let ct = Ciphertext::from_bytes(&params, &outputs[0], 1 << 30).unwrap();
     let decoded = encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &sk).unwrap()).unwrap();
-    let embedding = client_model.unpack(&id, &decoded, &params).unwrap();
+    let embedding = client_model.unpack(&id, &decoded, &params).unwrap().remove(0);
     let plain = client_model.plain_embedding(text).unwrap();
     let similarity = cosine(&embedding, &plain);
     assert!(similarity > 0.999, "cosine with the plaintext embedding {similarity}");
@@ -146,21 +147,32 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_zero_shot_head_runs_as_argmax_round_tasks() {
+async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
     let root = std::env::temp_dir().join(format!("nexus-encoder-head-{}", std::process::id()));
     let dir = root.join("tiny-bert");
     std::fs::create_dir_all(&dir).unwrap();
     nexus_tests::write_tiny_bert(&dir);
     // One layer keeps the test short; three labels: two Argmax rounds.
+    // Keys for four sentences per query; three submitted (the fourth
+    // block holds a copy of the first).
     let params = Parameters::preset(PRESET).unwrap();
-    let client_model = ClientEncoder::load(&dir, Some(1), 8, PRESET, &params).unwrap();
+    let client_model = ClientEncoder::load(&dir, Some(1), 8, 4, PRESET, &params).unwrap();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.secret_key();
     let key_bytes = client_model.generate_keys(PRESET, &params, &mut kg, &sk, true).unwrap().to_bytes().unwrap();
     let labels: Vec<String> = ["the cat sat on the mat", "a dog ran home", "fast ."].map(String::from).to_vec();
-    let text = "The cat sat on the mat";
-    let (id, slots) = client_model.pack(text, &params, Some(&labels)).unwrap();
-    assert_eq!(id.encoder_only().to_string(), "bert:tiny-bert:1:8:8");
+    let texts = ["The cat sat on the mat", "a dog ran home", "fast dog"];
+    // One class each. A sentence whose head logits leave the range the
+    // workers calibrated is named before it is sent (its Argmax would
+    // diverge, and take the other sentences of its ciphertext along).
+    for text in texts {
+        assert_eq!(client_model.range_warnings(text, Some(&labels)).unwrap(), Vec::<String>::new(), "{text}");
+    }
+    let warned = client_model.range_warnings("fast .", Some(&labels)).unwrap();
+    assert!(warned.iter().any(|w| w.contains("beyond the bound")), "{warned:?}");
+    let (id, slots) = client_model.pack(&texts, &params, Some(&labels)).unwrap();
+    assert_eq!(id.encoder_only().to_string(), "bert:tiny-bert:1:8,6,4,8:8");
+    assert!(client_model.pack(&[texts[0]; 5], &params, None).unwrap_err().to_string().contains("5 sentences"));
     let model = id.to_string();
     assert!(model.ends_with(":the cat sat on the mat;a dog ran home;fast ."), "{model}");
     let graph = plan::graph(&model, 1).unwrap();
@@ -197,25 +209,38 @@ async fn a_zero_shot_head_runs_as_argmax_round_tasks() {
     assert_eq!(status.tasks_total, 10 + 1 + 4);
     assert_eq!(outputs.len(), 2, "the embedding and the mask");
 
-    // Decrypted: the embedding, and the plaintext head's class.
+    // Decrypted: each sentence's embedding, and the plaintext head's
+    // class, from its own block.
     let decode = |bytes: &[u8]| {
         let ct = Ciphertext::from_bytes(&params, bytes, 1 << 30).unwrap();
         encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &sk).unwrap()).unwrap()
     };
-    let embedding = client_model.unpack(&id, &decode(&outputs[0]), &params).unwrap();
-    assert!(cosine(&embedding, &client_model.plain_embedding(text).unwrap()) > 0.999);
-    let class = client_model.unpack_class(&id, &decode(&outputs[1]), &params).unwrap();
+    let embeddings = client_model.unpack(&id, &decode(&outputs[0]), &params).unwrap();
+    let classes = client_model.unpack_classes(&id, &decode(&outputs[1]), &params).unwrap();
+    assert_eq!((embeddings.len(), classes.len()), (4, 4), "one per block");
     let head = client_model.head(&labels).unwrap();
-    let (logits, min_gap) = client_model.plain_logits(text, &head, &params).unwrap();
-    let mut sorted = logits.clone();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    let want = nexus_nn::bert::head::argmax_index(&logits);
-    println!("head: logits {logits:?} (resolves gaps of {min_gap:.2e}), mask {:?} -> {:?}", class.mask, class.label);
-    assert!(sorted[0] - sorted[1] > min_gap, "pick a sentence whose top two logits the Argmax resolves: {logits:?}");
-    assert_eq!((class.index, class.label.as_str()), (want, labels[want].as_str()));
-    for (j, m) in class.mask.iter().enumerate() {
-        let one_hot = if j == want { 1.0 } else { 0.0 };
-        assert!((m - one_hot).abs() < 0.05, "mask {:?}", class.mask);
+    for (i, text) in texts.iter().enumerate() {
+        let plain = client_model.plain_embedding(text).unwrap();
+        assert!(cosine(&embeddings[i], &plain) > 0.999, "sentence {i}");
+        // Blocks are not mixed up: another sentence's embedding is
+        // farther off.
+        let other = client_model.plain_embedding(texts[(i + 1) % texts.len()]).unwrap();
+        assert!(cosine(&embeddings[i], &other) < cosine(&embeddings[i], &plain), "sentence {i}");
+        let class = &classes[i];
+        let (logits, min_gap) = client_model.plain_logits(text, &head, &params).unwrap();
+        let mut sorted = logits.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let want = nexus_nn::bert::head::argmax_index(&logits);
+        println!(
+            "head, {text:?}: logits {logits:?} (resolves {min_gap:.2e}), mask {:?} -> {:?}",
+            class.mask, class.label
+        );
+        assert!(sorted[0] - sorted[1] > min_gap, "pick sentences whose top two logits the Argmax resolves: {logits:?}");
+        assert_eq!((class.index, class.label.as_str()), (want, labels[want].as_str()), "sentence {i}");
+        for (j, m) in class.mask.iter().enumerate() {
+            let one_hot = if j == want { 1.0 } else { 0.0 };
+            assert!((m - one_hot).abs() < 0.05, "sentence {i}: mask {:?}", class.mask);
+        }
     }
     coordinator.shutdown().await;
     let _ = std::fs::remove_dir_all(&root);

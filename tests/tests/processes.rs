@@ -121,15 +121,30 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    // Text through the tokenizer: a BERT-family model's keys, a sentence
-    // in, its encrypted embedding computed layer by layer on the workers.
+    // Text through the tokenizer: a BERT-family model's keys (for queries
+    // of two sentences), a sentence in, its encrypted embedding computed
+    // layer by layer on the workers; then two sentences in one query.
     let bert_dir = dir.join("bert-client");
     let b = bert_dir.to_str().unwrap();
     let model_dir = models.join("tiny-bert");
     let m = model_dir.to_str().unwrap();
     nexus(
         &cli,
-        &["keygen", "--dir", b, "--preset", BERT_PRESET, "--model", "bert", "--model-dir", m, "--max-tokens", "8"],
+        &[
+            "keygen",
+            "--dir",
+            b,
+            "--preset",
+            BERT_PRESET,
+            "--model",
+            "bert",
+            "--model-dir",
+            m,
+            "--max-tokens",
+            "8",
+            "--sentences",
+            "2",
+        ],
         &[],
     );
     nexus(&cli, &["keys", "upload", "--dir", b], &conn);
@@ -139,10 +154,32 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
     assert!(watched.contains("layer 3/3"), "two layers and the pooling: {watched}");
     let rows: Vec<Vec<f64>> = serde_json::from_str(&nexus(&cli, &["fetch", "--dir", b, &sentence], &conn)).unwrap();
     let params = Parameters::preset(BERT_PRESET).unwrap();
-    let plain = ClientEncoder::load(&model_dir, None, 8, BERT_PRESET, &params).unwrap().plain_embedding(text).unwrap();
+    let client_model = ClientEncoder::load(&model_dir, None, 8, 2, BERT_PRESET, &params).unwrap();
+    let plain = client_model.plain_embedding(text).unwrap();
     assert_eq!(rows.len(), 1);
     let similarity = nexus_nn::bert::cosine(&rows[0], &plain);
     assert!(similarity > 0.999, "cosine with the plaintext embedding {similarity}");
+    let texts = ["The cat sat on the mat", "a dog ran home"];
+    let file = dir.join("sentences.txt");
+    std::fs::write(&file, texts.join("\n\n")).unwrap();
+    let pair = nexus(&cli, &["submit", "--dir", b, "--text-file", file.to_str().unwrap()], &conn).trim().to_string();
+    nexus(&cli, &["status", &pair, "--watch"], &conn);
+    let fetched: serde_json::Value = serde_json::from_str(&nexus(&cli, &["fetch", "--dir", b, &pair], &conn)).unwrap();
+    let sentences = fetched.as_array().unwrap();
+    assert_eq!(sentences.len(), 2, "{fetched}");
+    for (result, text) in sentences.iter().zip(texts) {
+        let embedding: Vec<f64> = serde_json::from_value(result["embedding"].clone()).unwrap();
+        let similarity = nexus_nn::bert::cosine(&embedding, &client_model.plain_embedding(text).unwrap());
+        assert!(similarity > 0.999, "{text}: cosine with the plaintext embedding {similarity}");
+    }
+    // More sentences than the keys' blocks: refused before anything is sent.
+    let refused = Command::new(&cli)
+        .args(["submit", "--dir", b, "--text", "one", "--text", "two", "--text", "three"])
+        .args(&conn)
+        .env("NEXUS_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("3 sentences for a query of 2"), "{:?}", refused);
     // A matrix is not a sentence.
     let refused = Command::new(&cli)
         .args(["submit", "--dir", b, "--input", input.to_str().unwrap()])

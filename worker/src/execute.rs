@@ -168,9 +168,9 @@ pub fn execute(
             Some(labels) => {
                 let head = zero_shot_head(&served, &id, labels)?;
                 let depth = boot.output_level().saturating_sub(3);
-                served.encoder_with_head(id.tokens, id.block, slots, &head, depth)
+                served.encoder_with_head(&id.lengths, id.block, slots, &head, depth)
             }
-            None => served.encoder(id.tokens, id.block, slots),
+            None => served.encoder(&id.lengths, id.block, slots),
         }
         .map_err(|e| e.to_string())?;
         let refresh = Refresh { bootstrapper: &boot, keys: &keys.keys };

@@ -1,13 +1,17 @@
 //! Model ids queries name. A BERT-family encoder's id is
 //! `bert:NAME:LAYERS:TOKENS:BLOCK[:LABELS]`: the model directory's name
 //! under the workers' model root, how many encoder layers run (all of
-//! them, or the first ones), the sentence's real tokens and the
-//! power-of-two block they are padded to, and optionally a zero-shot
+//! them, or the first ones), the real tokens of each sentence (one
+//! number, or several separated by `,` for a batch of sentences packed
+//! side by side in one ciphertext: throughput mode) and the power-of-two
+//! block each is padded to, and optionally a zero-shot
 //! classification head's labels separated by `;` (the result is then the
 //! embedding and an encrypted one-hot class mask). The block fixes the
-//! rotation keys, so one key set serves every sentence up to its length;
-//! the real token count is public, as in NEXUS (the server masks the
-//! padding with it), and so are the labels (the server builds the head
+//! rotation keys together with the number of sentences rounded up to a
+//! power of two, so one key set serves every batch of that size of
+//! sentences up to the block's length; the real token counts are public,
+//! as in NEXUS (the server masks the padding with them), and so are the
+//! labels (the server builds the head
 //! from them; the class picked stays encrypted).
 
 use std::fmt;
@@ -20,6 +24,10 @@ pub const MAX_BLOCK: usize = 512;
 
 /// Most encoder layers a query may name.
 pub const MAX_LAYERS: usize = 48;
+
+/// Most sentences one query may pack (their blocks must also fit one
+/// ciphertext, which the workers check against the model's layout).
+pub const MAX_SENTENCES: usize = 64;
 
 /// Most classes a zero-shot head may have (the Argmax's rounds grow with
 /// their logarithm, its rotation keys with it).
@@ -35,8 +43,9 @@ pub struct BertModelId {
     pub name: String,
     /// Encoder layers to run (the first ones).
     pub layers: usize,
-    /// Real tokens of the sentence ([CLS] and [SEP] included).
-    pub tokens: usize,
+    /// Real tokens of each sentence ([CLS] and [SEP] included), in the
+    /// order of their blocks; one entry in latency mode.
+    pub lengths: Vec<usize>,
     /// Power-of-two block the tokens are padded to.
     pub block: usize,
     /// A zero-shot classification head's labels (none: the embedding only).
@@ -52,9 +61,15 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl BertModelId {
-    /// A checked id.
+    /// A checked id of one sentence (latency mode).
     pub fn new(name: &str, layers: usize, tokens: usize, block: usize) -> Result<Self, String> {
-        let id = Self { name: name.to_string(), layers, tokens, block, labels: None };
+        Self::batch(name, layers, vec![tokens], block)
+    }
+
+    /// A checked id of sentences of `lengths` tokens packed in one
+    /// ciphertext (throughput mode).
+    pub fn batch(name: &str, layers: usize, lengths: Vec<usize>, block: usize) -> Result<Self, String> {
+        let id = Self { name: name.to_string(), layers, lengths, block, labels: None };
         id.check()?;
         Ok(id)
     }
@@ -82,8 +97,11 @@ impl BertModelId {
         if !self.block.is_power_of_two() || self.block > MAX_BLOCK {
             return bad(format!("token block {}: a power of two up to {MAX_BLOCK}", self.block));
         }
-        if self.tokens < 2 || self.tokens > self.block {
-            return bad(format!("{} tokens: 2 ([CLS] and [SEP]) to the block of {}", self.tokens, self.block));
+        if !(1..=MAX_SENTENCES).contains(&self.lengths.len()) {
+            return bad(format!("{} sentences: 1 to {MAX_SENTENCES}", self.lengths.len()));
+        }
+        if let Some(n) = self.lengths.iter().find(|&&n| n < 2 || n > self.block) {
+            return bad(format!("{n} tokens: 2 ([CLS] and [SEP]) to the block of {}", self.block));
         }
         if let Some(labels) = &self.labels {
             if !(2..=MAX_LABELS).contains(&labels.len()) {
@@ -118,7 +136,8 @@ impl BertModelId {
         let number = |what: &str, s: &str| {
             s.parse::<usize>().map_err(|_| format!("model id {id:?}: {what} {s:?} is not a number"))
         };
-        let plain = Self::new(name, number("layers", layers)?, number("tokens", tokens)?, number("block", block)?)?;
+        let lengths = tokens.split(',').map(|t| number("tokens", t)).collect::<Result<Vec<_>, _>>()?;
+        let plain = Self::batch(name, number("layers", layers)?, lengths, number("block", block)?)?;
         match labels {
             None => Ok(Some(plain)),
             Some(l) => plain.with_labels(l.split(';').map(str::to_string).collect()).map(Some),
@@ -133,7 +152,8 @@ impl BertModelId {
 
 impl fmt::Display for BertModelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{BERT_PREFIX}:{}:{}:{}:{}", self.name, self.layers, self.tokens, self.block)?;
+        let lengths: Vec<String> = self.lengths.iter().map(usize::to_string).collect();
+        write!(f, "{BERT_PREFIX}:{}:{}:{}:{}", self.name, self.layers, lengths.join(","), self.block)?;
         if let Some(labels) = &self.labels {
             write!(f, ":{}", labels.join(";"))?;
         }
@@ -162,6 +182,22 @@ mod tests {
         assert!(err("bert:m:2:17:16").contains("17 tokens"));
         assert!(err("bert:m:2:1:16").contains("1 tokens"));
         assert!(err("bert:m:2:9:1024").contains("block 1024"));
+    }
+
+    #[test]
+    fn batches_round_trip_and_bad_ones_are_named() {
+        let id = BertModelId::batch("m", 2, vec![9, 2, 16], 16).unwrap().with_labels(vec!["a".into(), "b".into()]);
+        let id = id.unwrap();
+        assert_eq!(id.to_string(), "bert:m:2:9,2,16:16:a;b");
+        assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id.clone()));
+        assert_eq!(id.encoder_only().lengths, [9, 2, 16]);
+        let err = |s: &str| BertModelId::parse(s).unwrap_err();
+        assert!(err("bert:m:2:9,17:16").contains("17 tokens"));
+        assert!(err("bert:m:2:9,1:16").contains("1 tokens"));
+        assert!(err("bert:m:2:9,:16").contains("tokens \"\""));
+        assert!(err("bert:m:2:9;3:16").contains("tokens \"9;3\""));
+        let many = vec!["4"; MAX_SENTENCES + 1].join(",");
+        assert!(err(&format!("bert:m:2:{many}:16")).contains("65 sentences"));
     }
 
     #[test]

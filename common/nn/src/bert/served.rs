@@ -113,10 +113,11 @@ impl ServedBert {
         &self.plan
     }
 
-    /// The encoder for one sentence of `tokens` real tokens padded to
-    /// `block`.
-    pub fn encoder(&self, tokens: usize, block: usize, slots: usize) -> Result<EncryptedEncoder<'_>, NnError> {
-        EncryptedEncoder::padded(&self.weights, tokens, block, slots, self.plan.clone())
+    /// The encoder for sentences of `lengths` real tokens, each padded to
+    /// `block`, side by side in one ciphertext (one sentence: latency
+    /// mode; several: throughput mode).
+    pub fn encoder(&self, lengths: &[usize], block: usize, slots: usize) -> Result<EncryptedEncoder<'_>, NnError> {
+        EncryptedEncoder::padded_batch(&self.weights, lengths, block, slots, self.plan.clone())
     }
 
     /// [`encoder`](Self::encoder) followed by `head`, its Argmax's
@@ -126,13 +127,13 @@ impl ServedBert {
     /// 2^-[`DEFAULT_GAP_BITS`] of its range.
     pub fn encoder_with_head(
         &self,
-        tokens: usize,
+        lengths: &[usize],
         block: usize,
         slots: usize,
         head: &CalibratedHead,
         argmax_depth: usize,
     ) -> Result<EncryptedEncoder<'_>, NnError> {
-        self.encoder(tokens, block, slots)?.with_head(
+        self.encoder(lengths, block, slots)?.with_head(
             head.head.clone(),
             head.logit_bound,
             argmax_depth,
