@@ -249,8 +249,9 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &QueryInput) -> Result
             // A value out of range in one sentence spoils every sentence
             // of the ciphertext at its next bootstrap, not only its own.
             let shared = if texts.len() > 1 { ", and those of every sentence of this query" } else { "" };
+            let head = labels.map(|l| e.head(l)).transpose()?;
             for text in texts {
-                for line in e.range_warnings(text, labels)? {
+                for line in e.range_warnings(text, head.as_ref())? {
                     eprintln!("warning: {text:?}: {line}: the encrypted result may be inaccurate{shared}");
                 }
             }

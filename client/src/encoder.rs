@@ -12,8 +12,9 @@
 //! sentence, which costs nothing (the ciphertext is the same size) and
 //! are dropped when the result is unpacked. Copies rather than the empty
 //! sentence: the workers' approximations are fitted to the ranges of real
-//! text, and one block out of range (the empty sentence's head logits
-//! are) would spoil the whole ciphertext at its next bootstrap.
+//! text, and one block out of range spoils the whole ciphertext at its
+//! next bootstrap (an Argmax fed a logit beyond its bound returns values
+//! near 1e88 in every block).
 
 use nexus_ckks::bootstrapping::BootstrapConfig;
 use nexus_ckks::{GaloisKeys, KeyGenerator, Parameters, SecretKey};
@@ -155,20 +156,19 @@ impl ClientEncoder {
     }
 
     /// Where `text`'s values leave the ranges the workers' approximations
-    /// were fitted on (one line each; empty when inside), with `labels`
-    /// their zero-shot head's logits included: the client knows its
+    /// were fitted on (one line each; empty when inside), with `head`
+    /// ([`head`](Self::head)) its logits included: the client knows its
     /// plaintext and can say so before sending.
-    pub fn range_warnings(&self, text: &str, labels: Option<&[String]>) -> Result<Vec<String>, BoxError> {
+    pub fn range_warnings(&self, text: &str, head: Option<&CalibratedHead>) -> Result<Vec<String>, BoxError> {
         let ids = self.tokenizer.encode(text, self.block)?;
         let (_, seen) = self.served.weights().encode(&ids)?;
         let mut warnings = self.served.plan().violations(&seen);
-        if let Some(labels) = labels {
+        if let Some(head) = head {
             // The Argmax compares centred logits scaled by this bound; one
             // beyond it leaves the comparisons' domain.
-            let head = self.head(labels)?;
             let pooled = nexus_nn::bert::head::mean_pooled(self.served.weights(), &ids)?;
             let logits = head.head.centred().logits(&pooled);
-            for (label, logit) in labels.iter().zip(logits) {
+            for (label, logit) in head.head.labels.iter().zip(logits) {
                 if logit.abs() > head.logit_bound {
                     warnings.push(format!(
                         "the head's centred logit for {label:?} is {logit:.3}, beyond the bound {:.3} the workers \

@@ -17,6 +17,10 @@
 #   NEXUS_LABELS="animals;food;science" ops/bench/bert-cluster.sh 1
 #       (a zero-shot head: its logits, Argmax rounds and mask run as tasks
 #       after the pooling; each query reports the class too)
+#   SENTENCES=4 ops/bench/bert-cluster.sh 1
+#       (throughput mode: keys for 4 sentences per query, each query packs
+#       the first 4 lines of TEXT_FILE, default ops/models/accuracy-sentences.txt;
+#       reports the wall time per sentence and the lowest cosine)
 #
 # It also writes the warm query's per-task costs (COSTS_OUT, default
 # ops/bench/results/bert-costs-LAYERS-layers.json) for
@@ -36,6 +40,13 @@ MAX_TOKENS=${MAX_TOKENS:-16}
 PRESET=${PRESET:-N16_QP1545_H192}
 MODEL=${NEXUS_MINILM_DIR:-${NEXUS_MODEL_CACHE:-$HOME/.cache/nexus/models}/all-MiniLM-L6-v2}
 TEXT=${TEXT:-"Homomorphic encryption lets a server compute on data it cannot read."}
+SENTENCES=${SENTENCES:-1}
+texts=("$TEXT")
+if [ "$SENTENCES" -gt 1 ]; then
+    mapfile -t texts < <(grep -v '^[[:space:]]*$' "${TEXT_FILE:-ops/models/accuracy-sentences.txt}" | head -n "$SENTENCES")
+fi
+text_args=()
+for t in "${texts[@]}"; do text_args+=(--text "$t"); done
 [ -f "$MODEL/model.safetensors" ] || { echo "no model at $MODEL (run ops/models/fetch-minilm.sh)" >&2; exit 1; }
 
 cargo build --release -q -p nexus-coordinator -p nexus-worker -p nexus-client
@@ -57,7 +68,8 @@ client="$work/client"
 
 t=$(now)
 /usr/bin/time -f %M -o "$work/keygen.maxrss" $bin/nexus keygen --dir "$client" --preset $PRESET --model bert \
-    --model-dir "$MODEL" --max-tokens $MAX_TOKENS --layers "$LAYERS" ${NEXUS_LABELS:+--labels "$NEXUS_LABELS"} >/dev/null
+    --model-dir "$MODEL" --max-tokens $MAX_TOKENS --layers "$LAYERS" --sentences "$SENTENCES" \
+    ${NEXUS_LABELS:+--labels "$NEXUS_LABELS"} >/dev/null
 keygen_s=$(echo "$(now) - $t" | bc)
 t=$(now)
 $bin/nexus keys upload --dir "$client" "${conn[@]}" >/dev/null
@@ -77,29 +89,37 @@ worker_task_seconds() {
 worker_busy_seconds() {
     curl -s "http://127.0.0.1:$wm/metrics" | awk '/^nexus_worker_busy_seconds_total/ {print $2}'
 }
-plain=$(target/release/examples/plain_embedding "$MODEL" "$LAYERS" $MAX_TOKENS $PRESET "$TEXT")
+plain=$(target/release/examples/plain_embedding "$MODEL" "$LAYERS" $MAX_TOKENS $PRESET "${texts[@]}")
 results=()
 for run in cold warm; do
     before=$(worker_task_seconds)
     busy_before=$(worker_busy_seconds)
     cpu_before=$(coordinator_cpu_seconds)
     t=$(now)
-    q=$($bin/nexus submit --dir "$client" --text "$TEXT" "${conn[@]}")
+    q=$($bin/nexus submit --dir "$client" "${text_args[@]}" "${conn[@]}")
     $bin/nexus status "$q" --watch "${conn[@]}" >/dev/null
     got=$($bin/nexus fetch --dir "$client" "$q" --release "${conn[@]}")
     wall=$(echo "$(now) - $t" | bc)
     task=$(echo "$(worker_task_seconds) - $before" | bc)
     busy=$(echo "$(worker_busy_seconds) - $busy_before" | bc)
     coordinator_cpu=$(echo "$(coordinator_cpu_seconds) - $cpu_before" | bc)
-    # Rows (the embedding) or, with a head, {"embedding", "class"}.
+    # Rows (the embedding) or, with a head, {"embedding", "class"}; for
+    # several sentences a list of {"embedding"[, "class"]}. The lowest
+    # cosine, and the classes.
     read -r cosine class < <(python3 -c '
 import json, sys, math
 got = json.loads(sys.argv[1])
-a = got["embedding"] if isinstance(got, dict) else got[0]
-b = json.loads(sys.argv[2])
-cos = sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
-print(cos, json.dumps(got["class"]["label"] if isinstance(got, dict) else None))' "$got" "$plain")
-    results+=("{\"run\": \"$run\", \"wall_s\": $wall, \"worker_busy_s\": $busy, \"worker_task_sum_s\": $task, \"coordinator_cpu_s\": $coordinator_cpu, \"ratio\": $(echo "scale=4; $wall / $busy" | bc), \"cosine\": $cosine, \"class\": $class}")
+if isinstance(got, dict):
+    got = [got]
+elif not isinstance(got[0], dict):
+    got = [{"embedding": got[0]}]
+plain = [json.loads(line) for line in sys.argv[2].splitlines()]
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+worst = min(cos(g["embedding"], p) for g, p in zip(got, plain))
+classes = [g["class"]["label"] for g in got if "class" in g]
+print(worst, json.dumps(classes if classes else None).replace(" ", ""))' "$got" "$plain")
+    results+=("{\"run\": \"$run\", \"sentences\": ${#texts[@]}, \"wall_s\": $wall, \"wall_per_sentence_s\": $(echo "scale=2; $wall / ${#texts[@]}" | bc), \"worker_busy_s\": $busy, \"worker_task_sum_s\": $task, \"coordinator_cpu_s\": $coordinator_cpu, \"ratio\": $(echo "scale=4; $wall / $busy" | bc), \"cosine\": $cosine, \"class\": $class}")
     echo "${results[-1]}"
 done
 stop
