@@ -245,6 +245,7 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &QueryInput) -> Result
     let (model, input) = match (model_for(&state, &params)?, input) {
         (Model::Rows(m), QueryInput::Matrix(path)) => (m, path.as_path()),
         (Model::Encoder(e), QueryInput::Texts(texts)) => {
+            e.check_count(texts.len())?;
             let labels = state.encoder.as_ref().and_then(|c| c.labels.as_deref());
             // A value out of range in one sentence spoils every sentence
             // of the ciphertext at its next bootstrap, not only its own.
@@ -358,8 +359,8 @@ pub enum Fetched {
         /// The class.
         class: crate::encoder::Class,
     },
-    /// Each sentence's result (a query of several sentences), in the
-    /// order they were submitted.
+    /// Each sentence's result, in the order they were submitted (keys for
+    /// several sentences per query, however many the query had).
     Sentences(Vec<SentenceResult>),
 }
 
@@ -405,6 +406,9 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Fetc
             };
             // Records of older clients hold the sentence's token count.
             let sentences = if id.lengths.len() == 1 { 1 } else { record.tokens };
+            // Keys for several sentences per query: a list, however many
+            // were sent, so that scripts see one shape.
+            let listed = id.lengths.len() > 1;
             if !(1..=id.lengths.len()).contains(&sentences) {
                 return Err(format!(
                     "{}: {sentences} sentences for a query of {}",
@@ -419,9 +423,9 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Fetc
                 None => vec![None; embeddings.len()],
             };
             let mut each = embeddings.into_iter().zip(classes).take(sentences);
-            return Ok(match (sentences, each.next()) {
-                (1, Some((embedding, Some(class)))) => Fetched::Classified { embedding, class },
-                (1, Some((embedding, None))) => Fetched::Rows(vec![embedding]),
+            return Ok(match (listed, each.next()) {
+                (false, Some((embedding, Some(class)))) => Fetched::Classified { embedding, class },
+                (false, Some((embedding, None))) => Fetched::Rows(vec![embedding]),
                 (_, first) => Fetched::Sentences(
                     first
                         .into_iter()

@@ -6,9 +6,10 @@
 //! encrypted one-hot mask picks. The workers run every layer, the pooling
 //! and the head (`bert:NAME:LAYERS:TOKENS:BLOCK[:LABELS]` queries).
 //!
-//! Keys for `S` sentences per query serve queries of exactly `S` blocks
-//! (the layout, and so the rotations, depend on the count): a query of
-//! fewer sentences fills the other blocks with copies of its first
+//! Keys for `S` sentences per query serve queries whose sentence count
+//! rounds up to the same power of two as `S` (the layout, and so the
+//! rotations, depend on it); this client always sends `S` blocks: a query
+//! of fewer sentences fills the other blocks with copies of its first
 //! sentence, which costs nothing (the ciphertext is the same size) and
 //! are dropped when the result is unpacked. Copies rather than the empty
 //! sentence: the workers' approximations are fitted to the ranges of real
@@ -20,7 +21,7 @@ use nexus_ckks::bootstrapping::BootstrapConfig;
 use nexus_ckks::{GaloisKeys, KeyGenerator, Parameters, SecretKey};
 use nexus_nn::bert::{CalibratedHead, ServedBert, TextTokenizer};
 use nexus_nn::KeySet;
-use nexus_proto::models::BertModelId;
+use nexus_proto::models::{BertModelId, MAX_SENTENCES};
 use std::path::{Path, PathBuf};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -69,6 +70,9 @@ impl ClientEncoder {
         let all = nexus_nn::bert::BertConfig::from_dir(dir)?.layers;
         let layers = layers.unwrap_or(all);
         let block = max_tokens.next_power_of_two();
+        if !(1..=MAX_SENTENCES).contains(&sentences) {
+            return Err(format!("{sentences} sentences per query: 1 to {MAX_SENTENCES}").into());
+        }
         // Checks the name, layers, block and sentence count the way the
         // coordinator will.
         BertModelId::batch(&name, layers, vec![2.min(block); sentences], block)?;
@@ -92,6 +96,14 @@ impl ClientEncoder {
     /// Sentences per query.
     pub fn sentences(&self) -> usize {
         self.sentences
+    }
+
+    /// Refuses a query of `count` sentences unless it fits the keys'.
+    pub fn check_count(&self, count: usize) -> Result<(), BoxError> {
+        if count == 0 || count > self.sentences {
+            return Err(format!("{count} sentences for a query of {} (the keys' --sentences)", self.sentences).into());
+        }
+        Ok(())
     }
 
     /// Evaluation keys: the bootstrapping set and the encoder's rotations
@@ -137,11 +149,7 @@ impl ClientEncoder {
         params: &Parameters,
         labels: Option<&[String]>,
     ) -> Result<(BertModelId, Vec<f64>), BoxError> {
-        if texts.is_empty() || texts.len() > self.sentences {
-            return Err(
-                format!("{} sentences for a query of {} (the keys' --sentences)", texts.len(), self.sentences).into()
-            );
-        }
+        self.check_count(texts.len())?;
         let mut ids =
             texts.iter().map(|t| self.tokenizer.encode(t.as_ref(), self.block)).collect::<Result<Vec<_>, _>>()?;
         ids.resize(self.sentences, ids[0].clone());
@@ -280,8 +288,9 @@ pub struct EncoderChoice {
     /// Longest sentence in tokens, [CLS] and [SEP] included.
     pub max_tokens: usize,
     /// Sentences per query (throughput mode above 1; files of older
-    /// clients: 1).
-    #[serde(default = "one_sentence")]
+    /// clients: 1, which is not written, so that they read the files of
+    /// this one while it is 1).
+    #[serde(default = "one_sentence", skip_serializing_if = "is_one_sentence")]
     pub sentences: usize,
     /// A zero-shot classification head's labels (the keys then cover a
     /// head; every query asks for it).
@@ -291,4 +300,8 @@ pub struct EncoderChoice {
 
 fn one_sentence() -> usize {
     1
+}
+
+fn is_one_sentence(n: &usize) -> bool {
+    *n == 1
 }

@@ -72,7 +72,7 @@ enum Command {
         /// 1): they are packed side by side in one ciphertext and run
         /// together, for the time of one. The keys cover exactly this
         /// many blocks; a query of fewer fills the rest with copies of
-        /// its first sentence. MiniLM at 16 tokens fits 4 at the default preset.
+        /// its first sentence. MiniLM at 16 tokens fits 4 at N16_QP1545_H192.
         #[arg(long, default_value_t = 1, requires = "model_dir")]
         sentences: usize,
         /// With --model bert: a zero-shot classification head, one class

@@ -142,6 +142,18 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
         }
     };
     assert!(reason.contains("absent-bert"), "{reason}");
+    // Two sentences per query with keys for one: refused at the first
+    // step, naming the keys, not deep inside a layer.
+    let two = model.replace(":2:8:8", ":2:8,8:8");
+    let query = client.submit(key_set, &two, &[expected[0].clone()]).await.unwrap();
+    let reason = loop {
+        match client.status(query).await.unwrap().state {
+            QueryState::Failed { reason } => break reason,
+            QueryState::Done => panic!("a query beyond its keys' layout finished"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert!(reason.contains("rotation keys") && reason.contains("--sentences"), "{reason}");
     coordinator.shutdown().await;
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -152,7 +152,11 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
     let sentence = nexus(&cli, &["submit", "--dir", b, "--text", text], &conn).trim().to_string();
     let watched = nexus(&cli, &["status", &sentence, "--watch"], &conn);
     assert!(watched.contains("layer 3/3"), "two layers and the pooling: {watched}");
-    let rows: Vec<Vec<f64>> = serde_json::from_str(&nexus(&cli, &["fetch", "--dir", b, &sentence], &conn)).unwrap();
+    // Keys for two sentences per query: a list, one result per sentence sent.
+    let fetched: serde_json::Value =
+        serde_json::from_str(&nexus(&cli, &["fetch", "--dir", b, &sentence], &conn)).unwrap();
+    let rows: Vec<Vec<f64>> =
+        fetched.as_array().unwrap().iter().map(|r| serde_json::from_value(r["embedding"].clone()).unwrap()).collect();
     let params = Parameters::preset(BERT_PRESET).unwrap();
     let client_model = ClientEncoder::load(&model_dir, None, 8, 2, BERT_PRESET, &params).unwrap();
     let plain = client_model.plain_embedding(text).unwrap();

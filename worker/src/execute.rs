@@ -3,7 +3,7 @@
 
 use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::{Ciphertext, Encoder, Evaluator, Parameters, Wire};
-use nexus_nn::bert::encrypted::{LayerSteps, LayerTimings, Projection};
+use nexus_nn::bert::encrypted::{EncryptedEncoder, LayerSteps, LayerTimings, Projection};
 use nexus_nn::bert::lockstep::Bootstraps;
 use nexus_nn::bert::{CalibratedHead, ServedBert};
 use nexus_nn::matmul::compressed::Weights;
@@ -121,6 +121,30 @@ fn zero_shot_head(served: &ServedBert, id: &BertModelId, labels: &[String]) -> R
         .ok_or_else(|| "no head".to_string())
 }
 
+/// Refuses a query whose key set lacks a rotation its layout needs (keys
+/// made for another number of sentences per query or another block)
+/// before any work, rather than deep inside a layer with a missing key.
+fn check_rotation_keys(
+    circuit: &EncryptedEncoder<'_>,
+    params: &Parameters,
+    keys: &KeySet,
+    id: &BertModelId,
+) -> Result<(), String> {
+    let needed = circuit.galois_elements(params).map_err(|e| e.to_string())?;
+    let missing = needed.iter().filter(|&&g| keys.galois().get(g).is_err()).count();
+    if missing > 0 {
+        return Err(format!(
+            "the key set lacks {missing} of the {} rotation keys that {} sentence(s) in blocks of {} tokens need: \
+             its keys were made for another number of sentences per query or another block \
+             (nexus keygen --sentences, --max-tokens)",
+            needed.len(),
+            id.lengths.len(),
+            id.block
+        ));
+    }
+    Ok(())
+}
+
 /// A task output's wire bytes, in a pooled buffer (returned to the pool
 /// when quinn has sent them).
 fn encode_output(params: &Parameters, ct: &Ciphertext) -> Result<Vec<u8>, String> {
@@ -203,6 +227,9 @@ pub fn execute(
                 Ok(vec![encode_output(params, &mask)?])
             }
             TaskKind::EncoderStep { layer, step } => {
+                if *layer == 0 && *step == EncoderStep::Input {
+                    check_rotation_keys(&circuit, params, keys, &id)?;
+                }
                 let steps = circuit.steps(*layer as usize).map_err(|e| e.to_string())?;
                 let mut bootstraps = Bootstraps::new(&engine, &refresh);
                 let outputs = encoder_step(&steps, &mut bootstraps, *step, decoded()?)

@@ -169,8 +169,9 @@ impl HiddenLayout {
                 format!(
                     "{} sentences of {lengths:?} tokens in blocks of {block} x {heads} heads x {head_dim} dims do not \
                      fit {slots} slots (blocks a power of two, block * next_pow2(sentences) * heads' * \
-                     max(head_dim', block) <= slots)",
-                    lengths.len()
+                     max(head_dim', block) <= slots: at most {} sentences)",
+                    lengths.len(),
+                    Self::capacity(block, heads, head_dim, slots)
                 ),
             ));
         }
