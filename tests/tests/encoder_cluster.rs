@@ -29,6 +29,18 @@ use std::time::{Duration, Instant};
 
 const PRESET: &str = "INSECURE_N12_QP1521_H32_BOOT_DEEP_TEST";
 
+/// Submits `input` as a query of `model` that must fail; its reason.
+async fn failure(client: &ClusterClient, key_set: KeySetId, model: &str, input: &[u8]) -> String {
+    let query = client.submit(key_set, model, &[input.to_vec()]).await.unwrap();
+    loop {
+        match client.status(query).await.unwrap().state {
+            QueryState::Failed { reason } => return reason,
+            QueryState::Done => panic!("query of {model} finished"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let root = std::env::temp_dir().join(format!("nexus-encoder-cluster-{}", std::process::id()));
@@ -133,26 +145,12 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
 
     // A model the workers do not have fails the query, naming it.
     let missing = model.replace("tiny-bert", "absent-bert");
-    let query = client.submit(key_set, &missing, &[expected[0].clone()]).await.unwrap();
-    let reason = loop {
-        match client.status(query).await.unwrap().state {
-            QueryState::Failed { reason } => break reason,
-            QueryState::Done => panic!("a query of a missing model finished"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let reason = failure(&client, key_set, &missing, &expected[0]).await;
     assert!(reason.contains("absent-bert"), "{reason}");
     // Two sentences per query with keys for one: refused at the first
     // step, naming the keys, not deep inside a layer.
     let two = model.replace(":2:8:8", ":2:8,8:8");
-    let query = client.submit(key_set, &two, &[expected[0].clone()]).await.unwrap();
-    let reason = loop {
-        match client.status(query).await.unwrap().state {
-            QueryState::Failed { reason } => break reason,
-            QueryState::Done => panic!("a query beyond its keys' layout finished"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let reason = failure(&client, key_set, &two, &expected[0]).await;
     assert!(reason.contains("rotation keys") && reason.contains("--sentences"), "{reason}");
     coordinator.shutdown().await;
     let _ = std::fs::remove_dir_all(&root);
