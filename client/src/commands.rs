@@ -122,12 +122,17 @@ pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoi
         if choice.layers == 0 {
             choice.layers = nexus_nn::bert::BertConfig::from_dir(&choice.dir)?.layers;
         }
-        if let Some(labels) = &choice.labels {
-            // Checked as the coordinator will check each query's id.
-            BertModelId::new("model", 1, 2, 2)?.with_labels(labels.clone())?;
-        }
     }
     let m = model_for(&state, &params)?;
+    if let (Model::Encoder(e), Some(choice)) = (&m, &state.encoder) {
+        // The head is checked as the coordinator will check each query's
+        // id, and built once here, so that bad labels or a missing or
+        // unusable head file are named before any key is generated.
+        if let Some(head) = e.head_choice(choice.labels.as_deref(), choice.head.as_deref())? {
+            BertModelId::new("model", 1, 2, 2)?.with_head(head.clone())?;
+            e.head(&head, &params)?;
+        }
+    }
     if dir.join("secret.key").exists() {
         return Err(format!("{} already holds a secret key; use another directory", dir.display()).into());
     }
@@ -138,7 +143,7 @@ pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoi
     let keys = match &m {
         Model::Rows(m) => KeySet::new(params.clone(), kg.relin_key(&sk), kg.galois_keys(&sk, &m.rotations(), false)?),
         Model::Encoder(e) => {
-            let head = state.encoder.as_ref().is_some_and(|c| c.labels.is_some());
+            let head = state.encoder.as_ref().is_some_and(EncoderChoice::has_head);
             e.generate_keys(preset, &params, &mut kg, &sk, head)?
         }
     };
@@ -246,17 +251,19 @@ pub async fn submit(dir: &Path, conn: &Connection, input: &QueryInput) -> Result
         (Model::Rows(m), QueryInput::Matrix(path)) => (m, path.as_path()),
         (Model::Encoder(e), QueryInput::Texts(texts)) => {
             e.check_count(texts.len())?;
-            let labels = state.encoder.as_ref().and_then(|c| c.labels.as_deref());
+            let choice = state.encoder.as_ref();
+            let choice =
+                e.head_choice(choice.and_then(|c| c.labels.as_deref()), choice.and_then(|c| c.head.as_deref()))?;
             // A value out of range in one sentence spoils every sentence
             // of the ciphertext at its next bootstrap, not only its own.
             let shared = if texts.len() > 1 { ", and those of every sentence of this query" } else { "" };
-            let head = labels.map(|l| e.head(l)).transpose()?;
+            let head = choice.as_ref().map(|c| e.head(c, &params)).transpose()?;
             for text in texts {
                 for line in e.range_warnings(text, head.as_ref())? {
                     eprintln!("warning: {text:?}: {line}: the encrypted result may be inaccurate{shared}");
                 }
             }
-            let (id, slots) = e.pack(texts, &params, labels)?;
+            let (id, slots) = e.pack(texts, &params, choice.as_ref())?;
             let pt = encoder.encode_real(&slots, e.level(), params.default_scale())?;
             let ct = Encryptor::new(&params).encrypt_pk(&pt, &pk)?.to_bytes(&params)?;
             let query = conn.connect().await?.submit(key_set, &id.to_string(), &[ct]).await?;
@@ -352,7 +359,7 @@ pub enum Fetched {
     /// Rows (a row model's tokens; a BERT-family model's sentence
     /// embedding as one row).
     Rows(Vec<Vec<f64>>),
-    /// A sentence embedding and the class a zero-shot head picked.
+    /// A sentence embedding and the class its head picked.
     Classified {
         /// The sentence embedding.
         embedding: Vec<f64>,
@@ -369,7 +376,7 @@ pub enum Fetched {
 pub struct SentenceResult {
     /// The sentence embedding.
     pub embedding: Vec<f64>,
-    /// The class a zero-shot head picked (queries with a head).
+    /// The class its head picked (queries with a head).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<crate::encoder::Class>,
 }
@@ -392,7 +399,7 @@ pub async fn fetch(dir: &Path, conn: &Connection, query: QueryId) -> Result<Fetc
         Model::Encoder(e) => {
             let id = record.model.as_deref().map(BertModelId::parse).transpose()?.flatten();
             let id = id.ok_or_else(|| format!("{}: no BERT model id recorded", record_path.display()))?;
-            let expected = if id.labels.is_some() { 2 } else { 1 };
+            let expected = if id.head.is_some() { 2 } else { 1 };
             if outputs.len() != expected {
                 return Err(format!(
                     "result has {} ciphertexts, expected {expected} (the embedding, then a head's class mask)",

@@ -2,9 +2,11 @@
 //! keys (the bootstrapping rotations and the encoder's, for one token
 //! block and a number of sentences per query), sentences tokenized,
 //! embedded, packed side by side and encrypted, and the decrypted
-//! sentence embeddings, and with a zero-shot head the class each one's
-//! encrypted one-hot mask picks. The workers run every layer, the pooling
-//! and the head (`bert:NAME:LAYERS:TOKENS:BLOCK[:LABELS]` queries).
+//! sentence embeddings, and with a classification head (zero-shot, or
+//! trained: `heads/FILE.safetensors` in the model directory, on the client
+//! and on every worker) the class each one's encrypted one-hot mask picks.
+//! The workers run every layer, the pooling and the head
+//! (`bert:NAME:LAYERS:TOKENS:BLOCK[:HEAD]` queries).
 //!
 //! Keys for `S` sentences per query serve queries whose sentence count
 //! rounds up to the same power of two as `S` (the layout, and so the
@@ -21,7 +23,7 @@ use nexus_ckks::bootstrapping::BootstrapConfig;
 use nexus_ckks::{GaloisKeys, KeyGenerator, Parameters, SecretKey};
 use nexus_nn::bert::{CalibratedHead, ServedBert, TextTokenizer};
 use nexus_nn::KeySet;
-use nexus_proto::models::{BertModelId, MAX_SENTENCES};
+use nexus_proto::models::{head_file_digest, BertModelId, HeadChoice, MAX_SENTENCES};
 use std::path::{Path, PathBuf};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -108,9 +110,9 @@ impl ClientEncoder {
 
     /// Evaluation keys: the bootstrapping set and the encoder's rotations
     /// for this block (at the level computations start at); with `head`,
-    /// also a zero-shot head's (every power of two below the slot count:
-    /// its logits sum over all slots, its Argmax's rounds rotate by powers
-    /// of two, for any number of labels up to the limit).
+    /// also a classification head's (every power of two below the slot
+    /// count: its logits sum over all slots, its Argmax's rounds rotate by
+    /// powers of two, for any number of classes up to the limit).
     pub fn generate_keys(
         &self,
         preset: &str,
@@ -141,13 +143,13 @@ impl ClientEncoder {
 
     /// The query's model id and the slot vector of `texts`' embedded
     /// tokens (each truncated to the block), one block each, the blocks
-    /// past them holding copies of the first; with `labels`, the id asks
-    /// for their zero-shot head too.
+    /// past them holding copies of the first; with `head`, the id asks
+    /// for it too.
     pub fn pack<S: AsRef<str>>(
         &self,
         texts: &[S],
         params: &Parameters,
-        labels: Option<&[String]>,
+        head: Option<&HeadChoice>,
     ) -> Result<(BertModelId, Vec<f64>), BoxError> {
         self.check_count(texts.len())?;
         let mut ids =
@@ -155,8 +157,8 @@ impl ClientEncoder {
         ids.resize(self.sentences, ids[0].clone());
         let lengths = ids.iter().map(Vec::len).collect();
         let mut id = BertModelId::batch(&self.name, self.served.weights().config.layers, lengths, self.block)?;
-        if let Some(labels) = labels {
-            id = id.with_labels(labels.to_vec())?;
+        if let Some(head) = head {
+            id = id.with_head(head.clone())?;
         }
         let circuit = self.served.encoder(&id.lengths, id.block, params.max_slots())?;
         let embedded = ids.iter().map(|ids| self.served.weights().embed(ids)).collect::<Result<Vec<_>, _>>()?;
@@ -215,18 +217,67 @@ impl ClientEncoder {
         Ok(embeddings)
     }
 
-    /// The zero-shot head the workers build for `labels` (the same
-    /// function, the same calibration).
-    pub fn head(&self, labels: &[String]) -> Result<CalibratedHead, BoxError> {
-        Ok(self.served.zero_shot_head(labels)?)
+    /// A query's head from what `client.toml` records: zero-shot
+    /// `labels`, or the `trained` head file of this model directory (its
+    /// classes and digest read from the file, as the id names them).
+    pub fn head_choice(
+        &self,
+        labels: Option<&[String]>,
+        trained: Option<&str>,
+    ) -> Result<Option<HeadChoice>, BoxError> {
+        match (labels, trained) {
+            (Some(_), Some(_)) => Err("a query has one head: zero-shot labels or a trained head file, not both".into()),
+            (Some(labels), None) => Ok(Some(HeadChoice::ZeroShot(labels.to_vec()))),
+            (None, Some(file)) => {
+                let (head, bytes) = self.served.trained_head(file)?;
+                let (classes, digest) = (head.classes(), head_file_digest(&bytes));
+                Ok(Some(HeadChoice::Trained { file: file.to_string(), classes, digest }))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The head the workers build for `choice` (the same function, the
+    /// same calibration), checked to be one the encrypted head can run
+    /// (its classes as named, its biases equal where the model
+    /// normalises).
+    pub fn head(&self, choice: &HeadChoice, params: &Parameters) -> Result<CalibratedHead, BoxError> {
+        let head = match choice {
+            HeadChoice::ZeroShot(labels) => self.served.zero_shot_head(labels)?,
+            HeadChoice::Trained { file, classes, digest } => {
+                let (head, bytes) = self.served.trained_head(file)?;
+                if head_file_digest(&bytes) != *digest {
+                    return Err(format!(
+                        "head {file:?}: the file is not the one the query named (digest {digest}): it changed \
+                         since the query was made"
+                    )
+                    .into());
+                }
+                if head.classes() != *classes {
+                    return Err(
+                        format!("head {file:?} has {} classes, the query names {classes}", head.classes()).into()
+                    );
+                }
+                self.served.calibrated(head)?
+            }
+        };
+        self.served.encoder_with_head(
+            &[2.min(self.block)],
+            self.block,
+            params.max_slots(),
+            &head,
+            self.argmax_depth(),
+        )?;
+        Ok(head)
     }
 
     /// The class each block's decrypted one-hot mask picks for query
-    /// `id` (which names the labels), with the mask's value per class, in
+    /// `id` (which names the head), with the mask's value per class, in
     /// the id's order.
     pub fn unpack_classes(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Vec<Class>, BoxError> {
-        let labels = id.labels.as_deref().ok_or("the query had no classification head")?;
-        let head = self.head(labels)?;
+        let choice = id.head.as_ref().ok_or("the query had no classification head")?;
+        let head = self.head(choice, params)?;
+        let labels = &head.head.labels;
         let circuit =
             self.served.encoder_with_head(&id.lengths, id.block, params.max_slots(), &head, self.argmax_depth())?;
         let encrypted = circuit.head().ok_or("no head")?;
@@ -265,12 +316,12 @@ impl ClientEncoder {
     }
 }
 
-/// The class a zero-shot head picked.
+/// The class a head picked.
 #[derive(Clone, Debug, serde::Serialize, PartialEq)]
 pub struct Class {
     /// Its index among the labels.
     pub index: usize,
-    /// Its label.
+    /// Its label (a trained head's from its file's metadata, else its index).
     pub label: String,
     /// The decrypted mask, one value per label (one-hot up to the
     /// comparisons' error).
@@ -296,6 +347,17 @@ pub struct EncoderChoice {
     /// head; every query asks for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// A trained classification head instead: `heads/FILE.safetensors` in
+    /// the model directory (the workers read the same file of theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+}
+
+impl EncoderChoice {
+    /// Whether queries ask for a classification head.
+    pub fn has_head(&self) -> bool {
+        self.labels.is_some() || self.head.is_some()
+    }
 }
 
 fn one_sentence() -> usize {

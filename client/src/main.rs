@@ -81,6 +81,14 @@ enum Command {
         /// prints the embedding and the class).
         #[arg(long, requires = "model_dir")]
         labels: Option<String>,
+        /// With --model bert: a trained classification head instead,
+        /// `heads/NAME.safetensors` in the model directory (Hugging Face
+        /// `classifier.weight` and `classifier.bias` over the mean-pooled
+        /// embedding; classes named by the header's `labels` metadata,
+        /// separated by ';', else by index). The workers read the file of
+        /// the same name in their copy of the model.
+        #[arg(long, value_name = "NAME", requires = "model_dir", conflicts_with = "labels")]
+        head: Option<String>,
     },
     /// Evaluation keys.
     Keys {
@@ -351,7 +359,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let boxed = |e: Box<dyn std::error::Error + Send + Sync>| anyhow::anyhow!("{e}");
     match cli.command {
-        Command::Keygen { dir, preset, model, model_dir, max_tokens, layers, sentences, labels } => {
+        Command::Keygen { dir, preset, model, model_dir, max_tokens, layers, sentences, labels, head } => {
             let labels = labels.map(|l| l.split(';').map(|s| s.trim().to_string()).collect::<Vec<_>>());
             let encoder = model_dir.map(|dir| nexus_client::encoder::EncoderChoice {
                 dir,
@@ -359,6 +367,9 @@ fn main() -> Result<()> {
                 max_tokens,
                 sentences,
                 labels,
+                // The name, as the file in heads/ is called without its
+                // extension.
+                head: head.map(|h| h.trim().trim_end_matches(".safetensors").to_string()),
             });
             println!("{}", commands::keygen(&dir, &preset, &model, encoder).map_err(boxed)?);
             Ok(())

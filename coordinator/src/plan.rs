@@ -2,7 +2,7 @@
 //! Layer indices must match the workers' model definitions (`nexus-nn`).
 
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
-use nexus_proto::models::BertModelId;
+use nexus_proto::models::{BertModelId, HeadChoice};
 
 /// Tiles the product into a BERT layer's feed-forward layout is cut into.
 /// The wide layout holds `slots / T` columns per ciphertext: MiniLM's 1536
@@ -137,7 +137,7 @@ pub fn graph(model: &str, inputs: u32) -> Result<Graph, String> {
     // A BERT-family encoder (nexus_nn::ServedBert on the workers): every
     // layer as its steps, then the mean pooling, on every input.
     if let Some(bert) = BertModelId::parse(model)? {
-        let classes = bert.labels.as_ref().map(Vec::len);
+        let classes = bert.head.as_ref().map(HeadChoice::classes);
         return Ok(bert_graph(bert.layers as u32, classes).per_input(inputs));
     }
     if model == "matmul" {
@@ -315,6 +315,10 @@ mod tests {
         // Two classes: one round.
         assert_eq!(graph("bert:minilm:1:9:16:yes;no", 1).unwrap().nodes.len(), 10 + 1 + 3);
         assert!(graph("bert:minilm:1:9:16:yes", 1).unwrap_err().contains("1 labels"));
+        // A trained head plans from the class count its id names.
+        let trained = graph("bert:minilm:1:9:16:head=sst2/5/0123456789abcdef", 1).unwrap();
+        let kinds = |g: &Graph| g.nodes.iter().map(|n| n.kind.clone()).collect::<Vec<_>>();
+        assert_eq!(kinds(&trained), kinds(&graph("bert:minilm:1:9:16:a;b;c;d;e", 1).unwrap()));
     }
 
     #[test]

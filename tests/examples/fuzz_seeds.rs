@@ -1,8 +1,9 @@
 //! Writes the fuzz corpus seeds: one valid encoding of every object each
 //! decoder reads (frames of every message type, ciphertexts full and
 //! seeded at a low and a high level, plaintexts, every key type, parameter
-//! sets, a key set, model configurations and weights, raft commands and a
-//! snapshot), so the fuzzers start from the real formats.
+//! sets, a key set, model configurations, weights, a trained head and model
+//! ids, raft commands and a snapshot), so the fuzzers start from the real
+//! formats.
 //!
 //! `cargo run --release -p nexus-tests --example fuzz_seeds -- fuzz/corpus`
 //! (the seeds are committed; rerun after a format change).
@@ -13,6 +14,7 @@ use nexus_ckks::wire::parameters_to_bytes;
 use nexus_ckks::*;
 use nexus_coordinator::consensus::StateMachine;
 use nexus_coordinator::replicated::{Command, Replicated};
+use nexus_nn::bert::head::ClassifierHead;
 use nexus_nn::bert::{BertConfig, BertWeights};
 use nexus_nn::KeySet;
 use nexus_proto::blob::BlobRef;
@@ -158,6 +160,11 @@ fn main() {
     write(&root, "model_config", "minilm-config.json", minilm.as_bytes());
     let weights = BertWeights::random(BertConfig::tiny(), 1).unwrap();
     write(&root, "model_config", "tiny.safetensors", &weights.to_safetensors().unwrap());
+    let rows = vec![vec![0.5; BertConfig::tiny().hidden]; 2];
+    let head = ClassifierHead::new(vec!["cat".into(), "dog".into()], rows, vec![0.1, -0.1], BertConfig::tiny().hidden);
+    write(&root, "model_config", "head.safetensors", &head.unwrap().to_safetensors().unwrap());
+    write(&root, "model_config", "head-id.txt", b"bert:tiny:2:8,6:8:head=pets/2/0123456789abcdef");
+    write(&root, "model_config", "labels-id.txt", b"bert:tiny:2:8:8:a cat;a dog");
 
     // Raft commands and a snapshot.
     let mut state = Replicated::default();

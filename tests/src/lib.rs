@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support fails loudly on purpose
 
 use nexus_ckks::*;
+use nexus_nn::bert::head::ClassifierHead;
 use nexus_nn::bert::{BertConfig, BertWeights};
 use nexus_nn::{DemoMlp, KeySet};
 use std::io::{Read, Write};
@@ -233,6 +234,33 @@ pub fn minilm_dir() -> Option<std::path::PathBuf> {
 
 /// The tiny model's words (besides the special tokens).
 pub const WORDS: &[&str] = &["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "home", "fast", "."];
+
+/// Writes a trained classification head into the model directory `dir`
+/// (`heads/NAME.safetensors`, as clients and workers read it): one class
+/// per embedding of `prototypes`, named by `labels`, its weights the
+/// embedding normalised, with `bias`. Returns the head.
+pub fn write_trained_head(
+    dir: &Path,
+    name: &str,
+    labels: &[&str],
+    prototypes: &[Vec<f64>],
+    bias: Vec<f64>,
+) -> ClassifierHead {
+    let rows: Vec<Vec<f64>> = prototypes
+        .iter()
+        .map(|e| {
+            let norm = e.iter().map(|v| v * v).sum::<f64>().sqrt();
+            e.iter().map(|v| v / norm).collect()
+        })
+        .collect();
+    let names = labels.iter().map(|l| l.to_string()).collect();
+    let hidden = rows.first().map_or(0, Vec::len);
+    let head = ClassifierHead::new(names, rows, bias, hidden).expect("a valid head");
+    std::fs::create_dir_all(dir.join("heads")).expect("creates heads/");
+    std::fs::write(dir.join("heads").join(format!("{name}.safetensors")), head.to_safetensors().expect("serialises"))
+        .expect("writes");
+    head
+}
 
 /// Writes a model directory (config.json, model.safetensors,
 /// tokenizer.json) of a tiny random BERT (`BertConfig::tiny`, seed 21)

@@ -10,6 +10,9 @@
 //! Argmax round and the mask follow, and the decrypted class is the
 //! plaintext head's; that query packs three sentences side by side
 //! (throughput mode, keys for four), each decrypted with its own class.
+//! A trained head file in the model directory runs the same way, and one
+//! the workers lack, or of other classes than the query names, fails the
+//! query at its first step.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -18,9 +21,10 @@ use nexus_client::cluster::ClusterClient;
 use nexus_client::encoder::ClientEncoder;
 use nexus_coordinator::plan::{self, Source};
 use nexus_coordinator::{Coordinator, CoordinatorConfig};
-use nexus_nn::bert::cosine;
+use nexus_nn::bert::{cosine, CalibratedHead};
 use nexus_proto::ids::{KeySetId, TenantId};
 use nexus_proto::messages::{QueryState, TaskKind};
+use nexus_proto::models::{head_file_digest, HeadChoice};
 use nexus_proto::tls::ClusterCa;
 use nexus_tests::{test_coordinator, test_worker};
 use nexus_worker::{execute::execute, run, WorkerConfig};
@@ -175,13 +179,14 @@ async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
     // One class each. A sentence whose head logits leave the range the
     // workers calibrated is named before it is sent (its Argmax would
     // diverge, and take the other sentences of its ciphertext along).
-    let head = client_model.head(&labels).unwrap();
+    let zero_shot = HeadChoice::ZeroShot(labels.clone());
+    let head = client_model.head(&zero_shot, &params).unwrap();
     for text in texts {
         assert_eq!(client_model.range_warnings(text, Some(&head)).unwrap(), Vec::<String>::new(), "{text}");
     }
     let warned = client_model.range_warnings("fast .", Some(&head)).unwrap();
     assert!(warned.iter().any(|w| w.contains("beyond the bound")), "{warned:?}");
-    let (id, slots) = client_model.pack(&texts, &params, Some(&labels)).unwrap();
+    let (id, slots) = client_model.pack(&texts, &params, Some(&zero_shot)).unwrap();
     assert_eq!(id.encoder_only().to_string(), "bert:tiny-bert:1:8,6,4,8:8");
     assert!(client_model.pack(&[texts[0]; 5], &params, None).unwrap_err().to_string().contains("5 sentences"));
     let model = id.to_string();
@@ -198,8 +203,11 @@ async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
         ]
     );
     let encoder = Encoder::new(&params);
-    let pt = encoder.encode_real(&slots, client_model.level(), params.default_scale()).unwrap();
-    let input = Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap().to_bytes(&params).unwrap();
+    let encrypt = |slots: &[f64]| {
+        let pt = encoder.encode_real(slots, client_model.level(), params.default_scale()).unwrap();
+        Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap().to_bytes(&params).unwrap()
+    };
+    let input = encrypt(&slots);
     // Checked by decryption only: the first test checks that the graph
     // gives the same bytes on the cluster as in-process, and the head's
     // comparisons are the most expensive tasks here.
@@ -212,10 +220,16 @@ async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
     let tenant = TenantId::new("acme").unwrap();
     let client = ClusterClient::connect(addr, "localhost", &ca.certificate(), tenant, "s3cret".into()).await.unwrap();
     let (key_set, _): (KeySetId, bool) = client.register_keys(&key_bytes, params.digest()).await.unwrap();
-    let query = client.submit(key_set, &model, std::slice::from_ref(&input)).await.unwrap();
-    client.wait(query, Duration::from_secs(600)).await.unwrap();
-    let outputs = client.fetch(query).await.unwrap();
-    let status = client.status(query).await.unwrap();
+    let run_query = |model: String, input: Vec<u8>| {
+        let client = &client;
+        async move {
+            let query = client.submit(key_set, &model, &[input]).await.unwrap();
+            client.wait(query, Duration::from_secs(600)).await.unwrap();
+            let outputs = client.fetch(query).await.unwrap();
+            (outputs, client.status(query).await.unwrap())
+        }
+    };
+    let (outputs, status) = run_query(model, input).await;
     assert_eq!((status.layers_done, status.layers_total), (3, 3), "a layer, the pooling, the head: {status:?}");
     assert_eq!(status.tasks_total, 10 + 1 + 4);
     assert_eq!(outputs.len(), 2, "the embedding and the mask");
@@ -226,32 +240,79 @@ async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
         let ct = Ciphertext::from_bytes(&params, bytes, 1 << 30).unwrap();
         encoder.decode_real(&Decryptor::new(&params).decrypt(&ct, &sk).unwrap()).unwrap()
     };
-    let embeddings = client_model.unpack(&id, &decode(&outputs[0]), &params).unwrap();
-    let classes = client_model.unpack_classes(&id, &decode(&outputs[1]), &params).unwrap();
-    assert_eq!((embeddings.len(), classes.len()), (4, 4), "one per block");
-    for (i, text) in texts.iter().enumerate() {
-        let plain = client_model.plain_embedding(text).unwrap();
-        assert!(cosine(&embeddings[i], &plain) > 0.999, "sentence {i}");
-        // Blocks are not mixed up: another sentence's embedding is
-        // farther off.
-        let other = client_model.plain_embedding(texts[(i + 1) % texts.len()]).unwrap();
-        assert!(cosine(&embeddings[i], &other) < cosine(&embeddings[i], &plain), "sentence {i}");
-        let class = &classes[i];
-        let (logits, min_gap) = client_model.plain_logits(text, &head, &params).unwrap();
-        let mut sorted = logits.clone();
-        sorted.sort_by(|a, b| b.total_cmp(a));
-        let want = nexus_nn::bert::head::argmax_index(&logits);
-        println!(
-            "head, {text:?}: logits {logits:?} (resolves {min_gap:.2e}), mask {:?} -> {:?}",
-            class.mask, class.label
-        );
-        assert!(sorted[0] - sorted[1] > min_gap, "pick sentences whose top two logits the Argmax resolves: {logits:?}");
-        assert_eq!((class.index, class.label.as_str()), (want, labels[want].as_str()), "sentence {i}");
-        for (j, m) in class.mask.iter().enumerate() {
-            let one_hot = if j == want { 1.0 } else { 0.0 };
-            assert!((m - one_hot).abs() < 0.05, "sentence {i}: mask {:?}", class.mask);
+    // Each sentence's embedding and the class its head picked, against the
+    // plaintext model and head.
+    let check = |id, outputs: &[Vec<u8>], head: &CalibratedHead| {
+        let embeddings = client_model.unpack(id, &decode(&outputs[0]), &params).unwrap();
+        let classes = client_model.unpack_classes(id, &decode(&outputs[1]), &params).unwrap();
+        assert_eq!((embeddings.len(), classes.len()), (4, 4), "one per block");
+        for (i, text) in texts.iter().enumerate() {
+            let plain = client_model.plain_embedding(text).unwrap();
+            assert!(cosine(&embeddings[i], &plain) > 0.999, "sentence {i}");
+            // Blocks are not mixed up: another sentence's embedding is
+            // farther off.
+            let other = client_model.plain_embedding(texts[(i + 1) % texts.len()]).unwrap();
+            assert!(cosine(&embeddings[i], &other) < cosine(&embeddings[i], &plain), "sentence {i}");
+            let class = &classes[i];
+            let (logits, min_gap) = client_model.plain_logits(text, head, &params).unwrap();
+            let mut sorted = logits.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let want = nexus_nn::bert::head::argmax_index(&logits);
+            println!(
+                "head, {text:?}: logits {logits:?} (resolves {min_gap:.2e}), mask {:?} -> {:?}",
+                class.mask, class.label
+            );
+            assert!(
+                sorted[0] - sorted[1] > min_gap,
+                "pick sentences whose top two logits the Argmax resolves: {logits:?}"
+            );
+            assert_eq!((class.index, class.label.as_str()), (want, head.head.labels[want].as_str()), "sentence {i}");
+            for (j, m) in class.mask.iter().enumerate() {
+                let one_hot = if j == want { 1.0 } else { 0.0 };
+                assert!((m - one_hot).abs() < 0.05, "sentence {i}: mask {:?}", class.mask);
+            }
         }
+    };
+    check(&id, &outputs, &head);
+    assert_eq!(head.head.labels, labels);
+
+    // A trained head: `heads/two.safetensors` in the model directory, read
+    // by the client and the worker alike; through the same cluster and
+    // keys. Two classes (one Argmax round) whose rows are the first two
+    // labels' prototypes, with biases of their own.
+    let prototypes: Vec<Vec<f64>> = labels[..2].iter().map(|l| client_model.plain_embedding(l).unwrap()).collect();
+    nexus_tests::write_trained_head(&dir, "two", &["cat", "dog"], &prototypes, vec![0.05, -0.05]);
+    let choice = client_model.head_choice(None, Some("two")).unwrap().unwrap();
+    let digest = head_file_digest(&std::fs::read(dir.join("heads/two.safetensors")).unwrap());
+    assert_eq!(choice, HeadChoice::Trained { file: "two".into(), classes: 2, digest: digest.clone() });
+    let err = client_model.head_choice(None, Some("absent")).unwrap_err().to_string();
+    assert!(err.contains("absent.safetensors"), "{err}");
+    let head = client_model.head(&choice, &params).unwrap();
+    assert_eq!(head.head.labels, ["cat", "dog"], "named by the file's metadata");
+    for text in texts {
+        assert_eq!(client_model.range_warnings(text, Some(&head)).unwrap(), Vec::<String>::new(), "{text}");
     }
+    let (id, slots) = client_model.pack(&texts, &params, Some(&choice)).unwrap();
+    assert_eq!(id.to_string(), format!("bert:tiny-bert:1:8,6,4,8:8:head=two/2/{digest}"));
+    let input = encrypt(&slots);
+    // A head file the workers lack, another file than the client's, or
+    // one of other classes than the id names, fails the query at its
+    // first step, naming it.
+    let model = id.to_string();
+    let reason = failure(&client, key_set, &model.replace("two/2/", "absent/2/"), &input).await;
+    assert!(reason.contains("\"absent\"") && reason.contains("absent.safetensors"), "{reason}");
+    let other = head_file_digest(b"another file");
+    let reason = failure(&client, key_set, &model.replace(&digest, &other), &input).await;
+    assert!(reason.contains(&format!("is not the client's ({other})")), "{reason}");
+    let reason = failure(&client, key_set, &model.replace("two/2/", "two/3/"), &input).await;
+    assert!(reason.contains("the file has 2 classes, the query names 3"), "{reason}");
+    // The client refuses to read a mask with a file changed since.
+    let changed = HeadChoice::Trained { file: "two".into(), classes: 2, digest: other };
+    let err = client_model.head(&changed, &params).unwrap_err().to_string();
+    assert!(err.contains("not the one the query named"), "{err}");
+    let (outputs, status) = run_query(id.to_string(), input).await;
+    assert_eq!(status.tasks_total, 10 + 1 + 3, "one Argmax round");
+    check(&id, &outputs, &head);
     coordinator.shutdown().await;
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -122,12 +122,36 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         String::from_utf8_lossy(&refused.stderr)
     );
     // Text through the tokenizer: a BERT-family model's keys (for queries
-    // of two sentences), a sentence in, its encrypted embedding computed
-    // layer by layer on the workers; then two sentences in one query.
+    // of two sentences, with a trained head that client and workers read
+    // from the model directory), a sentence in, its encrypted embedding
+    // and class computed layer by layer on the workers; then two sentences
+    // in one query.
     let bert_dir = dir.join("bert-client");
     let b = bert_dir.to_str().unwrap();
     let model_dir = models.join("tiny-bert");
     let m = model_dir.to_str().unwrap();
+    let params = Parameters::preset(BERT_PRESET).unwrap();
+    let client_model = ClientEncoder::load(&model_dir, None, 8, 2, BERT_PRESET, &params).unwrap();
+    let prototypes = ["the cat sat on the mat", "a dog ran home"].map(|t| client_model.plain_embedding(t).unwrap());
+    let names = ["cats", "dogs"];
+    nexus_tests::write_trained_head(&model_dir, "pets", &names, &prototypes, vec![0.05, -0.05]);
+    let head = client_model.head(&client_model.head_choice(None, Some("pets")).unwrap().unwrap(), &params).unwrap();
+    // The class of each fetched sentence is the plaintext head's.
+    let check_class = |result: &serde_json::Value, text: &str| {
+        let (logits, min_gap) = client_model.plain_logits(text, &head, &params).unwrap();
+        assert!((logits[0] - logits[1]).abs() > min_gap, "{text}: the Argmax cannot resolve {logits:?}");
+        let want = nexus_nn::bert::head::argmax_index(&logits);
+        assert_eq!(result["class"]["index"], want, "{text}: {result}");
+        assert_eq!(result["class"]["label"], names[want], "{text}: {result}");
+    };
+    // A head file the client lacks: refused before any key is generated.
+    let absent = Command::new(&cli)
+        .args(["keygen", "--dir", b, "--preset", BERT_PRESET, "--model", "bert", "--model-dir", m])
+        .args(["--max-tokens", "8", "--head", "absent"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&absent.stderr).contains("heads/absent.safetensors"), "{absent:?}");
+    assert!(!bert_dir.join("secret.key").exists());
     nexus(
         &cli,
         &[
@@ -144,6 +168,8 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
             "8",
             "--sentences",
             "2",
+            "--head",
+            "pets",
         ],
         &[],
     );
@@ -151,16 +177,15 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
     let text = "A dog ran home fast";
     let sentence = nexus(&cli, &["submit", "--dir", b, "--text", text], &conn).trim().to_string();
     let watched = nexus(&cli, &["status", &sentence, "--watch"], &conn);
-    assert!(watched.contains("layer 3/3"), "two layers and the pooling: {watched}");
+    assert!(watched.contains("layer 4/4"), "two layers, the pooling and the head: {watched}");
     // Keys for two sentences per query: a list, one result per sentence sent.
     let fetched: serde_json::Value =
         serde_json::from_str(&nexus(&cli, &["fetch", "--dir", b, &sentence], &conn)).unwrap();
     let rows: Vec<Vec<f64>> =
         fetched.as_array().unwrap().iter().map(|r| serde_json::from_value(r["embedding"].clone()).unwrap()).collect();
-    let params = Parameters::preset(BERT_PRESET).unwrap();
-    let client_model = ClientEncoder::load(&model_dir, None, 8, 2, BERT_PRESET, &params).unwrap();
     let plain = client_model.plain_embedding(text).unwrap();
     assert_eq!(rows.len(), 1);
+    check_class(&fetched[0], text);
     let similarity = nexus_nn::bert::cosine(&rows[0], &plain);
     assert!(similarity > 0.999, "cosine with the plaintext embedding {similarity}");
     let texts = ["The cat sat on the mat", "a dog ran home"];
@@ -175,6 +200,7 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         let embedding: Vec<f64> = serde_json::from_value(result["embedding"].clone()).unwrap();
         let similarity = nexus_nn::bert::cosine(&embedding, &client_model.plain_embedding(text).unwrap());
         assert!(similarity > 0.999, "{text}: cosine with the plaintext embedding {similarity}");
+        check_class(result, text);
     }
     // More sentences than the keys' blocks: refused before anything is sent.
     let refused = Command::new(&cli)

@@ -9,7 +9,7 @@ use nexus_nn::bert::{CalibratedHead, ServedBert};
 use nexus_nn::matmul::compressed::Weights;
 use nexus_nn::{DemoMlp, Engine, KeySet, MatMulModel, OperatorModel, Refresh, DEMO_MODEL, MATMUL_MODEL};
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
-use nexus_proto::models::BertModelId;
+use nexus_proto::models::{head_file_digest, BertModelId, HeadChoice};
 use nexus_proto::recycle;
 use std::collections::HashMap;
 use std::path::Path;
@@ -93,7 +93,8 @@ fn bootstrapper(params: &Parameters) -> Result<Arc<Bootstrapper>, String> {
 fn served_bert(models: Option<&Path>, id: &BertModelId, max_stage_depth: usize) -> Result<Arc<ServedBert>, String> {
     static MODELS: ModelCache<ServedBert> = OnceLock::new();
     let root = models.ok_or_else(|| format!("model {:?}: this worker has no model root (--models)", id.name))?;
-    let name = format!("{}:{}", id.name, id.layers);
+    // The root too: a loaded model remembers its directory (its heads).
+    let name = format!("{}:{}:{}", root.display(), id.name, id.layers);
     cached(&MODELS, &name, max_stage_depth, || {
         // The name was checked to be a plain directory name.
         let dir = root.join(&id.name);
@@ -102,23 +103,48 @@ fn served_bert(models: Option<&Path>, id: &BertModelId, max_stage_depth: usize) 
     .ok_or_else(|| format!("model {:?} missing", id.name))
 }
 
-/// Zero-shot heads held at once; more clear the cache (each is a few
-/// prototypes, but a new label set costs a calibration pass, and label
+/// Classification heads held at once; more clear the cache (each is a few
+/// weight rows, but a new one costs a calibration pass, and zero-shot label
 /// sets come from queries).
 const MAX_HEADS: usize = 64;
 
-/// `labels`' zero-shot head on `served` (`id` names the model), built once
-/// per label set.
-fn zero_shot_head(served: &ServedBert, id: &BertModelId, labels: &[String]) -> Result<Arc<CalibratedHead>, String> {
+/// `choice`'s head on `served` (`id` names the model), built once per
+/// model and head: a zero-shot head from its labels, a trained one from
+/// the model directory's `heads/`, checked to be the client's file (its
+/// digest) with the classes the id names (the coordinator planned the
+/// Argmax's rounds from them). Cached by the id's head segment, digest
+/// included: a file changed on disk is read again for the queries that
+/// name its new digest.
+fn classifier_head(served: &ServedBert, id: &BertModelId, choice: &HeadChoice) -> Result<Arc<CalibratedHead>, String> {
     static HEADS: ModelCache<CalibratedHead> = OnceLock::new();
-    let key = format!("{}:{}:{}", id.name, id.layers, labels.join(";"));
+    // Not the whole id: a head serves queries of any sentence lengths.
+    let key = format!("{}:{}:{choice}", id.name, id.layers);
     if let Ok(mut heads) = HEADS.get_or_init(Mutex::default).lock() {
         if heads.len() >= MAX_HEADS && !heads.contains_key(&(key.clone(), 0)) {
             heads.clear();
         }
     }
-    cached(&HEADS, &key, 0, || served.zero_shot_head(labels).map(Some).map_err(|e| format!("head {labels:?}: {e}")))?
-        .ok_or_else(|| "no head".to_string())
+    let build = || match choice {
+        HeadChoice::ZeroShot(labels) => served.zero_shot_head(labels).map_err(|e| format!("head {labels:?}: {e}")),
+        HeadChoice::Trained { file, classes, digest } => {
+            let named = |e: String| format!("model {:?}, head {file:?}: {e}", id.name);
+            let (head, bytes) = served.trained_head(file).map_err(|e| named(e.to_string()))?;
+            // Checked before the calibration pass, which a wrong file
+            // would otherwise cost at every query.
+            let ours = head_file_digest(&bytes);
+            if ours != *digest {
+                return Err(named(format!(
+                    "this worker's file (digest {ours}) is not the client's ({digest}): a changed head must be \
+                     published under a new name, on the client and every worker"
+                )));
+            }
+            if head.classes() != *classes {
+                return Err(named(format!("the file has {} classes, the query names {classes}", head.classes())));
+            }
+            served.calibrated(head).map_err(|e| named(e.to_string()))
+        }
+    };
+    cached(&HEADS, &key, 0, || build().map(Some))?.ok_or_else(|| "no head".to_string())
 }
 
 /// Refuses a query whose key set lacks a rotation its layout needs (keys
@@ -133,10 +159,14 @@ fn check_rotation_keys(
     let needed = circuit.galois_elements(params).map_err(|e| e.to_string())?;
     let missing = needed.iter().filter(|&&g| keys.galois().get(g).is_err()).count();
     if missing > 0 {
+        let (head, or_head) = match id.head {
+            Some(_) => (" and their head", ", or without a head (--labels, --head)"),
+            None => ("", ""),
+        };
         return Err(format!(
-            "the key set lacks {missing} of the {} rotation keys that {} sentence(s) in blocks of {} tokens need: \
-             its keys were made for another number of sentences per query or another block \
-             (nexus keygen --sentences, --max-tokens)",
+            "the key set lacks {missing} of the {} rotation keys that {} sentence(s) in blocks of {} tokens{head} \
+             need: its keys were made for another number of sentences per query or another block \
+             (nexus keygen --sentences, --max-tokens){or_head}",
             needed.len(),
             id.lengths.len(),
             id.block
@@ -176,6 +206,9 @@ pub fn execute(
     let decoded = || -> Result<Vec<Ciphertext>, String> {
         inputs.iter().map(|b| Ciphertext::from_bytes(params, b, MAX_CIPHERTEXT).map_err(|e| e.to_string())).collect()
     };
+    let encoded = |cts: Vec<Ciphertext>| -> Result<Vec<Vec<u8>>, String> {
+        cts.iter().map(|ct| encode_output(params, ct)).collect()
+    };
     if let Some(id) = BertModelId::parse(model)? {
         let boot = bootstrapper(params)?;
         // A bootstrap leaves output_level levels, one kept for scaling down
@@ -183,14 +216,19 @@ pub fn execute(
         let served = served_bert(models, &id, boot.output_level().saturating_sub(1))?;
         let slots = params.max_slots();
         // Only the head's own tasks build it (the layers' steps and the
-        // pooling do not read it).
+        // pooling do not read it), and the query's first step, so that a
+        // head the workers cannot build fails the query before any work.
+        let first_step = matches!(
+            kind,
+            TaskKind::EncoderLayer { layer: 0 } | TaskKind::EncoderStep { layer: 0, step: EncoderStep::Input }
+        );
         let head_task = matches!(kind, TaskKind::HeadLogits | TaskKind::ArgmaxRound { .. } | TaskKind::ArgmaxMask);
-        let circuit = match id.labels.as_ref().filter(|_| head_task) {
+        let circuit = match id.head.as_ref().filter(|_| head_task || first_step) {
             // The Argmax's stages keep three of a bootstrap's output
             // levels for the differences and the final product (as
             // `nexus infer` and the client plan it).
-            Some(labels) => {
-                let head = zero_shot_head(&served, &id, labels)?;
+            Some(choice) => {
+                let head = classifier_head(&served, &id, choice)?;
                 let depth = boot.output_level().saturating_sub(3);
                 served.encoder_with_head(&id.lengths, id.block, slots, &head, depth)
             }
@@ -198,7 +236,7 @@ pub fn execute(
         }
         .map_err(|e| e.to_string())?;
         let refresh = Refresh { bootstrapper: &boot, keys: &keys.keys };
-        let head = || circuit.head().ok_or_else(|| format!("task {kind:?}: model {model:?} names no labels"));
+        let head = || circuit.head().ok_or_else(|| format!("task {kind:?}: model {model:?} names no head"));
         return match kind {
             TaskKind::EncoderLayer { layer } => run(&|ct| {
                 let mut timings = LayerTimings::default();
@@ -224,7 +262,7 @@ pub fn execute(
                 let mask = head
                     .argmax_mask(&engine, &mut Bootstraps::new(&engine, &refresh), &logits, &max)
                     .map_err(|e| e.to_string())?;
-                Ok(vec![encode_output(params, &mask)?])
+                encoded(vec![mask])
             }
             TaskKind::EncoderStep { layer, step } => {
                 if *layer == 0 && *step == EncoderStep::Input {
@@ -234,14 +272,11 @@ pub fn execute(
                 let mut bootstraps = Bootstraps::new(&engine, &refresh);
                 let outputs = encoder_step(&steps, &mut bootstraps, *step, decoded()?)
                     .map_err(|e| format!("layer {layer}, step {step:?}: {e}"))?;
-                outputs.iter().map(|ct| encode_output(params, ct)).collect()
+                encoded(outputs)
             }
             other => Err(format!("task {other:?} is not part of model {model:?}")),
         };
     }
-    let encoded = |cts: Vec<Ciphertext>| -> Result<Vec<Vec<u8>>, String> {
-        cts.iter().map(|ct| encode_output(params, ct)).collect()
-    };
     match (model, kind) {
         (MATMUL_MODEL, &TaskKind::MatMulTile { layer: 0, input, first_block: 0, end_block: u32::MAX }) => {
             let [ct] = exactly(decoded()?)?;

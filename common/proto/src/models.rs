@@ -1,18 +1,24 @@
 //! Model ids queries name. A BERT-family encoder's id is
-//! `bert:NAME:LAYERS:TOKENS:BLOCK[:LABELS]`: the model directory's name
+//! `bert:NAME:LAYERS:TOKENS:BLOCK[:HEAD]`: the model directory's name
 //! under the workers' model root, how many encoder layers run (all of
 //! them, or the first ones), the real tokens of each sentence (one
 //! number, or several separated by `,` for a batch of sentences packed
 //! side by side in one ciphertext: throughput mode) and the power-of-two
-//! block each is padded to, and optionally a zero-shot
-//! classification head's labels separated by `;` (the result is then the
-//! embedding and an encrypted one-hot class mask). The block fixes the
+//! block each is padded to, and optionally a classification head (the
+//! result is then the embedding and an encrypted one-hot class mask):
+//! a zero-shot head's labels separated by `;`, or
+//! `head=FILE/CLASSES/DIGEST`, a trained head the workers read from
+//! `heads/FILE.safetensors` in the model's directory (the class count is
+//! in the id so that the coordinator, which holds no model files, plans
+//! the Argmax's rounds; the digest of the client's file, so that a worker
+//! whose file differs refuses the query instead of answering with another
+//! head). The block fixes the
 //! rotation keys together with the number of sentences rounded up to a
 //! power of two, so one key set serves every batch of that size of
 //! sentences up to the block's length; the real token counts are public,
 //! as in NEXUS (the server masks the padding with them), and so are the
-//! labels (the server builds the head
-//! from them; the class picked stays encrypted).
+//! labels and the head's file name (the server builds the head from
+//! them; the class picked stays encrypted).
 
 use std::fmt;
 
@@ -29,12 +35,53 @@ pub const MAX_LAYERS: usize = 48;
 /// ciphertext, which the workers check against the model's layout).
 pub const MAX_SENTENCES: usize = 64;
 
-/// Most classes a zero-shot head may have (the Argmax's rounds grow with
-/// their logarithm, its rotation keys with it).
+/// Most classes a head may have, zero-shot or trained (the Argmax's
+/// rounds grow with their logarithm).
 pub const MAX_LABELS: usize = 64;
 
 /// Longest label, in bytes.
 pub const MAX_LABEL_BYTES: usize = 200;
+
+/// How a trained head is named in an id: `head=FILE/CLASSES/DIGEST`.
+const TRAINED_PREFIX: &str = "head=";
+
+/// Hex digits of a head file's digest in an id (64 bits of BLAKE3: the id
+/// tells versions of a file apart, it does not authenticate them).
+pub const HEAD_DIGEST_HEX: usize = 16;
+
+/// The digest an id names a head file's bytes by.
+pub fn head_file_digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..HEAD_DIGEST_HEX].to_string()
+}
+
+/// A classification head after the pooling.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HeadChoice {
+    /// Zero-shot: one class per label text, weighted by the model's own
+    /// embedding of it.
+    ZeroShot(Vec<String>),
+    /// A trained head (Hugging Face `classifier.weight` and
+    /// `classifier.bias`) in `heads/FILE.safetensors` of the model's
+    /// directory on every worker.
+    Trained {
+        /// The file's name without `.safetensors`.
+        file: String,
+        /// Its classes (2 to [`MAX_LABELS`]).
+        classes: usize,
+        /// [`head_file_digest`] of the client's copy.
+        digest: String,
+    },
+}
+
+impl HeadChoice {
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        match self {
+            Self::ZeroShot(labels) => labels.len(),
+            Self::Trained { classes, .. } => *classes,
+        }
+    }
+}
 
 /// What a query asks a BERT-family encoder to run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -48,8 +95,8 @@ pub struct BertModelId {
     pub lengths: Vec<usize>,
     /// Power-of-two block the tokens are padded to.
     pub block: usize,
-    /// A zero-shot classification head's labels (none: the embedding only).
-    pub labels: Option<Vec<String>>,
+    /// A classification head (none: the embedding only).
+    pub head: Option<HeadChoice>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -69,7 +116,7 @@ impl BertModelId {
     /// A checked id of sentences of `lengths` tokens packed in one
     /// ciphertext (throughput mode).
     pub fn batch(name: &str, layers: usize, lengths: Vec<usize>, block: usize) -> Result<Self, String> {
-        let id = Self { name: name.to_string(), layers, lengths, block, labels: None };
+        let id = Self { name: name.to_string(), layers, lengths, block, head: None };
         id.check()?;
         Ok(id)
     }
@@ -77,8 +124,15 @@ impl BertModelId {
     /// This id with a zero-shot head of `labels` (2 to [`MAX_LABELS`]
     /// texts of 1 to [`MAX_LABEL_BYTES`] bytes, without `;` or control
     /// characters, not only spaces).
-    pub fn with_labels(mut self, labels: Vec<String>) -> Result<Self, String> {
-        self.labels = Some(labels);
+    pub fn with_labels(self, labels: Vec<String>) -> Result<Self, String> {
+        self.with_head(HeadChoice::ZeroShot(labels))
+    }
+
+    /// This id with `head` (checked as [`with_labels`](Self::with_labels)
+    /// checks labels; a trained head's file name as a model name, its
+    /// classes 2 to [`MAX_LABELS`]).
+    pub fn with_head(mut self, head: HeadChoice) -> Result<Self, String> {
+        self.head = Some(head);
         self.check()?;
         Ok(self)
     }
@@ -103,7 +157,20 @@ impl BertModelId {
         if let Some(n) = self.lengths.iter().find(|&&n| n < 2 || n > self.block) {
             return bad(format!("{n} tokens: 2 ([CLS] and [SEP]) to the block of {}", self.block));
         }
-        if let Some(labels) = &self.labels {
+        if let Some(HeadChoice::Trained { file, classes, digest }) = &self.head {
+            if !valid_name(file) {
+                return bad(format!(
+                    "head file {file:?}: 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+                ));
+            }
+            if !(2..=MAX_LABELS).contains(classes) {
+                return bad(format!("{classes} classes: a head needs 2 to {MAX_LABELS}"));
+            }
+            if digest.len() != HEAD_DIGEST_HEX || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return bad(format!("head digest {digest:?}: {HEAD_DIGEST_HEX} lowercase hex digits"));
+            }
+        }
+        if let Some(HeadChoice::ZeroShot(labels)) = &self.head {
             if !(2..=MAX_LABELS).contains(&labels.len()) {
                 return bad(format!("{} labels: a head needs 2 to {MAX_LABELS}", labels.len()));
             }
@@ -131,22 +198,40 @@ impl BertModelId {
         // Labels may hold ':': everything after the fourth field is theirs.
         let parts: Vec<&str> = rest.splitn(5, ':').collect();
         let (&[name, layers, tokens, block], labels) = (&parts[..parts.len().min(4)], parts.get(4)) else {
-            return Err(format!("model id {id:?}: expected {BERT_PREFIX}:NAME:LAYERS:TOKENS:BLOCK[:LABELS]"));
+            return Err(format!("model id {id:?}: expected {BERT_PREFIX}:NAME:LAYERS:TOKENS:BLOCK[:HEAD]"));
         };
         let number = |what: &str, s: &str| {
             s.parse::<usize>().map_err(|_| format!("model id {id:?}: {what} {s:?} is not a number"))
         };
         let lengths = tokens.split(',').map(|t| number("tokens", t)).collect::<Result<Vec<_>, _>>()?;
         let plain = Self::batch(name, number("layers", layers)?, lengths, number("block", block)?)?;
-        match labels {
-            None => Ok(Some(plain)),
-            Some(l) => plain.with_labels(l.split(';').map(str::to_string).collect()).map(Some),
+        let Some(head) = labels else { return Ok(Some(plain)) };
+        // Zero-shot labels are at least two, so they hold a ';'.
+        match head.strip_prefix(TRAINED_PREFIX).filter(|_| !head.contains(';')) {
+            Some(trained) => {
+                let &[file, classes, digest] = &trained.split('/').collect::<Vec<_>>()[..] else {
+                    return Err(format!("model id {id:?}: a trained head is {TRAINED_PREFIX}FILE/CLASSES/DIGEST"));
+                };
+                let (file, digest) = (file.to_string(), digest.to_string());
+                plain.with_head(HeadChoice::Trained { file, classes: number("classes", classes)?, digest }).map(Some)
+            }
+            None => plain.with_labels(head.split(';').map(str::to_string).collect()).map(Some),
         }
     }
 
     /// The same id without its head (the encoder the head reads).
     pub fn encoder_only(&self) -> Self {
-        Self { labels: None, ..self.clone() }
+        Self { head: None, ..self.clone() }
+    }
+}
+
+/// The id's head segment.
+impl fmt::Display for HeadChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroShot(labels) => write!(f, "{}", labels.join(";")),
+            Self::Trained { file, classes, digest } => write!(f, "{TRAINED_PREFIX}{file}/{classes}/{digest}"),
+        }
     }
 }
 
@@ -154,10 +239,10 @@ impl fmt::Display for BertModelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lengths: Vec<String> = self.lengths.iter().map(usize::to_string).collect();
         write!(f, "{BERT_PREFIX}:{}:{}:{}:{}", self.name, self.layers, lengths.join(","), self.block)?;
-        if let Some(labels) = &self.labels {
-            write!(f, ":{}", labels.join(";"))?;
+        match &self.head {
+            None => Ok(()),
+            Some(head) => write!(f, ":{head}"),
         }
-        Ok(())
     }
 }
 
@@ -215,5 +300,32 @@ mod tests {
         assert!(err(&format!("bert:m:2:9:16:{many}")).contains("65 labels"));
         let long = "y".repeat(MAX_LABEL_BYTES + 1);
         assert!(err(&format!("bert:m:2:9:16:a;{long}")).contains("bytes"));
+    }
+
+    #[test]
+    fn trained_heads_round_trip_and_bad_ones_are_named() {
+        let digest = head_file_digest(b"weights");
+        assert_eq!(digest.len(), HEAD_DIGEST_HEX);
+        let head = HeadChoice::Trained { file: "sst2.v1".into(), classes: 3, digest: digest.clone() };
+        let id = BertModelId::new("m", 2, 9, 16).unwrap().with_head(head.clone()).unwrap();
+        assert_eq!(id.to_string(), format!("bert:m:2:9:16:head=sst2.v1/3/{digest}"));
+        assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id.clone()));
+        assert_eq!(id.head.as_ref().map(HeadChoice::classes), Some(3));
+        assert_eq!(id.encoder_only(), BertModelId::new("m", 2, 9, 16).unwrap());
+        // With a ';', the same text is a zero-shot head's labels.
+        let labels = BertModelId::parse("bert:m:2:9:16:head=a/2;b").unwrap().unwrap();
+        assert_eq!(labels.head, Some(HeadChoice::ZeroShot(vec!["head=a/2".into(), "b".into()])));
+        let err = |s: &str| BertModelId::parse(s).unwrap_err();
+        let d = &digest;
+        assert!(err("bert:m:2:9:16:head=sst2").contains("head=FILE/CLASSES/DIGEST"));
+        assert!(err("bert:m:2:9:16:head=sst2/2").contains("head=FILE/CLASSES/DIGEST"));
+        assert!(err(&format!("bert:m:2:9:16:head=a/b/2/{d}")).contains("head=FILE/CLASSES/DIGEST"));
+        assert!(err(&format!("bert:m:2:9:16:head=sst2/x/{d}")).contains("classes \"x\""));
+        assert!(err(&format!("bert:m:2:9:16:head=sst2/1/{d}")).contains("1 classes"));
+        assert!(err(&format!("bert:m:2:9:16:head=sst2/65/{d}")).contains("65 classes"));
+        assert!(err(&format!("bert:m:2:9:16:head=.x/2/{d}")).contains("head file \".x\""));
+        assert!(err(&format!("bert:m:2:9:16:head=/2/{d}")).contains("head file \"\""));
+        assert!(err("bert:m:2:9:16:head=x/2/0123").contains("head digest \"0123\""));
+        assert!(err(&format!("bert:m:2:9:16:head=x/2/{}", d.to_uppercase())).contains("lowercase hex"));
     }
 }

@@ -18,7 +18,7 @@
 //! per power of two), masked onto its slots.
 
 use super::packed::HiddenLayout;
-use super::weights::{to_f64, BertWeights};
+use super::weights::{to_f64, BertWeights, TensorWriter};
 use crate::argmax::Argmax;
 use crate::compare::Ensure;
 use crate::engine::Engine;
@@ -26,6 +26,15 @@ use crate::error::{invalid, NnError};
 use nexus_ckks::Ciphertext;
 use safetensors::tensor::SafeTensors;
 use std::path::Path;
+
+/// The safetensors metadata key naming a head's classes.
+pub const LABELS_METADATA: &str = "labels";
+
+/// Whether `label` can be stored in a head file's metadata (and read
+/// back).
+fn storable_label(label: &str) -> bool {
+    !label.trim().is_empty() && !label.contains(';') && !label.chars().any(char::is_control)
+}
 
 /// A linear head `logits = W e + b` over the sentence embedding `e`.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,13 +66,25 @@ impl ClassifierHead {
 
     /// Hugging Face's `classifier.weight` (`classes x hidden`) and
     /// `classifier.bias` from a safetensors file; classes are named by
-    /// index.
+    /// the header's metadata `labels` (one per class, separated by `;`)
+    /// where it has them, else by index.
     pub fn from_safetensors(path: &Path, hidden: usize) -> Result<Self, NnError> {
         let bytes = std::fs::read(path).map_err(|e| invalid("classifier head", format!("{}: {e}", path.display())))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| invalid("classifier head", format!("{}: not a safetensors file: {e}", path.display())))?;
-        let get =
-            |name: &str| st.tensor(name).map_err(|_| invalid("classifier head", format!("tensor {name} is missing")));
+        Self::from_safetensors_bytes(&bytes, path, hidden)
+    }
+
+    /// [`from_safetensors`](Self::from_safetensors) of the bytes of the
+    /// file at `path` (named in errors).
+    pub fn from_safetensors_bytes(bytes: &[u8], path: &Path, hidden: usize) -> Result<Self, NnError> {
+        let not_safetensors = |e: safetensors::SafeTensorError| {
+            invalid("classifier head", format!("{}: not a safetensors file: {e}", path.display()))
+        };
+        let st = SafeTensors::deserialize(bytes).map_err(not_safetensors)?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_safetensors)?;
+        let get = |name: &str| {
+            st.tensor(name)
+                .map_err(|_| invalid("classifier head", format!("{}: tensor {name} is missing", path.display())))
+        };
         let (w, b) = (get("classifier.weight")?, get("classifier.bias")?);
         let k = w.shape().first().copied().unwrap_or(0);
         if w.shape() != [k, hidden] || b.shape() != [k] {
@@ -72,9 +93,45 @@ impl ClassifierHead {
                 format!("classifier.weight {:?} and classifier.bias {:?} for hidden {hidden}", w.shape(), b.shape()),
             ));
         }
+        let labels = match header.metadata().as_ref().and_then(|m| m.get(LABELS_METADATA)) {
+            Some(listed) => {
+                let labels: Vec<String> = listed.split(';').map(str::to_string).collect();
+                if labels.len() != k || !labels.iter().all(|l| storable_label(l)) {
+                    return Err(invalid(
+                        "classifier head",
+                        format!(
+                            "{}: metadata {LABELS_METADATA:?} must name each of the {k} classes (separated by ';', \
+                             no empty names or control characters): {listed:?}",
+                            path.display()
+                        ),
+                    ));
+                }
+                labels
+            }
+            None => (0..k).map(|i| i.to_string()).collect(),
+        };
         let flat = to_f64("classifier.weight", &w)?;
         let weight = flat.chunks(hidden).map(<[f64]>::to_vec).collect();
-        Self::new((0..k).map(|i| i.to_string()).collect(), weight, to_f64("classifier.bias", &b)?, hidden)
+        Self::new(labels, weight, to_f64("classifier.bias", &b)?, hidden)
+    }
+
+    /// The head as [`from_safetensors`](Self::from_safetensors) reads it
+    /// (F32, the labels in the metadata).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, NnError> {
+        if let Some(l) = self.labels.iter().find(|l| !storable_label(l)) {
+            return Err(invalid(
+                "classifier head",
+                format!(
+                    "label {l:?}: stored labels are not empty, without ';' (their separator) or control characters"
+                ),
+            ));
+        }
+        let (k, hidden) = (self.classes(), self.weight.first().map_or(0, Vec::len));
+        let mut out = TensorWriter::default();
+        out.put("classifier.weight", vec![k, hidden], &self.weight.concat());
+        out.put("classifier.bias", vec![k], &self.bias);
+        let metadata = [(LABELS_METADATA.to_string(), self.labels.join(";"))].into();
+        out.finish_with("classifier head", Some(metadata))
     }
 
     /// A zero-shot head: each class's weights are the model's own
@@ -359,6 +416,47 @@ mod tests {
         let weight = vec![vec![1.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0], vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0]];
         let head = ClassifierHead::new(vec!["a".into(), "b".into()], weight, vec![0.0; 2], 8)?;
         EncryptedHead::new(head, layout, 2.0, true, 9, gap_bits)
+    }
+
+    #[test]
+    fn trained_heads_round_trip_through_safetensors_and_bad_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("nexus-head-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let weight = vec![vec![0.5, -1.25, 2.0], vec![0.125, 3.0, -0.75], vec![1.0, 0.0, -2.5]];
+        let labels = vec!["negative".into(), "neutral: mixed".into(), "positive".into()];
+        let head = ClassifierHead::new(labels, weight.clone(), vec![0.5, -1.0, 0.25], 3).unwrap();
+        let path = dir.join("three.safetensors");
+        std::fs::write(&path, head.to_safetensors().unwrap()).unwrap();
+        // The values are exact in F32, the labels in the metadata.
+        assert_eq!(ClassifierHead::from_safetensors(&path, 3).unwrap(), head);
+        let err = ClassifierHead::from_safetensors(&path, 4).unwrap_err().to_string();
+        assert!(err.contains("[3, 3]") && err.contains("hidden 4"), "{err}");
+        // Without labels (as a bare Hugging Face head), classes are named
+        // by index; labels that do not name every class are refused.
+        let write = |metadata: Option<&str>| {
+            let mut out = TensorWriter::default();
+            out.put("classifier.weight", vec![3, 3], &weight.concat());
+            out.put("classifier.bias", vec![3], &head.bias);
+            let metadata = metadata.map(|m| [(LABELS_METADATA.to_string(), m.to_string())].into());
+            std::fs::write(&path, out.finish_with("classifier head", metadata).unwrap()).unwrap();
+            ClassifierHead::from_safetensors(&path, 3)
+        };
+        assert_eq!(write(None).unwrap().labels, ["0", "1", "2"]);
+        for bad in ["a;b", "a;b;c;d", "a;;c", "a;b\n;c"] {
+            let err = write(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("must name each of the 3 classes"), "{bad:?}: {err}");
+        }
+        for bad in ["a;b", " ", "a\tb"] {
+            let unstorable = ClassifierHead { labels: vec![bad.into(), "c".into(), "d".into()], ..head.clone() };
+            let err = unstorable.to_safetensors().unwrap_err().to_string();
+            assert!(err.contains(&format!("label {bad:?}")), "{err}");
+        }
+        std::fs::write(&path, b"not a tensor file").unwrap();
+        let err = ClassifierHead::from_safetensors(&path, 3).unwrap_err().to_string();
+        assert!(err.contains("not a safetensors file") && err.contains("three.safetensors"), "{err}");
+        let err = ClassifierHead::from_safetensors(&dir.join("absent.safetensors"), 3).unwrap_err().to_string();
+        assert!(err.contains("absent.safetensors"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -30,7 +30,13 @@ pub struct ServedBert {
     /// The model's tokenizer (zero-shot heads tokenize their labels).
     #[cfg(feature = "tokenizer")]
     tokenizer: Option<super::TextTokenizer>,
+    /// The model directory it was loaded from (trained heads are read
+    /// from its `heads/`).
+    dir: Option<std::path::PathBuf>,
 }
+
+/// Directory of a model's trained heads, inside the model directory.
+pub const HEADS_DIR: &str = "heads";
 
 /// A classification head with its calibrated logit bound.
 #[derive(Clone, Debug)]
@@ -65,6 +71,7 @@ impl ServedBert {
             calibration: calibration.to_vec(),
             #[cfg(feature = "tokenizer")]
             tokenizer: None,
+            dir: None,
         })
     }
 
@@ -82,6 +89,7 @@ impl ServedBert {
             .collect::<Result<_, _>>()?;
         let mut served = Self::new(weights, layers, &calibration, max_stage_depth)?;
         served.tokenizer = Some(tokenizer);
+        served.dir = Some(dir.to_path_buf());
         Ok(served)
     }
 
@@ -98,7 +106,34 @@ impl ServedBert {
         let max_tokens = CALIBRATION_MAX_TOKENS.min(self.weights.config.max_positions);
         let encoded: Vec<(String, Vec<u32>)> =
             labels.iter().map(|l| Ok((l.clone(), tokenizer.encode(l, max_tokens)?))).collect::<Result<_, NnError>>()?;
-        let head = ClassifierHead::prototypes(&self.weights, &encoded)?;
+        self.calibrated(ClassifierHead::prototypes(&self.weights, &encoded)?)
+    }
+
+    /// The trained head in `heads/FILE.safetensors` of the model directory
+    /// (Hugging Face `classifier.weight` and `classifier.bias`; see
+    /// [`ClassifierHead::from_safetensors`]) and the file's bytes (whose
+    /// digest a query names), not yet calibrated: check its classes and
+    /// digest, then [`calibrated`](Self::calibrated). `file` is a plain
+    /// file name (no separators, no leading dot).
+    pub fn trained_head(&self, file: &str) -> Result<(ClassifierHead, Vec<u8>), NnError> {
+        if file.is_empty() || file.starts_with('.') || file.contains(['/', '\\']) {
+            return Err(invalid(
+                "classifier head",
+                format!("head {file:?}: a file name under the model directory's {HEADS_DIR}/, without separators"),
+            ));
+        }
+        let dir =
+            self.dir.as_ref().ok_or_else(|| invalid("classifier head", "the model was not loaded from a directory"))?;
+        let path = dir.join(HEADS_DIR).join(format!("{file}.safetensors"));
+        let bytes = std::fs::read(&path).map_err(|e| invalid("classifier head", format!("{}: {e}", path.display())))?;
+        let head = ClassifierHead::from_safetensors_bytes(&bytes, &path, self.weights.config.hidden)?;
+        Ok((head, bytes))
+    }
+
+    /// `head` with its logit bound over [`CALIBRATION`], with
+    /// [`SERVED_MARGIN`] (a pass of the plaintext model over it): client
+    /// and workers compute the same.
+    pub fn calibrated(&self, head: ClassifierHead) -> Result<CalibratedHead, NnError> {
         let logit_bound = head.logit_bound(&self.weights, &self.calibration, SERVED_MARGIN)?;
         Ok(CalibratedHead { head, logit_bound })
     }

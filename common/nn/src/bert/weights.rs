@@ -264,27 +264,41 @@ impl BertWeights {
             out.linear(&format!("{p}.output.dense"), &l.ffn_out);
             out.norm(&format!("{p}.output.LayerNorm"), &l.ffn_norm);
         }
-        let tensors = out.tensors;
-        let views = tensors
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| invalid("model weights", format!("tensor {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>, NnError>>()?;
-        safetensors::serialize(views, None).map_err(|e| invalid("model weights", format!("serialising: {e}")))
+        out.finish("model weights")
     }
 }
 
 /// F32 tensors with Hugging Face names and layouts.
 #[derive(Default)]
-struct TensorWriter {
+pub(crate) struct TensorWriter {
     tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
 }
 
 impl TensorWriter {
-    fn put(&mut self, name: &str, shape: Vec<usize>, values: &[f64]) {
+    /// The safetensors bytes; errors name `what` is written.
+    pub(crate) fn finish(self, what: &'static str) -> Result<Vec<u8>, NnError> {
+        self.finish_with(what, None)
+    }
+
+    /// [`finish`](Self::finish) with the header's free-form metadata.
+    pub(crate) fn finish_with(
+        self,
+        what: &'static str,
+        metadata: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Vec<u8>, NnError> {
+        let views = self
+            .tensors
+            .iter()
+            .map(|(name, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| invalid(what, format!("tensor {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, NnError>>()?;
+        safetensors::serialize(views, metadata).map_err(|e| invalid(what, format!("serialising: {e}")))
+    }
+
+    pub(crate) fn put(&mut self, name: &str, shape: Vec<usize>, values: &[f64]) {
         let bytes = values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
         self.tensors.push((name.to_string(), shape, bytes));
     }
