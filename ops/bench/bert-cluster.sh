@@ -17,6 +17,9 @@
 #   NEXUS_LABELS="animals;food;science" ops/bench/bert-cluster.sh 1
 #       (a zero-shot head: its logits, Argmax rounds and mask run as tasks
 #       after the pooling; each query reports the class too)
+#   NEXUS_HEAD=NAME ops/bench/bert-cluster.sh 1
+#       (a trained head instead: heads/NAME.safetensors in the model
+#       directory)
 #   SENTENCES=4 ops/bench/bert-cluster.sh 1
 #       (throughput mode: keys for 4 sentences per query, each query packs
 #       the first 4 lines of TEXT_FILE, default ops/models/accuracy-sentences.txt;
@@ -69,7 +72,7 @@ client="$work/client"
 t=$(now)
 /usr/bin/time -f %M -o "$work/keygen.maxrss" $bin/nexus keygen --dir "$client" --preset $PRESET --model bert \
     --model-dir "$MODEL" --max-tokens $MAX_TOKENS --layers "$LAYERS" --sentences "$SENTENCES" \
-    ${NEXUS_LABELS:+--labels "$NEXUS_LABELS"} >/dev/null
+    ${NEXUS_LABELS:+--labels "$NEXUS_LABELS"} ${NEXUS_HEAD:+--head "$NEXUS_HEAD"} >/dev/null
 keygen_s=$(echo "$(now) - $t" | bc)
 t=$(now)
 $bin/nexus keys upload --dir "$client" "${conn[@]}" >/dev/null
