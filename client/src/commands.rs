@@ -129,7 +129,7 @@ pub fn keygen(dir: &Path, preset: &str, model: &str, encoder: Option<EncoderChoi
         // id, and built once here, so that bad labels or a missing or
         // unusable head file are named before any key is generated.
         if let Some(head) = e.head_choice(choice.labels.as_deref(), choice.head.as_deref())? {
-            BertModelId::new("model", 1, 2, 2)?.with_head(head.clone())?;
+            BertModelId::new("model", e.digest(), 1, 2, 2)?.with_head(head.clone())?;
             e.head(&head, &params)?;
         }
     }

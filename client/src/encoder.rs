@@ -6,7 +6,8 @@
 //! trained: `heads/FILE.safetensors` in the model directory, on the client
 //! and on every worker) the class each one's encrypted one-hot mask picks.
 //! The workers run every layer, the pooling and the head
-//! (`bert:NAME:LAYERS:TOKENS:BLOCK[:HEAD]` queries).
+//! (`bert:NAME@DIGEST:LAYERS:TOKENS:BLOCK[:HEAD]` queries: the digest of
+//! the model directory's files, which the workers' files must match).
 //!
 //! Keys for `S` sentences per query serve queries whose sentence count
 //! rounds up to the same power of two as `S` (the layout, and so the
@@ -21,9 +22,9 @@
 
 use nexus_ckks::bootstrapping::BootstrapConfig;
 use nexus_ckks::{GaloisKeys, KeyGenerator, Parameters, SecretKey};
-use nexus_nn::bert::{CalibratedHead, ServedBert, TextTokenizer};
+use nexus_nn::bert::{CalibratedHead, ModelSource, ServedBert, TextTokenizer};
 use nexus_nn::KeySet;
-use nexus_proto::models::{head_file_digest, BertModelId, HeadChoice, MAX_SENTENCES};
+use nexus_proto::models::{head_file_digest, id_digest, BertModelId, HeadChoice, MAX_SENTENCES};
 use std::path::{Path, PathBuf};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -32,6 +33,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct ClientEncoder {
     name: String,
+    /// Its files' digest, as ids name it.
+    digest: String,
     served: ServedBert,
     tokenizer: TextTokenizer,
     block: usize,
@@ -69,18 +72,21 @@ impl ClientEncoder {
             .ok_or_else(|| format!("model directory {} has no name", dir.display()))?;
         let config = boot_config(preset)?;
         let level = params.max_level().checked_sub(config.depth()).ok_or("bootstrapping uses every level")?;
-        let all = nexus_nn::bert::BertConfig::from_dir(dir)?.layers;
-        let layers = layers.unwrap_or(all);
+        let source = ModelSource::read(dir)?;
+        let digest = id_digest(source.digest());
+        let layers = layers.unwrap_or(source.config().layers);
+        // The digested file's, not a second read that could differ.
+        let tokenizer = source.tokenizer().clone();
         let block = max_tokens.next_power_of_two();
         if !(1..=MAX_SENTENCES).contains(&sentences) {
             return Err(format!("{sentences} sentences per query: 1 to {MAX_SENTENCES}").into());
         }
         // Checks the name, layers, block and sentence count the way the
         // coordinator will.
-        BertModelId::batch(&name, layers, vec![2.min(block); sentences], block)?;
+        BertModelId::batch(&name, &digest, layers, vec![2.min(block); sentences], block)?;
         // Same depth per stage as the workers plan with (one of a
         // bootstrap's output levels kept for scaling before the next).
-        let served = ServedBert::load(dir, layers, level.saturating_sub(1))?;
+        let served = ServedBert::calibrate(source, layers, level.saturating_sub(1))?;
         let c = &served.weights().config;
         let capacity = nexus_nn::bert::packed::HiddenLayout::capacity(block, c.heads, c.head_dim(), params.max_slots());
         if sentences > capacity {
@@ -91,13 +97,26 @@ impl ClientEncoder {
             )
             .into());
         }
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        Ok(Self { name, served, tokenizer, block, sentences, level })
+        Ok(Self { name, digest, served, tokenizer, block, sentences, level })
     }
 
-    /// Sentences per query.
-    pub fn sentences(&self) -> usize {
-        self.sentences
+    /// The digest of the model directory's files, as ids name it.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Refuses to read the result of query `id` if this model directory's
+    /// files are not the ones it was made with.
+    fn check_files(&self, id: &BertModelId) -> Result<(), BoxError> {
+        if id.name != self.name || id.digest != self.digest {
+            return Err(format!(
+                "the query ran model {}@{}, this directory holds {}@{}: its files changed since the query was \
+                 made (put them back to read its result)",
+                id.name, id.digest, self.name, self.digest
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Refuses a query of `count` sentences unless it fits the keys'.
@@ -156,7 +175,8 @@ impl ClientEncoder {
             texts.iter().map(|t| self.tokenizer.encode(t.as_ref(), self.block)).collect::<Result<Vec<_>, _>>()?;
         ids.resize(self.sentences, ids[0].clone());
         let lengths = ids.iter().map(Vec::len).collect();
-        let mut id = BertModelId::batch(&self.name, self.served.weights().config.layers, lengths, self.block)?;
+        let layers = self.served.weights().config.layers;
+        let mut id = BertModelId::batch(&self.name, &self.digest, layers, lengths, self.block)?;
         if let Some(head) = head {
             id = id.with_head(head.clone())?;
         }
@@ -206,6 +226,7 @@ impl ClientEncoder {
     /// Every block's sentence embedding in the decoded slots of a query's
     /// result, in the id's order (normalised when the model is).
     pub fn unpack(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Vec<Vec<f64>>, BoxError> {
+        self.check_files(id)?;
         let circuit = self.served.encoder(&id.lengths, id.block, params.max_slots())?;
         let mut embeddings = circuit.unpack_pooled_batch(slots);
         if self.served.weights().config.normalize {
@@ -275,6 +296,7 @@ impl ClientEncoder {
     /// `id` (which names the head), with the mask's value per class, in
     /// the id's order.
     pub fn unpack_classes(&self, id: &BertModelId, slots: &[f64], params: &Parameters) -> Result<Vec<Class>, BoxError> {
+        self.check_files(id)?;
         let choice = id.head.as_ref().ok_or("the query had no classification head")?;
         let head = self.head(choice, params)?;
         let labels = &head.head.labels;

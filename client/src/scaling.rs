@@ -692,7 +692,7 @@ mod tests {
     /// A one-layer BERT plan's costs: Q, K and V (tasks 1-3) take 10 s
     /// each, the rest 0.1 s.
     fn bert_costs() -> Costs {
-        let model = "bert:m:1:9:16".to_string();
+        let model = "bert:m@0123456789abcdef:1:9:16".to_string();
         let plan = nexus_coordinator::plan::graph(&model, 1).unwrap();
         let tasks = plan.nodes.len();
         Costs {

@@ -154,7 +154,7 @@ pub fn graph(model: &str, inputs: u32) -> Result<Graph, String> {
             TaskKind::Elementwise { layer: 1, op: ElementwiseOp::Gelu },
             TaskKind::MatMulDiagonal { layer: 2 },
         ],
-        other => return Err(format!("unknown model {other:?}; this coordinator serves: gelu, layernorm, softmax, mlp-demo, matmul, bert:NAME:LAYERS:TOKENS:BLOCK")),
+        other => return Err(format!("unknown model {other:?}; this coordinator serves: gelu, layernorm, softmax, mlp-demo, matmul, bert:NAME@DIGEST:LAYERS:TOKENS:BLOCK")),
     };
     Ok(Graph::chain(kinds).per_input(inputs))
 }
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_bert_model_runs_every_layer_as_a_graph_then_pools_and_bad_ids_are_refused() {
-        let g = graph("bert:minilm:3:9:16", 1).unwrap();
+        let g = graph("bert:minilm@0123456789abcdef:3:9:16", 1).unwrap();
         assert_eq!(g.stages, 4);
         // Ten steps per layer (two tiles), then the pooling.
         assert_eq!(g.nodes.len(), 3 * 10 + 1);
@@ -269,14 +269,14 @@ mod tests {
         assert_eq!(g.nodes[10].sources, vec![Source::Task(9)], "layer 2 reads layer 1's output");
 
         // Two inputs: two copies side by side, results in input order.
-        let two = graph("bert:minilm:3:9:16", 2).unwrap();
+        let two = graph("bert:minilm@0123456789abcdef:3:9:16", 2).unwrap();
         assert_eq!(two.nodes.len(), 62);
         assert_eq!(two.results, vec![30, 61]);
         assert_eq!(two.ready(&BTreeSet::new()), vec![0, 31]);
         assert_eq!(two.nodes[31].sources, vec![Source::Input(1)]);
         assert_eq!(two.nodes[32].sources, vec![Source::Task(31)]);
 
-        assert!(graph("bert:minilm:3:9", 1).unwrap_err().contains("NAME:LAYERS:TOKENS:BLOCK"));
+        assert!(graph("bert:minilm@0123456789abcdef:3:9", 1).unwrap_err().contains("NAME@DIGEST:LAYERS:TOKENS:BLOCK"));
         assert!(graph("bart", 1).unwrap_err().contains("unknown model"));
         assert!(graph("gelu", 0).unwrap_err().contains("1 to 4096"));
         assert!(graph("gelu", MAX_INPUTS + 1).is_err());
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_head_adds_its_logits_one_task_per_argmax_round_and_the_mask() {
-        let g = graph("bert:minilm:2:9:16:animals;food;travel;science;sport", 1).unwrap();
+        let g = graph("bert:minilm@0123456789abcdef:2:9:16:animals;food;travel;science;sport", 1).unwrap();
         let pool = 2 * 10;
         assert_eq!(g.nodes[pool].kind, TaskKind::MeanPool);
         // Five classes pad to eight: three rounds.
@@ -313,12 +313,12 @@ mod tests {
         finished.insert(logits + 4);
         assert!(g.consumed(Source::Task(logits), &finished));
         // Two classes: one round.
-        assert_eq!(graph("bert:minilm:1:9:16:yes;no", 1).unwrap().nodes.len(), 10 + 1 + 3);
-        assert!(graph("bert:minilm:1:9:16:yes", 1).unwrap_err().contains("1 labels"));
+        assert_eq!(graph("bert:minilm@0123456789abcdef:1:9:16:yes;no", 1).unwrap().nodes.len(), 10 + 1 + 3);
+        assert!(graph("bert:minilm@0123456789abcdef:1:9:16:yes", 1).unwrap_err().contains("1 labels"));
         // A trained head plans from the class count its id names.
-        let trained = graph("bert:minilm:1:9:16:head=sst2/5/0123456789abcdef", 1).unwrap();
+        let trained = graph("bert:minilm@0123456789abcdef:1:9:16:head=sst2/5/0123456789abcdef", 1).unwrap();
         let kinds = |g: &Graph| g.nodes.iter().map(|n| n.kind.clone()).collect::<Vec<_>>();
-        assert_eq!(kinds(&trained), kinds(&graph("bert:minilm:1:9:16:a;b;c;d;e", 1).unwrap()));
+        assert_eq!(kinds(&trained), kinds(&graph("bert:minilm@0123456789abcdef:1:9:16:a;b;c;d;e", 1).unwrap()));
     }
 
     #[test]

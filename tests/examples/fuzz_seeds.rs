@@ -163,8 +163,8 @@ fn main() {
     let rows = vec![vec![0.5; BertConfig::tiny().hidden]; 2];
     let head = ClassifierHead::new(vec!["cat".into(), "dog".into()], rows, vec![0.1, -0.1], BertConfig::tiny().hidden);
     write(&root, "model_config", "head.safetensors", &head.unwrap().to_safetensors().unwrap());
-    write(&root, "model_config", "head-id.txt", b"bert:tiny:2:8,6:8:head=pets/2/0123456789abcdef");
-    write(&root, "model_config", "labels-id.txt", b"bert:tiny:2:8:8:a cat;a dog");
+    write(&root, "model_config", "head-id.txt", b"bert:tiny@0123456789abcdef:2:8,6:8:head=pets/2/0123456789abcdef");
+    write(&root, "model_config", "labels-id.txt", b"bert:tiny@0123456789abcdef:2:8:8:a cat;a dog");
 
     // Raft commands and a snapshot.
     let mut state = Replicated::default();

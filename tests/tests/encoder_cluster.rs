@@ -24,7 +24,7 @@ use nexus_coordinator::{Coordinator, CoordinatorConfig};
 use nexus_nn::bert::{cosine, CalibratedHead};
 use nexus_proto::ids::{KeySetId, TenantId};
 use nexus_proto::messages::{QueryState, TaskKind};
-use nexus_proto::models::{head_file_digest, HeadChoice};
+use nexus_proto::models::{head_file_digest, BertModelId, HeadChoice};
 use nexus_proto::tls::ClusterCa;
 use nexus_tests::{test_coordinator, test_worker};
 use nexus_worker::{execute::execute, run, WorkerConfig};
@@ -61,7 +61,7 @@ async fn a_tiny_bert_runs_layer_by_layer_on_two_workers() {
     let key_bytes = keys.to_bytes().unwrap();
     let text = "The cat sat on the mat";
     let (id, slots) = client_model.pack(&[text], &params, None).unwrap();
-    assert_eq!(id.to_string(), "bert:tiny-bert:2:8:8");
+    assert_eq!(id.to_string(), format!("bert:tiny-bert@{}:2:8:8", client_model.digest()));
     let encoder = Encoder::new(&params);
     let pt = encoder.encode_real(&slots, client_model.level(), params.default_scale()).unwrap();
     let input = Encryptor::new(&params).encrypt_sk(&pt, &sk).unwrap().to_bytes(&params).unwrap();
@@ -187,7 +187,7 @@ async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
     let warned = client_model.range_warnings("fast .", Some(&head)).unwrap();
     assert!(warned.iter().any(|w| w.contains("beyond the bound")), "{warned:?}");
     let (id, slots) = client_model.pack(&texts, &params, Some(&zero_shot)).unwrap();
-    assert_eq!(id.encoder_only().to_string(), "bert:tiny-bert:1:8,6,4,8:8");
+    assert_eq!(id.encoder_only().to_string(), format!("bert:tiny-bert@{}:1:8,6,4,8:8", id.digest));
     assert!(client_model.pack(&[texts[0]; 5], &params, None).unwrap_err().to_string().contains("5 sentences"));
     let model = id.to_string();
     assert!(model.ends_with(":the cat sat on the mat;a dog ran home;fast ."), "{model}");
@@ -293,7 +293,7 @@ async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
         assert_eq!(client_model.range_warnings(text, Some(&head)).unwrap(), Vec::<String>::new(), "{text}");
     }
     let (id, slots) = client_model.pack(&texts, &params, Some(&choice)).unwrap();
-    assert_eq!(id.to_string(), format!("bert:tiny-bert:1:8,6,4,8:8:head=two/2/{digest}"));
+    assert_eq!(id.to_string(), format!("bert:tiny-bert@{}:1:8,6,4,8:8:head=two/2/{digest}", id.digest));
     let input = encrypt(&slots);
     // A head file the workers lack, another file than the client's, or
     // one of other classes than the id names, fails the query at its
@@ -306,6 +306,14 @@ async fn a_batch_of_sentences_and_their_zero_shot_head_run_as_one_query() {
     assert!(reason.contains(&format!("is not the client's ({other})")), "{reason}");
     let reason = failure(&client, key_set, &model.replace("two/2/", "two/3/"), &input).await;
     assert!(reason.contains("the file has 2 classes, the query names 3"), "{reason}");
+    // So does a query made with other model files than the workers' (the
+    // id names their digest), and the client refuses to read a result
+    // made with other files than its own.
+    let other_model = BertModelId { digest: "0123456789abcdef".into(), ..id.clone() };
+    let reason = failure(&client, key_set, &other_model.to_string(), &input).await;
+    assert!(reason.contains("\"tiny-bert\"") && reason.contains("are not the client's (0123456789abcdef)"), "{reason}");
+    let err = client_model.unpack(&other_model, &slots, &params).unwrap_err().to_string();
+    assert!(err.contains("its files changed since the query was made"), "{err}");
     // The client refuses to read a mask with a file changed since.
     let changed = HeadChoice::Trained { file: "two".into(), classes: 2, digest: other };
     let err = client_model.head(&changed, &params).unwrap_err().to_string();

@@ -5,14 +5,14 @@ use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::{Ciphertext, Encoder, Evaluator, Parameters, Wire};
 use nexus_nn::bert::encrypted::{EncryptedEncoder, LayerSteps, LayerTimings, Projection};
 use nexus_nn::bert::lockstep::Bootstraps;
-use nexus_nn::bert::{CalibratedHead, ServedBert};
+use nexus_nn::bert::{CalibratedHead, ModelSource, ServedBert};
 use nexus_nn::matmul::compressed::Weights;
 use nexus_nn::{DemoMlp, Engine, KeySet, MatMulModel, OperatorModel, Refresh, DEMO_MODEL, MATMUL_MODEL};
 use nexus_proto::messages::{ElementwiseOp, EncoderStep, TaskKind};
-use nexus_proto::models::{head_file_digest, BertModelId, HeadChoice};
+use nexus_proto::models::{head_file_digest, id_digest, BertModelId, HeadChoice};
 use nexus_proto::recycle;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Largest ciphertext accepted.
@@ -88,19 +88,61 @@ fn bootstrapper(params: &Parameters) -> Result<Arc<Bootstrapper>, String> {
     .ok_or_else(|| "no bootstrapping circuit".to_string())
 }
 
+/// A served model's cache key: its model root, name, files' digest,
+/// layers and stage depth (the root too: a loaded model remembers its
+/// directory, whose `heads/` it reads).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ServedKey {
+    root: PathBuf,
+    name: String,
+    digest: String,
+    layers: usize,
+    depth: usize,
+}
+
 /// `id`'s model from the model root, cut to its layers and calibrated for
-/// stages of `max_stage_depth` levels (loaded once).
+/// stages of `max_stage_depth` levels (loaded once), checked to be the
+/// client's: its files' digest is the one the id names.
 fn served_bert(models: Option<&Path>, id: &BertModelId, max_stage_depth: usize) -> Result<Arc<ServedBert>, String> {
-    static MODELS: ModelCache<ServedBert> = OnceLock::new();
-    let root = models.ok_or_else(|| format!("model {:?}: this worker has no model root (--models)", id.name))?;
-    // The root too: a loaded model remembers its directory (its heads).
-    let name = format!("{}:{}:{}", root.display(), id.name, id.layers);
-    cached(&MODELS, &name, max_stage_depth, || {
-        // The name was checked to be a plain directory name.
-        let dir = root.join(&id.name);
-        ServedBert::load(&dir, id.layers, max_stage_depth).map(Some).map_err(|e| format!("model {:?}: {e}", id.name))
-    })?
-    .ok_or_else(|| format!("model {:?} missing", id.name))
+    static MODELS: OnceLock<Mutex<HashMap<ServedKey, Arc<ServedBert>>>> = OnceLock::new();
+    let named = |e: String| format!("model {:?}: {e}", id.name);
+    let root = models.ok_or_else(|| named("this worker has no model root (--models)".to_string()))?;
+    let key = ServedKey {
+        root: root.to_path_buf(),
+        name: id.name.clone(),
+        digest: id.digest.clone(),
+        layers: id.layers,
+        depth: max_stage_depth,
+    };
+    let cache = MODELS.get_or_init(Mutex::default);
+    let lock = || cache.lock().map_err(|_| "model cache poisoned".to_string());
+    if let Some(served) = lock()?.get(&key) {
+        return Ok(served.clone());
+    }
+    // Read and checked outside the lock: a query naming other files than
+    // this worker's costs a read of them, not a wait of every other task.
+    // The name was checked to be a plain directory name.
+    let source = ModelSource::read(&root.join(&id.name)).map_err(|e| named(e.to_string()))?;
+    let ours = id_digest(source.digest());
+    if ours != id.digest {
+        return Err(named(format!(
+            "this worker's files (digest {ours}) are not the client's ({}): a changed model must be published \
+             under a new name, on the client and every worker",
+            id.digest
+        )));
+    }
+    // Calibrated under the lock, so that tasks arriving together load it
+    // once.
+    let mut guard = lock()?;
+    if let Some(served) = guard.get(&key) {
+        return Ok(served.clone());
+    }
+    let served = Arc::new(ServedBert::calibrate(source, id.layers, max_stage_depth).map_err(|e| named(e.to_string()))?);
+    // The files on disk are the id's: copies of other ones are stale
+    // (their queries now fail, as they would on a fresh worker).
+    guard.retain(|k, _| k.root != key.root || k.name != key.name || k.digest == key.digest);
+    guard.insert(key, served.clone());
+    Ok(served)
 }
 
 /// Classification heads held at once; more clear the cache (each is a few
@@ -117,8 +159,11 @@ const MAX_HEADS: usize = 64;
 /// name its new digest.
 fn classifier_head(served: &ServedBert, id: &BertModelId, choice: &HeadChoice) -> Result<Arc<CalibratedHead>, String> {
     static HEADS: ModelCache<CalibratedHead> = OnceLock::new();
-    // Not the whole id: a head serves queries of any sentence lengths.
-    let key = format!("{}:{}:{choice}", id.name, id.layers);
+    // Not the whole id: a head serves queries of any sentence lengths. The
+    // model's directory and digest: its weights embed zero-shot labels and
+    // calibrate every head.
+    let dir = served.dir().map(|d| d.display().to_string()).unwrap_or_default();
+    let key = format!("{dir}@{}:{}:{choice}", id.digest, id.layers);
     if let Ok(mut heads) = HEADS.get_or_init(Mutex::default).lock() {
         if heads.len() >= MAX_HEADS && !heads.contains_key(&(key.clone(), 0)) {
             heads.clear();

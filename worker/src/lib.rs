@@ -73,7 +73,8 @@ pub struct WorkerConfig {
     pub reconnect_for: Duration,
     /// Model root: one directory per BERT-family model (config.json,
     /// model.safetensors, tokenizer.json) that queries name as
-    /// `bert:NAME:...`; none: this worker serves the embedded models only.
+    /// `bert:NAME@DIGEST:...` (the digest of the client's copy of the files,
+    /// which this one's must equal); none: the embedded models only.
     pub models: Option<PathBuf>,
 }
 

@@ -50,7 +50,8 @@ struct Cli {
     #[arg(long)]
     lean_keys: bool,
     /// Model root: one directory per BERT-family model (config.json,
-    /// model.safetensors, tokenizer.json), named by `bert:NAME:...` queries.
+    /// model.safetensors, tokenizer.json), named by `bert:NAME@DIGEST:...`
+    /// queries (the digest of the client's files: these must be the same).
     #[arg(long)]
     models: Option<PathBuf>,
     /// Serve Prometheus metrics on this address.

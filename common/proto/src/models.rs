@@ -1,6 +1,9 @@
 //! Model ids queries name. A BERT-family encoder's id is
-//! `bert:NAME:LAYERS:TOKENS:BLOCK[:HEAD]`: the model directory's name
-//! under the workers' model root, how many encoder layers run (all of
+//! `bert:NAME@DIGEST:LAYERS:TOKENS:BLOCK[:HEAD]`: the model directory's
+//! name under the workers' model root and the digest of the files the
+//! client embedded with (config, weights, tokenizer: a worker whose files
+//! differ refuses the query rather than run another model under the same
+//! name), how many encoder layers run (all of
 //! them, or the first ones), the real tokens of each sentence (one
 //! number, or several separated by `,` for a batch of sentences packed
 //! side by side in one ciphertext: throughput mode) and the power-of-two
@@ -45,13 +48,23 @@ pub const MAX_LABEL_BYTES: usize = 200;
 /// How a trained head is named in an id: `head=FILE/CLASSES/DIGEST`.
 const TRAINED_PREFIX: &str = "head=";
 
-/// Hex digits of a head file's digest in an id (64 bits of BLAKE3: the id
-/// tells versions of a file apart, it does not authenticate them).
-pub const HEAD_DIGEST_HEX: usize = 16;
+/// Hex digits of a digest in an id, a model's or a head file's (64 bits
+/// of BLAKE3: the id tells versions of files apart, it does not
+/// authenticate them).
+pub const DIGEST_HEX: usize = 16;
+
+/// A BLAKE3 hash as an id names it: its first [`DIGEST_HEX`] hex digits.
+pub fn id_digest(hash: &[u8; 32]) -> String {
+    hash[..DIGEST_HEX / 2].iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The digest an id names a head file's bytes by.
 pub fn head_file_digest(bytes: &[u8]) -> String {
-    blake3::hash(bytes).to_hex()[..HEAD_DIGEST_HEX].to_string()
+    id_digest(blake3::hash(bytes).as_bytes())
+}
+
+fn valid_digest(digest: &str) -> bool {
+    digest.len() == DIGEST_HEX && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A classification head after the pooling.
@@ -88,6 +101,9 @@ impl HeadChoice {
 pub struct BertModelId {
     /// Model directory name under the workers' model root.
     pub name: String,
+    /// [`id_digest`] of the client's model files (`nexus_nn`'s
+    /// `ModelFiles`: every file a load reads, in order).
+    pub digest: String,
     /// Encoder layers to run (the first ones).
     pub layers: usize,
     /// Real tokens of each sentence ([CLS] and [SEP] included), in the
@@ -108,15 +124,17 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl BertModelId {
-    /// A checked id of one sentence (latency mode).
-    pub fn new(name: &str, layers: usize, tokens: usize, block: usize) -> Result<Self, String> {
-        Self::batch(name, layers, vec![tokens], block)
+    /// A checked id of one sentence (latency mode) of model `name`, whose
+    /// files have `digest`.
+    pub fn new(name: &str, digest: &str, layers: usize, tokens: usize, block: usize) -> Result<Self, String> {
+        Self::batch(name, digest, layers, vec![tokens], block)
     }
 
     /// A checked id of sentences of `lengths` tokens packed in one
     /// ciphertext (throughput mode).
-    pub fn batch(name: &str, layers: usize, lengths: Vec<usize>, block: usize) -> Result<Self, String> {
-        let id = Self { name: name.to_string(), layers, lengths, block, head: None };
+    pub fn batch(name: &str, digest: &str, layers: usize, lengths: Vec<usize>, block: usize) -> Result<Self, String> {
+        let (name, digest) = (name.to_string(), digest.to_string());
+        let id = Self { name, digest, layers, lengths, block, head: None };
         id.check()?;
         Ok(id)
     }
@@ -145,6 +163,9 @@ impl BertModelId {
                 self.name
             ));
         }
+        if !valid_digest(&self.digest) {
+            return bad(format!("model digest {:?}: {DIGEST_HEX} lowercase hex digits", self.digest));
+        }
         if self.layers == 0 || self.layers > MAX_LAYERS {
             return bad(format!("{} layers: 1 to {MAX_LAYERS}", self.layers));
         }
@@ -166,8 +187,8 @@ impl BertModelId {
             if !(2..=MAX_LABELS).contains(classes) {
                 return bad(format!("{classes} classes: a head needs 2 to {MAX_LABELS}"));
             }
-            if digest.len() != HEAD_DIGEST_HEX || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                return bad(format!("head digest {digest:?}: {HEAD_DIGEST_HEX} lowercase hex digits"));
+            if !valid_digest(digest) {
+                return bad(format!("head digest {digest:?}: {DIGEST_HEX} lowercase hex digits"));
             }
         }
         if let Some(HeadChoice::ZeroShot(labels)) = &self.head {
@@ -198,13 +219,19 @@ impl BertModelId {
         // Labels may hold ':': everything after the fourth field is theirs.
         let parts: Vec<&str> = rest.splitn(5, ':').collect();
         let (&[name, layers, tokens, block], labels) = (&parts[..parts.len().min(4)], parts.get(4)) else {
-            return Err(format!("model id {id:?}: expected {BERT_PREFIX}:NAME:LAYERS:TOKENS:BLOCK[:HEAD]"));
+            return Err(format!("model id {id:?}: expected {BERT_PREFIX}:NAME@DIGEST:LAYERS:TOKENS:BLOCK[:HEAD]"));
+        };
+        let Some((name, digest)) = name.split_once('@') else {
+            return Err(format!(
+                "model id {id:?}: the model {name:?} without the digest of its files (NAME@DIGEST, which clients \
+                 compute from the model directory since 2026-12-07: upgrade the client)"
+            ));
         };
         let number = |what: &str, s: &str| {
             s.parse::<usize>().map_err(|_| format!("model id {id:?}: {what} {s:?} is not a number"))
         };
         let lengths = tokens.split(',').map(|t| number("tokens", t)).collect::<Result<Vec<_>, _>>()?;
-        let plain = Self::batch(name, number("layers", layers)?, lengths, number("block", block)?)?;
+        let plain = Self::batch(name, digest, number("layers", layers)?, lengths, number("block", block)?)?;
         let Some(head) = labels else { return Ok(Some(plain)) };
         // Zero-shot labels are at least two, so they hold a ';'.
         match head.strip_prefix(TRAINED_PREFIX).filter(|_| !head.contains(';')) {
@@ -238,7 +265,8 @@ impl fmt::Display for HeadChoice {
 impl fmt::Display for BertModelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lengths: Vec<String> = self.lengths.iter().map(usize::to_string).collect();
-        write!(f, "{BERT_PREFIX}:{}:{}:{}:{}", self.name, self.layers, lengths.join(","), self.block)?;
+        let (name, digest, layers, block) = (&self.name, &self.digest, self.layers, self.block);
+        write!(f, "{BERT_PREFIX}:{name}@{digest}:{layers}:{}:{block}", lengths.join(","))?;
         match &self.head {
             None => Ok(()),
             Some(head) => write!(f, ":{head}"),
@@ -250,82 +278,90 @@ impl fmt::Display for BertModelId {
 mod tests {
     use super::*;
 
+    const D: &str = "0123456789abcdef";
+
     #[test]
     fn model_ids_round_trip_and_bad_ones_are_named() {
-        let id = BertModelId::new("all-MiniLM-L6-v2", 6, 9, 16).unwrap();
-        assert_eq!(id.to_string(), "bert:all-MiniLM-L6-v2:6:9:16");
+        let id = BertModelId::new("all-MiniLM-L6-v2", D, 6, 9, 16).unwrap();
+        assert_eq!(id.to_string(), "bert:all-MiniLM-L6-v2@0123456789abcdef:6:9:16");
         assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id));
         assert_eq!(BertModelId::parse("gelu").unwrap(), None);
         assert_eq!(BertModelId::parse("bertie").unwrap(), None);
         let err = |s: &str| BertModelId::parse(s).unwrap_err();
-        assert!(err("bert:m:2:9").contains("NAME:LAYERS:TOKENS:BLOCK"));
-        assert!(err("bert:../etc:2:9:16").contains("model name"));
-        assert!(err("bert:.hidden:2:9:16").contains("model name"));
-        assert!(err("bert:m:x:9:16").contains("layers \"x\""));
-        assert!(err("bert:m:0:9:16").contains("0 layers"));
-        assert!(err("bert:m:2:9:12").contains("block 12"));
-        assert!(err("bert:m:2:17:16").contains("17 tokens"));
-        assert!(err("bert:m:2:1:16").contains("1 tokens"));
-        assert!(err("bert:m:2:9:1024").contains("block 1024"));
+        assert!(err("bert:m@0123456789abcdef:2:9").contains("NAME@DIGEST:LAYERS:TOKENS:BLOCK"));
+        assert!(err("bert:../etc@0123456789abcdef:2:9:16").contains("model name"));
+        assert!(err("bert:.hidden@0123456789abcdef:2:9:16").contains("model name"));
+        assert!(err("bert:m:2:9:16").contains("NAME@DIGEST"));
+        assert!(err("bert:m@:2:9:16").contains("model digest \"\""));
+        assert!(err("bert:m@0123:2:9:16").contains("model digest \"0123\""));
+        assert!(err("bert:m@0123456789ABCDEF:2:9:16").contains("lowercase hex"));
+        assert!(err("bert:m@0123456789abcdef@0:2:9:16").contains("model digest"));
+        assert_eq!(id_digest(&[0xab; 32]), "abababababababab");
+        assert!(err("bert:m@0123456789abcdef:x:9:16").contains("layers \"x\""));
+        assert!(err("bert:m@0123456789abcdef:0:9:16").contains("0 layers"));
+        assert!(err("bert:m@0123456789abcdef:2:9:12").contains("block 12"));
+        assert!(err("bert:m@0123456789abcdef:2:17:16").contains("17 tokens"));
+        assert!(err("bert:m@0123456789abcdef:2:1:16").contains("1 tokens"));
+        assert!(err("bert:m@0123456789abcdef:2:9:1024").contains("block 1024"));
     }
 
     #[test]
     fn batches_round_trip_and_bad_ones_are_named() {
-        let id = BertModelId::batch("m", 2, vec![9, 2, 16], 16).unwrap().with_labels(vec!["a".into(), "b".into()]);
+        let id = BertModelId::batch("m", D, 2, vec![9, 2, 16], 16).unwrap().with_labels(vec!["a".into(), "b".into()]);
         let id = id.unwrap();
-        assert_eq!(id.to_string(), "bert:m:2:9,2,16:16:a;b");
+        assert_eq!(id.to_string(), "bert:m@0123456789abcdef:2:9,2,16:16:a;b");
         assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id.clone()));
         assert_eq!(id.encoder_only().lengths, [9, 2, 16]);
         let err = |s: &str| BertModelId::parse(s).unwrap_err();
-        assert!(err("bert:m:2:9,17:16").contains("17 tokens"));
-        assert!(err("bert:m:2:9,1:16").contains("1 tokens"));
-        assert!(err("bert:m:2:9,:16").contains("tokens \"\""));
-        assert!(err("bert:m:2:9;3:16").contains("tokens \"9;3\""));
+        assert!(err("bert:m@0123456789abcdef:2:9,17:16").contains("17 tokens"));
+        assert!(err("bert:m@0123456789abcdef:2:9,1:16").contains("1 tokens"));
+        assert!(err("bert:m@0123456789abcdef:2:9,:16").contains("tokens \"\""));
+        assert!(err("bert:m@0123456789abcdef:2:9;3:16").contains("tokens \"9;3\""));
         let many = vec!["4"; MAX_SENTENCES + 1].join(",");
-        assert!(err(&format!("bert:m:2:{many}:16")).contains("65 sentences"));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:{many}:16")).contains("65 sentences"));
     }
 
     #[test]
     fn labels_round_trip_and_bad_ones_are_named() {
-        let id = BertModelId::new("m", 2, 9, 16).unwrap().with_labels(vec!["a: b".into(), "c".into()]).unwrap();
-        assert_eq!(id.to_string(), "bert:m:2:9:16:a: b;c");
+        let id = BertModelId::new("m", D, 2, 9, 16).unwrap().with_labels(vec!["a: b".into(), "c".into()]).unwrap();
+        assert_eq!(id.to_string(), "bert:m@0123456789abcdef:2:9:16:a: b;c");
         assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id.clone()));
-        assert_eq!(id.encoder_only(), BertModelId::new("m", 2, 9, 16).unwrap());
+        assert_eq!(id.encoder_only(), BertModelId::new("m", D, 2, 9, 16).unwrap());
         let err = |s: &str| BertModelId::parse(s).unwrap_err();
-        assert!(err("bert:m:2:9:16:one").contains("1 labels"));
-        assert!(err("bert:m:2:9:16:a;;b").contains("label \"\""));
-        assert!(err("bert:m:2:9:16:a; ").contains("label \" \""));
-        assert!(err("bert:m:2:9:16:a;b\n").contains("control"));
+        assert!(err("bert:m@0123456789abcdef:2:9:16:one").contains("1 labels"));
+        assert!(err("bert:m@0123456789abcdef:2:9:16:a;;b").contains("label \"\""));
+        assert!(err("bert:m@0123456789abcdef:2:9:16:a; ").contains("label \" \""));
+        assert!(err("bert:m@0123456789abcdef:2:9:16:a;b\n").contains("control"));
         let many = vec!["x"; MAX_LABELS + 1].join(";");
-        assert!(err(&format!("bert:m:2:9:16:{many}")).contains("65 labels"));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:{many}")).contains("65 labels"));
         let long = "y".repeat(MAX_LABEL_BYTES + 1);
-        assert!(err(&format!("bert:m:2:9:16:a;{long}")).contains("bytes"));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:a;{long}")).contains("bytes"));
     }
 
     #[test]
     fn trained_heads_round_trip_and_bad_ones_are_named() {
         let digest = head_file_digest(b"weights");
-        assert_eq!(digest.len(), HEAD_DIGEST_HEX);
+        assert_eq!(digest.len(), DIGEST_HEX);
         let head = HeadChoice::Trained { file: "sst2.v1".into(), classes: 3, digest: digest.clone() };
-        let id = BertModelId::new("m", 2, 9, 16).unwrap().with_head(head.clone()).unwrap();
-        assert_eq!(id.to_string(), format!("bert:m:2:9:16:head=sst2.v1/3/{digest}"));
+        let id = BertModelId::new("m", D, 2, 9, 16).unwrap().with_head(head.clone()).unwrap();
+        assert_eq!(id.to_string(), format!("bert:m@0123456789abcdef:2:9:16:head=sst2.v1/3/{digest}"));
         assert_eq!(BertModelId::parse(&id.to_string()).unwrap(), Some(id.clone()));
         assert_eq!(id.head.as_ref().map(HeadChoice::classes), Some(3));
-        assert_eq!(id.encoder_only(), BertModelId::new("m", 2, 9, 16).unwrap());
+        assert_eq!(id.encoder_only(), BertModelId::new("m", D, 2, 9, 16).unwrap());
         // With a ';', the same text is a zero-shot head's labels.
-        let labels = BertModelId::parse("bert:m:2:9:16:head=a/2;b").unwrap().unwrap();
+        let labels = BertModelId::parse("bert:m@0123456789abcdef:2:9:16:head=a/2;b").unwrap().unwrap();
         assert_eq!(labels.head, Some(HeadChoice::ZeroShot(vec!["head=a/2".into(), "b".into()])));
         let err = |s: &str| BertModelId::parse(s).unwrap_err();
         let d = &digest;
-        assert!(err("bert:m:2:9:16:head=sst2").contains("head=FILE/CLASSES/DIGEST"));
-        assert!(err("bert:m:2:9:16:head=sst2/2").contains("head=FILE/CLASSES/DIGEST"));
-        assert!(err(&format!("bert:m:2:9:16:head=a/b/2/{d}")).contains("head=FILE/CLASSES/DIGEST"));
-        assert!(err(&format!("bert:m:2:9:16:head=sst2/x/{d}")).contains("classes \"x\""));
-        assert!(err(&format!("bert:m:2:9:16:head=sst2/1/{d}")).contains("1 classes"));
-        assert!(err(&format!("bert:m:2:9:16:head=sst2/65/{d}")).contains("65 classes"));
-        assert!(err(&format!("bert:m:2:9:16:head=.x/2/{d}")).contains("head file \".x\""));
-        assert!(err(&format!("bert:m:2:9:16:head=/2/{d}")).contains("head file \"\""));
-        assert!(err("bert:m:2:9:16:head=x/2/0123").contains("head digest \"0123\""));
-        assert!(err(&format!("bert:m:2:9:16:head=x/2/{}", d.to_uppercase())).contains("lowercase hex"));
+        assert!(err("bert:m@0123456789abcdef:2:9:16:head=sst2").contains("head=FILE/CLASSES/DIGEST"));
+        assert!(err("bert:m@0123456789abcdef:2:9:16:head=sst2/2").contains("head=FILE/CLASSES/DIGEST"));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:head=a/b/2/{d}")).contains("head=FILE/CLASSES/DIGEST"));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:head=sst2/x/{d}")).contains("classes \"x\""));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:head=sst2/1/{d}")).contains("1 classes"));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:head=sst2/65/{d}")).contains("65 classes"));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:head=.x/2/{d}")).contains("head file \".x\""));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:head=/2/{d}")).contains("head file \"\""));
+        assert!(err("bert:m@0123456789abcdef:2:9:16:head=x/2/0123").contains("head digest \"0123\""));
+        assert!(err(&format!("bert:m@0123456789abcdef:2:9:16:head=x/2/{}", d.to_uppercase())).contains("lowercase hex"));
     }
 }

@@ -1,9 +1,17 @@
 //! The encoder's shape, read from a Hugging Face `config.json` (and the
 //! sentence-transformers pooling files beside it).
 
+use super::files::{text, ModelFiles};
 use crate::error::{invalid, NnError};
 use serde::Deserialize;
 use std::path::Path;
+
+/// The Hugging Face model configuration.
+pub const CONFIG_FILE: &str = "config.json";
+/// Sentence-transformers' modules (a `Normalize` one normalises).
+pub const MODULES_FILE: &str = "modules.json";
+/// Sentence-transformers' pooling configuration.
+pub const POOLING_FILE: &str = "1_Pooling/config.json";
 
 /// How token vectors become one sentence vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,24 +122,29 @@ impl BertConfig {
     /// Reads `dir/config.json`, and the sentence-transformers files
     /// (`modules.json`, `1_Pooling/config.json`) where present.
     pub fn from_dir(dir: &Path) -> Result<Self, NnError> {
-        let mut config = Self::from_json(&read(&dir.join("config.json"))?)?;
-        let modules = dir.join("modules.json");
-        if modules.exists() {
-            let modules: Vec<Module> = serde_json::from_str(&read(&modules)?)
-                .map_err(|e| invalid("model config", format!("{}: {e}", modules.display())))?;
+        Self::from_files(&mut ModelFiles::new(dir))
+    }
+
+    /// [`from_dir`](Self::from_dir) through `files` (which digests them).
+    pub fn from_files(files: &mut ModelFiles) -> Result<Self, NnError> {
+        let mut config = Self::from_json(&text(files.read(CONFIG_FILE)?, &files.shown(CONFIG_FILE))?)?;
+        if let Some(bytes) = files.read_optional(MODULES_FILE)? {
+            let shown = files.shown(MODULES_FILE);
+            let modules: Vec<Module> = serde_json::from_str(&text(bytes, &shown)?)
+                .map_err(|e| invalid("model config", format!("{shown}: {e}")))?;
             config.normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
         }
-        let pooling = dir.join("1_Pooling").join("config.json");
-        if pooling.exists() {
-            let p: PoolingConfig = serde_json::from_str(&read(&pooling)?)
-                .map_err(|e| invalid("model config", format!("{}: {e}", pooling.display())))?;
+        if let Some(bytes) = files.read_optional(POOLING_FILE)? {
+            let shown = files.shown(POOLING_FILE);
+            let p: PoolingConfig = serde_json::from_str(&text(bytes, &shown)?)
+                .map_err(|e| invalid("model config", format!("{shown}: {e}")))?;
             config.pooling = match (p.pooling_mode_mean_tokens, p.pooling_mode_cls_token) {
                 (true, false) => Pooling::Mean,
                 (false, true) => Pooling::Cls,
                 _ => {
                     return Err(invalid(
                         "model config",
-                        format!("{}: exactly one of mean or CLS pooling is supported", pooling.display()),
+                        format!("{shown}: exactly one of mean or CLS pooling is supported"),
                     ))
                 }
             };
@@ -169,10 +182,6 @@ impl BertConfig {
         }
         Ok(())
     }
-}
-
-pub(crate) fn read(path: &Path) -> Result<String, NnError> {
-    std::fs::read_to_string(path).map_err(|e| invalid("model", format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

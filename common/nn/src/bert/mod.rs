@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod config;
 pub mod encrypted;
+pub mod files;
 pub mod head;
 pub mod lockstep;
 pub mod packed;
@@ -15,7 +16,10 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{BertConfig, Pooling};
+pub use files::ModelFiles;
 pub use reference::{cosine, LayerRanges, Span};
+#[cfg(feature = "tokenizer")]
+pub use served::ModelSource;
 pub use served::{CalibratedHead, ServedBert};
 #[cfg(feature = "tokenizer")]
 pub use tokenizer::TextTokenizer;

@@ -5,6 +5,8 @@
 use super::encrypted::{EncoderPlan, EncryptedEncoder};
 use super::head::{ClassifierHead, DEFAULT_GAP_BITS};
 use super::weights::BertWeights;
+#[cfg(feature = "tokenizer")]
+use super::{files::ModelFiles, tokenizer::TOKENIZER_FILE};
 use crate::error::{invalid, NnError};
 
 /// Public calibration sentences: the ranges the approximations are fitted
@@ -33,6 +35,46 @@ pub struct ServedBert {
     /// The model directory it was loaded from (trained heads are read
     /// from its `heads/`).
     dir: Option<std::path::PathBuf>,
+}
+
+/// A model directory's files read, parsed and digested, not yet
+/// calibrated: a worker checks the digest against the one a query names
+/// before it pays for [`ServedBert::calibrate`].
+#[cfg(feature = "tokenizer")]
+#[derive(Debug)]
+pub struct ModelSource {
+    weights: BertWeights,
+    tokenizer: super::TextTokenizer,
+    dir: std::path::PathBuf,
+    digest: [u8; 32],
+}
+
+#[cfg(feature = "tokenizer")]
+impl ModelSource {
+    /// Reads `dir`'s config.json (with the sentence-transformers files
+    /// where present), model.safetensors and tokenizer.json.
+    pub fn read(dir: &std::path::Path) -> Result<Self, NnError> {
+        let mut files = ModelFiles::new(dir);
+        let weights = BertWeights::from_files(&mut files)?;
+        let tokenizer = super::TextTokenizer::from_bytes(&files.read(TOKENIZER_FILE)?, &files.shown(TOKENIZER_FILE))?;
+        Ok(Self { weights, tokenizer, dir: dir.to_path_buf(), digest: files.digest() })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &super::BertConfig {
+        &self.weights.config
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &super::TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// BLAKE3 of every file read, in order ([`ModelFiles`]): the same for
+    /// the same files, on the client and on every worker.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
 }
 
 /// Directory of a model's trained heads, inside the model directory.
@@ -75,12 +117,11 @@ impl ServedBert {
         })
     }
 
-    /// Reads a model directory (config.json, model.safetensors,
-    /// tokenizer.json) and calibrates on [`CALIBRATION`].
+    /// `source` (a model directory read: [`ModelSource::read`]) cut to
+    /// `layers` and calibrated on [`CALIBRATION`] (see [`new`](Self::new)).
     #[cfg(feature = "tokenizer")]
-    pub fn load(dir: &std::path::Path, layers: usize, max_stage_depth: usize) -> Result<Self, NnError> {
-        let weights = BertWeights::from_dir(dir)?;
-        let tokenizer = super::TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    pub fn calibrate(source: ModelSource, layers: usize, max_stage_depth: usize) -> Result<Self, NnError> {
+        let ModelSource { weights, tokenizer, dir, .. } = source;
         let max_tokens = CALIBRATION_MAX_TOKENS.min(weights.config.max_positions);
         let calibration: Vec<Vec<u32>> = CALIBRATION
             .lines()
@@ -89,8 +130,14 @@ impl ServedBert {
             .collect::<Result<_, _>>()?;
         let mut served = Self::new(weights, layers, &calibration, max_stage_depth)?;
         served.tokenizer = Some(tokenizer);
-        served.dir = Some(dir.to_path_buf());
+        served.dir = Some(dir);
         Ok(served)
+    }
+
+    /// The model directory it was loaded from (none when built from
+    /// weights).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     /// The zero-shot head of `labels` (one class per label text: its

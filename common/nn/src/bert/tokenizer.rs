@@ -4,7 +4,11 @@
 use crate::error::{invalid, NnError};
 use std::path::Path;
 
+/// The tokenizer's file in a model directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
 /// A loaded tokenizer.
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
 }
@@ -18,12 +22,18 @@ impl std::fmt::Debug for TextTokenizer {
 impl TextTokenizer {
     /// Reads `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self, NnError> {
-        let mut inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| invalid("tokenizer", format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| invalid("tokenizer", format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// A `tokenizer.json`'s bytes (`name` says where they came from).
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self, NnError> {
+        let mut inner =
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| invalid("tokenizer", format!("{name}: {e}")))?;
         // Sentence-transformers' tokenizer.json pads to 128 tokens; the
         // encrypted model sees the real tokens only, truncated here.
         inner.with_padding(None);
-        inner.with_truncation(None).map_err(|e| invalid("tokenizer", format!("{}: {e}", path.display())))?;
+        inner.with_truncation(None).map_err(|e| invalid("tokenizer", format!("{name}: {e}")))?;
         Ok(Self { inner })
     }
 

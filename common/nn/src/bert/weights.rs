@@ -4,9 +4,13 @@
 //! `y = x W + b` reads rows of `x` against columns of `W`.
 
 use super::config::BertConfig;
+use super::files::ModelFiles;
 use crate::error::{invalid, NnError};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::Path;
+
+/// The weights' file in a model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// `y = x W + b`.
 #[derive(Clone, Debug, PartialEq)]
@@ -193,10 +197,13 @@ impl BertWeights {
 
     /// Loads `dir/config.json` (+ pooling files) and `dir/model.safetensors`.
     pub fn from_dir(dir: &Path) -> Result<Self, NnError> {
-        let config = BertConfig::from_dir(dir)?;
-        let path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&path).map_err(|e| invalid("model weights", format!("{}: {e}", path.display())))?;
-        Self::from_safetensors(config, &bytes)
+        Self::from_files(&mut ModelFiles::new(dir))
+    }
+
+    /// [`from_dir`](Self::from_dir) through `files` (which digests them).
+    pub fn from_files(files: &mut ModelFiles) -> Result<Self, NnError> {
+        let config = BertConfig::from_files(files)?;
+        Self::from_safetensors(config, &files.read(WEIGHTS_FILE)?)
     }
 
     /// A randomly initialised encoder of `config`'s shape (deterministic in
