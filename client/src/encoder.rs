@@ -64,12 +64,7 @@ impl ClientEncoder {
         preset: &str,
         params: &Parameters,
     ) -> Result<Self, BoxError> {
-        let name = dir
-            .canonicalize()
-            .map_err(|e| format!("model directory {}: {e}", dir.display()))?
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("model directory {} has no name", dir.display()))?;
+        let name = directory_name(dir)?;
         let config = boot_config(preset)?;
         let level = params.max_level().checked_sub(config.depth()).ok_or("bootstrapping uses every level")?;
         let source = ModelSource::read(dir)?;
@@ -336,6 +331,54 @@ impl ClientEncoder {
         let ids = self.tokenizer.encode(text, self.block)?;
         Ok(self.served.weights().sentence_embedding(&ids)?)
     }
+}
+
+/// A model directory's name, as ids name the model.
+fn directory_name(dir: &Path) -> Result<String, BoxError> {
+    Ok(dir
+        .canonicalize()
+        .map_err(|e| format!("model directory {}: {e}", dir.display()))?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("model directory {} has no name", dir.display()))?)
+}
+
+/// What `nexus digest` prints: a model directory as query ids name it,
+/// so that an operator can compare a client's copy with the workers'.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub struct DirectoryDigests {
+    /// `NAME@DIGEST`: the directory's name and the digest of its files.
+    pub model: String,
+    /// Each trained head in its `heads/` (by the name `keygen --head`
+    /// takes) with its file's digest, as `head=NAME/CLASSES/DIGEST` names
+    /// it.
+    pub heads: std::collections::BTreeMap<String, String>,
+}
+
+/// The digests of model directory `dir` (its files read and parsed, not
+/// calibrated): what a query made from it names, and what a worker
+/// holding it accepts.
+pub fn directory_digests(dir: &Path) -> Result<DirectoryDigests, BoxError> {
+    let name = directory_name(dir)?;
+    let source = ModelSource::read(dir)?;
+    let digest = id_digest(source.digest());
+    // Checked as a query's id is.
+    BertModelId::new(&name, &digest, 1, 2, 2)?;
+    let mut heads = std::collections::BTreeMap::new();
+    let heads_dir = dir.join(nexus_nn::bert::served::HEADS_DIR);
+    if heads_dir.is_dir() {
+        let listed = std::fs::read_dir(&heads_dir).map_err(|e| format!("{}: {e}", heads_dir.display()))?;
+        for entry in listed {
+            let path = entry.map_err(|e| format!("{}: {e}", heads_dir.display()))?.path();
+            let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let Some(head) = file.strip_suffix(".safetensors").filter(|h| !h.is_empty() && !h.starts_with('.')) else {
+                continue;
+            };
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            heads.insert(head.to_string(), head_file_digest(&bytes));
+        }
+    }
+    Ok(DirectoryDigests { model: format!("{name}@{digest}"), heads })
 }
 
 /// The class a head picked.

@@ -203,6 +203,15 @@ enum Command {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2), requires = "batch")]
         lanes: u8,
     },
+    /// A BERT-family model directory as query ids name it: one JSON line,
+    /// `{"model": "NAME@DIGEST", "heads": {"NAME": "DIGEST", ...}}` (the
+    /// digest of the files the client reads, and of each trained head in
+    /// its heads/). Run it on a client's copy and on the workers' to see
+    /// whether they would serve the client's queries.
+    Digest {
+        /// Model directory: config.json, model.safetensors, tokenizer.json.
+        model_dir: PathBuf,
+    },
     /// Cluster benchmarks.
     Bench {
         #[command(subcommand)]
@@ -505,6 +514,10 @@ fn main() -> Result<()> {
                 Ok(())
             };
             infer::run(&options, &mut |line| eprintln!("{line}"), &mut emit)?;
+            Ok(())
+        }
+        Command::Digest { model_dir } => {
+            println!("{}", json(&nexus_client::encoder::directory_digests(&model_dir).map_err(boxed)?)?);
             Ok(())
         }
         Command::Bench { what: BenchCommand::Cluster { workers, queries, preset, tokens } } => {

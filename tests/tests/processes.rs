@@ -1,6 +1,6 @@
 //! The real binaries as separate processes: `nexus-coordinator init-certs`,
 //! `nexus-coordinator run`, two `nexus-worker`s, and the `nexus` client CLI
-//! (`keygen`, `keys upload`, `submit`, `status --watch`, `fetch`, `keys delete`) running
+//! (`keygen`, `keys upload`, `submit`, `status --watch`, `fetch`, `digest`, `keys delete`) running
 //! the embedded demo model through them over QUIC, then a sentence through
 //! a tiny BERT served from the workers' model root.
 
@@ -201,6 +201,20 @@ fn coordinator_two_workers_and_the_client_cli_serve_the_demo_model() {
         let similarity = nexus_nn::bert::cosine(&embedding, &client_model.plain_embedding(text).unwrap());
         assert!(similarity > 0.999, "{text}: cosine with the plaintext embedding {similarity}");
         check_class(result, text);
+    }
+    // `nexus digest` names the model directory and its head file as the
+    // ids of the queries submitted from it do.
+    let digests: serde_json::Value = serde_json::from_str(&nexus(&cli, &["digest", m], &[])).unwrap();
+    let model = digests["model"].as_str().unwrap();
+    assert!(model.starts_with("tiny-bert@"), "{digests}");
+    let head = format!("head=pets/2/{}", digests["heads"]["pets"].as_str().unwrap());
+    let records: Vec<String> = std::fs::read_dir(bert_dir.join("queries"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert!(record.contains(&format!("bert:{model}:")) && record.contains(&head), "{record} vs {digests}");
     }
     // More sentences than the keys' blocks: refused before anything is sent.
     let refused = Command::new(&cli)

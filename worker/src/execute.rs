@@ -138,6 +138,7 @@ fn served_bert(models: Option<&Path>, id: &BertModelId, max_stage_depth: usize) 
         return Ok(served.clone());
     }
     let served = Arc::new(ServedBert::calibrate(source, id.layers, max_stage_depth).map_err(|e| named(e.to_string()))?);
+    tracing::info!(model = %id.name, digest = %id.digest, layers = id.layers, "model loaded and calibrated");
     // The files on disk are the id's: copies of other ones are stale
     // (their queries now fail, as they would on a fresh worker).
     guard.retain(|k, _| k.root != key.root || k.name != key.name || k.digest == key.digest);
