@@ -102,6 +102,32 @@ fn run_all(f: &Fixture) {
     let mp = e.rescale(&e.mul_plain(&ca, &pb_q).unwrap()).unwrap();
     assert!((mp.scale() / f.params.default_scale() - 1.0).abs() < 1e-12);
     f.check("mul_plain+rescale", &mp, &zip(&|x, y| x * y), after_mul);
+    // A dot product of ciphertexts (degree 1 and 2) with plaintexts is the
+    // sum of the products, exactly: the same residues.
+    let top = f.params.max_level();
+    let pa_q = f.enc.encode_complex(&a, top, f.params.q()[top] as f64).unwrap();
+    let square = e.mul(&ca, &cb).unwrap();
+    for (x, y) in [(&ca, &cb), (&square, &e.mul(&cb, &ca).unwrap())] {
+        let dot = e.dot_plain(&[x, y, x], &[&pb_q, &pa_q, &pa_q]).unwrap();
+        let mut sum = e.mul_plain(x, &pb_q).unwrap();
+        e.add_assign(&mut sum, &e.mul_plain(y, &pa_q).unwrap()).unwrap();
+        e.add_assign(&mut sum, &e.mul_plain(x, &pa_q).unwrap()).unwrap();
+        assert_eq!(dot, sum, "dot_plain of degree {}", x.degree());
+    }
+    let want: Vec<Complex64> = a.iter().zip(&b).map(|(&x, &y)| x * y + y * x).collect();
+    f.check(
+        "dot_plain+rescale",
+        &e.rescale(&e.dot_plain(&[&ca, &cb], &[&pb_q, &pa_q]).unwrap()).unwrap(),
+        &want,
+        after_mul,
+    );
+    assert!(e.dot_plain(&[], &[]).is_err());
+    assert!(e.dot_plain(&[&ca, &cb], &[&pb_q]).is_err(), "one plaintext per ciphertext");
+    let low = e.drop_to_level(&cb, top - 1).unwrap();
+    assert!(matches!(e.dot_plain(&[&ca, &low], &[&pb_q, &pa_q]), Err(CkksError::LevelMismatch { .. })));
+    let pb_2q = f.enc.encode_complex(&b, top, 2.0 * f.params.q()[top] as f64).unwrap();
+    assert!(matches!(e.dot_plain(&[&ca, &cb], &[&pb_q, &pb_2q]), Err(CkksError::ScaleMismatch { .. })));
+    assert!(matches!(e.dot_plain(&[&ca, &square], &[&pb_q, &pa_q]), Err(CkksError::DegreeMismatch { .. })));
 
     f.check("add_const", &e.add_const(&ca, 0.75).unwrap(), &a.iter().map(|x| x + 0.75).collect::<Vec<_>>(), fresh);
     let c = Complex64::new(0.25, -0.5);

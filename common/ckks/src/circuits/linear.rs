@@ -21,11 +21,17 @@ use crate::error::CkksError;
 use crate::scheme::encoding::Encoder;
 use crate::scheme::evaluator::Evaluator;
 use crate::scheme::keys::GaloisKeys;
-use crate::scheme::plaintext::Ciphertext;
+use crate::scheme::plaintext::{Ciphertext, Plaintext};
 use crate::Parameters;
 use num_complex::Complex64;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Encoded diagonals summed in one [`Evaluator::dot_plain`]: the products
+/// are accumulated in one pass, and no more than this many encoded
+/// diagonals are held per giant group (about 100 MB at a bootstrap's top
+/// level).
+const DIAGONALS_PER_DOT: usize = 8;
 
 /// The slot values of one diagonal.
 #[derive(Clone, Debug, PartialEq)]
@@ -365,13 +371,23 @@ impl LinearTransform {
             .map(|(g, bs)| -> Result<Option<Ciphertext>, CkksError> {
                 let shift = (g * self.baby) as i64;
                 let mut inner: Option<Ciphertext> = None;
-                for &b in bs {
-                    let k = g * self.baby + b;
-                    let (diag, p) = (&self.diagonals[&k], self.periods[&k]);
-                    // One period of rot_{-shift}(diag) (p divides the slots).
-                    let period = diag.rotated_period(g * self.baby, p, multiplier);
-                    let pt = encoder.encode_periodic_slots(&period, self.slots, level, pt_scale)?;
-                    let term = eval.mul_plain(baby[&b], &pt)?;
+                // A few diagonals at a time in one dot product: no
+                // ciphertext per product, and the encoded diagonals held
+                // at once stay a few.
+                for chunk in bs.chunks(DIAGONALS_PER_DOT) {
+                    let pts = chunk
+                        .iter()
+                        .map(|&b| {
+                            let k = g * self.baby + b;
+                            let (diag, p) = (&self.diagonals[&k], self.periods[&k]);
+                            // One period of rot_{-shift}(diag) (p divides the slots).
+                            let period = diag.rotated_period(g * self.baby, p, multiplier);
+                            encoder.encode_periodic_slots(&period, self.slots, level, pt_scale)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let cts: Vec<&Ciphertext> = chunk.iter().map(|b| baby[b]).collect();
+                    let pts: Vec<&Plaintext> = pts.iter().collect();
+                    let term = eval.dot_plain(&cts, &pts)?;
                     match inner.as_mut() {
                         None => inner = Some(term),
                         Some(i) => eval.add_assign(i, &term)?,

@@ -235,26 +235,22 @@ impl ColumnMasks {
         Ok(Self { masks, level, scale: like.scale(), prime })
     }
 
-    /// `sum M_c x` over `(c, x)`, rescaled: one level below, at the scale
-    /// the terms share.
+    /// `sum M_c x` over `(c, x)` (one dot product), rescaled: one level
+    /// below, at the scale the terms share.
     fn combine<'c>(
         &self,
         engine: &Engine<'_>,
         terms: impl Iterator<Item = (usize, &'c Ciphertext)>,
     ) -> Result<Ciphertext, NnError> {
-        let mut acc: Option<Ciphertext> = None;
+        let (mut cts, mut masks) = (Vec::new(), Vec::new());
         for (c, x) in terms {
             if x.level() != self.level || (x.scale() / self.scale - 1.0).abs() > 1e-12 {
                 return Err(invalid("attention", "masked terms at different levels or scales"));
             }
-            let mask = self.masks.get(c).ok_or_else(|| invalid("attention", format!("no column {c}")))?;
-            let term = engine.eval.mul_plain(x, mask)?;
-            match acc.as_mut() {
-                Some(a) => engine.eval.add_assign(a, &term)?,
-                None => acc = Some(term),
-            }
+            masks.push(self.masks.get(c).ok_or_else(|| invalid("attention", format!("no column {c}")))?);
+            cts.push(x);
         }
-        let mut acc = acc.ok_or_else(|| invalid("attention", "an empty masked sum"))?;
+        let mut acc = engine.eval.dot_plain(&cts, &masks)?;
         acc.set_scale(self.scale * self.prime)?;
         Ok(engine.eval.rescale(&acc)?)
     }
