@@ -129,6 +129,32 @@ fn run_all(f: &Fixture) {
     assert!(matches!(e.dot_plain(&[&ca, &cb], &[&pb_q, &pb_2q]), Err(CkksError::ScaleMismatch { .. })));
     assert!(matches!(e.dot_plain(&[&ca, &square], &[&pb_q, &pa_q]), Err(CkksError::DegreeMismatch { .. })));
 
+    // A product at a lower level reads its operands in place: the same
+    // residues as dropping copies first.
+    let (a_low, b_low) = (e.drop_to_level(&ca, top - 1).unwrap(), e.drop_to_level(&cb, top - 1).unwrap());
+    assert_eq!(e.mul_at(&ca, &cb, top - 1).unwrap(), e.mul(&a_low, &b_low).unwrap());
+    assert!(matches!(e.mul_at(&ca, &low, top), Err(CkksError::NotEnoughLevels { .. })));
+    // A linear combination of ciphertexts at several levels and degrees is
+    // the sum of the constant products of copies dropped to its level.
+    let s = ca.scale();
+    assert_eq!(s, s.log2().round().exp2(), "the fixture's scale is a power of two");
+    let lc = e.linear_combination(&[(&ca, 3.0), (&low, -2.0), (&square, 1.0)], top - 1, square.scale()).unwrap();
+    let mut want_lc = e.mul_const_with_scale(&e.drop_to_level(&square, top - 1).unwrap(), 1.0, 1.0).unwrap();
+    for (ct, c) in [(&ca, 3.0), (&low, -2.0)] {
+        let term = e.mul_const_with_scale(&e.drop_to_level(ct, top - 1).unwrap(), c, s).unwrap();
+        e.add_assign(&mut want_lc, &term).unwrap();
+    }
+    assert_eq!(lc, want_lc);
+    let lc = e.rescale(&e.linear_combination(&[(&ca, 0.5), (&cb, -1.5)], top, s * f.params.q()[top] as f64).unwrap());
+    f.check("linear_combination", &lc.unwrap(), &zip(&|x, y| 0.5 * x - 1.5 * y), fresh - 2.0);
+    // More terms than one accumulation holds (128) are summed in chunks.
+    let many = vec![(&ca, 1.0); 130];
+    assert_eq!(e.linear_combination(&many, top, s).unwrap(), e.mul_integer(&ca, 130));
+    assert!(e.linear_combination(&[], top, s).is_err());
+    assert!(matches!(e.linear_combination(&[(&ca, 1.0), (&low, 1.0)], top, s), Err(CkksError::NotEnoughLevels { .. })));
+    assert!(e.linear_combination(&[(&ca, 1.0)], top, f64::NAN).is_err());
+    assert!(e.linear_combination(&[(&ca, f64::INFINITY)], top, s).is_err());
+
     f.check("add_const", &e.add_const(&ca, 0.75).unwrap(), &a.iter().map(|x| x + 0.75).collect::<Vec<_>>(), fresh);
     let c = Complex64::new(0.25, -0.5);
     f.check(

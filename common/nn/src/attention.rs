@@ -189,7 +189,7 @@ impl HeadAttention {
             let q_rep = self.replicate(engine, qm, t)?;
             let k_rep = self.rows_replicated(engine, k, c)?;
             let level = q_rep.level().min(k_rep.level());
-            let term = e.mul(&e.drop_to_level(&q_rep, level)?, &e.drop_to_level(&k_rep, level)?)?;
+            let term = e.mul_at(&q_rep, &k_rep, level)?;
             match acc.as_mut() {
                 Some(a) => e.add_assign(a, &term)?,
                 None => acc = Some(term),

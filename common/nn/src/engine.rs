@@ -47,19 +47,17 @@ impl<'a> Engine<'a> {
     /// [`mul_plain_to`](Self::mul_plain_to)).
     pub fn mul_const_to(&self, ct: &Ciphertext, c: f64, level: usize, scale: f64) -> Result<Ciphertext, NnError> {
         let e = self.eval;
-        let ct = e.drop_to_level(ct, level + 1)?;
         let prime = self.params().q()[level + 1] as f64;
-        let mut prod = e.mul_const_with_scale(&ct, c, scale * prime / ct.scale())?;
-        prod.set_scale(scale * prime)?;
-        Ok(e.rescale(&prod)?)
+        // Read in place at level + 1 (no copy), the constant encoded so
+        // that the product's scale is scale * prime.
+        Ok(e.rescale(&e.linear_combination(&[(ct, c)], level + 1, scale * prime)?)?)
     }
 
     /// `a * b` relinearised and rescaled, at the lower of the two levels.
     pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, NnError> {
         let e = self.eval;
         let level = a.level().min(b.level());
-        let (a, b) = (e.drop_to_level(a, level)?, e.drop_to_level(b, level)?);
-        Ok(e.mul_relin_rescale(&a, &b, self.rlk)?)
+        Ok(e.relinearize_rescale(&e.mul_at(a, b, level)?, self.rlk)?)
     }
 
     /// `c a b` relinearised and rescaled, at the lower of the two levels,

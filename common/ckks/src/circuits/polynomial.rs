@@ -127,23 +127,20 @@ impl<'a> PolynomialEvaluator<'a> {
     }
 
     /// `2 a b - c` rescaled, with `c` brought to the scale of `a b` exactly
-    /// (`c = None` means the constant 1).
+    /// (`c = None` means the constant 1). The operands are read in place at
+    /// the lower level, and the doubling and the subtraction are one pass.
     fn product_minus(&self, a: &Ciphertext, b: &Ciphertext, c: Option<&Ciphertext>) -> Result<Ciphertext, CkksError> {
         let e = self.eval;
         let level = a.level().min(b.level());
-        let a = e.drop_to_level(a, level)?;
-        let b = e.drop_to_level(b, level)?;
         // Relinearised after the linear steps, fused with the rescale.
-        let prod = e.mul_integer(&e.mul(&a, &b)?, 2);
+        let prod = e.mul_at(a, b, level)?;
         let out = match c {
-            None => e.add_const(&prod, -1.0)?,
-            Some(c) => {
-                let c = e.drop_to_level(c, level)?;
-                let aligned = e.mul_const_with_scale(&c, 1.0, prod.scale() / c.scale())?;
-                let mut aligned = aligned;
-                aligned.reset_scale(prod.scale());
-                e.sub(&prod, &aligned)?
+            None => {
+                let mut out = e.linear_combination(&[(&prod, 2.0)], level, prod.scale())?;
+                e.add_const_assign(&mut out, -1.0)?;
+                out
             }
+            Some(c) => e.linear_combination(&[(&prod, 2.0), (c, -1.0)], level, prod.scale())?,
         };
         e.relinearize_rescale(&out, self.rlk)
     }
@@ -232,24 +229,19 @@ impl<'a> PolynomialEvaluator<'a> {
             return Err(CkksError::NotEnoughLevels { op: "polynomial evaluation", level, needed: 1 });
         }
         let q = e.params().q()[level] as f64;
-        let mut acc: Option<Ciphertext> = None;
-        for i in 1..=m {
-            let c = coeffs.get(i).copied().unwrap_or(0.0);
-            if c == 0.0 && !(i == m && acc.is_none()) {
-                continue;
-            }
-            let t = e.drop_to_level(&basis.powers[&i], level)?;
-            let mut term = e.mul_const_with_scale(&t, c, target_scale * q / t.scale())?;
-            term.reset_scale(target_scale * q);
-            match acc.as_mut() {
-                None => acc = Some(term),
-                Some(a) => e.add_assign(a, &term)?,
-            }
+        // Each T_i's constant is encoded so that its product lands on
+        // target_scale * q; an all-zero leaf keeps one (zero) term.
+        let mut terms: Vec<(&Ciphertext, f64)> = (1..=m)
+            .filter_map(|i| {
+                let c = coeffs.get(i).copied().unwrap_or(0.0);
+                (c != 0.0).then(|| (&basis.powers[&i], c))
+            })
+            .collect();
+        if terms.is_empty() {
+            terms.push((&basis.powers[&m], 0.0));
         }
-        let Some(acc) = acc else {
-            return Err(CkksError::InvalidInput("empty polynomial".into()));
-        };
-        let acc = e.add_const(&acc, coeffs[0])?;
+        let mut acc = e.linear_combination(&terms, level, target_scale * q)?;
+        e.add_const_assign(&mut acc, coeffs[0])?;
         let mut out = e.rescale(&acc)?;
         out.reset_scale(target_scale);
         Ok(out)
@@ -272,19 +264,18 @@ impl<'a> PolynomialEvaluator<'a> {
         let prime = e.params().q()[lp] as f64;
         // q's scale makes q * T_g land exactly on target_scale after rescaling.
         let q_scale = target_scale * prime / tg.scale();
-        let tg = e.drop_to_level(tg, lp)?;
         let mut prod = if let [c] = q[..] {
-            let mut term = e.mul_const_with_scale(&tg, c, prime * target_scale / tg.scale())?;
-            term.reset_scale(target_scale * prime);
-            e.rescale(&term)?
+            e.rescale(&e.linear_combination(&[(tg, c)], lp, target_scale * prime)?)?
         } else {
-            let q_ct = e.drop_to_level(&self.eval_rec(basis, &q, q_scale, need + 1)?, lp)?;
-            e.mul_relin_rescale(&q_ct, &tg, self.rlk)?
+            let q_ct = self.eval_rec(basis, &q, q_scale, need + 1)?;
+            e.relinearize_rescale(&e.mul_at(&q_ct, tg, lp)?, self.rlk)?
         };
         prod.reset_scale(target_scale);
         let r_ct = self.eval_rec(basis, &r, target_scale, need)?;
         let level = prod.level().min(r_ct.level());
-        e.add(&e.drop_to_level(&prod, level)?, &e.drop_to_level(&r_ct, level)?)
+        let mut sum = e.drop_owned_to_level(prod, level)?;
+        e.add_assign(&mut sum, &e.drop_owned_to_level(r_ct, level)?)?;
+        Ok(sum)
     }
 
     /// Evaluates `poly` on the slots of `ct`; the result has scale

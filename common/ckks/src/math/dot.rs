@@ -579,12 +579,19 @@ mod ifma {
             // c0 < 2^59: its carry moves to c1 (< 2^62 after).
             let (c0, carry) = split(acc[0]);
             let c1 = _mm512_add_epi64(acc[1], carry);
-            let t1 = mul_shoup64(c1, _mm512_set1_epi64(r.r52 as i64), _mm512_set1_epi64(r.r52_shoup64 as i64), t);
-            let t2 = mul_shoup64(acc[2], _mm512_set1_epi64(r.r104 as i64), _mm512_set1_epi64(r.r104_shoup64 as i64), t);
+            let two_t = _mm512_add_epi64(t, t);
+            let t1 =
+                mul_shoup64(c1, _mm512_set1_epi64(r.r52 as i64), _mm512_set1_epi64(r.r52_shoup64 as i64), t, two_t);
+            let t2 = mul_shoup64(
+                acc[2],
+                _mm512_set1_epi64(r.r104 as i64),
+                _mm512_set1_epi64(r.r104_shoup64 as i64),
+                t,
+                two_t,
+            );
             // c0 < 2^52 <= 4t and each product is below 2t: the sum is
             // below 8t < 2^64.
             let s = _mm512_add_epi64(_mm512_add_epi64(c0, t1), t2);
-            let two_t = _mm512_add_epi64(t, t);
             csub(csub(csub(s, _mm512_add_epi64(two_t, two_t)), two_t), t)
         }
 
@@ -606,6 +613,7 @@ mod ifma {
             let q = _mm512_set1_epi64(t as i64);
             let wv = _mm512_set1_epi64(w as i64);
             let ws = _mm512_set1_epi64((((w as u128) << 64) / t as u128) as i64);
+            let two_q = _mm512_add_epi64(q, q);
             let mut c = 0;
             while c < len {
                 // SAFETY: c + 8 <= len; each output vector is written after
@@ -615,7 +623,7 @@ mod ifma {
                     let b = _mm512_loadu_si512(y.as_ptr().add(c) as *const __m512i);
                     // a + t - b lies in (0, 2t).
                     let d = _mm512_sub_epi64(_mm512_add_epi64(a, q), b);
-                    let r = csub(mul_shoup64(d, wv, ws, q), q);
+                    let r = csub(mul_shoup64(d, wv, ws, q, two_q), q);
                     _mm512_storeu_si512(out.add(c) as *mut __m512i, r);
                 }
                 c += 8;
@@ -634,12 +642,13 @@ mod ifma {
             let one = _mm512_set1_epi64(1);
             let one_s = _mm512_set1_epi64(((1u128 << 64) / t as u128) as i64);
             let neg_off = _mm512_set1_epi64((t - offset) as i64);
+            let two_q = _mm512_add_epi64(q, q);
             let mut c = 0;
             while c < out.len() {
                 // SAFETY: c + 8 <= out.len() <= src.len().
                 unsafe {
                     let v = _mm512_loadu_si512(src.as_ptr().add(c) as *const __m512i);
-                    let r = csub(mul_shoup64(v, one, one_s, q), q);
+                    let r = csub(mul_shoup64(v, one, one_s, q, two_q), q);
                     let r = csub(_mm512_add_epi64(r, neg_off), q);
                     _mm512_storeu_si512(out.as_mut_ptr().add(c) as *mut __m512i, r);
                 }

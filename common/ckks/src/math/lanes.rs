@@ -115,6 +115,7 @@ mod avx512 {
         let q = _mm512_set1_epi64(t as i64);
         let one = _mm512_set1_epi64(1);
         let one_s = _mm512_set1_epi64(((1u128 << 64) / t as u128) as i64);
+        let two_q = _mm512_add_epi64(q, q);
         let whole = out.len() / 8 * 8;
         let mut c = 0;
         while c < whole {
@@ -123,7 +124,7 @@ mod avx512 {
                 let v = _mm512_loadu_si512(src.as_ptr().add(c) as *const __m512i);
                 let negative = _mm512_cmplt_epi64_mask(v, _mm512_setzero_si512());
                 // |v| <= 2^63 as an unsigned word, reduced into [0, t).
-                let r = csub(mul_shoup64(_mm512_abs_epi64(v), one, one_s, q), q);
+                let r = csub(mul_shoup64(_mm512_abs_epi64(v), one, one_s, q, two_q), q);
                 // -r mod t: t - r, or 0 when r is 0.
                 let neg = _mm512_sub_epi64(q, r);
                 let neg = _mm512_min_epu64(neg, _mm512_sub_epi64(neg, q));

@@ -300,14 +300,14 @@ mod ifma {
     use super::super::simd::{csub, mul_shoup52, mul_shoup64};
     use std::arch::x86_64::*;
 
-    /// `y * w mod q` in `[0, 2q)`: IFMA (52-bit Shoup constant) for
-    /// `q < 2^50`, or emulated 64-bit products (64-bit Shoup constant) for
-    /// wider primes.
+    /// `y * w mod q` in `[0, 2q)` for `y < 4q`: IFMA (52-bit Shoup
+    /// constant) for `q < 2^50`, or emulated 64-bit products (64-bit Shoup
+    /// constant, approximate quotient) for wider primes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
-    fn mul_shoup<const WIDE: bool>(y: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+    fn mul_shoup<const WIDE: bool>(y: __m512i, w: __m512i, ws: __m512i, q: __m512i, two_q: __m512i) -> __m512i {
         if WIDE {
-            mul_shoup64(y, w, ws, q)
+            mul_shoup64(y, w, ws, q, two_q)
         } else {
             mul_shoup52(y, w, ws, q)
         }
@@ -324,7 +324,7 @@ mod ifma {
         two_q: __m512i,
     ) -> (__m512i, __m512i) {
         let u = csub(x, two_q);
-        let v = mul_shoup::<WIDE>(y, w, ws, q);
+        let v = mul_shoup::<WIDE>(y, w, ws, q, two_q);
         (_mm512_add_epi64(u, v), _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v))
     }
 
@@ -340,7 +340,7 @@ mod ifma {
     ) -> (__m512i, __m512i) {
         let s = csub(_mm512_add_epi64(x, y), two_q);
         let d = _mm512_sub_epi64(_mm512_add_epi64(x, two_q), y);
-        (s, mul_shoup::<WIDE>(d, w, ws, q))
+        (s, mul_shoup::<WIDE>(d, w, ws, q, two_q))
     }
 
     /// Lane permutations splitting two vectors (16 coefficients) into the
@@ -645,7 +645,7 @@ mod ifma {
             // SAFETY: j + 8 <= n.
             unsafe {
                 let x = _mm512_loadu_si512(p.add(j) as *const __m512i);
-                _mm512_storeu_si512(p.add(j) as *mut __m512i, csub(mul_shoup::<WIDE>(x, w, ws, qv), qv));
+                _mm512_storeu_si512(p.add(j) as *mut __m512i, csub(mul_shoup::<WIDE>(x, w, ws, qv, two_q), qv));
             }
             j += 8;
         }

@@ -8,7 +8,9 @@
 
 use super::pool::Scratch;
 use super::{Basis, RingContext};
-use crate::math::dot::{dot_const, dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to};
+use crate::math::dot::{
+    dot_const, dot_elementwise, dot_elementwise_pair, reduce_sub, sub_mul_const, sub_mul_const_to, MAX_ROWS,
+};
 use crate::math::lanes;
 use crate::math::BasisConverter;
 use rayon::prelude::*;
@@ -40,10 +42,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn mul(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], other: &[u64]);
     /// Coefficient-wise `acc += a * b`.
     fn mul_add(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], a: &[u64], b: &[u64]);
-    /// Coefficient-wise `out = sum_r a[r] * b[r]` (polynomials over `basis`).
+    /// Coefficient-wise `out = sum_r a[r] * b[r]` (polynomials over `basis`;
+    /// like [`scalar_dot`](Self::scalar_dot)'s, an input may hold more chain
+    /// limbs, of which only the first are read).
     fn dot_product(&self, ctx: &RingContext, basis: Basis, a: &[&[u64]], b: &[&[u64]], out: &mut [u64]);
-    /// `out = input * scalars[limb]` (out of place: no copy first).
-    fn mul_scalar_to(&self, ctx: &RingContext, basis: Basis, input: &[u64], scalars: &[u64], out: &mut [u64]);
+    /// `out = sum_r inputs[r] * scalars[r][limb]` on every coefficient of
+    /// each limb of `basis` (a linear combination with constant
+    /// coefficients, one residue per limb). An input may hold more chain
+    /// limbs than `basis` (a ciphertext above the output's level): only its
+    /// first `basis.limbs()` limbs are read, in place.
+    fn scalar_dot(&self, ctx: &RingContext, basis: Basis, inputs: &[&[u64]], scalars: &[&[u64]], out: &mut [u64]);
     /// `acc += scalars[limb]` on every coefficient of each limb.
     fn add_scalar(&self, ctx: &RingContext, basis: Basis, acc: &mut [u64], scalars: &[u64]);
     /// `out[i] = input[perm[i]]` in every limb (automorphism in NTT form).
@@ -295,12 +303,32 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn mul_scalar_to(&self, ctx: &RingContext, basis: Basis, input: &[u64], scalars: &[u64], out: &mut [u64]) {
+    fn scalar_dot(&self, ctx: &RingContext, basis: Basis, inputs: &[&[u64]], scalars: &[&[u64]], out: &mut [u64]) {
+        debug_assert_eq!(inputs.len(), scalars.len());
         let n = ctx.n();
-        out.par_chunks_mut(n).zip(input.par_chunks(n)).enumerate().for_each(|(j, (o, x))| {
-            let m = ctx.modulus_of(basis, j);
-            let (w, ws) = (scalars[j], m.shoup(scalars[j]));
-            o.iter_mut().zip(x).for_each(|(o, &x)| *o = m.mul_shoup(x, w, ws));
+        out.par_chunks_mut(n).enumerate().for_each(|(j, o)| {
+            let (m, r) = (ctx.modulus_of(basis, j), ctx.reducer_of(basis, j));
+            // Reduced residues of a prime of 52 bits or more may reach 52 bits.
+            let wide_rows = m.value() >= 1 << 52;
+            let two30 = m.reduce_u128(1 << 30);
+            let mut first = true;
+            for (rows, consts) in inputs.chunks(MAX_ROWS).zip(scalars.chunks(MAX_ROWS)) {
+                let rows: Vec<&[u64]> = rows.iter().map(|x| &x[j * n..(j + 1) * n]).collect();
+                let c: Vec<u64> = consts.iter().map(|c| c[j]).collect();
+                let c_hi: Vec<u64> = c.iter().map(|&c| m.mul(c, two30)).collect();
+                let wide = vec![wide_rows; rows.len()];
+                if first {
+                    dot_const(m, r, &rows, &c, &c_hi, &wide, o);
+                    first = false;
+                } else {
+                    let mut part = vec![0u64; n];
+                    dot_const(m, r, &rows, &c, &c_hi, &wide, &mut part);
+                    o.iter_mut().zip(&part).for_each(|(o, &p)| *o = m.add(*o, p));
+                }
+            }
+            if first {
+                o.fill(0);
+            }
         });
     }
 

@@ -144,8 +144,20 @@ impl<D: Domain> Poly<D> {
     /// `self * scalars[j]` on limb `j`, into a new polynomial (no copy of
     /// `self` first).
     pub fn times_scalars(&self, ctx: &RingContext, scalars: &[u64]) -> Self {
-        let mut out = Self::uninit(ctx, self.basis);
-        ctx.backend().mul_scalar_to(ctx, self.basis, &self.data, scalars, &mut out.data);
+        Self::scalar_dot(ctx, self.basis, &[self], &[scalars])
+    }
+
+    /// `sum_r polys[r] * scalars[r][j]` on limb `j`, over `basis`: each
+    /// polynomial may hold more chain limbs than `basis` (only the first
+    /// are read, in place) but must not be over another basis's primes.
+    pub fn scalar_dot(ctx: &RingContext, basis: Basis, polys: &[&Self], scalars: &[&[u64]]) -> Self {
+        debug_assert!(polys
+            .iter()
+            .all(|p| p.basis.p == basis.p && p.basis.q >= basis.q && (basis.p == 0 || p.basis.q == basis.q)));
+        debug_assert!(scalars.iter().all(|s| s.len() >= basis.limbs()));
+        let mut out = Self::uninit(ctx, basis);
+        let inputs: Vec<&[u64]> = polys.iter().map(|p| p.data()).collect();
+        ctx.backend().scalar_dot(ctx, basis, &inputs, scalars, &mut out.data);
         out
     }
 

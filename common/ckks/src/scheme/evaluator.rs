@@ -1,7 +1,9 @@
 //! Homomorphic operations on ciphertexts.
 //!
 //! Level and scale rules: binary operations need operands at the same level
-//! (drop the higher one with [`Evaluator::drop_to_level`]); additions need
+//! (drop the higher one with [`Evaluator::drop_to_level`], or use
+//! [`Evaluator::mul_at`] and [`Evaluator::linear_combination`], which read
+//! higher operands in place at the level asked for); additions need
 //! equal scales up to a relative 2^-20 (the drift left by rescaling with
 //! primes that differ from 2^40 by a few parts per million), otherwise they
 //! fail with [`CkksError::ScaleMismatch`]. Products multiply scales;
@@ -129,26 +131,43 @@ impl Evaluator {
 
     /// `a += b`.
     pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<(), CkksError> {
-        self.check_level("add", a)?;
-        same_level("add", a.level, b.level)?;
-        same_encoding("add", a.encoding, b.encoding)?;
-        same_scale("add", a.scale, b.scale)?;
+        self.combine_assign("add", a, b, Poly::add_assign)
+    }
+
+    /// `a - b`.
+    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        let mut out = a.clone();
+        self.sub_assign(&mut out, b)?;
+        Ok(out)
+    }
+
+    /// `a -= b`.
+    pub fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<(), CkksError> {
+        self.combine_assign("sub", a, b, Poly::sub_assign)
+    }
+
+    /// `a = f(a, b)` part by part, after the level, encoding and scale
+    /// checks of an addition (a lower degree is padded with zero parts).
+    fn combine_assign(
+        &self,
+        op: &'static str,
+        a: &mut Ciphertext,
+        b: &Ciphertext,
+        f: impl Fn(&mut Poly<Ntt>, &crate::ring::RingContext, &Poly<Ntt>),
+    ) -> Result<(), CkksError> {
+        self.check_level(op, a)?;
+        same_level(op, a.level, b.level)?;
+        same_encoding(op, a.encoding, b.encoding)?;
+        same_scale(op, a.scale, b.scale)?;
         let ring = self.ring();
         while a.parts.len() < b.parts.len() {
             a.parts.push(Poly::zero(ring, Basis::q(a.level)));
         }
         for (x, y) in a.parts.iter_mut().zip(&b.parts) {
-            x.add_assign(ring, y);
+            f(x, ring, y);
         }
         a.seed = None;
         Ok(())
-    }
-
-    /// `a - b`.
-    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
-        let mut neg = b.clone();
-        self.neg_assign(&mut neg);
-        self.add(a, &neg)
     }
 
     /// `-a`.
@@ -286,11 +305,72 @@ impl Evaluator {
 
     /// `ct + c` for a real constant.
     pub fn add_const(&self, ct: &Ciphertext, c: f64) -> Result<Ciphertext, CkksError> {
-        let res = self.constant_residues(c * ct.scale, ct.level)?;
         let mut out = ct.clone();
-        out.parts[0].add_scalar_assign(self.ring(), &res);
-        out.seed = None;
+        self.add_const_assign(&mut out, c)?;
         Ok(out)
+    }
+
+    /// `ct += c` for a real constant.
+    pub fn add_const_assign(&self, ct: &mut Ciphertext, c: f64) -> Result<(), CkksError> {
+        self.check_level("add_const", ct)?;
+        let res = self.constant_residues(c * ct.scale, ct.level)?;
+        ct.parts[0].add_scalar_assign(self.ring(), &res);
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// `sum_i c_i cts[i]` at `level` with scale `scale`: each constant is
+    /// encoded as the integer `round(c_i scale / cts[i].scale)`, the one
+    /// that brings its ciphertext to `scale` (so the terms add exactly,
+    /// whatever their own scales). The inputs may sit above `level` and
+    /// differ in degree; each is read in place (no copy at `level`), and
+    /// the sum is one pass, reduced once per coefficient: a polynomial's
+    /// leaves `sum c_i T_i` were a copy, a product and an addition per term.
+    pub fn linear_combination(
+        &self,
+        terms: &[(&Ciphertext, f64)],
+        level: usize,
+        scale: f64,
+    ) -> Result<Ciphertext, CkksError> {
+        let scaled: Vec<(&Ciphertext, f64)> = terms.iter().map(|&(ct, c)| (ct, c * scale / ct.scale)).collect();
+        self.integer_combination("linear_combination", &scaled, level, scale)
+    }
+
+    /// `sum_i round(v_i) cts[i]` at `level`, given the scale `scale`.
+    fn integer_combination(
+        &self,
+        op: &'static str,
+        terms: &[(&Ciphertext, f64)],
+        level: usize,
+        scale: f64,
+    ) -> Result<Ciphertext, CkksError> {
+        let Some((first, _)) = terms.first() else {
+            return Err(CkksError::InvalidInput(format!("{op}: no terms")));
+        };
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(CkksError::InvalidInput(format!("{op}: scale {scale} is not a positive number")));
+        }
+        for (ct, _) in terms {
+            self.check_level(op, ct)?;
+            same_encoding(op, first.encoding, ct.encoding)?;
+            if ct.level < level {
+                return Err(CkksError::NotEnoughLevels { op, level: ct.level, needed: level });
+            }
+        }
+        let residues = terms.iter().map(|&(_, v)| self.constant_residues(v, level)).collect::<Result<Vec<_>, _>>()?;
+        let degree = terms.iter().map(|(ct, _)| ct.parts.len()).max().unwrap_or(0);
+        let basis = Basis::q(level);
+        let parts = (0..degree)
+            .map(|i| {
+                let (polys, scalars): (Vec<&Poly<Ntt>>, Vec<&[u64]>) = terms
+                    .iter()
+                    .zip(&residues)
+                    .filter_map(|((ct, _), r)| ct.parts.get(i).map(|p| (p, r.as_slice())))
+                    .unzip();
+                Poly::scalar_dot(self.ring(), basis, &polys, &scalars)
+            })
+            .collect();
+        Ok(Ciphertext { parts, level, scale, encoding: first.encoding, seed: None })
     }
 
     /// The NTT form of `re + im X^(N/2)` (which decodes to `re + i im` in
@@ -328,8 +408,7 @@ impl Evaluator {
 
     /// `ct * round(c * const_scale)`; the scale is multiplied by `const_scale`.
     pub fn mul_const_with_scale(&self, ct: &Ciphertext, c: f64, const_scale: f64) -> Result<Ciphertext, CkksError> {
-        let res = self.constant_residues(c * const_scale, ct.level)?;
-        Ok(self.map_parts(ct, ct.scale * const_scale, |p| p.times_scalars(self.ring(), &res)))
+        self.integer_combination("mul_const", &[(ct, c * const_scale)], ct.level, ct.scale * const_scale)
     }
 
     /// `ct * c` for a complex constant, encoded at the last prime's scale.
@@ -378,20 +457,28 @@ impl Evaluator {
     /// Tensor product `(a0 b0, a0 b1 + a1 b0, a1 b1)` (degree 2, not
     /// relinearised).
     pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
+        same_level("mul", a.level, b.level)?;
+        self.mul_at(a, b, a.level)
+    }
+
+    /// The tensor product of `a` and `b` at `level` (at or below both
+    /// levels), reading only their first limbs: no copies at `level` first.
+    pub fn mul_at(&self, a: &Ciphertext, b: &Ciphertext, level: usize) -> Result<Ciphertext, CkksError> {
         degree_one("mul", a)?;
         degree_one("mul", b)?;
         self.check_level("mul", a)?;
-        same_level("mul", a.level, b.level)?;
+        self.check_level("mul", b)?;
         same_encoding("mul", a.encoding, b.encoding)?;
+        if level > a.level.min(b.level) {
+            return Err(CkksError::NotEnoughLevels { op: "mul", level: a.level.min(b.level), needed: level });
+        }
         let ring = self.ring();
-        let basis = Basis::q(a.level);
+        let basis = Basis::q(level);
         let (a0, a1, b0, b1) = (&a.parts[0], &a.parts[1], &b.parts[0], &b.parts[1]);
-        let mut d0 = a0.clone();
-        d0.mul_assign(ring, b0);
+        let d0 = Poly::dot(ring, basis, &[a0], &[b0]);
         let d1 = Poly::dot(ring, basis, &[a0, a1], &[b1, b0]);
-        let mut d2 = a1.clone();
-        d2.mul_assign(ring, b1);
-        Ok(self.derived(vec![d0, d1, d2], a, a.scale * b.scale))
+        let d2 = Poly::dot(ring, basis, &[a1], &[b1]);
+        Ok(Ciphertext { parts: vec![d0, d1, d2], level, scale: a.scale * b.scale, encoding: a.encoding, seed: None })
     }
 
     /// `a^2` (degree 2).
@@ -488,6 +575,19 @@ impl Evaluator {
             .collect();
         let q_last = self.params.q()[ct.level] as f64;
         Ok(Ciphertext { parts, level: ct.level - 1, scale: ct.scale / q_last, encoding: ct.encoding, seed: None })
+    }
+
+    /// Drops an owned ciphertext to `level` in place (no copy).
+    pub fn drop_owned_to_level(&self, mut ct: Ciphertext, level: usize) -> Result<Ciphertext, CkksError> {
+        if level > ct.level {
+            return Err(CkksError::NotEnoughLevels { op: "drop_to_level", level: ct.level, needed: level });
+        }
+        for p in &mut ct.parts {
+            p.truncate_q(level + 1);
+        }
+        ct.level = level;
+        ct.seed = None;
+        Ok(ct)
     }
 
     /// Drops to `level` without changing the scale.

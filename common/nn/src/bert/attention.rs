@@ -185,9 +185,7 @@ impl PackedAttention {
             // -R j) = sum_j M_{shift + j} rot(a, -R j).
             let spread = masks.combine(engine, shifted.iter().enumerate().map(|(j, s)| ((shift + j) % t, s)))?;
             let level = spread.level().min(value.level());
-            let term = engine
-                .eval
-                .mul(&engine.eval.drop_to_level(&spread, level)?, &engine.eval.drop_to_level(value, level)?)?;
+            let term = engine.eval.mul_at(&spread, value, level)?;
             match acc.as_mut() {
                 Some(x) => engine.eval.add_assign(x, &term)?,
                 None => acc = Some(term),
