@@ -102,6 +102,20 @@ fn linear_transforms_match_plaintext_and_compose() {
     let missing =
         LinearTransform::from_diagonals(n, BTreeMap::from([(7usize, vec![Complex64::new(1.0, 0.0); n])])).unwrap();
     assert!(matches!(missing.evaluate(&eval, &enc, &ct, &GaloisKeys::new()), Err(CkksError::MissingGaloisKey(_))));
+    // Given the input's rotations (shared by transforms reading the same
+    // input), the result is the same ciphertext; a missing one is an error.
+    let mut steps = a.baby_steps();
+    steps.extend(b.baby_steps());
+    steps.sort_unstable();
+    steps.dedup();
+    let rotations: BTreeMap<i64, Ciphertext> =
+        steps.iter().copied().zip(eval.rotate_hoisted(&ct, &steps, &gks).unwrap()).collect();
+    let one = Complex64::new(1.0, 0.0);
+    assert_eq!(a.evaluate_rotated(&eval, &enc, &rotations, &gks, one, ct.scale()).unwrap(), out_a);
+    let mut partial = rotations.clone();
+    partial.remove(a.baby_steps().last().unwrap());
+    let err = a.evaluate_rotated(&eval, &enc, &partial, &gks, one, ct.scale()).unwrap_err();
+    assert!(err.to_string().contains("rotation by"), "{err}");
 }
 
 /// Diagonals that repeat with a short period (block-diagonal maps, the

@@ -6,7 +6,7 @@
 
 use nexus_ckks::bootstrapping::{BootstrapConfig, Bootstrapper};
 use nexus_ckks::*;
-use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings};
+use nexus_nn::bert::encrypted::{EncoderPlan, EncryptedEncoder, LayerTimings, Projection};
 use nexus_nn::bert::head::{ClassifierHead, DEFAULT_GAP_BITS};
 use nexus_nn::bert::lockstep::{lockstep, Bootstraps};
 use nexus_nn::bert::{cosine, BertConfig, BertWeights};
@@ -101,6 +101,14 @@ fn run_batch(weights: &BertWeights, lengths: &[usize], tolerance: f64, classify:
     let mut ct = Encryptor::new(&params).encrypt_pk(&pt, &pk).unwrap();
 
     let decrypt = |c: &Ciphertext| encoding.decode_real(&Decryptor::new(&params).decrypt(c, &sk).unwrap()).unwrap();
+    // Q, K and V computed from one shared set of the input's rotations are
+    // the ciphertexts the three separate products give.
+    let steps0 = encoder.steps(0).unwrap();
+    let mut t = LayerTimings::default();
+    let shared = steps0.project_all(&engine, &ct, &mut t).unwrap();
+    for (which, got) in [Projection::Query, Projection::Key, Projection::Value].into_iter().zip(&shared) {
+        assert_eq!(got, &steps0.project(&engine, which, &ct, &mut t).unwrap(), "{which:?}");
+    }
     let mut plain = x.clone();
     for layer in 0..weights.config.layers {
         let mut timings = LayerTimings::default();

@@ -337,9 +337,14 @@ impl LinearTransform {
         multiplier: Complex64,
         out_scale: f64,
     ) -> Result<Ciphertext, CkksError> {
-        if !multiplier.is_finite() {
-            return Err(CkksError::InvalidInput(format!("multiplier {multiplier} is not finite")));
-        }
+        self.check_input(ct)?;
+        let rotated = eval.rotate_hoisted(ct, &self.baby_steps(), keys)?;
+        let babies: BTreeMap<i64, Ciphertext> = self.baby_steps().into_iter().zip(rotated).collect();
+        self.evaluate_rotated(eval, encoder, &babies, keys, multiplier, out_scale)
+    }
+
+    /// An input must fill exactly this map's slots and have a level to spend.
+    fn check_input(&self, ct: &Ciphertext) -> Result<(), CkksError> {
         if ct.encoding() != crate::scheme::plaintext::Encoding::Slots(self.slots) {
             return Err(CkksError::InvalidInput(format!(
                 "linear transform on {} slots applied to a {:?} ciphertext",
@@ -350,6 +355,53 @@ impl LinearTransform {
         if ct.level() == 0 {
             return Err(CkksError::NotEnoughLevels { op: "linear transform", level: 0, needed: 1 });
         }
+        Ok(())
+    }
+
+    /// The baby-step rotations an evaluation reads (hoisted: one
+    /// decomposition of the input for all of them).
+    pub fn baby_steps(&self) -> Vec<i64> {
+        let mut steps: Vec<i64> = self.diagonals.keys().map(|&k| (k % self.baby) as i64).collect();
+        steps.sort_unstable();
+        steps.dedup();
+        steps
+    }
+
+    /// [`evaluate_complex_times_to_scale`](Self::evaluate_complex_times_to_scale)
+    /// on an input given by its rotations: `rotations[b]` is the input
+    /// rotated by `b`, for every step of [`baby_steps`](Self::baby_steps)
+    /// at least. Transforms that read the same input (the rows of a
+    /// product split into several outputs) share one set of rotations.
+    pub fn evaluate_rotated(
+        &self,
+        eval: &Evaluator,
+        encoder: &Encoder,
+        rotations: &BTreeMap<i64, Ciphertext>,
+        keys: &GaloisKeys,
+        multiplier: Complex64,
+        out_scale: f64,
+    ) -> Result<Ciphertext, CkksError> {
+        let baby = self
+            .baby_steps()
+            .into_iter()
+            .map(|b| {
+                rotations.get(&b).map(|ct| (b as usize, ct)).ok_or_else(|| {
+                    CkksError::InvalidInput(format!("linear transform: the input's rotation by {b} is missing"))
+                })
+            })
+            .collect::<Result<BTreeMap<usize, &Ciphertext>, _>>()?;
+        let Some(ct) = baby.values().next().copied() else {
+            return Err(CkksError::InvalidInput("linear transform has no diagonals".into()));
+        };
+        if !multiplier.is_finite() {
+            return Err(CkksError::InvalidInput(format!("multiplier {multiplier} is not finite")));
+        }
+        if baby.values().any(|r| r.level() != ct.level() || r.scale() != ct.scale()) {
+            return Err(CkksError::InvalidInput(
+                "linear transform: the input's rotations differ in level or scale".into(),
+            ));
+        }
+        self.check_input(ct)?;
         let params = eval.params();
         let level = ct.level();
         let pt_scale = params.q()[level] as f64 * out_scale / ct.scale();
@@ -357,11 +409,6 @@ impl LinearTransform {
         for &k in self.diagonals.keys() {
             groups.entry(k / self.baby).or_default().push(k % self.baby);
         }
-        let mut baby_steps: Vec<i64> = groups.values().flatten().map(|&b| b as i64).collect();
-        baby_steps.sort_unstable();
-        baby_steps.dedup();
-        let rotated = eval.rotate_hoisted(ct, &baby_steps, keys)?;
-        let baby: BTreeMap<usize, &Ciphertext> = baby_steps.iter().map(|&b| b as usize).zip(rotated.iter()).collect();
         // Giant groups in parallel: encoding the diagonals (an FFT each,
         // serial) dominates, and the groups are independent.
         use rayon::prelude::*;

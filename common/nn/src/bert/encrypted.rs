@@ -412,9 +412,7 @@ impl<'w> EncryptedEncoder<'w> {
         let steps = self.steps(index)?;
         let x = steps.input(r, x)?;
         let engine = r.engine;
-        let q = steps.project(engine, Projection::Query, &x, timings)?;
-        let k = steps.project(engine, Projection::Key, &x, timings)?;
-        let v = steps.project(engine, Projection::Value, &x, timings)?;
+        let [q, k, v] = steps.project_all(engine, &x, timings)?;
         let context = steps.attend(r, &q, &k, v, timings)?;
         let x1 = steps.attention_output(r, context, &x, timings)?;
         let expanded = steps.feed_forward_in(engine, &x1, 0..steps.wide_ciphertexts(), timings)?;
@@ -546,6 +544,38 @@ impl LayerSteps<'_, '_> {
         timings: &mut LayerTimings,
     ) -> Result<Ciphertext, NnError> {
         let started = Instant::now();
+        let y = self.projection(which)?.apply(engine, std::slice::from_ref(x))?;
+        timings.projections += started.elapsed().as_secs_f64();
+        first(y)
+    }
+
+    /// The queries, keys and values of the (refreshed) input, as
+    /// [`project`](Self::project) computes them one by one, with one set
+    /// of the input's baby-step rotations shared by the three products.
+    pub fn project_all(
+        &self,
+        engine: &Engine<'_>,
+        x: &Ciphertext,
+        timings: &mut LayerTimings,
+    ) -> Result<[Ciphertext; 3], NnError> {
+        let started = Instant::now();
+        let products = [Projection::Query, Projection::Key, Projection::Value]
+            .map(|which| self.projection(which))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut steps: Vec<i64> = products.iter().flat_map(|p| p.baby_steps(0, p.outputs())).collect();
+        steps.sort_unstable();
+        steps.dedup();
+        let rotations = [super::packed::rotations_of(engine, x, steps)?];
+        let outputs = products
+            .iter()
+            .map(|p| first(p.apply_rows_rotated(engine, &rotations, p.outputs())?))
+            .collect::<Result<Vec<_>, _>>()?;
+        timings.projections += started.elapsed().as_secs_f64();
+        outputs.try_into().map_err(|_| invalid("projections", "expected three products"))
+    }
+
+    fn projection(&self, which: Projection) -> Result<PackedLinear, NnError> {
         let w = self.weights();
         let (linear, factor) = match which {
             Projection::Query => (&w.query, 1.0 / (self.encoder.weights.config.head_dim() as f64).sqrt()),
@@ -553,9 +583,7 @@ impl LayerSteps<'_, '_> {
             Projection::Value => (&w.value, 1.0),
         };
         let hidden = self.encoder.layout.placement();
-        let y = self.encoder.linear(linear, &hidden, &hidden, factor)?.apply(engine, std::slice::from_ref(x))?;
-        timings.projections += started.elapsed().as_secs_f64();
-        first(y)
+        self.encoder.linear(linear, &hidden, &hidden, factor)
     }
 
     /// Scores, Softmax and the weighted sum of the values: the attention's

@@ -491,7 +491,7 @@ impl PackedLinear {
 
     /// Encrypted product (one level, scale kept).
     pub fn apply(&self, engine: &Engine<'_>, x: &[Ciphertext]) -> Result<Vec<Ciphertext>, NnError> {
-        self.apply_rows(engine, x, 0..self.transforms.len())
+        self.apply_rows(engine, x, self.outputs())
     }
 
     /// Output ciphertexts `rows` of the encrypted product (a tile of it;
@@ -503,36 +503,127 @@ impl PackedLinear {
         x: &[Ciphertext],
         rows: std::ops::Range<usize>,
     ) -> Result<Vec<Ciphertext>, NnError> {
+        self.check_rows(&rows, x.len())?;
+        let level = x.iter().map(Ciphertext::level).min().unwrap_or(0);
+        let mut sums: Vec<Option<Ciphertext>> = vec![None; rows.len()];
+        // One input's rotations at a time: they are the memory peak.
+        for (i, ct) in x.iter().enumerate() {
+            let steps = self.baby_steps(i, rows.clone());
+            if steps.is_empty() {
+                continue;
+            }
+            let ct = if ct.level() == level {
+                std::borrow::Cow::Borrowed(ct)
+            } else {
+                std::borrow::Cow::Owned(engine.eval.drop_to_level(ct, level)?)
+            };
+            let rotations = rotations_of(engine, &ct, steps)?;
+            self.accumulate(engine, i, &rotations, rows.clone(), &mut sums)?;
+        }
+        let zero_like = x.first().ok_or_else(|| invalid("packed linear", "no input ciphertexts"))?;
+        self.finish(engine, sums, rows, zero_like, level)
+    }
+
+    /// Every output ciphertext's index.
+    pub fn outputs(&self) -> std::ops::Range<usize> {
+        0..self.transforms.len()
+    }
+
+    /// The rotations the outputs `rows` read from input `input`: one
+    /// hoisted decomposition of that input covers every output's baby
+    /// steps (each output's transform rotated it again before).
+    pub fn baby_steps(&self, input: usize, rows: std::ops::Range<usize>) -> Vec<i64> {
+        let mut steps: Vec<i64> = self.transforms[rows]
+            .iter()
+            .filter_map(|row| row.get(input).and_then(Option::as_ref))
+            .flat_map(LinearTransform::baby_steps)
+            .collect();
+        steps.sort_unstable();
+        steps.dedup();
+        steps
+    }
+
+    /// [`apply_rows`](Self::apply_rows) on inputs given by their
+    /// rotations: `rotations[i]` holds input `i` rotated by every step of
+    /// [`baby_steps(i, rows)`](Self::baby_steps) at least, all at one
+    /// level. Products that read the same input (a layer's Q, K and V)
+    /// share one set of rotations.
+    pub fn apply_rows_rotated(
+        &self,
+        engine: &Engine<'_>,
+        rotations: &[BTreeMap<i64, Ciphertext>],
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<Ciphertext>, NnError> {
+        self.check_rows(&rows, rotations.len())?;
+        let zero_like = rotations
+            .iter()
+            .find_map(|r| r.values().next())
+            .ok_or_else(|| invalid("packed linear", "no rotations of the inputs given"))?;
+        let level = zero_like.level();
+        let mut sums: Vec<Option<Ciphertext>> = vec![None; rows.len()];
+        for (i, r) in rotations.iter().enumerate() {
+            self.accumulate(engine, i, r, rows.clone(), &mut sums)?;
+        }
+        self.finish(engine, sums, rows, zero_like, level)
+    }
+
+    fn check_rows(&self, rows: &std::ops::Range<usize>, inputs: usize) -> Result<(), NnError> {
         if rows.start > rows.end || rows.end > self.transforms.len() {
             return Err(invalid(
                 "packed linear",
                 format!("output ciphertexts {rows:?} of a product with {}", self.transforms.len()),
             ));
         }
-        if x.len() != self.input.ciphertexts {
+        if inputs != self.input.ciphertexts {
             return Err(invalid(
                 "packed linear",
-                format!("{} input ciphertexts, expected {}", x.len(), self.input.ciphertexts),
+                format!("{inputs} input ciphertexts, expected {}", self.input.ciphertexts),
             ));
         }
-        let level = x.iter().map(Ciphertext::level).min().unwrap_or(0);
-        let x: Vec<Ciphertext> = x.iter().map(|c| engine.eval.drop_to_level(c, level)).collect::<Result<_, _>>()?;
-        self.transforms[rows.clone()]
-            .iter()
+        Ok(())
+    }
+
+    /// Adds input `i`'s share of every output in `rows` into `sums`.
+    fn accumulate(
+        &self,
+        engine: &Engine<'_>,
+        i: usize,
+        rotations: &BTreeMap<i64, Ciphertext>,
+        rows: std::ops::Range<usize>,
+        sums: &mut [Option<Ciphertext>],
+    ) -> Result<(), NnError> {
+        for (row, sum) in self.transforms[rows].iter().zip(sums) {
+            let Some(t) = &row[i] else { continue };
+            let Some(scale) = rotations.values().next().map(Ciphertext::scale) else {
+                return Err(invalid("packed linear", format!("no rotations of input {i} given")));
+            };
+            let one = Complex64::new(1.0, 0.0);
+            let y = t.evaluate_rotated(engine.eval, engine.encoder, rotations, engine.galois, one, scale)?;
+            match sum.as_mut() {
+                Some(a) => engine.eval.add_assign(a, &y)?,
+                None => *sum = Some(y),
+            }
+        }
+        Ok(())
+    }
+
+    /// The outputs from their sums: copies rotated into place and the bias
+    /// (an output no input reaches is the bias alone, on a zero made from
+    /// `zero_like` at `level`).
+    fn finish(
+        &self,
+        engine: &Engine<'_>,
+        sums: Vec<Option<Ciphertext>>,
+        rows: std::ops::Range<usize>,
+        zero_like: &Ciphertext,
+        level: usize,
+    ) -> Result<Vec<Ciphertext>, NnError> {
+        sums.into_iter()
             .zip(&self.bias[rows])
-            .map(|(row, bias)| {
-                let mut acc: Option<Ciphertext> = None;
-                for (t, ct) in row.iter().zip(&x) {
-                    let Some(t) = t else { continue };
-                    let y = t.evaluate(engine.eval, engine.encoder, ct, engine.galois)?;
-                    match acc.as_mut() {
-                        Some(a) => engine.eval.add_assign(a, &y)?,
-                        None => acc = Some(y),
-                    }
-                }
+            .map(|(acc, bias)| {
                 let mut acc = match acc {
                     Some(a) => a,
-                    None => engine.mul_const_to(&x[0], 0.0, level.saturating_sub(1), x[0].scale())?,
+                    None => engine.mul_const_to(zero_like, 0.0, level.saturating_sub(1), zero_like.scale())?,
                 };
                 for step in self.output.copy_rotations() {
                     let r = engine.eval.rotate(&acc, step, engine.galois)?;
@@ -543,6 +634,16 @@ impl PackedLinear {
             })
             .collect()
     }
+}
+
+/// `ct` rotated by each of `steps` (hoisted), by step.
+pub fn rotations_of(
+    engine: &Engine<'_>,
+    ct: &Ciphertext,
+    steps: Vec<i64>,
+) -> Result<BTreeMap<i64, Ciphertext>, NnError> {
+    let rotated = engine.eval.rotate_hoisted(ct, &steps, engine.galois)?;
+    Ok(steps.into_iter().zip(rotated).collect())
 }
 
 #[cfg(test)]
